@@ -1,0 +1,53 @@
+"""``ipcbench``: the command line (DESIGN.md section 5).
+
+Only this module prints errors or chooses exit codes: subcommands raise
+:class:`~harness.errors.IpcbenchError` (or a strategies error such as
+``DatasetError``), and :func:`main` turns it into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from strategies import DatasetError
+
+from .errors import IpcbenchError
+
+# subcommand -> module in harness.commands implementing it
+SUBCOMMANDS = {
+    "data": "harness.commands.data",
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(
+        prog="ipcbench",
+        description="Compare ways of feeding 16-bit microscopy tiles to a training loop.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    modules = {}
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(modules[args.command].main(args) or 0)
+    except (IpcbenchError, DatasetError) as exc:
+        print(f"ipcbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ipcbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""baseline: the per-image work done inline, in the main process.
+
+Message flow: none. ``next()`` asks for the next image of the plan, the main process
+reads and tiles it, and the assembler copies its tiles into batches. This is the
+reference every other strategy must match bit for bit, and the throughput every
+other strategy must beat to be worth its complexity.
+
+Buffers: one tile buffer sized for the largest image, reused for every image; the
+assembler has always copied the previous image's tiles out before it asks for the
+next one (it releases an image before requesting the next).
+
+Shutdown: nothing to stop; ``close()`` drops the buffer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from .base import BatchGenerator
+from .config import LoaderConfig
+from .dataset import Dataset
+from .plan import EpochPlan, ImageJob
+from .work import ImageProcessor, ProcessedImage
+
+
+class BaselineGenerator(BatchGenerator):
+    """Single process: ``workers`` and ``prefetch`` are ignored."""
+
+    name = "baseline"
+
+    def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
+        super().__init__(dataset, config)
+        self._processor = ImageProcessor(self.dataset, config.tile)
+        t = config.tile
+        self._data_buffer = np.empty((self.max_tiles, self.dataset.channels, t, t), np.uint16)
+        self._masks_buffer = np.empty((self.max_tiles, t, t), np.uint8)
+        self._jobs: Iterator[ImageJob] = iter(())
+
+    def _begin_epoch(self, plan: EpochPlan) -> None:
+        self._jobs = iter(plan.jobs)
+
+    def _next_image(self) -> ProcessedImage:
+        return self._processor.process(next(self._jobs), self._data_buffer, self._masks_buffer)
+
+    def _end_epoch(self) -> None:
+        self._jobs = iter(())
+
+    def _shutdown(self) -> None:
+        self._jobs = iter(())
+        del self._data_buffer, self._masks_buffer

@@ -1,0 +1,88 @@
+"""LoaderConfig: every knob a generator has, validated once, frozen.
+
+The config is what the harness records in ``env.json`` and what the equivalence
+contract is stated over: for one dataset and one config, every strategy yields the
+same batches, whatever ``workers``, ``prefetch`` and ``start_method`` are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+START_METHODS = ("fork", "spawn", "forkserver")
+OUTPUTS = ("numpy", "torch")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoaderConfig:
+    """How batches are cut, ordered and delivered.
+
+    Fields that shape the batches (part of the equivalence contract):
+    ``batch_size``, ``tile``, ``seed``, ``epoch``, ``shuffle``, ``augment``,
+    ``drop_last``, ``rank``, ``world_size``.
+
+    Fields that only change how batches travel: ``workers``, ``prefetch`` (processed
+    images in flight per worker, the backpressure knob every strategy honours),
+    ``start_method``, ``timeout`` (longest wait in seconds for any one result or
+    for the workers to become ready), ``output`` (``"numpy"`` or ``"torch"``).
+    """
+
+    batch_size: int = 32
+    tile: int = 256
+    workers: int = 2
+    prefetch: int = 2
+    seed: int = 0
+    epoch: int = 0
+    start_method: str = "forkserver"
+    timeout: float = 30.0
+    shuffle: bool = True
+    augment: bool = True
+    drop_last: bool = False
+    rank: int = 0
+    world_size: int = 1
+    output: str = "numpy"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "tile", "workers", "prefetch", "seed", "epoch", "rank", "world_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"LoaderConfig.{name}={value!r} must be an int")
+        for name in ("shuffle", "augment", "drop_last"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"LoaderConfig.{name}={value!r} must be a bool")
+        if self.batch_size < 1:
+            raise ValueError(f"LoaderConfig.batch_size={self.batch_size} must be >= 1")
+        if self.tile < 1:
+            raise ValueError(f"LoaderConfig.tile={self.tile} must be >= 1")
+        if self.workers < 1:
+            raise ValueError(f"LoaderConfig.workers={self.workers} must be >= 1")
+        if self.prefetch < 1:
+            raise ValueError(f"LoaderConfig.prefetch={self.prefetch} must be >= 1")
+        if self.seed < 0:
+            raise ValueError(f"LoaderConfig.seed={self.seed} must be >= 0")
+        if self.epoch < 0:
+            raise ValueError(f"LoaderConfig.epoch={self.epoch} must be >= 0")
+        if self.world_size < 1:
+            raise ValueError(f"LoaderConfig.world_size={self.world_size} must be >= 1")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"LoaderConfig.rank={self.rank} must be in [0, world_size={self.world_size})")
+        if self.start_method not in START_METHODS:
+            raise ValueError(f"LoaderConfig.start_method={self.start_method!r} must be one of {START_METHODS}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"LoaderConfig.output={self.output!r} must be one of {OUTPUTS}")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or not self.timeout > 0:
+            raise ValueError(f"LoaderConfig.timeout={self.timeout!r} must be a number of seconds > 0")
+
+    def replace(self, **overrides: Any) -> LoaderConfig:
+        """A copy with some fields changed; an unknown field is a ValueError."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown LoaderConfig field(s) {unknown}; known fields: {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

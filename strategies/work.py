@@ -1,0 +1,127 @@
+"""The per-image work every strategy runs: read, assemble the mask, cut and augment tiles.
+
+This is the only place pixels are computed. Strategies differ only in *where* it
+runs (main process, worker process, thread) and *how* its output travels back; the
+output itself is always the same for the same :class:`~strategies.plan.ImageJob`.
+
+Mask assembly (DESIGN.md section 4): a pixel's class is looked up from its label in
+the image's class table; labelled pixels whose label is not in the table (or every
+labelled pixel, when the dataset has no ``classes.csv``) are class 1; label 0 is
+background (class 0).
+
+:class:`ImageProcessor` keeps its decode buffers between images, so a worker that
+processes image after image does not page-fault ~40 MB of fresh memory each time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tifffile
+
+from .dataset import Dataset, ImageEntry
+from .errors import DatasetError
+from .plan import ImageJob
+
+
+@dataclass(slots=True)
+class ProcessedImage:
+    """One image's tiles, ready for batching: ``data`` (N, C, T, T) uint16, ``masks`` (N, T, T) uint8."""
+
+    position: int
+    image_index: int
+    data: np.ndarray
+    masks: np.ndarray
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.data)
+
+
+def tile_nbytes(channels: int, tile: int) -> tuple[int, int]:
+    """Bytes of one tile's data (uint16) and of its mask (uint8)."""
+    return channels * tile * tile * 2, tile * tile
+
+
+def augmented(array: np.ndarray, code: int) -> np.ndarray:
+    """A view of ``array`` (..., T, T) rotated ``code % 4`` quarter turns, then flipped if ``code >= 4``."""
+    view = np.rot90(array, k=code % 4, axes=(-2, -1))
+    return view[..., ::-1] if code >= 4 else view
+
+
+def class_lookup(classes: tuple[tuple[int, int], ...] | None, label_dtype: np.dtype) -> np.ndarray | None:
+    """A label -> class table for unsigned 8/16-bit labels, or None for other label types."""
+    dtype = np.dtype(label_dtype)
+    if dtype.kind != "u" or dtype.itemsize > 2:
+        return None
+    size = 1 << (8 * dtype.itemsize)
+    lut = np.ones(size, dtype=np.uint8)
+    lut[0] = 0
+    for label, cls in classes or ():
+        if label < size:
+            lut[label] = cls
+    return lut
+
+
+def classes_of(labels: np.ndarray, classes: tuple[tuple[int, int], ...] | None, out: np.ndarray) -> None:
+    """Write the class of every label in ``labels`` into ``out`` (uint8), for any integer dtype."""
+    np.not_equal(labels, 0, out=out.view(bool))
+    for label, cls in classes or ():
+        if cls != 1:
+            out[labels == label] = cls
+
+
+class ImageProcessor:
+    """Runs :meth:`process` for jobs of one dataset, reusing its decode buffers."""
+
+    def __init__(self, dataset: Dataset, tile: int) -> None:
+        self.dataset = dataset
+        self.tile = tile
+        self._buffers: dict[tuple[tuple[int, ...], str], np.ndarray] = {}
+        self._luts: dict[tuple[int, str], np.ndarray | None] = {}
+
+    def _read(self, path: str, what: str, expected: tuple[int, ...]) -> np.ndarray:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+                if int(np.prod(shape)) != int(np.prod(expected)):
+                    raise DatasetError(f"{what} {path} has shape {shape}, expected {expected} (file changed?)")
+                key = (shape, dtype.str)
+                buffer = self._buffers.get(key)
+                if buffer is None:
+                    buffer = self._buffers[key] = np.empty(shape, dtype)
+                # maxworkers=1: one decode thread per process, as DESIGN.md section 7 pins it.
+                series.asarray(out=buffer, maxworkers=1)
+        except DatasetError:
+            raise
+        except Exception as exc:
+            raise DatasetError(f"cannot decode {what} {path}: {type(exc).__name__}: {exc}") from exc
+        return buffer.reshape(expected)
+
+    def process(self, job: ImageJob, data_out: np.ndarray | None = None,
+                masks_out: np.ndarray | None = None) -> ProcessedImage:
+        """Do the work of ``job``; write into ``data_out``/``masks_out`` when given (e.g. shared memory)."""
+        entry: ImageEntry = self.dataset.entries[job.image_index]
+        t = self.tile
+        n = job.n_tiles
+        if data_out is None:
+            data_out = np.empty((n, entry.channels, t, t), np.uint16)
+        if masks_out is None:
+            masks_out = np.empty((n, t, t), np.uint8)
+        image = self._read(entry.image_path, "image", entry.shape)
+        labels = self._read(entry.label_path, "label image", (entry.height, entry.width))
+        lut_key = (job.image_index, labels.dtype.str)
+        if lut_key not in self._luts:
+            self._luts[lut_key] = class_lookup(entry.classes, labels.dtype)
+        lut = self._luts[lut_key]
+
+        for i, ((y, x), code) in enumerate(zip(job.tiles.tolist(), job.augmentations.tolist(), strict=True)):
+            data_out[i] = augmented(image[:, y:y + t, x:x + t], code)
+            label_tile = augmented(labels[y:y + t, x:x + t], code)
+            if lut is not None:
+                np.take(lut, label_tile, out=masks_out[i], mode="clip")
+            else:
+                classes_of(label_tile, entry.classes, masks_out[i])
+        return ProcessedImage(job.position, job.image_index, data_out[:n], masks_out[:n])

@@ -1,0 +1,50 @@
+"""Shared fixtures: small datasets written to a temp folder, and /dev/shm hygiene."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+
+def write_dataset(root: Path, *, images: int = 3, height: int = 70, width: int = 90, channels: int = 2,
+                  seed: int = 0, classes: bool = False) -> Path:
+    """A tiny dataset in the DESIGN.md section 4 format: random uint16 pixels, blocky labels."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(images):
+        stem = f"img{i:02d}"
+        shape = (height, width) if channels == 1 else (channels, height, width)
+        tifffile.imwrite(root / "images" / f"{stem}.tif", rng.integers(0, 4096, shape, dtype=np.uint16))
+        labels = np.zeros((height, width), np.uint16)
+        for label in range(1, 6):
+            y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
+            labels[y:y + 8, x:x + 8] = label
+            rows.append(f"{stem},{label},{1 + label % 3}")
+        tifffile.imwrite(root / "labels" / f"{stem}.tif", labels)
+    if classes:
+        (root / "classes.csv").write_text("image,label,class\n" + "\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path / "tiny")
+
+
+def shm_entries() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.fixture(autouse=True)
+def dev_shm_unchanged():
+    """Every test must leave /dev/shm as it found it."""
+    before = shm_entries()
+    yield
+    leaked = {name for name in shm_entries() - before if name.startswith(("ipcbench", "psm_"))}
+    assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"
