@@ -19,6 +19,9 @@ from .errors import IpcbenchError
 # subcommand -> module in harness.commands implementing it
 SUBCOMMANDS = {
     "data": "harness.commands.data",
+    "run": "harness.commands.run",
+    "report": "harness.commands.report",
+    "compare": "harness.commands.compare",
 }
 
 

@@ -30,10 +30,14 @@ from .errors import (
     WorkerError,
     WorkerTimeoutError,
 )
+from .pipe import PipeGenerator
 from .plan import EpochPlan, ImageJob, make_plan
+from .shm import ShmGenerator
 
 STRATEGIES: dict[str, type[BatchGenerator]] = {
     "baseline": BaselineGenerator,
+    "pipe": PipeGenerator,
+    "shm": ShmGenerator,
 }
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from .config import LoaderConfig
 from .dataset import Dataset, open_dataset
 from .errors import LoaderClosedError
-from .plan import EpochPlan, make_plan, tiles_per_image
+from .plan import EpochPlan, make_plan, max_tiles_per_image
 from .work import ProcessedImage
 
 
@@ -59,7 +59,7 @@ class BatchGenerator(ABC):
         if len(self.dataset) < config.world_size:
             raise ValueError(f"dataset {self.dataset.root} has {len(self.dataset)} images, fewer than "
                              f"world_size={config.world_size}: some ranks would get none")
-        self.max_tiles = max(tiles_per_image(e.height, e.width, config.tile) for e in self.dataset.entries)
+        self.max_tiles = max_tiles_per_image(self.dataset.shapes, config.tile)
         self._next_epoch = config.epoch
         self._upcoming: EpochPlan | None = None
         self._plan: EpochPlan | None = None

@@ -17,13 +17,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import numpy as np
-
 from .base import BatchGenerator
 from .config import LoaderConfig
 from .dataset import Dataset
 from .plan import EpochPlan, ImageJob
-from .work import ImageProcessor, ProcessedImage
+from .work import ImageProcessor, ProcessedImage, tile_buffers
 
 
 class BaselineGenerator(BatchGenerator):
@@ -34,9 +32,7 @@ class BaselineGenerator(BatchGenerator):
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)
         self._processor = ImageProcessor(self.dataset, config.tile)
-        t = config.tile
-        self._data_buffer = np.empty((self.max_tiles, self.dataset.channels, t, t), np.uint16)
-        self._masks_buffer = np.empty((self.max_tiles, t, t), np.uint8)
+        self._data_buffer, self._masks_buffer = tile_buffers(self.max_tiles, self.dataset.channels, config.tile)
         self._jobs: Iterator[ImageJob] = iter(())
 
     def _begin_epoch(self, plan: EpochPlan) -> None:

@@ -79,6 +79,24 @@ def _tiff_summary(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype]:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape, dtype = tuple(int(n) for n in series.shape), np.dtype(series.dtype)
+            # A file cut inside a later page's IFD still opens: tifffile lists only the
+            # pages it could read, and may take the shape from the first page's metadata
+            # or fall back to a one-page series. So check that the values the file
+            # declares (tifffile's own metadata, when it wrote the file) are all there.
+            declared = series.size
+            if series.kind == "shaped" and tif.shaped_metadata:
+                declared = int(np.prod(tif.shaped_metadata[0].get("shape", shape), dtype=np.int64))
+            offset = series.dataoffset  # not None: uncompressed, one contiguous byte range
+            if offset is not None:
+                if offset + declared * dtype.itemsize > size:
+                    raise DatasetError(
+                        f"{what} {path} is truncated: its pixel data ends at byte "
+                        f"{offset + declared * dtype.itemsize} but the file has {size} bytes"
+                    )
+            else:
+                held = sum(page.size for page in series.pages if page is not None)
+                if held != declared:
+                    raise DatasetError(f"{what} {path} is truncated: its pages hold {held} of its {declared} values")
             for page in series.pages:
                 if page is None:
                     continue
@@ -105,6 +123,8 @@ def _read_classes(path: Path, stems: set[str]) -> dict[str, tuple[tuple[int, int
             if reader.fieldnames is None or not {"image", "label", "class"} <= set(reader.fieldnames):
                 raise DatasetError(f"{path} must have the header 'image,label,class', got {reader.fieldnames}")
             for lineno, row in enumerate(reader, start=2):
+                if any(row[key] is None for key in ("image", "label", "class")):  # a short row
+                    raise DatasetError(f"{path} line {lineno}: expected image,label,class, got {row}")
                 stem = Path(row["image"].strip()).stem
                 try:
                     label, cls = int(row["label"]), int(row["class"])
@@ -146,10 +166,9 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
 
     entries = []
     for image_path in image_paths:
-        label_path = next(
-            (labels_dir / (image_path.stem + s) for s in TIFF_SUFFIXES if (labels_dir / (image_path.stem + s)).exists()),
-            labels_dir / (image_path.stem + ".tif"),
-        )
+        # The image's own suffix first: images/a.TIF pairs with labels/a.TIF.
+        candidates = [labels_dir / (image_path.stem + s) for s in (image_path.suffix, *TIFF_SUFFIXES)]
+        label_path = next((p for p in candidates if p.exists()), candidates[0])
         shape, dtype = _tiff_summary(image_path, "image")
         if dtype != np.uint16:
             raise DatasetError(f"image {image_path} has dtype {dtype}; ipcbench expects 16-bit images (uint16)")

@@ -66,6 +66,11 @@ def tiles_per_image(height: int, width: int, tile: int) -> int:
     return rows * cols
 
 
+def max_tiles_per_image(shapes: Sequence[tuple[int, int]], tile: int) -> int:
+    """The most tiles any one image yields: the size of a buffer that fits every image."""
+    return max(tiles_per_image(h, w, tile) for h, w in shapes)
+
+
 def image_tiles(height: int, width: int, tile: int, rng: np.random.Generator | None) -> np.ndarray:
     """Top-left corners of an image's tile grid, (N, 2) int32.
 

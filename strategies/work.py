@@ -16,6 +16,7 @@ processes image after image does not page-fault ~40 MB of fresh memory each time
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -33,6 +34,9 @@ class ProcessedImage:
     image_index: int
     data: np.ndarray
     masks: np.ndarray
+    # What the producer needs to recycle the memory behind data/masks (a buffer
+    # index, a shared-memory slot); None when the arrays are simply garbage.
+    handle: Any = None
 
     @property
     def n_tiles(self) -> int:
@@ -42,6 +46,11 @@ class ProcessedImage:
 def tile_nbytes(channels: int, tile: int) -> tuple[int, int]:
     """Bytes of one tile's data (uint16) and of its mask (uint8)."""
     return channels * tile * tile * 2, tile * tile
+
+
+def tile_buffers(n_tiles: int, channels: int, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """Empty output arrays for ``n_tiles`` tiles: data (N, C, T, T) uint16, masks (N, T, T) uint8."""
+    return np.empty((n_tiles, channels, tile, tile), np.uint16), np.empty((n_tiles, tile, tile), np.uint8)
 
 
 def augmented(array: np.ndarray, code: int) -> np.ndarray:
@@ -78,7 +87,7 @@ class ImageProcessor:
     def __init__(self, dataset: Dataset, tile: int) -> None:
         self.dataset = dataset
         self.tile = tile
-        self._buffers: dict[tuple[tuple[int, ...], str], np.ndarray] = {}
+        self._buffers: dict[tuple[str, tuple[int, ...], str], np.ndarray] = {}
         self._luts: dict[tuple[int, str], np.ndarray | None] = {}
 
     def _read(self, path: str, what: str, expected: tuple[int, ...]) -> np.ndarray:
@@ -88,7 +97,9 @@ class ImageProcessor:
                 shape, dtype = tuple(series.shape), np.dtype(series.dtype)
                 if int(np.prod(shape)) != int(np.prod(expected)):
                     raise DatasetError(f"{what} {path} has shape {shape}, expected {expected} (file changed?)")
-                key = (shape, dtype.str)
+                # Keyed by ``what`` too: a 1-channel image and its uint16 labels have the
+                # same shape and dtype, and must not share (overwrite) one buffer.
+                key = (what, shape, dtype.str)
                 buffer = self._buffers.get(key)
                 if buffer is None:
                     buffer = self._buffers[key] = np.empty(shape, dtype)
@@ -106,10 +117,8 @@ class ImageProcessor:
         entry: ImageEntry = self.dataset.entries[job.image_index]
         t = self.tile
         n = job.n_tiles
-        if data_out is None:
-            data_out = np.empty((n, entry.channels, t, t), np.uint16)
-        if masks_out is None:
-            masks_out = np.empty((n, t, t), np.uint8)
+        if data_out is None or masks_out is None:
+            data_out, masks_out = tile_buffers(n, entry.channels, t)
         image = self._read(entry.image_path, "image", entry.shape)
         labels = self._read(entry.label_path, "label image", (entry.height, entry.width))
         lut_key = (job.image_index, labels.dtype.str)

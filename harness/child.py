@@ -1,0 +1,265 @@
+"""The measurement process: one strategy, one config, one fresh Python.
+
+``python -m harness.child SPEC_JSON`` (started by :mod:`harness.runner`, never by
+hand) does, in order::
+
+    sampler thread on          (memory of this process and all its descendants)
+    make_generator(...)        timed: startup_s           -> event "ready"
+    epoch 0 (warm-up)          timed, full checksum        -> event "epoch"
+    epochs 1..E (measured)     timed                       -> event "epoch" each
+    close()                    timed until every worker is gone: shutdown_s;
+                               then leftover workers and new /dev/shm segments
+                                                           -> event "closed"
+
+Events are JSON lines written to the file descriptor ``spec.event_fd`` (a pipe to
+the runner; stdout stays free for whatever libraries print). An exception becomes
+an "error" event with its traceback and exit status 1. SIGINT (the runner forwards
+Ctrl-C) stops the epoch in progress; the generator is still closed and measured,
+"closed" and then "interrupted" are sent, and the exit status is 130.
+
+The timed loop (:func:`time_epoch`) does what a training loop does and nothing
+else: ``next()``, then an optional ``sleep(step_ms)`` standing in for the GPU step.
+Per batch it also adds a few microseconds of bookkeeping (lengths, a sampled
+checksum: see :class:`harness.measure.SampleChecksum`); the warm-up epoch hashes
+every byte as well, which is why its timing is flagged and never aggregated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .measure import (
+    MB,
+    FullChecksum,
+    ProcessTree,
+    SampleChecksum,
+    Sampler,
+    children_of,
+    descendants_of,
+    is_alive,
+    is_infrastructure,
+    leaked_segments,
+    memory_stats,
+    shm_segments,
+    shm_used_bytes,
+    wait_stats,
+)
+
+# How long after close() returns the workers may take to disappear before they
+# count as left over. close() joins them, so this only bounds a strategy that does not.
+LEFTOVER_GRACE_S = 2.0
+GONE_POLL_S = 0.002  # shutdown_s resolution while waiting for workers to vanish
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildSpec:
+    """What one measurement process measures. Crosses the process boundary as JSON."""
+
+    strategy: str
+    dataset: str
+    loader: dict[str, Any] = field(default_factory=dict)  # LoaderConfig fields
+    epochs: int = 2  # measured epochs, after one warm-up epoch
+    step_ms: float = 0.0
+    sampler_interval_s: float = 0.2
+    event_fd: int = -1  # filled in by the launcher
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"ChildSpec.epochs={self.epochs} must be >= 1")
+        if self.step_ms < 0:
+            raise ValueError(f"ChildSpec.step_ms={self.step_ms} must be >= 0")
+        if self.sampler_interval_s < 0:
+            raise ValueError(f"ChildSpec.sampler_interval_s={self.sampler_interval_s} must be >= 0")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ChildSpec:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
+class EpochTiming:
+    """What the timed loop saw in one epoch (times on the loop's clock, in seconds)."""
+
+    batches: int
+    tiles: int
+    bytes: int
+    t_start: float  # just before iter()
+    t_end: float  # just after the StopIteration
+    time_to_first_batch_s: float
+    waits_ms: tuple[float, ...]
+    checksum: str
+    checksum_full: str | None
+
+    @property
+    def seconds(self) -> float:
+        return self.t_end - self.t_start
+
+
+def time_epoch(gen: Iterable[Any], *, step_ms: float = 0.0, full_checksum: bool = False,
+               clock: Callable[[], float] = time.perf_counter,
+               sleep: Callable[[float], None] = time.sleep) -> EpochTiming:
+    """Run one epoch of ``gen`` as a training loop would, timing every ``next()``."""
+    step_s = step_ms / 1000.0
+    sample = SampleChecksum()
+    full = FullChecksum() if full_checksum else None
+    waits_ms: list[float] = []
+    batches = tiles = nbytes = 0
+    first: float | None = None
+    t_start = clock()
+    iterator = iter(gen)
+    while True:
+        t0 = clock()
+        try:
+            data, masks = next(iterator)
+        except StopIteration:
+            break
+        t1 = clock()
+        waits_ms.append((t1 - t0) * 1000.0)
+        if first is None:
+            first = t1 - t_start
+        if not hasattr(data, "nbytes"):  # output="torch": tensors; views, no copy
+            data, masks = data.numpy(), masks.numpy()
+        batches += 1
+        tiles += len(data)
+        nbytes += data.nbytes + masks.nbytes
+        sample.update(data, masks)
+        if full is not None:
+            full.update(data, masks)
+        if step_s:
+            sleep(step_s)
+    t_end = clock()
+    return EpochTiming(batches, tiles, nbytes, t_start, t_end, t_end - t_start if first is None else first,
+                       tuple(waits_ms), sample.hexdigest(), None if full is None else full.hexdigest())
+
+
+def epoch_record(index: int, timing: EpochTiming, *, step_ms: float, sampler: Sampler, shm_base: int,
+                 cpu_s: float) -> dict[str, Any]:
+    """The measured fields of one epoch's samples.jsonl line (the runner adds identity and shutdown)."""
+    seconds = max(timing.seconds, 1e-12)
+    memory = memory_stats(sampler.between(timing.t_start, timing.t_end), timing.t_start, shm_base)
+    waits = wait_stats(timing.waits_ms)
+    return {
+        "epoch": index,
+        "warmup": index == 0,
+        "batches": timing.batches,
+        "tiles": timing.tiles,
+        "bytes": timing.bytes,
+        "seconds": timing.seconds,
+        "batches_per_s": timing.batches / seconds,
+        "mb_per_s": timing.bytes / MB / seconds,
+        "time_to_first_batch_s": timing.time_to_first_batch_s,
+        "wait_ms_p50": waits.p50_ms,
+        "wait_ms_p95": waits.p95_ms,
+        "wait_ms_p99": waits.p99_ms,
+        "wait_ms_max": waits.max_ms,
+        "wait_ms": [round(w, 4) for w in timing.waits_ms],
+        "consumer_utilization": timing.batches * step_ms / 1000.0 / seconds,
+        "pss_peak_mb": memory.pss_peak_mb,
+        "uss_peak_mb": memory.uss_peak_mb,
+        "shm_peak_mb": memory.shm_peak_mb,
+        "cpu_s_per_batch": cpu_s / timing.batches if timing.batches else 0.0,
+        "memory_trace": [list(row) for row in memory.trace],
+        "checksum": timing.checksum,
+        "checksum_full": timing.checksum_full,
+    }
+
+
+class Events:
+    """Writes one JSON object per line to the runner's pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = os.fdopen(fd, "w", buffering=1) if fd >= 0 else None
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps({"event": event, **fields}) + "\n")
+            self._file.flush()
+
+
+def _alive(pids: Iterable[int]) -> list[int]:
+    return [p for p in pids if is_alive(p)]
+
+
+def close_and_check(gen: Any, worker_pids: Iterable[int], shm_before: set[str],
+                    clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """close() timed until every worker is gone; then what was left behind."""
+    me = os.getpid()
+    infrastructure = {p for p in children_of(me) if is_infrastructure(p)}
+    watched = set(worker_pids) | {p for p in descendants_of(me) if p not in infrastructure}
+    t0 = clock()
+    gen.close()
+    deadline = t0 + LEFTOVER_GRACE_S
+    while _alive(watched) and clock() < deadline:
+        time.sleep(GONE_POLL_S)
+    shutdown_s = clock() - t0
+    # Also anything started since (a respawned worker), outside multiprocessing's helpers.
+    later = {p for p in descendants_of(me) if p not in infrastructure}
+    leftover = _alive(watched | later)
+    leaked = sorted(leaked_segments(shm_before))
+    return {"shutdown_s": shutdown_s, "leftover_processes": len(leftover), "leftover_pids": leftover,
+            "leaked_shm": len(leaked), "leaked_names": leaked}
+
+
+def measure(spec: ChildSpec, events: Events) -> None:
+    """The whole measurement; raises on failure (the caller turns it into an event)."""
+    from strategies import LoaderConfig, make_generator
+
+    config = LoaderConfig(**spec.loader)
+    shm_before = shm_segments()
+    shm_base = shm_used_bytes()
+    sampler = Sampler(ProcessTree(), spec.sampler_interval_s).start()
+    try:
+        t0 = time.perf_counter()
+        gen = make_generator(spec.strategy, spec.dataset, config)
+        startup_s = time.perf_counter() - t0
+        worker_pids = list(getattr(gen, "worker_pids", lambda: [])())
+        events.emit("ready", startup_s=startup_s, batches_per_epoch=len(gen), worker_pids=worker_pids,
+                    pid=os.getpid())
+        try:
+            for index in range(1 + spec.epochs):
+                before = sampler.sample_now()
+                sampler_cpu_before = sampler.cpu_s
+                timing = time_epoch(gen, step_ms=spec.step_ms, full_checksum=index == 0)
+                after = sampler.sample_now()
+                sampler_cpu_s = sampler.cpu_s - sampler_cpu_before
+                # The sampler thread's CPU is the instrument's, not the strategy's.
+                cpu_s = max(0.0, after.cpu_s - before.cpu_s - sampler_cpu_s)
+                record = epoch_record(index, timing, step_ms=spec.step_ms, sampler=sampler, shm_base=shm_base,
+                                      cpu_s=cpu_s)
+                events.emit("epoch", sampler_cpu_s=sampler_cpu_s, **record)
+        finally:
+            events.emit("closed", **close_and_check(gen, worker_pids, shm_before))
+    finally:
+        sampler.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m harness.child SPEC_JSON (started by ipcbench run)", file=sys.stderr)
+        return 2
+    spec = ChildSpec.from_json(argv[0])
+    events = Events(spec.event_fd)
+    try:
+        measure(spec, events)
+    except KeyboardInterrupt:
+        events.emit("interrupted")
+        return 130
+    except BaseException as exc:
+        events.emit("error", error_type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

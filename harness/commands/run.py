@@ -1,0 +1,285 @@
+"""``ipcbench run``: measure strategies side by side and write a results folder.
+
+::
+
+    ipcbench run                               # the main job: real dataset, every strategy,
+                                               # workers 1 and 2, 3 repeats x 2 epochs
+    ipcbench run --quick                       # 1 repeat x 1 epoch: a check in about a minute
+    ipcbench run --dataset synth --strategies pipe,shm --workers 2 --step-ms 20
+
+Steps: prepare the dataset (cached), measure memcpy, write ``env.json``, run the
+interleaved plan (harness.runner; one fresh process per measurement), write
+``summary.csv``, print one line per cell, build the report if
+``harness.report.build_report`` exists. Progress goes to stderr: one ``\\r``-updated
+line on a terminal, one line per measurement otherwise. Ctrl-C stops the current
+measurement cleanly, keeps what was measured, writes the summary and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import IpcbenchError
+
+HELP = "Measure every strategy in fresh processes and write a results folder (env, samples, summary, report)."
+DEFAULT_WORKERS = (1, 2)
+DEFAULT_REPEATS, DEFAULT_EPOCHS = 3, 2  # 6 measured epochs per cell (DESIGN.md section 7)
+QUICK_REPEATS, QUICK_EPOCHS = 1, 1
+RESULTS_DIR = Path("results")
+INTERRUPTED_EXIT = 130
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="real", metavar="DIR|real|synth",
+                        help="a dataset folder, or a built-in source prepared (once) under data/ (default: real)")
+    parser.add_argument("--strategies", type=_name_list, metavar="A,B", help="strategies to run (default: all)")
+    parser.add_argument("--workers", type=_int_list, default=DEFAULT_WORKERS, metavar="N,M",
+                        help="worker counts (default: 1,2)")
+    parser.add_argument("--repeats", type=int, metavar="N",
+                        help=f"fresh processes per cell (default: {DEFAULT_REPEATS}; --quick: {QUICK_REPEATS})")
+    parser.add_argument("--epochs", type=int, metavar="E",
+                        help=f"measured epochs per process, after one warm-up epoch (default: {DEFAULT_EPOCHS}; "
+                             f"--quick: {QUICK_EPOCHS})")
+    parser.add_argument("--step-ms", type=float, default=0.0, metavar="X",
+                        help="simulated training step after each batch, in ms (a sleep; default: 0)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a fast check: {QUICK_REPEATS} repeat x {QUICK_EPOCHS} epoch unless given")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="results folder (default: results/<UTC time>)")
+    parser.add_argument("--prefetch", type=int, metavar="P", help="processed images in flight per worker")
+    parser.add_argument("--batch-size", type=int, metavar="B", help="tiles per batch")
+    parser.add_argument("--tile", type=int, metavar="T", help="tile size in pixels")
+    parser.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), help="multiprocessing start method")
+    parser.add_argument("--sampler-interval-s", type=float, metavar="S",
+                        help="memory sampling interval (default: 0.2; 0 samples only at epoch boundaries)")
+    parser.add_argument("--watchdog-s", type=float, metavar="S",
+                        help="kill a measurement that reports nothing for this long (default: 120)")
+    parser.add_argument("--no-report", action="store_true", help="skip building report.md and plots")
+
+
+def resolve_dataset(spec: str, progress: Any) -> tuple[Path, str]:
+    """(folder, source) for ``--dataset``: a built-in source is built once and cached."""
+    if spec in ("real", "synth"):
+        from harness.datasets import ensure_dataset
+
+        return Path(ensure_dataset(spec, progress=progress)), spec
+    path = Path(spec)
+    if not path.is_dir():
+        raise IpcbenchError(f"--dataset {spec!r} is neither 'real', 'synth' nor an existing dataset folder")
+    return path, "dir"
+
+
+def build_options(args: argparse.Namespace, dataset: Path, source: str):  # -> RunOptions
+    from strategies import STRATEGIES, LoaderConfig
+
+    from ..runner import DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S, RunOptions
+
+    strategies = args.strategies or tuple(STRATEGIES)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise IpcbenchError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
+    overrides = {name: value for name, value in (("prefetch", args.prefetch), ("batch_size", args.batch_size),
+                                                  ("tile", args.tile), ("start_method", args.start_method))
+                 if value is not None}
+    try:
+        loader = LoaderConfig().replace(workers=args.workers[0], **overrides)
+        return RunOptions(
+            dataset=str(dataset), dataset_name=dataset.name, dataset_source=source, strategies=tuple(strategies),
+            workers=tuple(args.workers), loader=loader,
+            repeats=args.repeats if args.repeats is not None else (QUICK_REPEATS if args.quick else DEFAULT_REPEATS),
+            epochs=args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS),
+            step_ms=args.step_ms, quick=args.quick,
+            sampler_interval_s=(args.sampler_interval_s if args.sampler_interval_s is not None
+                                else DEFAULT_SAMPLER_INTERVAL_S),
+            watchdog_s=args.watchdog_s if args.watchdog_s is not None else DEFAULT_WATCHDOG_S,
+        )
+    except ValueError as exc:
+        raise IpcbenchError(str(exc)) from exc
+
+
+class ProgressLine:
+    """Draws the runner's progress on ``stream``: a ``\\r`` line on a terminal, else a line per measurement."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._width = 0
+
+    def __call__(self, progress: Any) -> None:
+        m, total = progress.measurement, progress.total
+        head = f"[{m.index + 1:>{len(str(total))}}/{total}] {m.strategy} workers={m.workers} repeat={m.repeat}"
+        eta = format_eta(m.index + (progress.kind == "done"), total, progress.elapsed_s)
+        if progress.kind == "done":
+            outcome = progress.outcome
+            status = _outcome_text(outcome)
+            if self.tty:
+                self._draw(f"{head}: {status}  {eta}")
+            else:
+                print(f"{head}: {status} ({outcome.wall_s:.1f} s)  {eta}", file=self.stream, flush=True)
+        elif self.tty:
+            epoch = progress.event
+            detail = "starting" if epoch is None else (
+                f"epoch {epoch['epoch']}{' (warm-up)' if epoch['warmup'] else ''}: {epoch['batches_per_s']:.1f} batches/s")
+            self._draw(f"{head}: {detail}  {eta}")
+
+    def _draw(self, text: str) -> None:
+        pad = max(0, self._width - len(text))
+        self.stream.write("\r" + text + " " * pad)
+        self.stream.flush()
+        self._width = len(text)
+
+    def end(self) -> None:
+        if self.tty and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0
+
+
+def _outcome_text(outcome: Any) -> str:
+    if outcome.error:
+        return f"FAILED: {outcome.error}"
+    rates = [e["batches_per_s"] for e in outcome.epochs if not e["warmup"]]
+    text = f"{sum(rates) / len(rates):.1f} batches/s" if rates else "no measured epoch"
+    if outcome.interrupted:
+        text += " (interrupted)"
+    if outcome.orphans_after_exit or outcome.leaked_shm_after_exit:
+        text += f" [left {outcome.orphans_after_exit} processes, {outcome.leaked_shm_after_exit} shm segments]"
+    return text
+
+
+def format_eta(done: int, total: int, elapsed_s: float) -> str:
+    """``"0:42 elapsed, ~1:10 left"`` from the mean time per finished measurement."""
+    text = f"{_clock(elapsed_s)} elapsed"
+    if 0 < done < total:
+        text += f", ~{_clock(elapsed_s / done * (total - done))} left"
+    return text
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _fmt(value: Any, digits: int) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if number != number else f"{number:,.{digits}f}"
+
+
+def summary_lines(summary: Any) -> list[str]:
+    """One line per cell: strategy, workers, batches/s median [IQR], MB/s, PSS MB, TTFB s, shutdown s, flags."""
+    header = ("strategy", "workers", "batches/s median [q25-q75]", "MB/s", "PSS MB", "TTFB s", "shutdown s", "n", "")
+    rows = [header]
+    for _, r in summary.iterrows():
+        flags = []
+        if bool(r["unstable"]):
+            flags.append(f"unstable (cv {float(r['batches_per_s_cv']):.0%})")
+        if r["leaked_shm_max"] or r["leftover_processes_max"] or r["orphans_after_exit_max"]:
+            flags.append("UNCLEAN shutdown")
+        if not bool(r["checksums_consistent"]):
+            flags.append("checksums differ")
+        rows.append((
+            str(r["strategy"]), str(int(r["workers"])),
+            f"{_fmt(r['batches_per_s_median'], 1)} [{_fmt(r['batches_per_s_q25'], 1)}-"
+            f"{_fmt(r['batches_per_s_q75'], 1)}]",
+            _fmt(r["mb_per_s_median"], 0), _fmt(r["pss_peak_mb_median"], 0),
+            _fmt(r["time_to_first_batch_s_median"], 3), _fmt(r["shutdown_s_median"], 3), str(int(r["n"])),
+            ", ".join(flags),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {1, 2, 3, 4, 5, 6, 7}
+    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in
+                      enumerate(zip(row, widths, strict=True))).rstrip() for row in rows]
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..envinfo import collect_env, dataset_info, run_id_for, utc_now
+    from ..memcpy import measure_memcpy
+    from ..results import ENV_FILE, SUMMARY_FILE, read_samples, summarize, write_json
+    from ..runner import SAMPLES_FILE, finish_env, prepare_run_dir, run_plan
+
+    err = sys.stderr
+    started = time.monotonic()
+    created = utc_now()
+    run_id = run_id_for(created)
+    dataset, source = resolve_dataset(args.dataset, progress=lambda line: print(f"dataset: {line}", file=err))
+    options = build_options(args, dataset, source)
+    run_dir = prepare_run_dir(args.out if args.out is not None else RESULTS_DIR / run_id)
+
+    info = dataset_info(dataset, source)
+    memcpy = measure_memcpy()
+    batch_bytes = options.batch_bytes(info["shape"][0])
+    env = collect_env(run_id=run_id, created=created, command=["ipcbench", *sys.argv[1:]] if args else [],
+                      start_method=options.loader.start_method, dataset=info, config=options.config_dict(),
+                      memcpy=memcpy.as_dict(batch_bytes),
+                      sampler={"interval_s": options.sampler_interval_s, "overhead_fraction": None,
+                               "method": "sampler thread CPU time / epoch wall time, median of measured epochs"})
+    write_json(run_dir / ENV_FILE, env)
+    plan_size = len(options.strategies) * len(options.workers) * options.repeats
+    print(f"ipcbench run {run_id}: {plan_size} measurements ({len(options.strategies)} strategies x "
+          f"{len(options.workers)} worker counts x {options.repeats} repeats, 1 warm-up + {options.epochs} epochs "
+          f"each) on {dataset} -> {run_dir}", file=err)
+
+    progress = ProgressLine(err)
+    try:
+        result = run_plan(options, run_dir, run_id, on_progress=progress)
+    finally:
+        progress.end()
+    final_env = finish_env(run_dir, env, result)
+
+    summary = summarize(read_samples(run_dir / SAMPLES_FILE))
+    out = sys.stdout
+    if len(summary):
+        print("\n".join(summary_lines(summary)), file=out)
+    print(f"memcpy {memcpy.gb_per_s:.1f} GB/s = {memcpy.batch_copies_per_s(batch_bytes):,.0f} copies/s of a "
+          f"{batch_bytes / 1e6:.1f} MB batch on one core; sampler overhead "
+          f"{_fmt(100 * (final_env['sampler']['overhead_fraction'] or 0), 2)}% of one core", file=out)
+    for failure in result.failures:
+        m = failure.measurement
+        print(f"FAILED {m.strategy} workers={m.workers} repeat={m.repeat}: {failure.error}", file=err)
+    if not args.no_report and result.samples:
+        _build_report(run_dir, err)
+    print(f"{run_dir / SUMMARY_FILE}: {result.finished}/{result.planned} measurements, {result.samples} epochs, "
+          f"{time.monotonic() - started:.0f} s", file=err)
+    if result.interrupted:
+        print("ipcbench: interrupted; kept the measurements that finished", file=err)
+        return INTERRUPTED_EXIT
+    if result.failures and not result.finished:
+        raise IpcbenchError(f"every measurement failed; the first: {result.failures[0].error}")
+    return 1 if result.failures else 0
+
+
+def _build_report(run_dir: Path, err: TextIO) -> None:
+    try:
+        from harness.report import build_report
+    except ImportError:
+        return
+    try:
+        path = build_report(run_dir)
+    except Exception as exc:  # the measurements are on disk: a report bug must not lose the run
+        print(f"ipcbench: report not built ({type(exc).__name__}: {exc}); "
+              f"retry with: ipcbench report {run_dir}", file=err)
+        return
+    print(f"report: {path}", file=err)

@@ -1,0 +1,64 @@
+"""This machine's memcpy bandwidth: the physical ceiling every strategy's transfer rate sits under.
+
+Every strategy ends by copying tiles into fresh batch arrays, and the IPC designs add
+copies (into a pipe, out of a queue, into and out of shared memory). Expressing a
+strategy's MB/s as a fraction of what one core can copy (``np.copyto`` between two
+64 MiB buffers, already touched so no page faults are timed) says how close to the
+limit it runs. ``batch_copies_per_s_one_core`` puts the same number in the
+benchmark's own unit: how many batches of the run's size one core could copy per
+second if copying were all it did.
+
+GB here is 1e9 bytes of payload copied (each byte is read once and written once).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_BYTES = 64 * 2**20
+DEFAULT_REPEATS = 15
+
+
+@dataclass(frozen=True, slots=True)
+class MemcpyResult:
+    bytes: int
+    gb_per_s: float  # median of the repeats
+    samples: tuple[float, ...]  # GB/s of each repeat
+
+    def batch_copies_per_s(self, batch_bytes: int) -> float:
+        """Batches of ``batch_bytes`` one core could copy per second at this bandwidth."""
+        if batch_bytes <= 0:
+            raise ValueError(f"{batch_bytes=} must be > 0")
+        return self.gb_per_s * 1e9 / batch_bytes
+
+    def as_dict(self, batch_bytes: int) -> dict[str, object]:
+        return {
+            "bytes": self.bytes,
+            "gb_per_s": self.gb_per_s,
+            "batch_bytes": batch_bytes,
+            "batch_copies_per_s_one_core": self.batch_copies_per_s(batch_bytes),
+            "samples": list(self.samples),
+            "method": "np.copyto between two pre-touched buffers, median of repeats, GB = 1e9 bytes",
+        }
+
+
+def measure_memcpy(nbytes: int = DEFAULT_BYTES, repeats: int = DEFAULT_REPEATS,
+                   clock: Callable[[], float] = time.perf_counter) -> MemcpyResult:
+    """Median single-core copy bandwidth for buffers of ``nbytes``."""
+    if nbytes < 1 or repeats < 1:
+        raise ValueError(f"{nbytes=} and {repeats=} must be >= 1")
+    src = np.ones(nbytes, dtype=np.uint8)  # ones, not empty: every page is touched
+    dst = np.zeros(nbytes, dtype=np.uint8)
+    np.copyto(dst, src)  # one untimed copy: caches and TLB as in the timed ones
+    samples = []
+    for _ in range(repeats):
+        t0 = clock()
+        np.copyto(dst, src)
+        elapsed = clock() - t0
+        samples.append(nbytes / max(elapsed, 1e-9) / 1e9)
+    return MemcpyResult(nbytes, statistics.median(samples), tuple(samples))

@@ -1,0 +1,130 @@
+"""Reports from stored results: RUN/report.md (+ report.html) and RUN/plots/*.png.
+
+::
+
+    samples.jsonl, env.json,      load.py / benchjson.py     summary.py
+    summary.csv?, faults.jsonl?  ------------------------>  RunData (pandas; summary recomputed)
+    or pytest-benchmark JSON                                    |
+                                   plots.py (Figures) <---------+---------> document.py (blocks)
+                                        |                                        |
+                                   PNG bytes ----------> markdown.py / html.py (lines)
+                                        \\_______________________|
+                                                                 v
+                                          write_report: temp files, then rename
+
+Everything is rendered in memory first (figures to PNG bytes, the document to
+lines); only then is anything written, each file to a temporary name in the same
+folder and renamed over the old one. A failure while loading or drawing therefore
+leaves the previous report untouched, and a reader never sees half a report.md.
+
+Public API: :func:`build_report` (also called at the end of ``ipcbench run``) and
+:func:`build_benchmark_report`; ``ipcbench report`` is the command around them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import IpcbenchError
+
+from .load import RunData, load_run
+
+FORMATS = ("md", "html")
+PLOTS_DIR = "plots"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedReport:
+    """A report in memory: figure PNGs by relative path, and each format's text."""
+
+    images: dict[str, bytes]
+    markdown: str
+    html: str | None
+
+
+def build_report(run_dir: Path, *, fmt: str = "md") -> Path:
+    """Write ``run_dir/report.md`` and ``run_dir/plots/*.png`` (and ``report.html`` for ``fmt="html"``).
+
+    Returns the path of the report in the requested format.
+    """
+    run_dir = Path(run_dir)
+    return write_report(load_run(run_dir), run_dir, fmt=fmt)
+
+
+def build_benchmark_report(json_path: Path, *, out_dir: Path | None = None, fmt: str = "md") -> Path:
+    """A report from pytest-benchmark ``--benchmark-json`` output, in ``out_dir``.
+
+    ``out_dir`` defaults to ``<json stem>-report/`` beside the JSON file.
+    """
+    from .benchjson import load_benchmark_json
+
+    json_path = Path(json_path)
+    run = load_benchmark_json(json_path)
+    out_dir = Path(out_dir) if out_dir is not None else json_path.with_name(f"{json_path.stem}-report")
+    return write_report(run, out_dir, fmt=fmt)
+
+
+def render_report(run: RunData, *, fmt: str = "md") -> RenderedReport:
+    """Draw every figure and spell the document, writing nothing."""
+    if fmt not in FORMATS:
+        raise IpcbenchError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
+    from . import plots, style
+    from .document import build_document
+    from .html import render_html
+    from .markdown import render_markdown
+
+    style.apply()
+    specs = plots.available(run)
+    images = {}
+    for spec in specs:
+        figure = spec.draw(run)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        images[f"{PLOTS_DIR}/{spec.name}.png"] = buffer.getvalue()
+    document = build_document(run, specs)
+    markdown = "\n".join(render_markdown(document))
+    html = "\n".join(render_html(document, images)) if fmt == "html" else None
+    return RenderedReport(images, markdown, html)
+
+
+def write_report(run: RunData, out_dir: Path, *, fmt: str = "md") -> Path:
+    """Render ``run`` then write it into ``out_dir`` atomically, file by file; returns the main report path."""
+    from .plots import FAULTS_FIGURE, FIGURES
+
+    rendered = render_report(run, fmt=fmt)
+    out_dir = Path(out_dir)
+    try:
+        (out_dir / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
+        for relative, data in rendered.images.items():
+            write_atomic(out_dir / relative, data)
+        # A figure this run no longer has (faults.jsonl removed) must not linger from an older report.
+        for spec in (*FIGURES, FAULTS_FIGURE):
+            relative = f"{PLOTS_DIR}/{spec.name}.png"
+            if relative not in rendered.images:
+                (out_dir / relative).unlink(missing_ok=True)
+        write_atomic(out_dir / "report.md", rendered.markdown.encode())
+        if rendered.html is not None:
+            write_atomic(out_dir / "report.html", rendered.html.encode())
+    except OSError as exc:
+        raise IpcbenchError(f"cannot write the report into {out_dir}: {exc}") from exc
+    return out_dir / ("report.html" if fmt == "html" else "report.md")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; a report is for reading
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["FORMATS", "RenderedReport", "build_benchmark_report", "build_report", "render_report", "write_report"]

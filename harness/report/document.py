@@ -1,0 +1,328 @@
+"""What a report says, as data: front matter and a list of blocks, before any syntax.
+
+:func:`build_document` decides the content (provenance, summary tables, figures with
+captions, stability notes, the faults table); :mod:`.markdown` and :mod:`.html` only
+spell it. Keeping the two apart is pyperf's split of results model and formatting:
+one story, two renderings that cannot drift apart.
+
+Inline text may use three markdown marks, which both renderers understand:
+```code```, ``**bold**`` and ``*emphasis*``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from . import style
+from .load import RunData
+from .plots import FigureSpec
+from .provenance import caption_context, config_text, cores_text, cpu_name, dataset_text, lookup, n_text, provenance_items
+from .summary import HEADLINE, METRICS, UNSTABLE_CV, checksum_mismatches, variant_keys, variant_label
+
+SERIES = "Live-Dead Assay"
+MIN_SAMPLES = 6  # DESIGN.md section 7: at least 6 measured epochs per cell for a full run
+
+
+@dataclass(frozen=True, slots=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: tuple[bool, ...]  # right-align these columns
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    path: str  # relative to the report, e.g. "plots/throughput.png"
+    alt: str
+    caption: str
+
+
+Block = Heading | Paragraph | Bullets | Table | Image
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    front_matter: dict[str, Any]
+    blocks: tuple[Block, ...] = field(default=())
+
+
+def fmt_number(value: float) -> str:
+    """Three significant figures, no exponent for everyday magnitudes: 1,157 / 80.1 / 2.35 / 0.0123."""
+    if value is None or pd.isna(value):
+        return "–"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    if magnitude == 0:
+        return "0"
+    if magnitude < 0.01:
+        return "<0.01" if value > 0 else ">-0.01"  # tables choose units that keep real values above this
+    return f"{value:.3f}".rstrip("0") if magnitude < 0.1 else f"{value:.2f}"
+
+
+def build_document(run: RunData, figures: list[FigureSpec]) -> Document:
+    """The whole report for ``run``, with ``figures`` (already drawn to plots/NAME.png)."""
+    blocks: list[Block] = [Paragraph(_lede(run))]
+    blocks += [Heading(2, "Provenance"), Bullets(tuple(f"**{k}:** {v}" for k, v in provenance_items(run)))]
+    blocks += _summary_section(run)
+    blocks.append(Heading(2, "Figures"))
+    for number, spec in enumerate(figures, 1):
+        blocks.append(Heading(3, spec.title))
+        blocks.append(Image(f"plots/{spec.name}.png", spec.title, _caption(run, spec, number)))
+    blocks += _stability_section(run)
+    if run.faults is not None and not run.faults.empty:
+        blocks += _faults_section(run)
+    return Document(_front_matter(run), tuple(blocks))
+
+
+def _front_matter(run: RunData) -> dict[str, Any]:
+    strategies = style.order_strategies(run.samples["strategy"])
+    created = lookup(run.env, "created") or datetime.now(UTC).isoformat(timespec="seconds")
+    machine = f"{cpu_name(run.env)} ({cores_text(run.env)})"
+    return {
+        "title": f"ipcbench: {', '.join(strategies)} on {dataset_text(run).split(' (')[0]}",
+        "date": str(created),
+        "description": (
+            f"Batches/s, wait latency, memory, start-up/shutdown and CPU cost of {', '.join(strategies)} "
+            f"feeding 16-bit microscopy tiles to a training loop, measured on {machine}."
+        ),
+        "series": [SERIES],
+        "tags": ["ipcbench", "benchmark", "python", "multiprocessing", "microscopy", *strategies],
+    }
+
+
+def _lede(run: RunData) -> str:
+    summary = run.summary
+    text = (
+        f"Results of run `{lookup(run.env, 'run_id', default=run.root.name)}` on {cpu_name(run.env)} "
+        f"({cores_text(run.env)}); {n_text(run)}. Tables show medians with the inter-quartile range (IQR) in "
+        "brackets."
+    )
+    metric = f"{HEADLINE}_median"
+    if metric in summary and summary[metric].notna().any():
+        best = summary.loc[summary[metric].idxmax()]
+        text += f" Highest throughput: **{_cell_name(best, summary)}** at {fmt_number(best[metric])} batches/s"
+        base = summary.loc[summary["strategy"] == "baseline", metric]
+        if best["strategy"] != "baseline" and not base.empty and base.max() > 0:
+            text += f", {best[metric] / base.max():.1f}x the single-process baseline"
+        text += "."
+    return text
+
+
+def _cell_name(row: pd.Series, summary: pd.DataFrame) -> str:
+    keys = variant_keys(summary)
+    return row["strategy"] + (f", {variant_label(row, keys)}" if keys else "")
+
+
+def _cell(row: pd.Series, metric: str, scale: float = 1.0) -> str:
+    median = row.get(f"{metric}_median")
+    if median is None or pd.isna(median):
+        return "–"
+    iqr = row.get(f"{metric}_iqr")
+    spread = "" if iqr is None or pd.isna(iqr) else f" [{fmt_number(iqr * scale)}]"
+    return fmt_number(median * scale) + spread
+
+
+SUMMARY_TABLES = (
+    (
+        "Throughput and latency",
+        (("batches_per_s", "batches/s", 1.0), ("mb_per_s", "MB/s", 1.0), ("wait_ms_p50", "wait p50 (ms)", 1.0),
+         ("wait_ms_p95", "wait p95 (ms)", 1.0), ("wait_ms_p99", "wait p99 (ms)", 1.0),
+         ("time_to_first_batch_s", "first batch (ms)", 1000.0), ("consumer_utilization", "consumer busy", 1.0),
+         ("seconds", "epoch (s)", 1.0)),
+    ),
+    (
+        "Memory, CPU, start-up and shutdown",
+        (("pss_peak_mb", "PSS (MB)", 1.0), ("uss_peak_mb", "USS (MB)", 1.0), ("shm_peak_mb", "/dev/shm (MB)", 1.0),
+         ("cpu_s_per_batch", "CPU ms/batch", 1000.0), ("startup_s", "startup (ms)", 1000.0),
+         ("shutdown_s", "shutdown (ms)", 1000.0)),
+    ),
+)
+
+
+def _summary_section(run: RunData) -> list[Block]:
+    summary = run.summary
+    keys = variant_keys(summary)
+    blocks: list[Block] = [
+        Heading(2, "Summary"),
+        Paragraph(
+            f"One row per cell; {config_text(run.samples)}. Each value is the median over measured epochs with the "
+            f"IQR in brackets (start-up and shutdown: one value per process). A cell is flagged *unstable* when "
+            f"its batches/s spread (std / mean) exceeds {UNSTABLE_CV:.0%}."
+        ),
+    ]
+    for title, columns in SUMMARY_TABLES:
+        present = [(m, label, scale) for m, label, scale in columns if _shown(summary, m)]
+        if not present:
+            continue
+        header = ["strategy", *keys, "n", *(label for _, label, _ in present)]
+        numeric = [False] + [True] * (len(keys) + 1 + len(present))
+        extra = []
+        if title.startswith("Throughput") and "unstable" in summary:
+            header.append("stability")
+            numeric.append(False)
+            extra = ["stability"]
+        if title.startswith("Memory"):
+            for counter, label in (("leaked_shm_max", "leaked shm"), ("leftover_processes_max", "leftover procs"),
+                                   ("orphans_after_exit_max", "orphans after exit"),
+                                   ("leaked_shm_after_exit_max", "shm leaked after exit")):
+                if counter in summary:
+                    header.append(label)
+                    numeric.append(True)
+                    extra.append(counter)
+        rows = []
+        for _, row in summary.iterrows():
+            cells = [str(row["strategy"]), *(str(_plain(row[k])) for k in keys), str(int(row["n"]))]
+            cells += [_cell(row, m, scale) for m, _, scale in present]
+            for column in extra:
+                if column == "stability":
+                    cv = row.get(f"{HEADLINE}_cv")
+                    cells.append(f"**unstable** (cv {cv:.0%})" if bool(row["unstable"]) else "ok")
+                else:
+                    cells.append(str(int(row[column])) if pd.notna(row[column]) else "–")
+            rows.append(tuple(cells))
+        blocks += [Heading(3, title), Table(tuple(header), tuple(rows), tuple(numeric))]
+    return blocks
+
+
+def _shown(summary: pd.DataFrame, metric: str) -> bool:
+    column = f"{metric}_median"
+    if column not in summary or summary[column].isna().all():
+        return False
+    if metric == "consumer_utilization":
+        return bool((summary["step_ms"].astype(float) > 0).any())  # 0 by definition without a step
+    if metric == "seconds":
+        return f"{HEADLINE}_median" not in summary  # epoch time only where throughput is unknown
+    return True
+
+
+def _caption(run: RunData, spec: FigureSpec, number: int) -> str:
+    text = f"**Figure {number}. {spec.title}.** {spec.describe}"
+    if spec.name == "throughput":
+        gb_per_s = lookup(run.env, "memcpy.gb_per_s", "memcpy.gb_per_s_median")
+        if gb_per_s is not None:
+            text += f" Dotted line: this machine's memcpy limit on one core ({float(gb_per_s):.1f} GB/s, env.json)."
+    if spec.name == "faults":
+        machine = f"{cpu_name(run.env)}, {cores_text(run.env)}"
+        return f"{text} Machine: {machine}. {len(run.faults)} scenario runs from faults.jsonl."
+    return f"{text} {caption_context(run, 'wait_ms' if spec.name == 'wait_ecdf' else None)}"
+
+
+# Besides the headline, the metrics whose spread is worth a warning: tail waits and one-off
+# times are noisy by nature (that is what the ECDF shows), and MB/s is batches/s rescaled.
+SPREAD_CHECKED = ("pss_peak_mb", "cpu_s_per_batch", "time_to_first_batch_s", "startup_s")
+
+
+def _cell_list(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
+    keys = variant_keys(summary)
+    names = [r["strategy"] + (f" ({variant_label(r, keys)})" if keys else "") for _, r in rows.iterrows()]
+    return "; ".join(names)
+
+
+def _stability_section(run: RunData) -> list[Block]:
+    summary = run.summary
+    items = []
+    unstable = summary[summary["unstable"].astype(bool)] if "unstable" in summary else summary.iloc[0:0]
+    for _, row in unstable.iterrows():
+        items.append(
+            f"**Unstable:** {_cell_name(row, summary)}: batches/s cv {row[f'{HEADLINE}_cv']:.0%} over "
+            f"n = {int(row['n'])}: the spread is over {UNSTABLE_CV:.0%} of the mean; rerun on a quieter machine or "
+            "with more repeats before reading differences of this size."
+        )
+    for name in SPREAD_CHECKED:
+        if f"{name}_cv" not in summary:
+            continue
+        noisy = summary[summary[f"{name}_cv"] > UNSTABLE_CV]
+        if len(noisy):
+            items.append(f"{METRICS[name].label}: cv over {UNSTABLE_CV:.0%} in {len(noisy)} of {len(summary)} cells: "
+                         f"{_cell_list(noisy, summary)}.")
+    for name, spec in METRICS.items():
+        if spec.seconds_scale is None or f"{name}_median" not in summary:
+            continue
+        tiny = summary[summary[f"{name}_median"] * spec.seconds_scale < 1e-3]
+        if len(tiny):
+            items.append(
+                f"{spec.label}: median under 1 ms in {len(tiny)} of {len(summary)} cells: {_cell_list(tiny, summary)}. "
+                "Values this small are dominated by timer and scheduler noise: read them as \"about zero\"."
+            )
+    few = summary[summary["n"] < MIN_SAMPLES]
+    if len(few) and run.source == "samples":
+        items.append(f"Fewer than {MIN_SAMPLES} measured epochs in {len(few)} cells: {_cell_list(few, summary)}.")
+    mismatches = checksum_mismatches(run.samples)
+    if mismatches == []:
+        items.append("Checksums: every strategy and repeat delivered the same batches at each epoch index "
+                     "(the equivalence contract, DESIGN.md section 3).")
+    elif mismatches:
+        items.append(f"**Checksums differ** across strategies or repeats in {len(mismatches)} epoch group(s) "
+                     f"({'; '.join(mismatches[:5])}): some strategy delivered other batches.")
+    items += list(run.notes)
+    lead = (
+        f"All cells are stable: batches/s spread under {UNSTABLE_CV:.0%} everywhere."
+        if unstable.empty
+        else f"{len(unstable)} of {len(summary)} cells are unstable."
+    )
+    return [Heading(2, "Stability"), Paragraph(lead + " Checks in the manner of pyperf's warnings:"),
+            Bullets(tuple(items))]
+
+
+def _faults_section(run: RunData) -> list[Block]:
+    frame = run.faults
+    strategies = style.order_strategies(frame["strategy"])
+    by_method = "start_method" in frame and frame["start_method"].nunique() > 1
+    rows = []
+    for scenario, group in frame.groupby(
+        ["scenario", "start_method"] if by_method else ["scenario"], sort=False
+    ):
+        name = " / ".join(map(str, scenario)) if by_method else str(scenario[0])
+        cells = [name]
+        for strategy in strategies:
+            match = group[group["strategy"] == strategy]
+            if match.empty:
+                cells.append("–")
+            elif match["clean"].all():
+                cells.append("clean")
+            else:
+                reasons = "; ".join(r for r in match.loc[~match["clean"], "reason"] if r) or "no reason given"
+                cells.append(f"**not clean**: {reasons}")
+        rows.append(tuple(cells))
+    dirty = int((~frame["clean"]).sum())
+    return [
+        Heading(2, "Shutdown cleanliness"),
+        Paragraph(
+            f"{len(frame) - dirty} of {len(frame)} fault runs ended clean: the error surfaced within the timeout, no "
+            "process was left behind and /dev/shm was as before (DESIGN.md section 8)."
+        ),
+        Table(("scenario", *strategies), tuple(rows), tuple([False] * (1 + len(strategies)))),
+    ]
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

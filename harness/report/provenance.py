@@ -1,0 +1,208 @@
+"""Where numbers came from: env.json read tolerantly, phrased for captions and tables.
+
+The schema names *what* env.json records; the runner chooses the exact nesting
+(``machine.cpu`` or ``machine.cpu_model``, ``git.commit`` or ``git_commit``). Each
+fact is looked up under a few likely spellings, so a report never fails for a
+provenance detail: what is absent reads "unknown".
+
+Captions are built from the samples as much as from env.json: the config that a
+figure shows is the set of cell-key values it contains (a key that varies across
+cells is said to vary), and ``n`` is the count of measured epochs per cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from .load import RunData
+from .summary import measured
+
+UNKNOWN = "unknown"
+
+
+def lookup(env: dict[str, Any], *paths: str, default: Any = None) -> Any:
+    """The first present value among dotted ``paths`` ("machine.cpu_model")."""
+    for path in paths:
+        value: Any = env
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+            if value is None:
+                break
+        if value is not None and value != "":
+            return value
+    return default
+
+
+def cpu_name(env: dict[str, Any]) -> str:
+    return str(lookup(env, "machine.cpu_model", "machine.cpu", "machine.cpu.model", "machine.processor", default=UNKNOWN))
+
+
+def cores_text(env: dict[str, Any]) -> str:
+    logical = lookup(env, "machine.cores_logical", "machine.cores.logical", "machine.logical_cores", "machine.cpu_count")
+    physical = lookup(env, "machine.cores_physical", "machine.cores.physical", "machine.physical_cores")
+    if logical is None and isinstance(lookup(env, "machine.cores"), int):
+        logical = lookup(env, "machine.cores")
+    if logical is None:
+        return "cores unknown"
+    return f"{logical} cores" if physical in (None, logical) else f"{logical} logical / {physical} physical cores"
+
+
+def machine_text(env: dict[str, Any]) -> str:
+    """``"AMD EPYC, 2 cores"``."""
+    return f"{cpu_name(env)}, {cores_text(env)}"
+
+
+def dataset_text(run: RunData) -> str:
+    """The dataset(s) of the samples, with source, image count and shape from env.json."""
+    names = sorted({str(v) for v in run.samples["dataset"].unique()})
+    source = lookup(run.env, "dataset.source")
+    images = lookup(run.env, "dataset.images")
+    shape = lookup(run.env, "dataset.shape")
+    details = []
+    if source and source not in names:
+        details.append(str(source))
+    if images is not None:
+        details.append(f"{images} images")
+    if isinstance(shape, list | tuple):
+        details.append(" x ".join(str(s) for s in shape))
+    text = ", ".join(names)
+    return f"{text} ({', '.join(details)})" if details else text
+
+
+CONFIG_PHRASES = (
+    ("batch_size", "batch {}"),
+    ("tile", "tile {} px"),
+    ("prefetch", "prefetch {}"),
+    ("start_method", "{}"),
+    ("step_ms", "step {} ms"),
+    ("workload", "workload {}"),
+)
+
+
+def config_text(samples: pd.DataFrame) -> str:
+    """``"batch 32, tile 256 px, prefetch 2, forkserver, step 0 ms"``; varying keys are named as varying."""
+    parts = []
+    for key, phrase in CONFIG_PHRASES:
+        values = sorted({_plain(v) for v in samples[key].unique()}, key=str)
+        if len(values) == 1:
+            parts.append(phrase.format(values[0]))
+        else:
+            parts.append(f"{key} varies ({', '.join(str(v) for v in values)})")
+    return ", ".join(parts)
+
+
+def n_text(run: RunData, column: str | None = None) -> str:
+    """``"n = 6 measured epochs per cell"`` (or a range when cells differ)."""
+    counts = run.summary["n"].astype(int)
+    unit = "timed rounds" if run.source == "pytest-benchmark" else "measured epochs"
+    span = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
+    text = f"n = {span} {unit} per cell"
+    if column is not None:
+        rows = measured(run.samples)
+        if column in rows.columns:
+            text += f" ({int(rows[column].map(_length).sum()):,} values in all)"
+    return text
+
+
+def caption_context(run: RunData, column: str | None = None) -> str:
+    """The sentences every caption ends with: machine, dataset, config, n (values of ``column`` counted)."""
+    return (
+        f"Machine: {machine_text(run.env)}. Dataset: {dataset_text(run)}. "
+        f"Config: {config_text(run.samples)}; {n_text(run, column)}."
+    )
+
+
+def provenance_items(run: RunData) -> list[tuple[str, str]]:
+    """(label, value) rows for the provenance section."""
+    env = run.env
+    items: list[tuple[str, str]] = [("Run", f"{lookup(env, 'run_id', default=UNKNOWN)}, {lookup(env, 'created', default='date unknown')}")]
+    command = lookup(env, "command")
+    if command:
+        items.append(("Command", "`" + (" ".join(map(str, command)) if isinstance(command, list) else str(command)) + "`"))
+    machine = machine_text(env)
+    memory = lookup(env, "machine.memory_total_mb")
+    shm = lookup(env, "machine.shm_total_mb")
+    if memory is not None:
+        machine += f", {float(memory) / 1024:.1f} GiB RAM"
+    if shm is not None:
+        machine += f", {float(shm) / 1024:.1f} GiB /dev/shm"
+    host = lookup(env, "machine.hostname")
+    items.append(("Machine", machine + (f" (host `{host}`)" if host else "")))
+    items.append(("OS", str(lookup(env, "os.platform", "os.release", "os", "machine.platform", default=UNKNOWN))))
+    items.append(("Python", str(lookup(env, "python.version", "python_version", "python", default=UNKNOWN))))
+    packages = lookup(env, "packages", "package_versions", "versions")
+    if isinstance(packages, dict) and packages:
+        items.append(("Packages", ", ".join(f"{k} {v}" for k, v in sorted(packages.items()) if v is not None)))
+    commit = lookup(env, "git.commit", "git_commit", "commit")
+    dirty = lookup(env, "git.dirty", "git_dirty", "dirty")
+    if commit is not None:
+        items.append(("Git", f"`{str(commit)[:12]}`" + (" (dirty: uncommitted changes)" if dirty else "")))
+    dataset = dataset_text(run)
+    fingerprint = lookup(env, "dataset.fingerprint")
+    path = lookup(env, "dataset.path")
+    if path:
+        dataset += f" at `{path}`"
+    if fingerprint:
+        dataset += f", fingerprint `{str(fingerprint)[:16]}`"
+    items.append(("Dataset", dataset))
+    items.append(("Config", config_text(run.samples)))
+    options = [
+        f"{key} {_plain(value)}"
+        for key in ("start_method", "repeats", "epochs", "timeout", "seed", "shuffle", "augment")
+        if (value := lookup(env, f"config.{key}", f"config.loader.{key}")) is not None
+    ]
+    if options:
+        items.append(("Run options", ", ".join(options)))
+    gb_per_s = lookup(env, "memcpy.gb_per_s", "memcpy.gb_per_s_median")
+    if gb_per_s is not None:
+        text = f"{float(gb_per_s):.1f} GB/s"
+        copies = lookup(env, "memcpy.batch_copies_per_s_one_core")
+        if copies is not None:
+            text += f" ({float(copies):,.0f} batch copies/s on one core)"
+        items.append(("memcpy", text))
+    before, after = lookup(env, "loadavg_before"), lookup(env, "loadavg_after")
+    if before is not None or after is not None:
+        items.append(("Load average", f"before {_loadavg(before)}, after {_loadavg(after)}"))
+    overhead = lookup(env, "sampler.overhead_fraction")
+    interval = lookup(env, "sampler.interval_s")
+    if overhead is not None or interval is not None:
+        parts = []
+        if interval is not None:
+            parts.append(f"every {float(interval) * 1000:.0f} ms")
+        if overhead is not None:
+            parts.append(f"its CPU time {float(overhead) * 100:.2f}% of epoch wall time (median)")
+        items.append(("Memory sampler", ", ".join(parts)))
+    outcome = lookup(env, "outcome")
+    if isinstance(outcome, dict) and outcome.get("planned") is not None:
+        text = f"{outcome.get('finished')} of {outcome.get('planned')} measurements finished"
+        text += f", {outcome.get('failures') or 0} failed"
+        if outcome.get("interrupted"):
+            text += ", **interrupted**"
+        if outcome.get("wall_s") is not None:
+            text += f", {float(outcome['wall_s']) / 60:.1f} min in all"
+        items.append(("Outcome", text))
+    threads = lookup(env, "thread_env")
+    if isinstance(threads, dict) and threads:
+        items.append(("Thread env", ", ".join(f"{k}={v}" for k, v in sorted(threads.items()))))
+    return items
+
+
+def _loadavg(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return " / ".join(f"{float(v):.2f}" for v in value)
+    return UNKNOWN if value is None else str(value)
+
+
+def _plain(value: Any) -> Any:
+    """0.0 -> 0, numpy scalars -> Python, for phrases."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, list) else 0

@@ -1,0 +1,526 @@
+"""The runner: a plan of measurements, each in a fresh process, interleaved, watched.
+
+::
+
+    plan        for repeat in range(R): for cell in cells: one measurement
+                (A B C D, A B C D, ...: a slow drift of the machine spreads over
+                every cell instead of biasing the ones that ran last)
+    measurement python -m harness.child SPEC_JSON, in its own session (process group)
+                   events  <- JSON lines on a pipe: ready, epoch..., closed
+                   watchdog: no event for watchdog_s -> SIGTERM the group, then SIGKILL
+                   Ctrl-C:   SIGINT to the child (it closes its generator and reports),
+                             SIGTERM / SIGKILL of the group if it does not exit in time;
+                             a second Ctrl-C kills at once
+                after exit: no process of its group may remain (left ones are counted
+                as orphans_after_exit and killed), no new ipcbench_*/psm_* segment
+                (counted as leaked_shm_after_exit; not deleted: on a shared machine it
+                may belong to someone else)
+    results     each finished measurement's epochs are appended to samples.jsonl at once;
+                summary.csv and env.json are (re)written at the end, also after Ctrl-C
+
+The child's environment pins OMP/MKL/OpenBLAS/numexpr to one thread. A failed
+measurement (an exception in the child, the watchdog) writes no samples; it is
+recorded in ``failures.jsonl`` and the run goes on with the next one.
+
+Timing logic that decides when to signal (:class:`Escalation`) takes a clock, so it
+is tested without sleeping; the launcher is injected, so the plan, interleaving and
+interruption are tested without processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from strategies import LoaderConfig
+from strategies.work import tile_nbytes
+
+from . import envinfo
+from .child import ChildSpec
+from .errors import IpcbenchError
+from .measure import leaked_segments, process_group_members, shm_segments
+from .results import (
+    ENV_FILE,
+    SAMPLES_FILE,
+    SCHEMA_VERSION,
+    EpochSample,
+    SamplesWriter,
+    dumps_line,
+    read_samples,
+    write_json,
+    write_summary,
+)
+
+DEFAULT_SAMPLER_INTERVAL_S = 0.2  # overhead measured well under 2% of throughput (see env.json sampler)
+# No event for this long means a hung child: the slowest step is one epoch of the
+# slowest strategy on the real dataset (a few seconds) or a start-up importing torch.
+DEFAULT_WATCHDOG_S = 120.0
+# After Ctrl-C the child closes its generator: bounded by the strategies' own
+# stop -> terminate -> kill grace (about 5 s), plus the time to finish the batch in hand.
+INTERRUPT_GRACE_S = 15.0
+TERMINATE_GRACE_S = 3.0  # SIGTERM -> SIGKILL of the child's group
+# After the child exits, multiprocessing's forkserver and resource tracker notice
+# their parent is gone and exit; wait this long before calling what is left orphans.
+ORPHAN_GRACE_S = 3.0
+POLL_S = 0.1  # how often the runner looks at the interrupt flag and the watchdog
+FAILURES_FILE = "failures.jsonl"
+
+
+# -- the plan -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """Everything one ``ipcbench run`` measures, validated."""
+
+    dataset: str  # path of the dataset folder
+    dataset_name: str  # what samples.jsonl calls it
+    dataset_source: str  # "real", "synth" or "dir"
+    strategies: tuple[str, ...]
+    workers: tuple[int, ...]
+    loader: LoaderConfig  # its ``workers`` is replaced per cell
+    repeats: int = 3
+    epochs: int = 2
+    step_ms: float = 0.0
+    workload: str = "full"
+    sampler_interval_s: float = DEFAULT_SAMPLER_INTERVAL_S
+    watchdog_s: float = DEFAULT_WATCHDOG_S
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.strategies:
+            raise ValueError("RunOptions.strategies must name at least one strategy")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"RunOptions.strategies={self.strategies} has duplicates")
+        if not self.workers or any(w < 1 for w in self.workers):
+            raise ValueError(f"RunOptions.workers={self.workers} must be one or more counts >= 1")
+        if self.repeats < 1:
+            raise ValueError(f"RunOptions.repeats={self.repeats} must be >= 1")
+        if self.epochs < 1:
+            raise ValueError(f"RunOptions.epochs={self.epochs} must be >= 1")
+        if self.step_ms < 0:
+            raise ValueError(f"RunOptions.step_ms={self.step_ms} must be >= 0")
+        if self.sampler_interval_s < 0:
+            raise ValueError(f"RunOptions.sampler_interval_s={self.sampler_interval_s} must be >= 0")
+        if self.watchdog_s <= 0:
+            raise ValueError(f"RunOptions.watchdog_s={self.watchdog_s} must be > 0")
+
+    def config_dict(self) -> dict[str, Any]:
+        """env.json ``config``: the LoaderConfig fields, then the run options (``workers`` is the list)."""
+        return {
+            **self.loader.as_dict(),
+            "strategies": list(self.strategies),
+            "workers": list(self.workers),
+            "repeats": self.repeats,
+            "epochs": self.epochs,
+            "warmup_epochs": 1,
+            "step_ms": self.step_ms,
+            "workload": self.workload,
+            "quick": self.quick,
+            "sampler_interval_s": self.sampler_interval_s,
+            "watchdog_s": self.watchdog_s,
+        }
+
+    def batch_bytes(self, channels: int) -> int:
+        data, mask = tile_nbytes(channels, self.loader.tile)
+        return self.loader.batch_size * (data + mask)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One fresh process: one cell, one repeat."""
+
+    index: int
+    repeat: int
+    strategy: str
+    workers: int
+
+
+def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
+    """Interleaved: every cell once per repeat, cells in the same order each time."""
+    cells = [(s, w) for s in options.strategies for w in options.workers]
+    plan = []
+    for repeat in range(options.repeats):
+        for strategy, workers in cells:
+            plan.append(Measurement(len(plan), repeat, strategy, workers))
+    return tuple(plan)
+
+
+def child_spec(options: RunOptions, measurement: Measurement) -> ChildSpec:
+    loader = options.loader.replace(workers=measurement.workers)
+    return ChildSpec(strategy=measurement.strategy, dataset=options.dataset, loader=loader.as_dict(),
+                     epochs=options.epochs, step_ms=options.step_ms, sampler_interval_s=options.sampler_interval_s)
+
+
+# -- one child --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ChildOutcome:
+    """What a measurement process reported, and what it left behind."""
+
+    epochs: tuple[dict[str, Any], ...] = ()
+    startup_s: float | None = None
+    closed: dict[str, Any] | None = None  # shutdown_s, leftover_processes, leaked_shm, ...
+    returncode: int | None = None
+    interrupted: bool = False
+    error: str | None = None  # one line: why it failed
+    detail: str = ""  # traceback and the tail of the child's output
+    orphans_after_exit: int = 0
+    leaked_shm_after_exit: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Its epochs can be written: they are whole and the shutdown was measured."""
+        return self.error is None and self.closed is not None
+
+
+class InterruptFlag:
+    """Counts Ctrl-C (SIGINT) while active instead of raising KeyboardInterrupt.
+
+    The runner then stops the child in order and keeps what was measured. Only the
+    main thread can own signal handlers; elsewhere the flag is inert.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.count += 1
+
+    def __enter__(self) -> InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+
+@dataclass(slots=True)
+class Escalation:
+    """Signals to send, each ``delay_s`` after ``started``; :meth:`due` returns those whose time came."""
+
+    started: float
+    steps: tuple[tuple[float, str], ...]  # (delay_s, "sigint" | "sigterm" | "sigkill")
+    sent: int = 0
+
+    @classmethod
+    def for_interrupt(cls, now: float) -> Escalation:
+        return cls(now, ((0.0, "sigint"), (INTERRUPT_GRACE_S, "sigterm"),
+                         (INTERRUPT_GRACE_S + TERMINATE_GRACE_S, "sigkill")))
+
+    @classmethod
+    def for_watchdog(cls, now: float) -> Escalation:
+        return cls(now, ((0.0, "sigterm"), (TERMINATE_GRACE_S, "sigkill")))
+
+    def due(self, now: float) -> list[str]:
+        actions = []
+        while self.sent < len(self.steps) and now - self.started >= self.steps[self.sent][0]:
+            actions.append(self.steps[self.sent][1])
+            self.sent += 1
+        return actions
+
+
+def _signal_child(proc: subprocess.Popen, action: str) -> None:
+    try:
+        if action == "sigint":
+            os.kill(proc.pid, signal.SIGINT)  # the child only: it closes its own workers
+        else:
+            os.killpg(proc.pid, signal.SIGTERM if action == "sigterm" else signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_child(spec: ChildSpec, *, watchdog_s: float = DEFAULT_WATCHDOG_S, interrupt: InterruptFlag | None = None,
+              on_event: Callable[[dict[str, Any]], None] | None = None, command: Sequence[str] | None = None,
+              clock: Callable[[], float] = time.monotonic) -> ChildOutcome:
+    """Run one measurement process to its end and collect its events.
+
+    ``command`` replaces ``python -m harness.child`` (tests); the spec JSON is its last argument.
+    """
+    read_fd, write_fd = os.pipe()
+    spec = dataclasses.replace(spec, event_fd=write_fd)
+    argv = [*(command or (sys.executable, "-m", "harness.child")), spec.to_json()]
+    env = {**os.environ, **envinfo.PINNED_THREAD_ENV}
+    shm_before = shm_segments()
+    started = clock()
+    with tempfile.TemporaryFile() as log:
+        try:
+            proc = subprocess.Popen(argv, env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=log, start_new_session=True)
+        finally:
+            os.close(write_fd)
+        try:
+            events, reason = _collect(proc, read_fd, watchdog_s, interrupt, on_event, clock)
+        finally:
+            os.close(read_fd)
+            if proc.poll() is None:  # only on an error of the runner itself
+                _signal_child(proc, "sigkill")
+                proc.wait()
+        orphans = _reap_group(proc.pid, clock)
+        leaked = len(leaked_segments(shm_before))
+        log.seek(0)
+        tail = log.read()[-4000:].decode(errors="replace")
+    return _outcome(events, reason, proc.returncode, tail, orphans, leaked, clock() - started)
+
+
+def _collect(proc: subprocess.Popen, read_fd: int, watchdog_s: float, interrupt: InterruptFlag | None,
+             on_event: Callable[[dict[str, Any]], None] | None,
+             clock: Callable[[], float]) -> tuple[list[dict[str, Any]], str | None]:
+    import json
+
+    os.set_blocking(read_fd, False)
+    events: list[dict[str, Any]] = []
+    buffer = b""
+    eof = False
+    reason: str | None = None
+    escalation: Escalation | None = None
+    last_event = clock()
+    while True:
+        if not eof and select.select([read_fd], [], [], POLL_S)[0]:
+            try:
+                chunk = os.read(read_fd, 1 << 16)
+            except BlockingIOError:
+                chunk = None
+            if chunk == b"":
+                eof = True
+            elif chunk:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        events.append(event)
+                        last_event = clock()
+                        if on_event is not None:
+                            on_event(event)
+        elif eof:
+            try:
+                proc.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is not None and (eof or not select.select([read_fd], [], [], 0)[0]):
+            # Exited, and nothing more to read (workers started with fork may still
+            # hold the pipe open, so an exit without EOF is also the end).
+            return events, reason
+        now = clock()
+        if interrupt is not None and interrupt.count >= 2 and reason == "interrupted":
+            _signal_child(proc, "sigkill")
+        elif interrupt is not None and interrupt.count and escalation is None:
+            reason, escalation = "interrupted", Escalation.for_interrupt(now)
+        elif escalation is None and now - last_event > watchdog_s:
+            reason = f"watchdog: no progress from the measurement process for {watchdog_s:g} s; killed it"
+            escalation = Escalation.for_watchdog(now)
+        if escalation is not None:
+            for action in escalation.due(now):
+                _signal_child(proc, action)
+
+
+def _reap_group(pgid: int, clock: Callable[[], float]) -> int:
+    """Wait for the child's process group to empty; kill and count what remains."""
+    deadline = clock() + ORPHAN_GRACE_S
+    members = process_group_members(pgid)
+    while members and clock() < deadline:
+        time.sleep(0.05)
+        members = process_group_members(pgid)
+    if members:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(members)
+
+
+def _outcome(events: list[dict[str, Any]], reason: str | None, returncode: int | None, tail: str, orphans: int,
+             leaked: int, wall_s: float) -> ChildOutcome:
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_kind.setdefault(event.get("event", "?"), []).append(event)
+    ready = by_kind.get("ready", [{}])[0]
+    closed = by_kind.get("closed", [None])[0]
+    epochs = tuple({k: v for k, v in e.items() if k != "event"} for e in by_kind.get("epoch", []))
+    interrupted = reason == "interrupted" or "interrupted" in by_kind
+    error, detail = None, tail
+    if "error" in by_kind:
+        failure = by_kind["error"][0]
+        error = f"{failure.get('error_type')}: {failure.get('message')}"
+        detail = f"{failure.get('traceback', '')}\n--- output of the measurement process ---\n{tail}"
+    elif reason is not None and reason != "interrupted":
+        error = reason
+    elif closed is None and not interrupted:
+        error = f"the measurement process exited with status {returncode} without reporting its results"
+    elif returncode not in (0, 130) and not interrupted:
+        error = f"the measurement process exited with status {returncode}"
+    return ChildOutcome(epochs=epochs, startup_s=ready.get("startup_s"),
+                        closed=None if closed is None else {k: v for k, v in closed.items() if k != "event"},
+                        returncode=returncode, interrupted=interrupted, error=error, detail=detail,
+                        orphans_after_exit=orphans, leaked_shm_after_exit=leaked, wall_s=wall_s)
+
+
+def samples_from(outcome: ChildOutcome, options: RunOptions, measurement: Measurement,
+                 run_id: str) -> list[EpochSample]:
+    """samples.jsonl lines of a complete measurement (none for an incomplete one)."""
+    if not outcome.complete:
+        return []
+    assert outcome.closed is not None
+    loader = options.loader
+    identity = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "strategy": measurement.strategy,
+        "workers": measurement.workers, "prefetch": loader.prefetch, "start_method": loader.start_method,
+        "batch_size": loader.batch_size, "tile": loader.tile, "dataset": options.dataset_name,
+        "workload": options.workload, "step_ms": float(options.step_ms), "repeat": measurement.repeat,
+    }
+    process = {
+        "startup_s": outcome.startup_s, "shutdown_s": outcome.closed["shutdown_s"],
+        "leaked_shm": outcome.closed["leaked_shm"], "leftover_processes": outcome.closed["leftover_processes"],
+        "orphans_after_exit": outcome.orphans_after_exit, "leaked_shm_after_exit": outcome.leaked_shm_after_exit,
+    }
+    known = set(EpochSample.field_names())
+    samples = []
+    for epoch in outcome.epochs:
+        fields = {**identity, **process, **{k: v for k, v in epoch.items() if k in known}}
+        fields["wait_ms"] = tuple(fields["wait_ms"])
+        fields["memory_trace"] = tuple(tuple(row) for row in fields["memory_trace"])
+        samples.append(EpochSample(**fields))
+    return samples
+
+
+# -- the whole run ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What the runner tells its caller (the CLI draws it): kind is start, epoch or done."""
+
+    kind: str
+    measurement: Measurement
+    total: int
+    elapsed_s: float
+    event: dict[str, Any] | None = None  # kind "epoch": the child's epoch event
+    outcome: ChildOutcome | None = None  # kind "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    measurement: Measurement
+    error: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_dir: Path
+    planned: int
+    finished: int  # measurements whose samples were written
+    samples: int
+    interrupted: bool
+    failures: tuple[Failure, ...] = field(default=())
+    wall_s: float = 0.0
+
+
+Launcher = Callable[[ChildSpec, InterruptFlag, Callable[[dict[str, Any]], None]], ChildOutcome]
+
+
+def default_launcher(options: RunOptions) -> Launcher:
+    def launch(spec: ChildSpec, interrupt: InterruptFlag, on_event: Callable[[dict[str, Any]], None]) -> ChildOutcome:
+        return run_child(spec, watchdog_s=options.watchdog_s, interrupt=interrupt, on_event=on_event)
+
+    return launch
+
+
+def prepare_run_dir(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    if (run_dir / SAMPLES_FILE).exists():
+        raise IpcbenchError(f"{run_dir} already holds a run ({SAMPLES_FILE} exists); choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IpcbenchError(f"cannot create the results folder {run_dir}: {exc}") from exc
+    return run_dir
+
+
+def run_plan(options: RunOptions, run_dir: Path, run_id: str, *, launch: Launcher | None = None,
+             on_progress: Callable[[Progress], None] | None = None,
+             clock: Callable[[], float] = time.monotonic) -> RunResult:
+    """Run every measurement of the plan, appending samples as each finishes."""
+    launch = launch or default_launcher(options)
+    notify = on_progress or (lambda progress: None)
+    plan = plan_measurements(options)
+    writer = SamplesWriter(run_dir / SAMPLES_FILE)
+    failures: list[Failure] = []
+    finished = 0
+    interrupted = False
+    started = clock()
+    with InterruptFlag() as flag:
+        for measurement in plan:
+            if flag.count:
+                interrupted = True
+                break
+            notify(Progress("start", measurement, len(plan), clock() - started))
+
+            def forward(event: dict[str, Any], measurement: Measurement = measurement) -> None:
+                if event.get("event") == "epoch":
+                    notify(Progress("epoch", measurement, len(plan), clock() - started, event=event))
+
+            try:
+                outcome = launch(child_spec(options, measurement), flag, forward)
+            except KeyboardInterrupt:  # a launcher without the flag (or Ctrl-C outside the handler)
+                interrupted = True
+                break
+            samples = samples_from(outcome, options, measurement, run_id)
+            writer.append(samples)
+            finished += bool(samples)
+            if outcome.error is not None:
+                failure = Failure(measurement, outcome.error, outcome.detail)
+                failures.append(failure)
+                _append_failure(run_dir, failure, run_id)
+            notify(Progress("done", measurement, len(plan), clock() - started, outcome=outcome))
+            if outcome.interrupted or flag.count:
+                interrupted = True
+                break
+    return RunResult(run_dir, len(plan), finished, writer.count, interrupted, tuple(failures), clock() - started)
+
+
+def _append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
+    m = failure.measurement
+    line = dumps_line({"schema_version": SCHEMA_VERSION, "run_id": run_id, "strategy": m.strategy,
+                       "workers": m.workers, "repeat": m.repeat, "error": failure.error, "detail": failure.detail})
+    with open(run_dir / FAILURES_FILE, "a") as fh:
+        fh.write(line)
+
+
+def sampler_overhead(samples: Sequence[dict[str, Any]]) -> float | None:
+    """Median over measured epochs of the sampler thread's CPU time / epoch wall time."""
+    import statistics
+
+    fractions = [s["sampler_cpu_s"] / s["seconds"] for s in samples
+                 if not s.get("warmup") and s.get("seconds") and s.get("sampler_cpu_s") is not None]
+    return statistics.median(fractions) if fractions else None
+
+
+def finish_env(run_dir: Path, env: dict[str, Any], result: RunResult) -> dict[str, Any]:
+    """env.json at the end: load average after, the sampler's measured overhead, the outcome."""
+    samples = read_samples(run_dir / SAMPLES_FILE)
+    fractions = [s["sampler_cpu_s"] / s["seconds"] for s in samples if not s.get("warmup") and s.get("seconds")]
+    sampler = {**env.get("sampler", {}), "overhead_fraction": sampler_overhead(samples),
+               "overhead_fraction_max": max(fractions) if fractions else None}
+    final = {**env, "loadavg_after": envinfo.loadavg(), "sampler": sampler,
+             "finished": envinfo.utc_now().isoformat(timespec="seconds"),
+             "outcome": {"planned": result.planned, "finished": result.finished, "samples": result.samples,
+                         "interrupted": result.interrupted, "failures": len(result.failures),
+                         "wall_s": round(result.wall_s, 3)}}
+    write_json(run_dir / ENV_FILE, final)
+    write_summary(run_dir)
+    return final

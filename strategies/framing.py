@@ -1,0 +1,95 @@
+"""Reading ``multiprocessing.connection`` messages without ever blocking forever.
+
+``Connection.recv_bytes()`` blocks until the whole message has arrived. If the
+writer dies half-way through a 40 MB message, the reader waits for the rest:
+
+- on a worker's own Pipe the kernel reports EOF once the worker is gone, so
+  ``recv_bytes`` raises ``EOFError``; but a *stopped* worker (hung, or SIGSTOPped)
+  blocks it forever;
+- on a ``multiprocessing.Queue`` every worker holds the write end of the one result
+  pipe, so a worker SIGKILLed mid-``put`` leaves a partial message that never
+  completes and never reaches EOF: ``Queue.get()`` hangs for good, and the other
+  workers hang on the queue's write lock that the dead one held.
+
+:class:`MessageReader` speaks the same wire format as ``Connection.send_bytes``
+(a 4-byte big-endian length, or -1 then an 8-byte length; CPython
+``Lib/multiprocessing/connection.py``) but reads from a non-blocking descriptor,
+calling ``wait()`` whenever no byte is ready. The caller's ``wait`` is where the
+timeout and the liveness check live (``connection.wait`` on the descriptor and the
+workers' sentinels): a dead writer surfaces as an error there, never as a hang.
+
+Reading straight into a caller's buffer (:meth:`MessageReader.recv_into`) is also
+how ``pipe`` receives pixels without an intermediate copy, like
+``recv_bytes_into``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+
+_SMALL = struct.Struct("!i")
+_LARGE = struct.Struct("!Q")
+
+
+class MessageReader:
+    """Reads framed messages from ``conn``'s descriptor, which it makes non-blocking.
+
+    ``wait`` is called with no argument whenever the descriptor has no byte ready;
+    it must return once it may have, or raise (timeout, dead writer).
+    """
+
+    def __init__(self, conn: Connection, wait: Callable[[], None]) -> None:
+        self.fd = conn.fileno()
+        os.set_blocking(self.fd, False)
+        self.wait = wait
+
+    def _fill(self, view: memoryview) -> None:
+        filled = 0
+        while filled < len(view):
+            try:
+                n = os.readv(self.fd, [view[filled:]])
+            except BlockingIOError:
+                self.wait()
+                continue
+            if n == 0:
+                raise EOFError("the writer closed its end in the middle of a message")
+            filled += n
+
+    def _size(self) -> int:
+        header = bytearray(_SMALL.size)
+        self._fill(memoryview(header))
+        (size,) = _SMALL.unpack(header)
+        if size == -1:
+            header = bytearray(_LARGE.size)
+            self._fill(memoryview(header))
+            (size,) = _LARGE.unpack(header)
+        return size
+
+    def recv(self) -> bytearray:
+        """The next whole message."""
+        buffer = bytearray(self._size())
+        self._fill(memoryview(buffer))
+        return buffer
+
+    def recv_into(self, buffer: memoryview) -> int:
+        """Read the next message into ``buffer``, which must be exactly its size."""
+        size = self._size()
+        if size != buffer.nbytes:
+            raise ValueError(f"message of {size} bytes does not fit the {buffer.nbytes}-byte buffer it was meant for")
+        self._fill(buffer.cast("B"))
+        return size
+
+    def drain(self) -> bool:
+        """Discard whatever bytes are ready now; False once the writer has closed its end."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                return False

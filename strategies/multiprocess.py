@@ -1,0 +1,125 @@
+"""ProcessGenerator: the main-process side shared by ``pipe``, ``queue`` and ``shm``.
+
+The three strategies differ only in how a processed image travels from a worker to
+the main process. Everything else is here, once:
+
+- **the window**: images of the plan are dispatched in plan order; at most
+  ``workers * prefetch`` images are in flight (dispatched and not yet consumed by
+  the assembler), the backpressure knob every strategy honours; a strategy may
+  limit each worker further (``pipe`` and ``shm``: ``prefetch`` each);
+- **plan order**: results arrive in any order and wait in ``_ready`` until they are
+  next; the assembler (``BatchGenerator``) always consumes the earliest image, and
+  the earliest unconsumed image is always dispatched, so the window cannot deadlock;
+- **epochs**: every epoch has a new ``generation``; results of an abandoned epoch
+  (an early ``break``) are discarded as they arrive, their buffers recycled;
+- **resources**: a strategy registers the cleanup of what it creates (pool, queues,
+  shared memory) on ``self.resources``, an ``ExitStack`` run by ``close()`` or, if
+  the generator is garbage-collected unclosed, by a ``weakref.finalize``.
+
+A strategy implements: ``_start(resources) -> WorkerPool``, ``_dispatch(job) ->
+bool`` (False: no capacity now), ``_receive() -> list[(generation, image or None)]``
+(``None``: a request skipped after a reset), ``_free(image)`` and, optionally,
+``_abandon()`` (drop work not yet started when an epoch is abandoned; it calls
+``_retire(None)`` for each job it takes back).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from abc import abstractmethod
+from collections import deque
+from contextlib import ExitStack
+
+from .base import BatchGenerator
+from .config import LoaderConfig
+from .dataset import Dataset
+from .plan import EpochPlan, ImageJob
+from .work import ProcessedImage
+from .workers import WorkerPool
+
+
+class ProcessGenerator(BatchGenerator):
+    def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
+        super().__init__(dataset, config)
+        self.generation = 0
+        self._pending: deque[ImageJob] = deque()
+        self._ready: dict[int, ProcessedImage] = {}
+        self._wanted = 0
+        self.in_flight = 0
+        self.window = config.workers * config.prefetch
+        self.resources = ExitStack()
+        self._finalizer = weakref.finalize(self, self.resources.close)
+        try:
+            self.pool = self._start(self.resources)
+        except BaseException:
+            self._finalizer()
+            raise
+
+    # -- what a strategy provides -------------------------------------------
+    @abstractmethod
+    def _start(self, resources: ExitStack) -> WorkerPool:
+        """Create queues/memory and the pool; register their cleanup on ``resources``."""
+
+    @abstractmethod
+    def _dispatch(self, job: ImageJob) -> bool:
+        """Send ``job`` to a worker if one has capacity; False if none has."""
+
+    @abstractmethod
+    def _receive(self) -> list[tuple[int, ProcessedImage | None]]:
+        """Wait (bounded) for results; return (generation, image) pairs, image None if skipped."""
+
+    def _free(self, image: ProcessedImage) -> None:  # noqa: B027 - optional hook
+        """The image's buffer or slot may be reused."""
+
+    def _abandon(self) -> None:  # noqa: B027 - optional hook
+        """The epoch was abandoned: drop dispatched work that has not started, if possible."""
+
+    # -- the shared machinery --------------------------------------------------
+    def worker_pids(self) -> list[int]:
+        return list(self.pool.pids)
+
+    def _fill(self) -> None:
+        while self._pending and self.in_flight < self.window and self._dispatch(self._pending[0]):
+            self._pending.popleft()
+            self.in_flight += 1
+
+    def _retire(self, image: ProcessedImage | None) -> None:
+        """An image left the window: consumed, stale, or skipped (None)."""
+        if image is not None:
+            self._free(image)
+        self.in_flight -= 1
+
+    def _begin_epoch(self, plan: EpochPlan) -> None:
+        self.generation += 1
+        self._pending = deque(plan.jobs)
+        self._wanted = 0
+        self._fill()
+
+    def _next_image(self) -> ProcessedImage:
+        while self._wanted not in self._ready:
+            for generation, image in self._receive():
+                if image is not None and generation == self.generation:
+                    self._ready[image.position] = image
+                else:
+                    self._retire(image)
+            self._fill()
+        image = self._ready.pop(self._wanted)
+        self._wanted += 1
+        return image
+
+    def _release_image(self, image: ProcessedImage) -> None:
+        self._retire(image)
+        self._fill()
+
+    def _end_epoch(self) -> None:
+        for image in self._ready.values():
+            self._retire(image)
+        self._ready.clear()
+        self._pending.clear()
+        self._abandon()
+
+    def _shutdown(self) -> None:
+        self._ready.clear()
+        self._pending.clear()
+        self._finalizer()

@@ -1,0 +1,130 @@
+"""Named POSIX shared-memory segments with exactly one owner.
+
+``multiprocessing.shared_memory.SharedMemory`` registers every segment it opens
+with the resource tracker, attached ones included (before Python 3.13 there is no
+``track=False``), which makes "who unlinks" ambiguous and produces the familiar
+"leaked shared_memory objects" warnings. Here the roles are explicit:
+
+- the **owner** (the main process) creates the segment, registers it with the
+  resource tracker (so that if the main process is SIGKILLed the tracker unlinks
+  it), and unlinks it exactly once (:meth:`Segment.unlink`), after its workers are
+  gone, also when a worker was killed;
+- **users** (workers) :meth:`Segment.attach` by name and never unlink or register.
+
+Space is reserved up front with ``posix_fallocate``: on a full tmpfs that fails
+with ENOSPC at creation, instead of a SIGBUS at the first write into a page the
+kernel cannot back. Before that, :func:`check_free_space` compares the need with
+``statvfs`` so the error says how much is needed, how much is free, and the fix.
+
+Names are ``ipcbench_<owner pid>_<random>_<tag>`` (``SHM_PREFIX``), so stale
+segments can be found and attributed: :func:`stale_segments`.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import secrets
+from multiprocessing import resource_tracker
+
+import _posixshmem
+
+from .constants import SHM_HEADROOM_BYTES, SHM_PREFIX
+from .errors import SharedMemorySpaceError
+
+SHM_DIR = "/dev/shm"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def check_free_space(needed: int, *, directory: str = SHM_DIR) -> None:
+    """Raise :class:`SharedMemorySpaceError` if ``directory`` cannot hold ``needed`` more bytes."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return  # no /dev/shm to inspect (not Linux); posix_fallocate still guards
+    free = stats.f_bavail * stats.f_frsize
+    if needed + SHM_HEADROOM_BYTES > free:
+        raise SharedMemorySpaceError(
+            errno.ENOSPC,
+            f"shared memory needs {_mb(needed)} (+{_mb(SHM_HEADROOM_BYTES)} headroom) but {directory} has only "
+            f"{_mb(free)} free. Lower prefetch, workers, batch_size or tile, or enlarge {directory} "
+            f"(Docker: --shm-size=2g; Kubernetes: an emptyDir with medium: Memory)",
+        )
+
+
+class Segment:
+    """One mapped shared-memory segment; ``buf`` is its mmap."""
+
+    def __init__(self, name: str, size: int, buf: mmap.mmap, *, owner: bool) -> None:
+        self.name = name
+        self.size = size
+        self.buf = buf
+        self.owner = owner
+        self._unlinked = False
+
+    @classmethod
+    def create(cls, size: int, tag: str) -> Segment:
+        name = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
+        fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+                    raise SharedMemorySpaceError(exc.errno, f"cannot reserve {_mb(size)} in {SHM_DIR} for "
+                                                 f"{name}: {exc.strerror}") from exc
+                os.ftruncate(fd, size)  # file system without fallocate: size it at least
+            buf = mmap.mmap(fd, size)
+        except BaseException:
+            _posixshmem.shm_unlink("/" + name)
+            raise
+        finally:
+            os.close(fd)
+        resource_tracker.register("/" + name, "shared_memory")
+        return cls(name, size, buf, owner=True)
+
+    @classmethod
+    def attach(cls, name: str, size: int) -> Segment:
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        try:
+            buf = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        return cls(name, size, buf, owner=False)
+
+    def unlink(self) -> None:
+        """Remove the name (owner only, once). The memory goes when the last mapping does."""
+        if not self.owner or self._unlinked:
+            return
+        self._unlinked = True
+        try:
+            _posixshmem.shm_unlink("/" + self.name)
+        except FileNotFoundError:
+            pass  # already removed (by the resource tracker after a crash, or by hand)
+        resource_tracker.unregister("/" + self.name, "shared_memory")
+
+
+def stale_segments(directory: str = SHM_DIR) -> list[str]:
+    """Names of ``SHM_PREFIX`` segments whose owner process no longer exists."""
+    stale = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    for name in names:
+        if not name.startswith(SHM_PREFIX):
+            continue
+        pid_text = name[len(SHM_PREFIX):].split("_", 1)[0]
+        try:
+            os.kill(int(pid_text), 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            stale.append(name)
+        except PermissionError:
+            pass  # alive, owned by someone else
+    return sorted(stale)

@@ -1,0 +1,274 @@
+"""The worker lifecycle shared by every multi-process strategy.
+
+::
+
+    main process                                   worker i (one per LoaderConfig.workers)
+    ------------                                   ----------------------------------------
+    WorkerPool.__init__
+      Process(target=worker_main).start()  ---->   worker_main: ignore SIGINT, watch parent,
+                                                   worker = worker_cls(...)   (set-up)
+      wait for every Ready (timeout,       <----   conn.send(Ready)
+        sentinels)                                 worker.run()  (the strategy's loop)
+    WorkerPool.wait / read                 <----   results on conn (pipe, shm) or a queue
+      (timeout + sentinels: a death or a   <----   WorkerFailure(traceback) on any exception
+       silence is an error, never a hang)
+    WorkerPool.close                        ---->   Stop: finish the image in hand, return
+
+Who owns what: the pool owns the processes and the main-side ends of the per-worker
+duplex Pipes; strategies own their queues and shared memory and register their
+cleanup with the generator.
+
+Shutdown logic (DESIGN.md section 8), in :meth:`WorkerPool.close`:
+
+1. ask politely: the strategy's ``stop`` callable (default: ``Stop`` on every pipe);
+2. wait up to ``STOP_GRACE_S`` for the workers to exit, *draining* their pipes (and
+   any extra readers) meanwhile, because a worker blocked writing a 40 MB result
+   into a full pipe cannot see the Stop behind it;
+3. SIGTERM the survivors, wait ``TERMINATE_GRACE_S``;
+4. SIGKILL what is left, wait ``KILL_GRACE_S``; close every descriptor.
+
+``close`` is idempotent and bounded by the sum of the three graces.
+
+Why the workers ignore SIGINT: Ctrl-C in a terminal signals the whole process
+group. The main process turns it into one KeyboardInterrupt and closes the pool;
+workers that also raised would print one traceback each and die mid-write.
+
+Why the workers watch their parent: if the main process is SIGKILLed nobody sends
+Stop. Each worker polls ``os.getppid()`` every ``PARENT_POLL_S``; when it changes
+(the parent died and the worker was re-parented; with ``forkserver`` the parent is
+the fork server, which exits when the main process dies) the worker exits at once.
+A pipe EOF is not enough: with ``fork``, later workers inherit the main-side ends of
+earlier workers' pipes, so the EOF never comes while any worker lives.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, Protocol
+
+from .constants import KILL_GRACE_S, PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRACE_S
+from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
+from .framing import MessageReader
+from .messages import Ready, Stop, WorkerFailure
+
+# Exit status of a worker that noticed its parent had died.
+EXIT_PARENT_DIED = 3
+
+
+class Worker(Protocol):
+    """What a strategy's worker class provides: set-up in ``__init__``, the loop in ``run``."""
+
+    def __init__(self, worker_id: int, conn: Connection, *args: Any) -> None: ...
+
+    def run(self) -> None: ...
+
+
+def _watch_parent() -> None:
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent:
+                os._exit(EXIT_PARENT_DIED)
+
+    threading.Thread(target=watch, name="ipcbench-parent-watch", daemon=True).start()
+
+
+def worker_main(worker_cls: type[Worker], worker_id: int, conn: Connection, args: tuple[Any, ...]) -> None:
+    """Entry point of every worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_parent()
+    try:
+        worker = worker_cls(worker_id, conn, *args)
+        conn.send(Ready(worker_id, os.getpid()))
+        worker.run()
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        return  # the main process closed our pipe: it is gone or has given up on us
+    except BaseException as exc:  # report everything, SystemExit included
+        failure = WorkerFailure(worker_id, os.getpid(), type(exc).__name__, str(exc), traceback.format_exc())
+        try:
+            conn.send(failure)
+        except OSError:
+            pass  # main already gone; our exit status still tells it we failed
+        raise SystemExit(1) from None
+
+
+class WorkerPool:
+    """``n`` worker processes of ``worker_cls``, each with a duplex Pipe to the main process.
+
+    The constructor returns once every worker has sent ``Ready``, or raises (and
+    leaves nothing running) if one fails, dies or stays silent for ``timeout`` s.
+    """
+
+    def __init__(self, *, name: str, worker_cls: type[Worker], args: tuple[Any, ...], workers: int,
+                 start_method: str, timeout: float, stop: Callable[[], None] | None = None,
+                 drain: Sequence[MessageReader] = ()) -> None:
+        self.name = name
+        self.timeout = timeout
+        self._stop = stop
+        self._drain = list(drain)
+        self._closed = False
+        self.processes: list[mp.process.BaseProcess] = []
+        self.conns: list[Connection] = []
+        self.readers: list[MessageReader] = []
+        self.pids: list[int] = []
+        ctx = mp.get_context(start_method)
+        try:
+            for worker_id in range(workers):
+                main_end, worker_end = ctx.Pipe(duplex=True)
+                process = ctx.Process(target=worker_main, args=(worker_cls, worker_id, worker_end, args),
+                                      name=f"ipcbench-{name}-{worker_id}", daemon=True)
+                self.conns.append(main_end)
+                process.start()
+                # Our copy of the worker's end must go, or its death would not read as EOF here.
+                worker_end.close()
+                self.processes.append(process)
+                self.readers.append(MessageReader(main_end, self._waiter(worker_id)))
+            for worker_id in range(workers):
+                ready = self.read(worker_id)
+                if not isinstance(ready, Ready):
+                    raise WorkerError(f"{name} worker {worker_id} sent {ready!r} before Ready", worker_id=worker_id)
+                self.pids.append(ready.pid)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- waiting, in one place ------------------------------------------------
+    def wait(self, readers: Sequence[Any], timeout: float | None = None, waiting_for: str = "a result") -> list:
+        """Block until one of ``readers`` is readable and return those that are.
+
+        Every worker's sentinel is watched too: a worker that exits raises its
+        reported failure (:class:`WorkerError`) or :class:`WorkerDiedError`; nothing
+        for ``timeout`` seconds (default ``LoaderConfig.timeout``) raises
+        :class:`WorkerTimeoutError`.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        sentinels = {p.sentinel: i for i, p in enumerate(self.processes)}
+        ready = wait([*readers, *sentinels], timeout)
+        readable = [r for r in ready if r not in sentinels]
+        if readable:
+            return readable
+        if ready:
+            raise self._death(sentinels[ready[0]])
+        raise WorkerTimeoutError(
+            f"{self.name}: no {waiting_for} within timeout={timeout:g}s; workers alive: "
+            f"{[p.pid for p in self.processes if p.exitcode is None]}"
+        )
+
+    def _waiter(self, worker_id: int) -> Callable[[], None]:
+        """The ``wait`` of worker ``worker_id``'s reader: its pipe, or any worker's death."""
+        conn = self.conns[worker_id]
+
+        def wait_for_pipe() -> None:
+            self.wait([conn], waiting_for=f"data from worker {worker_id}")
+
+        return wait_for_pipe
+
+    def read(self, worker_id: int) -> Any:
+        """The next message from worker ``worker_id``; a reported failure is raised here."""
+        try:
+            message = ForkingPickler.loads(self.readers[worker_id].recv())
+        except EOFError:
+            raise self._died(worker_id) from None
+        if isinstance(message, WorkerFailure):
+            raise self._failed(message)
+        return message
+
+    def read_into(self, worker_id: int, buffer: memoryview) -> None:
+        """Read worker ``worker_id``'s next raw message into ``buffer``."""
+        try:
+            self.readers[worker_id].recv_into(buffer)
+        except EOFError:
+            raise self._died(worker_id) from None
+
+    def send(self, worker_id: int, message: Any) -> None:
+        try:
+            self.conns[worker_id].send(message)
+        except OSError:
+            raise self._died(worker_id) from None
+
+    # -- errors -------------------------------------------------------------
+    def _death(self, worker_id: int) -> WorkerError:
+        """The error for a worker that exited: the failure it reported, if it sent one."""
+        conn = self.conns[worker_id]
+        try:
+            while conn.poll(0):
+                message = ForkingPickler.loads(self.readers[worker_id].recv())
+                if isinstance(message, WorkerFailure):
+                    return self._failed(message)
+        except Exception:  # noqa: S110 - leftovers of a dead worker: a truncated or raw message
+            pass  # either way the worker died without a report; say so below
+        return self._died(worker_id)
+
+    def _died(self, worker_id: int) -> WorkerDiedError:
+        process = self.processes[worker_id] if worker_id < len(self.processes) else None
+        exitcode = None
+        if process is not None:
+            process.join(KILL_GRACE_S)
+            exitcode = process.exitcode
+        how = f"was killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exited with code {exitcode}"
+        pid = process.pid if process is not None else None
+        return WorkerDiedError(f"{self.name} worker {worker_id} (pid {pid}) {how} without reporting an error",
+                               worker_id=worker_id, pid=pid, exitcode=exitcode)
+
+    def _failed(self, failure: WorkerFailure) -> WorkerError:
+        error = WorkerError(f"{self.name} worker {failure.worker_id} (pid {failure.pid}) raised "
+                            f"{failure.exc_type}: {failure.message}", worker_id=failure.worker_id, pid=failure.pid)
+        error.__cause__ = RemoteTraceback(failure.traceback)
+        return error
+
+    # -- shutdown -----------------------------------------------------------
+    def alive(self) -> list[mp.process.BaseProcess]:
+        return [p for p in self.processes if p.exitcode is None]
+
+    def close(self) -> None:
+        """Stop -> bounded join (draining) -> terminate -> join -> kill -> join. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._stop is not None:
+                self._stop()
+            else:
+                for conn in self.conns:
+                    try:
+                        conn.send(Stop())
+                    except OSError:
+                        pass  # that worker is gone already
+        finally:
+            self._join_draining(time.monotonic() + STOP_GRACE_S)
+            for process in self.alive():
+                process.terminate()
+            self._join(time.monotonic() + TERMINATE_GRACE_S)
+            for process in self.alive():
+                process.kill()
+            self._join(time.monotonic() + KILL_GRACE_S)
+            for conn in self.conns:
+                conn.close()
+            for process in self.processes:
+                if process.exitcode is not None:
+                    process.close()
+
+    def _join_draining(self, deadline: float) -> None:
+        readers = {r.fd: r for r in [*self.readers, *self._drain]}
+        while (alive := {p.sentinel: p for p in self.alive()}) and (remaining := deadline - time.monotonic()) > 0:
+            for ready in wait([*readers, *alive], remaining):
+                if ready in alive:
+                    # Its descriptors are closed: it is exiting. Reap it rather than
+                    # spin until waitpid sees it gone.
+                    alive[ready].join(remaining)
+                elif not readers[ready].drain():
+                    del readers[ready]
+
+    def _join(self, deadline: float) -> None:
+        for process in self.alive():
+            process.join(max(0.0, deadline - time.monotonic()))

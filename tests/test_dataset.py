@@ -1,0 +1,287 @@
+"""open_dataset: a valid folder is indexed; every bad input is a DatasetError that names the file.
+
+Also the checks the generator makes on top of the dataset (a tile larger than an image,
+batch_size < 1), and a corrupt compressed strip, which only decoding can find.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import write_dataset
+
+from strategies import Dataset, DatasetError, ImageEntry, make_generator, open_dataset
+
+
+def write_pair(root: Path, stem: str, image: np.ndarray, labels: np.ndarray | None = None, **kwargs: object) -> Path:
+    """Write images/<stem>.tif (and labels/<stem>.tif, zeros of the image's H x W unless given)."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    kwargs.setdefault("photometric", "minisblack")  # (3, H, W) is channels, not RGB
+    tifffile.imwrite(root / "images" / f"{stem}.tif", image, **kwargs)
+    if labels is None:
+        labels = np.zeros(image.shape[-2:], np.uint16)
+    tifffile.imwrite(root / "labels" / f"{stem}.tif", labels)
+    return root / "images" / f"{stem}.tif"
+
+
+def error_of(root: Path) -> str:
+    with pytest.raises(DatasetError) as info:
+        open_dataset(root)
+    return str(info.value)
+
+
+# -- valid datasets -------------------------------------------------------------
+
+
+def test_valid_dataset_indexed(tiny_dataset: Path) -> None:
+    ds = open_dataset(tiny_dataset)
+    assert isinstance(ds, Dataset) and len(ds) == 3 and ds.root == str(tiny_dataset)
+    assert [e.stem for e in ds.entries] == ["img00", "img01", "img02"]
+    assert ds.channels == 2
+    assert ds.shapes == ((70, 90),) * 3
+    entry = ds.entries[1]
+    assert isinstance(entry, ImageEntry)
+    assert entry.image_path == str(tiny_dataset / "images" / "img01.tif")
+    assert entry.label_path == str(tiny_dataset / "labels" / "img01.tif")
+    assert entry.shape == (2, 70, 90) and entry.classes is None
+    # Small and picklable: it travels to every worker process.
+    assert pickle.loads(pickle.dumps(ds)) == ds
+
+
+def test_entries_sorted_and_one_channel(tmp_path: Path) -> None:
+    for stem in ("b", "a", "c"):
+        write_pair(tmp_path, stem, np.zeros((20, 30), np.uint16))
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    ds = open_dataset(tmp_path)
+    assert [e.stem for e in ds.entries] == ["a", "b", "c"]
+    assert ds.channels == 1 and ds.entries[0].shape == (1, 20, 30)
+
+
+def test_tiff_suffix_and_wide_label_types(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tiff", np.zeros((3, 20, 30), np.uint16), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "labels" / "a.tiff", np.zeros((20, 30), np.int32))
+    tifffile.imwrite(tmp_path / "images" / "b.tif", np.zeros((3, 20, 30), np.uint16), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "labels" / "b.tif", np.zeros((20, 30), np.uint32))
+    ds = open_dataset(tmp_path)
+    assert [Path(e.label_path).name for e in ds.entries] == ["a.tiff", "b.tif"]
+    assert ds.channels == 3
+
+
+def test_upper_case_suffix_pairs_with_its_label(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.TIF", np.zeros((20, 30), np.uint16))
+    tifffile.imwrite(tmp_path / "labels" / "a.TIF", np.zeros((20, 30), np.uint16))
+    (entry,) = open_dataset(tmp_path).entries
+    assert entry.label_path == str(tmp_path / "labels" / "a.TIF")
+
+
+def test_classes_table_read(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "ds", images=3)
+    (root / "classes.csv").write_text("image,label,class\nimg00.tif,1,3\nimg00,2,255\n img02 ,7,1\n")
+    ds = open_dataset(root)
+    assert ds.entries[0].classes == ((1, 3), (2, 255))
+    assert ds.entries[1].classes == ()  # a table exists but lists nothing: every label is class 1
+    assert ds.entries[2].classes == ((7, 1),)
+
+
+# -- missing folders and files --------------------------------------------------
+
+
+def test_missing_dataset_dir(tmp_path: Path) -> None:
+    message = error_of(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in message
+
+
+def test_dataset_path_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    assert str(tmp_path / "file") in error_of(tmp_path / "file")
+
+
+def test_no_images_folder(tmp_path: Path) -> None:
+    (tmp_path / "labels").mkdir()
+    message = error_of(tmp_path)
+    assert str(tmp_path) in message and "images/" in message
+
+
+def test_empty_images_folder(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "readme.md").write_text("no tiffs here")
+    assert str(tmp_path / "images") in error_of(tmp_path)
+
+
+def test_image_without_label(tiny_dataset: Path) -> None:
+    (tiny_dataset / "labels" / "img01.tif").unlink()
+    message = error_of(tiny_dataset)
+    assert str(tiny_dataset / "labels" / "img01.tif") in message and "missing" in message
+
+
+def test_no_labels_folder(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "ds", images=1)
+    for path in (root / "labels").iterdir():
+        path.unlink()
+    (root / "labels").rmdir()
+    assert str(root / "labels" / "img00.tif") in error_of(root)
+
+
+# -- corrupt and wrong files ----------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["images", "labels"])
+@pytest.mark.parametrize("channels", [1, 2, 5])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+@pytest.mark.parametrize("keep", [0.2, 0.5, 0.8, 0.97])
+def test_truncated_tiff(tmp_path: Path, which: str, channels: int, compression: str | None, keep: float) -> None:
+    root = write_dataset(tmp_path / "ds", images=2, channels=channels)
+    if compression:  # rewrite with compressed strips
+        for sub in ("images", "labels"):
+            path = root / sub / "img01.tif"
+            tifffile.imwrite(path, tifffile.imread(path), compression=compression, rowsperstrip=8)
+    path = root / which / "img01.tif"
+    raw = path.read_bytes()
+    open_dataset(root)  # valid before the cut
+    path.write_bytes(raw[: int(len(raw) * keep)])
+    assert str(path) in error_of(root)
+
+
+def test_multipage_compressed_image_cut_anywhere(tmp_path: Path) -> None:
+    # tifffile opens a multi-page file cut among its pages: it may list fewer pages,
+    # or fall back to a one-page (1-channel!) series. Every cut must still be refused.
+    data = np.random.default_rng(0).integers(0, 4096, (5, 40, 50), dtype=np.uint16)
+    path = write_pair(tmp_path, "a", data, np.zeros((40, 50), np.uint16), compression="zlib")
+    raw = path.read_bytes()
+    for end in range(16, len(raw) - 1, max(1, len(raw) // 97)):
+        path.write_bytes(raw[:end])
+        assert str(path) in error_of(tmp_path), f"cut at {end} of {len(raw)} bytes was accepted"
+
+
+def test_garbage_with_tif_name(tiny_dataset: Path) -> None:
+    path = tiny_dataset / "images" / "img02.tif"
+    path.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    message = error_of(tiny_dataset)
+    assert str(path) in message and "not a readable TIFF" in message
+
+
+def test_empty_file_with_tif_name(tiny_dataset: Path) -> None:
+    path = tiny_dataset / "labels" / "img00.tif"
+    path.write_bytes(b"")
+    assert str(path) in error_of(tiny_dataset)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.int16, np.uint32])
+def test_image_not_16_bit(tmp_path: Path, dtype: type) -> None:
+    write_pair(tmp_path, "a", np.zeros((20, 30), np.uint16))
+    path = write_pair(tmp_path, "b", np.zeros((2, 20, 30), dtype))
+    message = error_of(tmp_path)
+    assert str(path) in message and np.dtype(dtype).name in message and "uint16" in message
+
+
+def test_four_d_image(tmp_path: Path) -> None:
+    path = write_pair(tmp_path, "a", np.zeros((2, 3, 20, 30), np.uint16))
+    message = error_of(tmp_path)
+    assert str(path) in message and "(2, 3, 20, 30)" in message
+
+
+@pytest.mark.parametrize("shape", [(20, 31), (21, 30), (30, 20), (2, 20, 30)])
+def test_label_shape_mismatch(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    write_pair(tmp_path, "a", np.zeros((2, 20, 30), np.uint16), np.zeros(shape, np.uint16))
+    message = error_of(tmp_path)
+    assert str(tmp_path / "labels" / "a.tif") in message and str(tmp_path / "images" / "a.tif") in message
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.bool_])
+def test_non_integer_labels(tmp_path: Path, dtype: type) -> None:
+    write_pair(tmp_path, "a", np.zeros((20, 30), np.uint16), np.zeros((20, 30), dtype))
+    message = error_of(tmp_path)
+    assert str(tmp_path / "labels" / "a.tif") in message and "integer" in message
+
+
+def test_mixed_channel_counts(tmp_path: Path) -> None:
+    one = write_pair(tmp_path, "a", np.zeros((20, 30), np.uint16))
+    two = write_pair(tmp_path, "b", np.zeros((2, 20, 30), np.uint16))
+    write_pair(tmp_path, "c", np.zeros((2, 20, 30), np.uint16))
+    message = error_of(tmp_path)
+    assert str(one) in message and str(two) in message and "channel" in message
+
+
+# -- classes.csv ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("img,label,class\nimg00,1,2\n", "header"),
+        ("image;label;class\nimg00;1;2\n", "header"),
+        ("", "header"),
+        ("image,label,class\nimg00,one,2\n", "line 2"),
+        ("image,label,class\nimg00,1,2\nimg00,2,x\n", "line 3"),
+        ("image,label,class\nimg00,1.5,2\n", "integers"),
+        ("image,label,class\nimg00,1\n", "line 2"),
+        ("label,class,image\n1,2\n", "line 2"),  # a short row leaves 'image' empty
+        ("image,label,class\nimg00,1,0\n", "class 0"),
+        ("image,label,class\nimg00,1,256\n", "class 256"),
+        ("image,label,class\nimg00,1,-3\n", "class -3"),
+        ("image,label,class\nimg99,1,2\n", "'img99'"),
+        ("image,label,class\nimg00,0,2\n", "label 0"),
+        ("image,label,class\nimg00,-1,2\n", "label -1"),
+    ],
+)
+def test_bad_classes_csv(tiny_dataset: Path, text: str, expected: str) -> None:
+    (tiny_dataset / "classes.csv").write_text(text)
+    message = error_of(tiny_dataset)
+    assert str(tiny_dataset / "classes.csv") in message and expected in message, message
+
+
+def test_classes_csv_not_text(tiny_dataset: Path) -> None:
+    (tiny_dataset / "classes.csv").write_bytes(b"\xff\xfe\x00\x81garbage\x90\n")
+    assert str(tiny_dataset / "classes.csv") in error_of(tiny_dataset)
+
+
+# -- checks the generator adds --------------------------------------------------
+
+
+def test_tile_larger_than_an_image(tmp_path: Path) -> None:
+    write_pair(tmp_path, "big", np.zeros((64, 64), np.uint16))
+    small = write_pair(tmp_path, "small", np.zeros((64, 40), np.uint16))
+    with make_generator("baseline", tmp_path, tile=40, batch_size=2) as gen:
+        assert len(gen) > 0  # exactly fits
+    with pytest.raises(ValueError) as info:
+        make_generator("baseline", tmp_path, tile=41)
+    assert str(small) in str(info.value) and "tile=41" in str(info.value)
+
+
+@pytest.mark.parametrize("batch_size", [0, -4])
+def test_batch_size_below_one(tiny_dataset: Path, batch_size: int) -> None:
+    with pytest.raises(ValueError, match=f"batch_size={batch_size}"):
+        make_generator("baseline", tiny_dataset, tile=16, batch_size=batch_size)
+
+
+def test_corrupt_compressed_strip_found_while_decoding(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    write_pair(tmp_path, "a", rng.integers(0, 4096, (2, 48, 48), dtype=np.uint16), compression="zlib", rowsperstrip=8)
+    bad = write_pair(
+        tmp_path, "b", rng.integers(0, 4096, (2, 48, 48), dtype=np.uint16), compression="zlib", rowsperstrip=8
+    )
+    with tifffile.TiffFile(bad) as tif:
+        page = tif.pages[0]
+        offset, count = page.dataoffsets[2], page.databytecounts[2]
+    raw = bytearray(bad.read_bytes())
+    size = len(raw)
+    raw[offset : offset + count] = bytes(count)  # same byte count: the header still checks out
+    bad.write_bytes(bytes(raw))
+    assert bad.stat().st_size == size
+
+    open_dataset(tmp_path)  # headers are fine
+    with make_generator("baseline", tmp_path, tile=16, batch_size=4, shuffle=False) as gen:
+        with pytest.raises(DatasetError) as info:
+            for _ in gen:
+                pass
+        assert gen.closed  # an error mid-epoch closes the generator
+    assert str(bad) in str(info.value)
