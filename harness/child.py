@@ -31,7 +31,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ from .measure import (
     ProcessTree,
     SampleChecksum,
     Sampler,
+    TreeSample,
     children_of,
     descendants_of,
     is_alive,
@@ -142,11 +143,15 @@ def time_epoch(gen: Iterable[Any], *, step_ms: float = 0.0, full_checksum: bool 
                        tuple(waits_ms), sample.hexdigest(), None if full is None else full.hexdigest())
 
 
-def epoch_record(index: int, timing: EpochTiming, *, step_ms: float, sampler: Sampler, shm_base: int,
+def epoch_record(index: int, timing: EpochTiming, *, step_ms: float, samples: Sequence[TreeSample], shm_base: int,
                  cpu_s: float) -> dict[str, Any]:
-    """The measured fields of one epoch's samples.jsonl line (the runner adds identity and shutdown)."""
+    """The measured fields of one epoch's samples.jsonl line (the runner adds identity and shutdown).
+
+    ``samples``: the tree samples of the epoch, from the one taken just before ``iter()``
+    to the one taken just after the last batch.
+    """
     seconds = max(timing.seconds, 1e-12)
-    memory = memory_stats(sampler.between(timing.t_start, timing.t_end), timing.t_start, shm_base)
+    memory = memory_stats(samples, timing.t_start, shm_base)
     waits = wait_stats(timing.waits_ms)
     return {
         "epoch": index,
@@ -234,8 +239,8 @@ def measure(spec: ChildSpec, events: Events) -> None:
                 sampler_cpu_s = sampler.cpu_s - sampler_cpu_before
                 # The sampler thread's CPU is the instrument's, not the strategy's.
                 cpu_s = max(0.0, after.cpu_s - before.cpu_s - sampler_cpu_s)
-                record = epoch_record(index, timing, step_ms=spec.step_ms, sampler=sampler, shm_base=shm_base,
-                                      cpu_s=cpu_s)
+                record = epoch_record(index, timing, step_ms=spec.step_ms, samples=sampler.between(before.t_s, after.t_s),
+                                      shm_base=shm_base, cpu_s=cpu_s)
                 events.emit("epoch", sampler_cpu_s=sampler_cpu_s, **record)
         finally:
             events.emit("closed", **close_and_check(gen, worker_pids, shm_before))

@@ -80,20 +80,26 @@ def main(argv: list[str] | None = None) -> int:
         cases.append((f"synth {compression}", ensure("synth", images=args.synth_images, compression=compression)))
 
     print(f"per-image work: ImageProcessor.process, batch {BATCH_SIZE}, tile {TILE}, {args.repeats} epochs")
-    print(f"{'dataset':<12} {'images':>6} {'tiles':>5} {'median ms':>9} {'p10 ms':>7} {'p90 ms':>7} "
-          f"{'images/s':>8} {'decoded MB/s':>12}")
+    print(
+        f"{'dataset':<12} {'images':>6} {'tiles':>5} {'median ms':>9} {'p10 ms':>7} {'p90 ms':>7} "
+        f"{'images/s':>8} {'decoded MB/s':>12}"
+    )
     for name, path in cases:
         times, tiles, raw_mb = work_times_ms(path, args.repeats)
         median = statistics.median(times)
         p10, p90 = np.percentile(times, [10, 90])
-        print(f"{name:<12} {len(times):>6} {tiles:>5} {median:>9.1f} {p10:>7.1f} {p90:>7.1f} "
-              f"{1e3 / median:>8.1f} {raw_mb / median * 1e3:>12.0f}")
+        print(
+            f"{name:<12} {len(times):>6} {tiles:>5} {median:>9.1f} {p10:>7.1f} {p90:>7.1f} "
+            f"{1e3 / median:>8.1f} {raw_mb / median * 1e3:>12.0f}"
+        )
 
     params = SynthParams()
     cpu = render_cpu_s(params, 5)
-    print(f"\nsynth render, {params.channels} x {params.height} x {params.width}: CPU s per image "
-          f"(time.process_time) median {statistics.median(cpu):.3f}, min {min(cpu):.3f}, max {max(cpu):.3f} "
-          f"over {len(cpu)} images")
+    print(
+        f"\nsynth render, {params.channels} x {params.height} x {params.width}: CPU s per image "
+        f"(time.process_time) median {statistics.median(cpu):.3f}, min {min(cpu):.3f}, max {max(cpu):.3f} "
+        f"over {len(cpu)} images"
+    )
     return 0
 
 

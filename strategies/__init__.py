@@ -30,6 +30,7 @@ from .errors import (
     WorkerError,
     WorkerTimeoutError,
 )
+from .mpqueue import QueueGenerator
 from .pipe import PipeGenerator
 from .plan import EpochPlan, ImageJob, make_plan
 from .shm import ShmGenerator
@@ -37,6 +38,7 @@ from .shm import ShmGenerator
 STRATEGIES: dict[str, type[BatchGenerator]] = {
     "baseline": BaselineGenerator,
     "pipe": PipeGenerator,
+    "queue": QueueGenerator,
     "shm": ShmGenerator,
 }
 

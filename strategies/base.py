@@ -184,6 +184,10 @@ class BatchGenerator(ABC):
             return torch.from_numpy(data), torch.from_numpy(masks)
         return data, masks
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of this generator's workers (none for a single-process strategy)."""
+        return []
+
     # -- lifetime -------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:

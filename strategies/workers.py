@@ -59,6 +59,10 @@ from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeout
 from .framing import MessageReader
 from .messages import Ready, Stop, WorkerFailure
 
+# Modules the fork server imports before it forks any worker ("__main__" is
+# multiprocessing's own default).
+FORKSERVER_PRELOAD = ["__main__", "strategies"]
+
 # Exit status of a worker that noticed its parent had died.
 EXIT_PARENT_DIED = 3
 
@@ -122,6 +126,11 @@ class WorkerPool:
         self.readers: list[MessageReader] = []
         self.pids: list[int] = []
         ctx = mp.get_context(start_method)
+        if start_method == "forkserver":
+            # The fork server imports these once; each worker forked from it then
+            # starts in ~20 ms instead of importing numpy and tifffile (~0.3 s).
+            # Takes effect when the server starts, i.e. for the first pool.
+            ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
         try:
             for worker_id in range(workers):
                 main_end, worker_end = ctx.Pipe(duplex=True)

@@ -134,8 +134,8 @@ def test_baseline_generator_over_real_yields_tiles_and_masks_of_the_labels(small
         image, labels = tifffile.imread(entry.image_path), tifffile.imread(entry.label_path)
         for y in range(0, entry.height - tile + 1, tile):
             for x in range(0, entry.width - tile + 1, tile):
-                expected_data.append(image[y:y + tile, x:x + tile])
-                expected_masks.append(labels[y:y + tile, x:x + tile] != 0)
+                expected_data.append(image[y : y + tile, x : x + tile])
+                expected_masks.append(labels[y : y + tile, x : x + tile] != 0)
     with make_generator("baseline", small_real, batch_size=batch, tile=tile, shuffle=False, augment=False) as gen:
         batches = list(gen)
     data = np.concatenate([d for d, _ in batches])

@@ -143,14 +143,17 @@ def test_same_pixels_whatever_the_compression(tmp_path: Path):
     assert len(digests) == 1
 
 
-@pytest.mark.parametrize("params, word", [
-    ({"compression": "lzw"}, "compression"),
-    ({"layout": "planes"}, "layout"),
-    ({"images": 0}, "images"),
-    ({"height": 8}, "height"),
-    ({"channels": True}, "channels"),
-    ({"colour": 3}, "colour"),
-])
+@pytest.mark.parametrize(
+    "params, word",
+    [
+        ({"compression": "lzw"}, "compression"),
+        ({"layout": "planes"}, "layout"),
+        ({"images": 0}, "images"),
+        ({"height": 8}, "height"),
+        ({"channels": True}, "channels"),
+        ({"colour": 3}, "colour"),
+    ],
+)
 def test_bad_parameters_are_clear_errors(tmp_path: Path, params: dict, word: str):
     with pytest.raises(IpcbenchError, match=word):
         ensure_dataset("synth", tmp_path / "s", **params)

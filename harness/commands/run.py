@@ -214,6 +214,17 @@ def summary_lines(summary: Any) -> list[str]:
                       enumerate(zip(row, widths, strict=True))).rstrip() for row in rows]
 
 
+def canonical_command(options: Any, dataset: str) -> list[str]:
+    """The command that repeats this run, every option spelled out (argv may be a test's or make's)."""
+    loader = options.loader
+    command = ["ipcbench", "run", "--dataset", dataset, "--strategies", ",".join(options.strategies),
+               "--workers", ",".join(map(str, options.workers)), "--repeats", str(options.repeats),
+               "--epochs", str(options.epochs), "--step-ms", f"{options.step_ms:g}",
+               "--prefetch", str(loader.prefetch), "--batch-size", str(loader.batch_size), "--tile", str(loader.tile),
+               "--start-method", loader.start_method, "--sampler-interval-s", f"{options.sampler_interval_s:g}"]
+    return [*command, "--quick"] if options.quick else command
+
+
 def main(args: argparse.Namespace) -> int:
     from ..envinfo import collect_env, dataset_info, run_id_for, utc_now
     from ..memcpy import measure_memcpy
@@ -231,7 +242,7 @@ def main(args: argparse.Namespace) -> int:
     info = dataset_info(dataset, source)
     memcpy = measure_memcpy()
     batch_bytes = options.batch_bytes(info["shape"][0])
-    env = collect_env(run_id=run_id, created=created, command=["ipcbench", *sys.argv[1:]] if args else [],
+    env = collect_env(run_id=run_id, created=created, command=canonical_command(options, args.dataset),
                       start_method=options.loader.start_method, dataset=info, config=options.config_dict(),
                       memcpy=memcpy.as_dict(batch_bytes),
                       sampler={"interval_s": options.sampler_interval_s, "overhead_fraction": None,

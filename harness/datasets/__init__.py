@@ -52,8 +52,14 @@ def default_dataset_dir(source: str, **params: Any) -> Path:
     return DEFAULT_DATA_DIR / (f"{source}-{slug}" if slug else source)
 
 
-def ensure_dataset(source: str, out: str | os.PathLike[str] | None = None, *, force: bool = False,
-                   progress: Callable[[str], None] | None = None, **params: Any) -> Path:
+def ensure_dataset(
+    source: str,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+    **params: Any,
+) -> Path:
     """The folder holding dataset ``source`` built with ``params``; builds it unless it is already there.
 
     ``source`` is ``"real"`` or ``"synth"``; ``params`` are the fields of
@@ -67,8 +73,9 @@ def ensure_dataset(source: str, out: str | os.PathLike[str] | None = None, *, fo
     record = make_params(source, **params)
     folder = Path(out) if out is not None else default_dataset_dir(source, **params)
     build = SOURCES[source][1]
-    return store.ensure(folder, source, record.as_dict(), lambda path, say: build(path, record, say),
-                        force=force, progress=progress)
+    return store.ensure(
+        folder, source, record.as_dict(), lambda path, say: build(path, record, say), force=force, progress=progress
+    )
 
 
 def dataset_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -76,5 +83,4 @@ def dataset_fingerprint(path: str | os.PathLike[str]) -> str:
     return store.fingerprint(path)
 
 
-__all__ = ["DEFAULT_DATA_DIR", "SOURCES", "dataset_fingerprint", "default_dataset_dir", "ensure_dataset",
-           "make_params"]
+__all__ = ["DEFAULT_DATA_DIR", "SOURCES", "dataset_fingerprint", "default_dataset_dir", "ensure_dataset", "make_params"]

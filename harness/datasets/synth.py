@@ -188,8 +188,10 @@ def render(params: SynthParams, index: int) -> SynthImage:
     ids = np.zeros(occupied.shape, np.uint16)
     n_cells = int(occupied.sum())
     if n_cells > MAX_CELLS:
-        raise IpcbenchError(f"synth image {params.height} x {params.width} would hold {n_cells} cells; "
-                            f"labels are uint16 (at most {MAX_CELLS})")
+        raise IpcbenchError(
+            f"synth image {params.height} x {params.width} would hold {n_cells} cells; "
+            f"labels are uint16 (at most {MAX_CELLS})"
+        )
     ids[occupied] = np.arange(1, n_cells + 1, dtype=np.uint16)
     # The ellipse's axes, folded into per-slot coefficients: d2 = u^2 + v^2 with
     # u = dy * uy + dx * ux (along the major axis) and v = dy * vy - dx * vx.
@@ -222,7 +224,7 @@ def render(params: SynthParams, index: int) -> SynthImage:
         np.subtract(np.float32(1.0), d2[:k], out=body[:k])
         np.maximum(body[:k], 0, out=body[:k])
         np.sqrt(body[:k], out=body[:k])
-        illumination = (profile_y[y0:y0 + k * s, None] * profile_x[None, :]).reshape(k, s, cols, s)
+        illumination = (profile_y[y0 : y0 + k * s, None] * profile_x[None, :]).reshape(k, s, cols, s)
         for c in range(params.channels):
             out = signal[:k]
             if c <= 1:
@@ -255,8 +257,8 @@ def render(params: SynthParams, index: int) -> SynthImage:
     # Every cell of an inner slot is wholly in the image; only the last slot row and
     # column can be cut by the image edge, so only their labels need counting.
     edge = np.zeros(n_cells + 1, bool)
-    edge[labels[(rows - 1) * s:, :]] = True
-    edge[labels[:, (cols - 1) * s:]] = True
+    edge[labels[(rows - 1) * s :, :]] = True
+    edge[labels[:, (cols - 1) * s :]] = True
     inner = ids[:-1, :, :-1, :]
     present = np.union1d(inner[inner > 0], np.flatnonzero(edge[1:]) + 1)
     class_of = np.zeros(n_cells + 1, np.uint8)
@@ -280,13 +282,18 @@ def build(folder: Path, params: SynthParams, progress: Callable[[str], None]) ->
         rows.extend(f"{stem},{label},{cls}" for label, cls in result.classes)
         counts["live"] += sum(1 for _, cls in result.classes if cls == LIVE_CLASS)
         counts["dead"] += sum(1 for _, cls in result.classes if cls == DEAD_CLASS)
-        progress(f"synth: wrote image {index + 1}/{params.images} images/{stem}.tif "
-                 f"({time.perf_counter() - started:.2f} s)")
+        progress(
+            f"synth: wrote image {index + 1}/{params.images} images/{stem}.tif ({time.perf_counter() - started:.2f} s)"
+        )
     (folder / "classes.csv").write_text("\n".join(rows) + "\n")
     return {
         "description": "synthetic live/dead assay: ch0 calcein (live), ch1 dead-cell nucleus stain, "
         "ch2 nuclear counterstain, ch3+ empty; classes 1 = live, 2 = dead",
-        "camera": {"offset_adu": OFFSET_ADU, "max_adu": MAX_ADU, "read_noise_adu": READ_NOISE_ADU,
-                   "gain_adu_per_e": GAIN_ADU_PER_E},
+        "camera": {
+            "offset_adu": OFFSET_ADU,
+            "max_adu": MAX_ADU,
+            "read_noise_adu": READ_NOISE_ADU,
+            "gain_adu_per_e": GAIN_ADU_PER_E,
+        },
         "cells": counts,
     }

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from . import style
 from .load import RunData
@@ -32,6 +33,8 @@ from .summary import measured, variant_keys, variant_label
 WAIT_FLOOR_MS = 1e-3  # log axes cannot show 0: waits under 1 µs are drawn at 1 µs
 LINESTYLES = ("-", "--", ":", "-.")
 ECDF_LEVELS = (0.50, 0.95, 0.99)
+ECDF_Y_RANGE = (0.01, 0.999)
+ECDF_TICKS = (0.01, 0.1, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
 MAX_PANELS = 6
 
 
@@ -65,12 +68,8 @@ def throughput(run: RunData) -> Figure:
     variants = summary[others].drop_duplicates().to_dict("records") if others else [{}]
     all_workers = sorted(summary["workers"].unique())
     strategies = style.order_strategies(summary["strategy"])
-    references = {
-        "batches_per_s": (lookup(run.env, "memcpy.batch_copies_per_s_one_core"), "batch copies/s"),
-        "mb_per_s": (_memcpy_mb_per_s(run), "MB/s"),
-    }
     titles = {"batches_per_s": "Batches per second", "mb_per_s": "Payload megabytes per second"}
-    ylabels = {"batches_per_s": "batches/s", "mb_per_s": "MB/s (1 MB = 10⁶ bytes)"}
+    ylabels = {"batches_per_s": "batches/s", "mb_per_s": "MB/s (10⁶ bytes/s)"}
     handles, labels = [], []
     for ax, metric in zip(axes[0], panels, strict=True):
         top = 0.0
@@ -96,17 +95,19 @@ def throughput(run: RunData) -> Figure:
                 if metric == panels[0]:
                     handles.append(line)
                     labels.append(label)
-        reference, unit = references[metric]
+        reference = _memcpy_mb_per_s(run) if metric == "mb_per_s" else None
         if reference:
-            reference = float(reference)
             ax.axhline(reference, color="black", linestyle=":", linewidth=1.4)
             ax.annotate(
-                f"memcpy limit, one core: {reference:,.0f} {unit}", (0.02, reference), xycoords=("axes fraction", "data"),
-                xytext=(0, -4), textcoords="offset points", va="top", fontsize=8.5,
+                f"memcpy limit, one core: {reference / 1000:,.1f} GB/s", (0.02, reference),
+                xycoords=("axes fraction", "data"), xytext=(0, -4), textcoords="offset points", va="top", fontsize=8.5,
             )
-            if top > 0 and reference / top > 4:
-                # The physical limit is far above every strategy: a log axis keeps both readable.
+            if top > 0 and reference / top > 3:
+                # The physical limit is far above every strategy: a log axis shows both, with 1-2-5 labels.
                 ax.set_yscale("log")
+                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
         if ax.get_yscale() == "linear":
             ax.set_ylim(bottom=0)
         ax.set_title(titles[metric])
@@ -151,22 +152,31 @@ def wait_ecdf(run: RunData) -> Figure:
             if waits.size == 0:
                 continue
             waits = np.maximum(waits, WAIT_FLOOR_MS)
-            fraction = np.arange(1, waits.size + 1) / waits.size
+            # Hazen positions (i + 0.5) / n keep every point off 0 and 1, where a logit axis is infinite.
+            fraction = (np.arange(waits.size) + 0.5) / waits.size
             ax.step(waits, fraction, where="post", color=style.colour(strategy), linewidth=1.6)
             points = np.quantile(waits, ECDF_LEVELS)
             ax.plot(points, ECDF_LEVELS, linestyle="none", marker=style.marker(strategy), color=style.colour(strategy),
                     markeredgecolor="black", markeredgewidth=0.6, markersize=6, zorder=3)
         for level in ECDF_LEVELS:
             ax.axhline(level, color="grey", linewidth=0.7, linestyle="--", zorder=0)
-            ax.annotate(f"p{level * 100:.0f}", (1.0, level), xycoords=("axes fraction", "data"), xytext=(2, 0),
-                        textcoords="offset points", va="center", fontsize=8, color="dimgrey")
         ax.set_xscale("log")
-        ax.set_ylim(0, 1.02)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        # A logit axis stretches the tail, where stalls live: p95 and p99 get as much room as the median.
+        ax.set_yscale("logit")
+        ax.set_ylim(ECDF_Y_RANGE)
+        ax.yaxis.set_major_locator(FixedLocator(ECDF_TICKS))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
         ax.set_title(variant_label(pd.Series(variant), keys))
     for ax in axes[-1]:
         ax.set_xlabel("wait per batch (ms, log scale)")
     for ax in axes[:, 0]:
-        ax.set_ylabel("fraction of batches")
+        ax.set_ylabel("fraction of batches (logit scale)")
+    for ax in axes[:, -1]:
+        for level in ECDF_LEVELS:
+            ax.annotate(f"p{level * 100:.0f}", (1.0, level), xycoords=("axes fraction", "data"), xytext=(2, 0),
+                        textcoords="offset points", va="center", fontsize=8, color="dimgrey")
     for ax in list(axes.flat)[len(variants):]:
         ax.set_visible(False)
     _legend_below(figure, *_strategy_handles(strategies))
@@ -182,6 +192,7 @@ def _grouped_bars(ax, summary: pd.DataFrame, metric: str, *, scale: float = 1.0)
     groups = summary[keys].drop_duplicates().sort_values(keys).to_dict("records") if keys else [{}]
     strategies = style.order_strategies(summary["strategy"])
     width = 0.8 / len(strategies)
+    top = float(np.nanmax(summary[f"{metric}_q75"].to_numpy(float) * scale, initial=0.0))
     for g, group in enumerate(groups):
         rows = summary
         for key, value in group.items():
@@ -196,6 +207,10 @@ def _grouped_bars(ax, summary: pd.DataFrame, metric: str, *, scale: float = 1.0)
             x = g + (i - (len(present) - 1) / 2) * width
             ax.bar(x, median, width * 0.92, color=style.colour(strategy), yerr=[[max(low, 0)], [max(high, 0)]],
                    error_kw={"elinewidth": 1, "ecolor": "black"})
+            if median < 0.015 * top:
+                # Too short to see: say it is there and about zero, rather than leave a gap that reads "missing".
+                ax.annotate("≈0", (x, median), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                            fontsize=7, color=style.colour(strategy))
     ax.set_xticks(range(len(groups)), [variant_label(pd.Series(g), keys) for g in groups])
     ax.set_ylim(bottom=0)
     ax.grid(axis="x", visible=False)
@@ -213,6 +228,8 @@ def memory(run: RunData) -> Figure:
               if f"{m}_median" in run.summary]
     figure, axes = _new_figure(len(panels), height_in=3.8)
     figure.suptitle("Memory per strategy (main process + all workers)")
+    if len(panels) > 1 and panels[1][0] == "uss_peak_mb":
+        axes[0, 1].sharey(axes[0, 0])  # PSS and USS on one scale: USS is the part of PSS a process owns alone
     for ax, (metric, title) in zip(axes[0], panels, strict=True):
         _grouped_bars(ax, run.summary, metric)
         ax.set_title(title)
@@ -266,6 +283,7 @@ def memory_trace(run: RunData) -> Figure:
     nrows = math.ceil(len(strategies) / ncols)
     figure, axes = _new_figure(ncols, nrows, height_in=2.7 * nrows + 0.9, sharey=True)
     figure.suptitle("Memory during one epoch (main process + workers)")
+    top = 0.0
     for ax, strategy in zip(axes.flat, strategies, strict=False):
         epoch = _representative_epoch(rows[rows["strategy"] == strategy])
         trace = np.asarray(epoch["memory_trace"], float)
@@ -274,11 +292,11 @@ def memory_trace(run: RunData) -> Figure:
             if trace.shape[1] > column:
                 ax.plot(trace[:, 0], trace[:, column], color=colour, linestyle=linestyle)
         ax.set_title(f"{strategy}, {variant_label(epoch, ['workers'])}")
-        ax.set_ylim(bottom=0)
         ax.set_xlim(left=0)
+        top = max(top, float(np.nanmax(trace[:, 1:])))
+    axes[0, 0].set_ylim(0, top * 1.08 or 1.0)  # shared y: set once, after every trace is drawn
     for ax in axes.flat:
-        if ax.get_visible():
-            ax.set_xlabel("time in epoch (s)")
+        ax.set_xlabel("time in epoch (s)")
     for ax in axes[:, 0]:
         ax.set_ylabel("MB")
     for ax in list(axes.flat)[len(strategies):]:
@@ -306,22 +324,25 @@ def faults(run: RunData) -> Figure:
         frame["scenario"] = frame["scenario"] + " (" + frame["start_method"].astype(str) + ")"
     scenarios = list(dict.fromkeys(frame["scenario"]))
     strategies = style.order_strategies(frame["strategy"])
-    figure = Figure(figsize=(style.FIGURE_WIDTH_IN, 0.62 * len(scenarios) + 1.4), layout="constrained")
+    figure = Figure(figsize=(style.FIGURE_WIDTH_IN, 0.72 * len(scenarios) + 1.2), layout="constrained")
     ax = figure.subplots()
-    width = max(8, int(100 / len(strategies)) // 6)
+    # Characters per line of a cell: its share of ~6.4 inches of axes, at 7.5 pt (~0.6 em per character).
+    chars = max(10, int(6.4 / len(strategies) * 72 / (7.5 * 0.6)))
     for r, scenario in enumerate(scenarios):
         for c, strategy in enumerate(strategies):
             match = frame[(frame["scenario"] == scenario) & (frame["strategy"] == strategy)]
             if match.empty:
-                fill, text = style.MISSING_COLOUR, "not run"
+                ax.add_patch(_cell_patch(c, r, style.MISSING_COLOUR))
+                ax.text(c + 0.5, r + 0.5, "not run", ha="center", va="center", fontsize=7.5, color="dimgrey")
             elif match["clean"].all():
-                fill, text = style.CLEAN_COLOUR, "clean"
+                ax.add_patch(_cell_patch(c, r, style.CLEAN_COLOUR))
+                ax.text(c + 0.5, r + 0.5, "clean", ha="center", va="center", fontsize=8)
             else:
                 reason = "; ".join(r for r in match.loc[~match["clean"], "reason"] if r) or "no reason given"
-                fill, text = style.DIRTY_COLOUR, "NOT clean\n" + "\n".join(textwrap.wrap(reason, width)[:2])
-            ax.add_patch(_cell_patch(c, r, fill))
-            ax.text(c + 0.5, r + 0.5, text, ha="center", va="center", fontsize=7.5,
-                    fontweight="bold" if text == "clean" else "normal")
+                ax.add_patch(_cell_patch(c, r, style.DIRTY_COLOUR))
+                ax.text(c + 0.5, r + 0.12, "NOT clean", ha="center", va="top", fontsize=8, fontweight="bold")
+                lines = textwrap.wrap(reason, chars, max_lines=3, placeholder=" …")
+                ax.text(c + 0.5, r + 0.34, "\n".join(lines), ha="center", va="top", fontsize=7, linespacing=1.15)
     ax.set_xlim(0, len(strategies))
     ax.set_ylim(len(scenarios), 0)
     ax.set_xticks([c + 0.5 for c in range(len(strategies))], strategies)

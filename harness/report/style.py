@@ -74,7 +74,6 @@ def apply() -> None:
         {
             "figure.dpi": 100,
             "savefig.dpi": SAVE_DPI,
-            "savefig.bbox": "tight",
             "savefig.facecolor": "white",
             "font.size": 10,
             "axes.titlesize": 11,

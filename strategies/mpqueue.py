@@ -1,0 +1,160 @@
+"""queue: a task queue and a result queue (``multiprocessing.Queue``, both bounded).
+
+Message flow::
+
+    main --Job(generation, image)--> tasks (Queue) --> any idle worker
+    main <--ImageResult(generation, position, data, masks)-- results (Queue) <-- worker
+    main --(failure reports, Ready)-- each worker's own Pipe (the shared lifecycle)
+
+Any worker takes any job, so results come back out of order; the main process
+puts them back in plan order (``multiprocess.ProcessGenerator``).
+
+How the pixels travel, and why this is the slow design for big images: ``put``
+hands the result to a feeder thread in the worker, which pickles it (the arrays
+are copied into a pickle string) and writes it into the one pipe every worker
+shares, under a lock; the main process reads the whole message and unpickles it
+(another copy). Two extra copies of every byte, plus the lock, plus the thread.
+
+Who owns each buffer: nobody reuses anything. ``put`` returns before the result is
+pickled, so a worker must hand over fresh arrays each time: reusing a buffer would
+let the next image overwrite the previous one before the feeder thread pickled it.
+
+Reading the results, and why not ``results.get()``: a worker SIGKILLed in the
+middle of writing its 40 MB message leaves a partial message in the shared pipe,
+and the other workers keep its write end open, so ``get()`` would wait for the
+rest forever (and they would wait forever for the lock it held). The main process
+reads the queue's pipe through ``framing.MessageReader`` instead, watching the
+workers' sentinels while it waits; it then releases the queue's slot semaphore
+itself, as ``Queue.get`` would. (CPython's ``concurrent.futures`` also reads its
+result queue's ``_reader`` directly, to wait on it with the sentinels.)
+
+Early ``break``: the main process raises ``oldest_wanted``, a shared integer; a
+worker that takes a job of an older generation answers it Skipped at once.
+
+Shutdown: ``oldest_wanted`` goes to infinity (every queued job is skipped), one
+``Stop`` per worker goes on the task queue, and the pool drains the result pipe
+while the workers exit (a worker exits only once its feeder thread has flushed).
+Then the main process empties and closes both queues, so no feeder thread of its
+own is left blocked on a full pipe (``cancel_join_thread``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+from contextlib import ExitStack
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+import numpy as np
+
+from .constants import KILL_GRACE_S
+from .dataset import Dataset
+from .framing import MessageReader
+from .messages import Job, Skipped, Stop
+from .multiprocess import ProcessGenerator
+from .plan import ImageJob
+from .work import ImageProcessor, ProcessedImage
+from .workers import WorkerPool
+
+NEVER = 2**62  # a generation no job will have: every job is older
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    generation: int
+    position: int
+    image_index: int
+    data: np.ndarray
+    masks: np.ndarray
+
+
+class QueueWorker:
+    def __init__(self, worker_id: int, conn: Connection, dataset: Dataset, tile: int, tasks: mp.Queue,
+                 results: mp.Queue, oldest_wanted: Any, timeout: float) -> None:
+        self.conn = conn
+        self.processor = ImageProcessor(dataset, tile)
+        self.tasks, self.results = tasks, results
+        self.oldest_wanted = oldest_wanted
+        self.timeout = timeout
+
+    def run(self) -> None:
+        while True:
+            # Blocks while there is no work; the parent watch ends us if the main process dies.
+            job = self.tasks.get()
+            if isinstance(job, Stop):
+                return
+            if job.generation < self.oldest_wanted.value:
+                result: Any = Skipped(job.generation, job.image.position)
+            else:
+                image = self.processor.process(job.image)  # fresh arrays: see the module docstring
+                result = ImageResult(job.generation, image.position, image.image_index, image.data, image.masks)
+            # The window keeps the queue below maxsize; a full queue means the main process is stuck.
+            self.results.put(result, timeout=self.timeout)
+
+
+class QueueGenerator(ProcessGenerator):
+    """Workers share a task queue and a result queue."""
+
+    name = "queue"
+
+    def _start(self, resources: ExitStack) -> WorkerPool:
+        c = self.config
+        ctx = mp.get_context(c.start_method)
+        # + workers: room for one Stop per worker behind a full window.
+        self.tasks = ctx.Queue(maxsize=self.window + c.workers)
+        self.results = ctx.Queue(maxsize=self.window)
+        self.oldest_wanted = ctx.Value("q", 0, lock=False)  # one aligned int64: reads and writes are atomic
+        resources.callback(_close_queues, self.tasks, self.results)
+        self.result_reader = MessageReader(self.results._reader, self._wait_for_result)
+        pool = WorkerPool(name=self.name, worker_cls=QueueWorker,
+                          args=(self.dataset, c.tile, self.tasks, self.results, self.oldest_wanted, c.timeout),
+                          workers=c.workers, start_method=c.start_method, timeout=c.timeout,
+                          stop=self._stop_workers, drain=[self.result_reader])
+        resources.callback(pool.close)
+        return pool
+
+    def _stop_workers(self) -> None:
+        self.oldest_wanted.value = NEVER
+        for _ in range(self.config.workers):
+            self.tasks.put(Stop(), timeout=KILL_GRACE_S)
+
+    def _wait_for_result(self) -> None:
+        """Wait until the result pipe has bytes; a worker's failure report or death raises."""
+        for ready in self.pool.wait([self.results._reader, *self.pool.conns], waiting_for=self._waiting_for()):
+            if ready is not self.results._reader:
+                message = self.pool.read(self.pool.conns.index(ready))  # raises a reported failure
+                raise RuntimeError(f"queue: unexpected message {message!r} on a worker's pipe")
+
+    def _waiting_for(self) -> str:
+        return f"image {self._wanted} of epoch {self.epoch}"
+
+    def _dispatch(self, job: ImageJob) -> bool:
+        self.tasks.put(Job(self.generation, job), timeout=self.config.timeout)
+        return True
+
+    def _receive(self) -> list[tuple[int, ProcessedImage | None]]:
+        self._wait_for_result()
+        message = ForkingPickler.loads(self.result_reader.recv())
+        self.results._sem.release()  # what Queue.get() does after reading a message
+        if isinstance(message, Skipped):
+            return [(message.generation, None)]
+        return [(message.generation,
+                 ProcessedImage(message.position, message.image_index, message.data, message.masks))]
+
+    def _abandon(self) -> None:
+        self.oldest_wanted.value = self.generation + 1
+
+
+def _close_queues(tasks: mp.Queue, results: mp.Queue) -> None:
+    """After the workers are gone: empty the task queue so our feeder thread can finish, close both."""
+    try:
+        while True:
+            tasks.get_nowait()
+    except (queue.Empty, OSError, EOFError):
+        pass  # empty (or already broken by a killed worker): nothing more to take out
+    tasks.cancel_join_thread()
+    tasks.close()
+    results.close()

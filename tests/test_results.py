@@ -1,0 +1,141 @@
+"""harness.results: records, samples.jsonl, summary aggregation (hand-made samples)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from harness.results import (
+    CELL_KEYS,
+    SAMPLES_FILE,
+    SCHEMA_VERSION,
+    SUMMARY_FILE,
+    EpochSample,
+    SamplesWriter,
+    read_samples,
+    summarize,
+    write_json,
+    write_summary,
+)
+
+# Every field of samples.jsonl that the schema names.
+SCHEMA_FIELDS = (
+    "schema_version run_id strategy workers prefetch start_method batch_size tile dataset workload step_ms repeat "
+    "epoch warmup batches tiles bytes seconds batches_per_s mb_per_s time_to_first_batch_s startup_s shutdown_s "
+    "wait_ms_p50 wait_ms_p95 wait_ms_p99 wait_ms_max wait_ms consumer_utilization pss_peak_mb uss_peak_mb "
+    "shm_peak_mb cpu_s_per_batch memory_trace leaked_shm leftover_processes checksum"
+).split()
+
+
+def make_sample(**changes) -> EpochSample:
+    fields = dict(
+        run_id="r", strategy="baseline", workers=1, prefetch=2, start_method="forkserver", batch_size=32, tile=64,
+        dataset="tiny", workload="full", step_ms=0.0, repeat=0, epoch=1, warmup=False, batches=10, tiles=320,
+        bytes=10_000_000, seconds=0.5, batches_per_s=20.0, mb_per_s=20.0, time_to_first_batch_s=0.05,
+        startup_s=0.1, shutdown_s=0.01, wait_ms_p50=1.0, wait_ms_p95=2.0, wait_ms_p99=3.0, wait_ms_max=4.0,
+        wait_ms=(1.0, 2.0), consumer_utilization=0.0, pss_peak_mb=100.0, uss_peak_mb=80.0, shm_peak_mb=0.0,
+        cpu_s_per_batch=0.01, memory_trace=((0.0, 100.0, 80.0, 0.0),), leaked_shm=0, leftover_processes=0,
+        checksum="abc",
+    )
+    fields.update(changes)
+    return EpochSample(**fields)
+
+
+def test_record_has_every_schema_field_and_is_frozen():
+    sample = make_sample()
+    assert set(SCHEMA_FIELDS) <= set(EpochSample.field_names())
+    assert sample.schema_version == SCHEMA_VERSION
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sample.workers = 2  # type: ignore[misc]
+
+
+def test_writer_appends_complete_lines_that_read_back(tmp_path):
+    path = tmp_path / SAMPLES_FILE
+    writer = SamplesWriter(path)
+    writer.append([make_sample(epoch=0, warmup=True), make_sample(epoch=1)])
+    writer.append([make_sample(repeat=1)])
+    writer.append([])
+    text = path.read_text()
+    assert text.endswith("\n") and text.count("\n") == 3 and writer.count == 3
+    records = read_samples(path)
+    assert [r["repeat"] for r in records] == [0, 0, 1]
+    assert records[0]["wait_ms"] == [1.0, 2.0] and records[0]["memory_trace"] == [[0.0, 100.0, 80.0, 0.0]]
+    assert set(SCHEMA_FIELDS) <= set(records[0])
+
+
+def test_samples_survive_an_interruption_mid_write(tmp_path):
+    path = tmp_path / SAMPLES_FILE
+    SamplesWriter(path).append([make_sample(), make_sample(epoch=2)])
+    with path.open("a") as fh:  # a process killed inside its write leaves a cut line
+        fh.write(json.dumps(make_sample(epoch=3).as_dict())[:40])
+    assert [r["epoch"] for r in read_samples(path)] == [1, 2]
+    assert read_samples(tmp_path / "missing.jsonl") == []
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+    path = tmp_path / SAMPLES_FILE
+    SamplesWriter(path).append([make_sample(wait_ms_p99=math.nan)])
+    assert "NaN" not in path.read_text()
+    assert read_samples(path)[0]["wait_ms_p99"] is None
+    env = write_json(tmp_path / "env.json", {"x": math.inf, "nested": {"y": [1.0, math.nan]}})
+    assert json.loads(env.read_text()) == {"x": None, "nested": {"y": [1.0, None]}}
+
+
+def _samples(strategy: str, rates: list[float], **changes) -> list[dict]:
+    """One warm-up (rate 1.0, must be ignored) then one measured epoch per rate, repeats of 2 epochs."""
+    rows = [make_sample(strategy=strategy, epoch=0, warmup=True, batches_per_s=1.0, **changes).as_dict()]
+    for i, rate in enumerate(rates):
+        rows.append(make_sample(strategy=strategy, repeat=i // 2, epoch=1 + i % 2, batches_per_s=rate,
+                                startup_s=0.1 * (1 + i // 2), checksum=f"c{i % 2}", **changes).as_dict())
+    return rows
+
+
+def test_summary_median_iqr_n_cv_and_stability():
+    stable = [10.0, 10.2, 9.8, 10.1, 9.9, 10.0]
+    noisy = [10.0, 20.0, 10.0, 20.0, 10.0, 20.0]
+    summary = summarize(_samples("steady", stable) + _samples("jumpy", noisy)).set_index("strategy")
+    assert list(summary.reset_index().columns[: len(CELL_KEYS)]) == list(CELL_KEYS)
+    steady, jumpy = summary.loc["steady"], summary.loc["jumpy"]
+    assert steady["n"] == 6 and jumpy["n"] == 6  # warm-ups excluded
+    assert steady["batches_per_s_median"] == pytest.approx(10.0)
+    s = pd.Series(stable)
+    assert steady["batches_per_s_q25"] == pytest.approx(s.quantile(0.25))
+    assert steady["batches_per_s_iqr"] == pytest.approx(s.quantile(0.75) - s.quantile(0.25))
+    assert steady["batches_per_s_cv"] == pytest.approx(s.std() / s.mean())
+    assert not steady["unstable"]
+    assert jumpy["batches_per_s_median"] == pytest.approx(15.0)
+    assert jumpy["batches_per_s_cv"] > 0.10 and jumpy["unstable"]
+    # startup is per process: three repeats (0.1, 0.2, 0.3), one value each.
+    assert steady["startup_s_median"] == pytest.approx(0.2)
+    assert steady["checksums_consistent"]
+    assert steady["leaked_shm_max"] == 0 and steady["leftover_processes_max"] == 0
+
+
+def test_summary_flags_inconsistent_checksums_and_counters():
+    rows = _samples("a", [10.0, 10.0, 10.0, 10.0])
+    rows[-1] = {**rows[-1], "checksum": "different", "leaked_shm": 2}
+    row = summarize(rows).iloc[0]
+    assert not row["checksums_consistent"]
+    assert row["leaked_shm_max"] == 2
+
+
+def test_summary_of_one_epoch_has_undefined_cv_and_is_not_unstable():
+    row = summarize(_samples("one", [10.0])).iloc[0]
+    assert row["n"] == 1 and math.isnan(row["batches_per_s_cv"]) and not row["unstable"]
+
+
+def test_summary_of_nothing_measured_is_empty_with_columns(tmp_path):
+    assert summarize([]).empty
+    assert "batches_per_s_median" in summarize(_samples("w", [])).columns
+    path = write_summary(tmp_path)  # no samples.jsonl yet (Ctrl-C before the first measurement)
+    assert path.name == SUMMARY_FILE and "strategy" in path.read_text()
+
+
+def test_write_summary_from_samples_file(tmp_path):
+    SamplesWriter(tmp_path / SAMPLES_FILE).append([make_sample(epoch=e, repeat=r) for r in range(2) for e in (1, 2)])
+    frame = pd.read_csv(write_summary(tmp_path))
+    assert len(frame) == 1 and frame.loc[0, "n"] == 4
