@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -180,24 +181,38 @@ def epoch_record(index: int, timing: EpochTiming, *, step_ms: float, samples: Se
 
 
 class Events:
-    """Writes one JSON object per line to the runner's pipe."""
+    """Writes one JSON object per line to the runner's pipe.
+
+    SIGINT is blocked during a write: a KeyboardInterrupt between two partial writes
+    of a long line would leave half a line for the next event to be glued to.
+    """
 
     def __init__(self, fd: int) -> None:
-        self._file = os.fdopen(fd, "w", buffering=1) if fd >= 0 else None
+        self._fd = fd
 
     def emit(self, event: str, **fields: Any) -> None:
-        if self._file is not None:
-            self._file.write(json.dumps({"event": event, **fields}) + "\n")
-            self._file.flush()
+        if self._fd < 0:
+            return
+        view = memoryview((json.dumps({"event": event, **fields}) + "\n").encode())
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _alive(pids: Iterable[int]) -> list[int]:
     return [p for p in pids if is_alive(p)]
 
 
-def close_and_check(gen: Any, worker_pids: Iterable[int], shm_before: set[str],
+def close_and_check(gen: Any, worker_pids: Iterable[int], shm_before: set[str], tree_pids: Iterable[int] = (),
                     clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
-    """close() timed until every worker is gone; then what was left behind."""
+    """close() timed until every worker is gone; then what was left behind.
+
+    ``tree_pids``: every process this measurement has had (segments named after
+    another pid belong to another run on the machine).
+    """
     me = os.getpid()
     infrastructure = {p for p in children_of(me) if is_infrastructure(p)}
     watched = set(worker_pids) | {p for p in descendants_of(me) if p not in infrastructure}
@@ -210,7 +225,7 @@ def close_and_check(gen: Any, worker_pids: Iterable[int], shm_before: set[str],
     # Also anything started since (a respawned worker), outside multiprocessing's helpers.
     later = {p for p in descendants_of(me) if p not in infrastructure}
     leftover = _alive(watched | later)
-    leaked = sorted(leaked_segments(shm_before))
+    leaked = sorted(leaked_segments(shm_before, pids={me, *worker_pids, *tree_pids}))
     return {"shutdown_s": shutdown_s, "leftover_processes": len(leftover), "leftover_pids": leftover,
             "leaked_shm": len(leaked), "leaked_names": leaked}
 
@@ -243,7 +258,7 @@ def measure(spec: ChildSpec, events: Events) -> None:
                                       shm_base=shm_base, cpu_s=cpu_s)
                 events.emit("epoch", sampler_cpu_s=sampler_cpu_s, **record)
         finally:
-            events.emit("closed", **close_and_check(gen, worker_pids, shm_before))
+            events.emit("closed", **close_and_check(gen, worker_pids, shm_before, sampler.tree.seen_pids()))
     finally:
         sampler.stop()
 

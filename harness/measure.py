@@ -224,18 +224,36 @@ def _psutil_memory(pid: int) -> tuple[int, int]:
 
 
 # -- the sampler thread --------------------------------------------------------
-class Sampler:
-    """Samples a :class:`ProcessTree` every ``interval_s`` on a daemon thread.
+# The sampler's CPU time may not exceed this fraction of one core. Reading
+# smaps_rollup walks a process's page tables: ~3-4 ms for a 90 MB worker on this
+# machine class, ~10 ms for a tree of main + 2 workers; every 0.2 s that would be 5%
+# of a core. The sampler waits longer after an expensive sample instead.
+MAX_CPU_FRACTION = 0.015
 
-    ``interval_s = 0`` disables the thread: only :meth:`sample_now` samples.
+
+def next_wait_s(interval_s: float, sample_cpu_s: float, max_cpu_fraction: float = MAX_CPU_FRACTION) -> float:
+    """How long to wait after a sample that cost ``sample_cpu_s`` to keep within the CPU budget."""
+    return max(interval_s, sample_cpu_s / max_cpu_fraction - sample_cpu_s)
+
+
+class Sampler:
+    """Samples a :class:`ProcessTree` on a daemon thread, every ``interval_s`` or less often.
+
+    The wait after each sample is :func:`next_wait_s`: at least ``interval_s``, and
+    long enough that the thread's CPU time stays under ``max_cpu_fraction`` of one
+    core. ``interval_s = 0`` disables the thread: only :meth:`sample_now` samples.
     ``cpu_s`` is the thread's own CPU time (what sampling costs this process).
     """
 
-    def __init__(self, tree: ProcessTree, interval_s: float, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, tree: ProcessTree, interval_s: float, clock: Callable[[], float] = time.perf_counter,
+                 max_cpu_fraction: float = MAX_CPU_FRACTION) -> None:
         if interval_s < 0:
             raise ValueError(f"{interval_s=} must be >= 0")
+        if not 0 < max_cpu_fraction <= 1:
+            raise ValueError(f"{max_cpu_fraction=} must be in (0, 1]")
         self.tree = tree
         self.interval_s = interval_s
+        self.max_cpu_fraction = max_cpu_fraction
         self.clock = clock
         self.samples: list[TreeSample] = []
         self._cpu_s = 0.0
@@ -252,9 +270,12 @@ class Sampler:
         return sample
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        wait_s = self.interval_s
+        while not self._stop.wait(wait_s):
             self.sample_now()
-            self._cpu_s = time.thread_time()
+            cpu_s = time.thread_time()
+            wait_s = next_wait_s(self.interval_s, cpu_s - self._cpu_s, self.max_cpu_fraction)
+            self._cpu_s = cpu_s
 
     def start(self) -> Sampler:
         if self.interval_s > 0 and self._thread is None:
@@ -322,9 +343,27 @@ def shm_segments(prefixes: Sequence[str] = SHM_PREFIXES, path: str = SHM_DIR) ->
     return {name for name in names if name.startswith(tuple(prefixes))}
 
 
-def leaked_segments(before: Iterable[str], prefixes: Sequence[str] = SHM_PREFIXES, path: str = SHM_DIR) -> set[str]:
-    """Segments present now that were not in ``before``."""
-    return shm_segments(prefixes, path) - set(before)
+def segment_pid(name: str) -> int | None:
+    """The creator's pid in an ``ipcbench_<pid>_...`` name; None for names without one (``psm_*``)."""
+    if not name.startswith("ipcbench_"):
+        return None
+    head = name[len("ipcbench_"):].split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def leaked_segments(before: Iterable[str], prefixes: Sequence[str] = SHM_PREFIXES, path: str = SHM_DIR,
+                    pids: Iterable[int] | None = None) -> set[str]:
+    """Segments present now that were not in ``before``.
+
+    With ``pids``, a segment whose name carries its creator's pid counts only if that
+    pid is one of ``pids``: on a shared machine, other runs create segments too.
+    Names without a pid (``psm_*``) always count.
+    """
+    new = shm_segments(prefixes, path) - set(before)
+    if pids is None:
+        return new
+    owners = set(pids)
+    return {name for name in new if (pid := segment_pid(name)) is None or pid in owners}
 
 
 # -- waits -----------------------------------------------------------------------

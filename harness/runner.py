@@ -272,7 +272,8 @@ def run_child(spec: ChildSpec, *, watchdog_s: float = DEFAULT_WATCHDOG_S, interr
                 _signal_child(proc, "sigkill")
                 proc.wait()
         orphans = _reap_group(proc.pid, clock)
-        leaked = len(leaked_segments(shm_before))
+        ours = {proc.pid, *(p for e in events if e.get("event") == "ready" for p in e.get("worker_pids", []))}
+        leaked = len(leaked_segments(shm_before, pids=ours))
         log.seek(0)
         tail = log.read()[-4000:].decode(errors="replace")
     return _outcome(events, reason, proc.returncode, tail, orphans, leaked, clock() - started)
@@ -302,8 +303,11 @@ def _collect(proc: subprocess.Popen, read_fd: int, watchdog_s: float, interrupt:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    if line.strip():
+                    try:
                         event = json.loads(line)
+                    except ValueError:  # not ours (or cut by a kill): the events around it still count
+                        continue
+                    if isinstance(event, dict):
                         events.append(event)
                         last_event = clock()
                         if on_event is not None:

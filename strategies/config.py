@@ -8,6 +8,7 @@ same batches, whatever ``workers``, ``prefetch`` and ``start_method`` are.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,8 +74,9 @@ class LoaderConfig:
             raise ValueError(f"LoaderConfig.start_method={self.start_method!r} must be one of {START_METHODS}")
         if self.output not in OUTPUTS:
             raise ValueError(f"LoaderConfig.output={self.output!r} must be one of {OUTPUTS}")
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or not self.timeout > 0:
-            raise ValueError(f"LoaderConfig.timeout={self.timeout!r} must be a number of seconds > 0")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or not 0 < self.timeout < math.inf:
+            # finite: every wait in this package must end (DESIGN.md section 8)
+            raise ValueError(f"LoaderConfig.timeout={self.timeout!r} must be a finite number of seconds > 0")
 
     def replace(self, **overrides: Any) -> LoaderConfig:
         """A copy with some fields changed; an unknown field is a ValueError."""

@@ -122,7 +122,8 @@ def _read_classes(path: Path, stems: set[str]) -> dict[str, tuple[tuple[int, int
             reader = csv.DictReader(fh)
             if reader.fieldnames is None or not {"image", "label", "class"} <= set(reader.fieldnames):
                 raise DatasetError(f"{path} must have the header 'image,label,class', got {reader.fieldnames}")
-            for lineno, row in enumerate(reader, start=2):
+            for row in reader:
+                lineno = reader.line_num
                 if any(row[key] is None for key in ("image", "label", "class")):  # a short row
                     raise DatasetError(f"{path} line {lineno}: expected image,label,class, got {row}")
                 stem = Path(row["image"].strip()).stem
@@ -136,7 +137,10 @@ def _read_classes(path: Path, stems: set[str]) -> dict[str, tuple[tuple[int, int
                     raise DatasetError(f"{path} line {lineno}: label {label} must be >= 1 (0 is background)")
                 if not 1 <= cls <= MAX_CLASS:
                     raise DatasetError(f"{path} line {lineno}: class {cls} must be in 1..{MAX_CLASS}")
-                table.setdefault(stem, {})[label] = cls
+                previous = table.setdefault(stem, {}).setdefault(label, cls)
+                if previous != cls:
+                    raise DatasetError(f"{path} line {lineno}: label {label} of {stem} is given class {cls} "
+                                       f"here but class {previous} on an earlier line")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not a text CSV file: {exc}") from exc
     return {stem: tuple(sorted(pairs.items())) for stem, pairs in table.items()}

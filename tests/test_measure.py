@@ -22,6 +22,8 @@ from harness.measure import (
     is_alive,
     leaked_segments,
     memory_stats,
+    next_wait_s,
+    segment_pid,
     shm_segments,
     shm_used_bytes,
     wait_stats,
@@ -226,3 +228,22 @@ def test_sampler_interval_zero_samples_only_on_demand():
     assert len(sampler.samples) == 1 and sampler.cpu_s == 0.0
     with pytest.raises(ValueError, match="interval_s"):
         Sampler(ProcessTree(), interval_s=-1)
+
+
+def test_segments_named_after_another_pid_belong_to_another_run():
+    before = shm_segments()
+    name = f"ipcbench_{os.getpid()}_feed_w0"
+    segment = shared_memory.SharedMemory(name=name, create=True, size=4096)
+    try:
+        assert segment_pid(name) == os.getpid() and segment_pid("psm_1234") is None
+        assert name in leaked_segments(before, pids={os.getpid()})
+        assert name not in leaked_segments(before, pids={1})
+    finally:
+        segment.close()
+        segment.unlink()
+
+
+def test_sampler_waits_longer_after_expensive_samples():
+    assert next_wait_s(0.2, 0.001, max_cpu_fraction=0.015) == 0.2  # cheap: the interval rules
+    wait = next_wait_s(0.2, 0.010, max_cpu_fraction=0.015)  # 10 ms: stretch to stay in budget
+    assert 0.010 / (0.010 + wait) == pytest.approx(0.015)

@@ -320,7 +320,11 @@ def _build(folder: Path, source: str, params: dict[str, Any], builder: Builder, 
         if folder.exists():
             old = folder.parent / f".{folder.name}.old-{token}"
             folder.rename(old)
-            partial.rename(folder)
+            try:
+                partial.rename(folder)
+            except BaseException:
+                old.rename(folder)  # put the previous dataset back rather than leave nothing
+                raise
             shutil.rmtree(old)
         else:
             partial.rename(folder)

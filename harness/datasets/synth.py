@@ -11,20 +11,24 @@ What one image shows, per channel::
 One channel gives channel 0 only, written as an (H, W) image; two or more give (C, H, W).
 
 The camera model, applied to every channel: signal = illumination x (background +
-cells); shot noise (Gaussian approximation of Poisson noise, variance = gain x signal),
-Gaussian read noise, a camera offset of :data:`OFFSET_ADU`, then 12-bit quantisation:
+cells); shot noise (a near-Gaussian approximation of Poisson noise, variance = gain x
+signal) and read noise, a camera offset of :data:`OFFSET_ADU`, then 12-bit quantisation:
 values are rounded and clipped to 0..4095 in 16-bit words. Illumination is a smooth
 vignetting field (a shifted Gaussian falloff times a low-frequency random ripple),
 separable so that it costs two small vectors and one broadcast multiply.
 
 Cells: the image is cut into square slots of :data:`SLOT_PX`; a slot holds at most one
 cell (an ellipse with random axes, angle and position that stays inside its slot), so
-cells never overlap and every label is a whole cell. Rendering is fully vectorised:
-the image is viewed as ``(rows, SLOT_PX, cols, SLOT_PX)`` and every slot's ellipse is
-computed by broadcasting per-slot parameters, with no Python loop over cells. Live
-cells are large ellipses with an ellipsoid thickness profile; dead cells are small,
-round, condensed nuclei. Labels are instance ids (1..n, row-major over slots) and
-``classes.csv`` maps each to class 1 (live) or 2 (dead).
+cells never overlap and every label is a whole cell. Live cells are large ellipses
+with an ellipsoid thickness profile; dead cells are small, round, condensed nuclei.
+Labels are instance ids, numbered row-major over slots (a cell that the image edge
+cuts off entirely leaves its id unused); ``classes.csv`` maps each id in the image to
+class 1 (live) or 2 (dead).
+
+Speed (a 2 x 2700 x 3600 image in ~0.25 s of CPU here): no Python loop over cells.
+The image is viewed as ``(rows, SLOT_PX, cols, SLOT_PX)`` and every slot's ellipse is
+computed by broadcasting per-slot parameters, a band of :data:`CHUNK_SLOT_ROWS` slot
+rows at a time, so the float32 temporaries stay in cache.
 
 Everything is float32 and drawn from ``numpy.random.default_rng([seed, index])``: an
 image depends only on the parameters and its index, so image 3 is the same whether
@@ -146,9 +150,10 @@ def _raw_normal(rng: np.random.Generator, out: np.ndarray, spare: np.ndarray) ->
     """Fill ``out`` with zero-mean, near-Gaussian noise of variance 1 / RAW_NORMAL_VAR_INV.
 
     The Irwin-Hall sum of four uniform 16-bit integers (cut from 64-bit raw PCG64
-    words): its shape is within a few percent of a Gaussian out to 3.4 sigma and its
-    entropy (what compression sees) within 0.01 bit, and it costs about 60% of
-    ``rng.standard_normal(dtype=float32)`` on a full-size image.
+    words): close to a Gaussian within 2 sigma (4.3% of draws beyond it, 4.6% for a
+    Gaussian), with thinner tails (none beyond 3.46 sigma) and an entropy, which is what
+    compression sees, 0.004 bit below the Gaussian's. It costs about 60% of
+    ``rng.standard_normal(dtype=np.float32)``, the largest single cost of a render.
     """
     quarters = rng.bit_generator.random_raw(out.size).view(np.uint16).reshape(4, *out.shape)
     np.add(quarters[0], quarters[1], out=out, dtype=np.float32)

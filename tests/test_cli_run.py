@@ -1,0 +1,99 @@
+"""``ipcbench run`` end to end through harness.cli.main, on a tiny dataset (a few seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import harness.report
+from harness.cli import main
+from harness.commands.run import format_eta, summary_lines
+from harness.results import SAMPLES_FILE, read_samples, summarize
+from test_results import SCHEMA_FIELDS, make_sample
+
+ENV_KEYS = ("schema_version run_id created command machine os python packages git start_method dataset config "
+            "memcpy loadavg_before loadavg_after thread_env sampler").split()
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    from conftest import write_dataset
+
+    return write_dataset(tmp_path / "ds", images=2, height=96, width=128, channels=1)
+
+
+def run_args(dataset, out, *extra: str) -> list[str]:
+    return ["run", "--quick", "--strategies", "baseline", "--dataset", str(dataset), "--out", str(out),
+            "--tile", "32", "--batch-size", "4", *extra]
+
+
+def test_quick_run_writes_a_complete_results_folder(dataset, tmp_path, capsys, monkeypatch):
+    built = []
+    monkeypatch.setattr(harness.report, "build_report", lambda run_dir: built.append(run_dir) or run_dir / "report.md")
+    out = tmp_path / "run"
+    assert main(run_args(dataset, out)) == 0
+    env = json.loads((out / "env.json").read_text())
+    assert set(ENV_KEYS) <= set(env)
+    assert env["config"]["strategies"] == ["baseline"] and env["config"]["workers"] == [1, 2]
+    assert env["config"]["tile"] == 32 and env["config"]["repeats"] == 1 and env["config"]["epochs"] == 1
+    assert env["dataset"]["images"] == 2 and env["dataset"]["shape"] == [1, 96, 128]
+    assert env["memcpy"]["gb_per_s"] > 0 and env["memcpy"]["batch_copies_per_s_one_core"] > 0
+    assert env["loadavg_after"] is not None and env["thread_env"]["OMP_NUM_THREADS"] == "1"
+    assert env["outcome"] == {**env["outcome"], "planned": 2, "finished": 2, "interrupted": False}
+    assert env["command"][:2] == ["ipcbench", "run"] and "--quick" in env["command"]
+
+    records = read_samples(out / SAMPLES_FILE)
+    assert len(records) == 4  # 2 worker counts x 1 repeat x (warm-up + 1 epoch)
+    assert all(set(SCHEMA_FIELDS) <= set(r) for r in records)
+    assert {(r["workers"], r["warmup"]) for r in records} == {(1, True), (1, False), (2, True), (2, False)}
+    assert all(r["leaked_shm"] == 0 and r["leftover_processes"] == 0 for r in records)
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["workers"]) == [1, 2] and list(summary["n"]) == [1, 1]
+    assert built == [out]
+    printed = capsys.readouterr()
+    assert "baseline" in printed.out and "batches/s" in printed.out and "memcpy" in printed.out
+    assert "[2/2] baseline workers=2" in printed.err  # not a TTY: one line per measurement
+
+
+def test_a_failing_report_builder_does_not_fail_the_run(dataset, tmp_path, capsys, monkeypatch):
+    def broken(run_dir):
+        raise RuntimeError("no plots today")
+
+    monkeypatch.setattr(harness.report, "build_report", broken)
+    out = tmp_path / "run"
+    assert main(run_args(dataset, out, "--workers", "1")) == 0
+    assert "report not built (RuntimeError: no plots today)" in capsys.readouterr().err
+    assert len(read_samples(out / SAMPLES_FILE)) == 2
+
+
+def test_clear_errors_for_bad_arguments(dataset, tmp_path, capsys):
+    assert main(run_args(tmp_path / "missing", tmp_path / "a")) == 2
+    assert "neither 'real', 'synth' nor an existing dataset folder" in capsys.readouterr().err
+    assert main([*run_args(dataset, tmp_path / "b"), "--strategies", "nope"]) == 2
+    assert "unknown strategy nope" in capsys.readouterr().err
+    assert main([*run_args(dataset, tmp_path / "c"), "--prefetch", "0"]) == 2
+    assert "prefetch" in capsys.readouterr().err
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / SAMPLES_FILE).write_text("")
+    assert main(run_args(dataset, taken)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_summary_lines_one_per_cell_with_flags():
+    rows = [make_sample(workers=w, repeat=r, epoch=1, batches_per_s=rate, leaked_shm=leak).as_dict()
+            for w, rates, leak in ((1, (10.0, 10.2, 9.9), 0), (2, (10.0, 30.0, 10.0), 1))
+            for r, rate in enumerate(rates)]
+    lines = summary_lines(summarize(rows))
+    assert len(lines) == 3 and lines[0].startswith("strategy")
+    assert "10.0 [" in lines[1] and "unstable" not in lines[1]
+    assert "unstable" in lines[2] and "UNCLEAN" in lines[2]
+
+
+def test_format_eta():
+    assert format_eta(0, 10, 0.0) == "0:00 elapsed"
+    assert format_eta(2, 10, 30.0) == "0:30 elapsed, ~2:00 left"
+    assert format_eta(10, 10, 75.0) == "1:15 elapsed"

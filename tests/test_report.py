@@ -1,0 +1,206 @@
+"""ipcbench report: from a synthetic results folder (tests/report_fixtures.py) to report.md, plots, html."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_fixtures import STRATEGIES, write_results
+
+from harness.cli import main
+from harness.errors import IpcbenchError
+from harness.report import build_report
+from harness.report.benchjson import load_benchmark_json
+from harness.report.load import load_run
+from harness.report.summary import summarize
+
+ALL_PLOTS = {"throughput", "wait_ecdf", "memory", "memory_trace", "lifecycle", "cpu_per_batch", "faults"}
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def front_matter(text: str) -> dict[str, object]:
+    lines = text.splitlines()
+    assert lines[0] == "---", "report.md must open with Hugo front matter"
+    end = lines.index("---", 1)
+    # The writer emits YAML scalars and lists in JSON syntax, which YAML reads unchanged.
+    return {key: json.loads(value) for key, value in (line.split(": ", 1) for line in lines[1:end])}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = write_results(tmp_path_factory.mktemp("full") / "run", noisy={"threads": 0.15})
+    assert build_report(run, fmt="html") == run / "report.html"
+    return run
+
+
+def test_every_plot_is_written_at_blog_width(full_run: Path) -> None:
+    assert {p.stem for p in (full_run / "plots").glob("*.png")} == ALL_PLOTS
+    for name in ALL_PLOTS:
+        width, height = png_size(full_run / "plots" / f"{name}.png")
+        assert 1000 <= width <= 1400 and height > 300, (name, width, height)  # 8 in at 150 dpi, shown ~800 px
+
+
+def test_report_md_has_front_matter_every_strategy_and_captions(full_run: Path) -> None:
+    text = (full_run / "report.md").read_text()
+    meta = front_matter(text)
+    assert meta["series"] == ["Live-Dead Assay"]
+    assert set(STRATEGIES) <= set(meta["tags"])
+    assert meta["date"].startswith("2026-01-15") and meta["title"] and meta["description"]
+    for strategy in STRATEGIES:
+        assert f"| {strategy} |" in text, f"summary table lacks {strategy}"
+    for name in ALL_PLOTS:
+        assert f"](plots/{name}.png)" in text
+    captions = [line for line in text.splitlines() if line.startswith("**Figure ")]
+    assert len(captions) == len(ALL_PLOTS)
+    assert all("AMD EPYC 7B13" in c and "2 logical / 1 physical cores" in c for c in captions)
+    assert all("synth" in c and "batch 32" in c and "n = 6 measured epochs per cell" in c
+               for c in captions if "Shutdown cleanliness" not in c)
+    for section in ("## Provenance", "## Summary", "## Figures", "## Stability", "## Shutdown cleanliness"):
+        assert section in text
+    assert "9.9 GB/s" in text and "`6ee9069a1b2c` (dirty" in text and "before 0.21 / 0.35 / 0.40" in text
+
+
+def test_unstable_cells_and_tiny_values_are_flagged(full_run: Path) -> None:
+    text = (full_run / "report.md").read_text()
+    table_rows = [line for line in text.splitlines() if line.startswith("| threads |") and "unstable" in line]
+    assert len(table_rows) == 2  # threads at 1 and 2 workers, planted cv 15%
+    assert "**Unstable:** threads, 1 worker" in text
+    assert "shm | 2 | 6 |" in text and "**unstable**" not in next(
+        line for line in text.splitlines() if line.startswith("| shm | 2 |"))
+    assert "startup (s): median under 1 ms in 1 of 11 cells: baseline (1 worker)" in text
+    assert "summary.csv agrees" in text and "Checksums: every strategy and repeat" in text
+
+
+def test_faults_matrix_lists_reasons(full_run: Path) -> None:
+    text = (full_run / "report.md").read_text()
+    assert "30 of 33 fault runs ended clean" in text
+    assert "**not clean**: 1 worker process left 5 s after the main process died" in text
+
+
+def test_html_is_standalone_with_embedded_images(full_run: Path) -> None:
+    page = (full_run / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert page.count('src="data:image/png;base64,') == len(ALL_PLOTS)
+    assert 'src="plots/' not in page
+    assert "<strong>Figure 1. Throughput.</strong>" in page
+    for strategy in STRATEGIES:
+        assert f"<td>{strategy}</td>" in page
+
+
+def test_faults_figure_only_with_faults_jsonl_and_failed_report_keeps_old_one(tmp_path: Path) -> None:
+    run = write_results(tmp_path / "run", strategies=("baseline", "shm"), workers=(2,), repeats=1, epochs=3)
+    build_report(run)
+    assert (run / "plots" / "faults.png").exists()
+    (run / "faults.jsonl").unlink()
+    assert main(["report", str(run)]) == 0
+    assert {p.stem for p in (run / "plots").glob("*.png")} == ALL_PLOTS - {"faults"}  # a stale matrix is removed
+    text = (run / "report.md").read_text()
+    assert "Shutdown cleanliness" not in text and "faults.png" not in text
+    assert "Fewer than 6 measured epochs in 2 cells" in text
+
+    before = (run / "report.md").read_bytes()
+    lines = (run / "samples.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:40]  # a damaged line in the middle: no report from a corrupt run
+    (run / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(IpcbenchError, match=r"samples\.jsonl:2: not valid JSON"):
+        build_report(run)
+    assert (run / "report.md").read_bytes() == before
+    assert not [p for p in run.rglob("*.tmp")]
+
+
+def test_benchmark_json_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    rounds = {"pipe": 0.5 + 0.01 * rng.standard_normal(6), "shm": 0.25 + 0.01 * rng.standard_normal(6)}
+    document = {
+        "machine_info": {"node": "ci", "machine": "x86_64", "system": "Linux", "release": "6.1", "python_version": "3.11.7",
+                         "cpu": {"brand_raw": "AMD EPYC", "count": 2}},
+        "commit_info": {"id": "abc123def456", "dirty": False},
+        "datetime": "2026-02-01T09:00:00+00:00",
+        "version": "5.3.1",
+        "benchmarks": [
+            {"group": name, "name": f"test_epoch[{name}-2]", "params": {"strategy": name, "workers": 2},
+             "stats": {"data": list(times), "median": float(np.median(times)), "rounds": 6},
+             "extra_info": {"batches": 20, "bytes": 20 * 10_485_760, "pss_peak_mb": 300.0 + i, "leaked_shm": 0}}
+            for i, (name, times) in enumerate(rounds.items())
+        ],
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(document))
+    run = load_benchmark_json(path)
+    shm = run.summary[run.summary["strategy"] == "shm"].iloc[0]
+    assert shm["n"] == 6
+    assert shm["batches_per_s_median"] == pytest.approx(np.median(20 / rounds["shm"]))
+    out = tmp_path / "out"
+    assert main(["report", "--benchmark-json", str(path), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.md")
+    assert {p.stem for p in (out / "plots").glob("*.png")} == {"throughput", "memory"}
+    text = (out / "report.md").read_text()
+    assert front_matter(text)["series"] == ["Live-Dead Assay"]
+    assert "| pipe |" in text and "| shm |" in text and "n = 6 timed rounds per cell" in text
+
+
+def test_summary_is_recomputed_from_raw_samples(tmp_path: Path) -> None:
+    rows = []
+    for repeat, startup_s in ((0, 1.0), (1, 3.0)):
+        for epoch, rate in enumerate((999.0, 10.0, 20.0, 30.0)):  # epoch 0: warm-up, never aggregated
+            rows.append({"strategy": "pipe", "workers": 2, "prefetch": 2, "start_method": "fork", "batch_size": 8,
+                         "tile": 64, "dataset": "d", "workload": "full", "step_ms": 0.0, "repeat": repeat,
+                         "epoch": epoch, "warmup": epoch == 0, "batches_per_s": rate + repeat, "startup_s": startup_s})
+    summary = summarize(pd.DataFrame(rows)).iloc[0]
+    rates = np.array([10, 20, 30, 11, 21, 31], float)
+    assert summary["n"] == 6
+    assert summary["batches_per_s_median"] == pytest.approx(np.median(rates))
+    assert summary["batches_per_s_iqr"] == pytest.approx(np.percentile(rates, 75) - np.percentile(rates, 25))
+    assert summary["batches_per_s_cv"] == pytest.approx(rates.std(ddof=1) / rates.mean())
+    assert bool(summary["unstable"])
+    # startup is one value per process: the quartiles of [1, 3], not of [1, 1, 1, 3, 3, 3]
+    assert summary["startup_s_q25"] == pytest.approx(1.5)
+
+    run_dir = write_results(tmp_path / "run", strategies=("pipe",), workers=(1,), faults=False)
+    stored = pd.read_csv(run_dir / "summary.csv")
+    stored.loc[0, "batches_per_s_median"] *= 2  # a summary.csv that lies is caught, and not used
+    stored.to_csv(run_dir / "summary.csv", index=False)
+    run = load_run(run_dir)
+    assert any("batches_per_s_median differs in 1 cell" in note for note in run.notes)
+    assert run.summary.loc[0, "batches_per_s_median"] == pytest.approx(stored.loc[0, "batches_per_s_median"] / 2)
+
+
+def test_truncated_last_line_is_dropped_with_a_note(tmp_path: Path) -> None:
+    run_dir = write_results(tmp_path / "run", strategies=("pipe",), workers=(1,), faults=False, summary=False)
+    with (run_dir / "samples.jsonl").open("a") as file:
+        file.write('{"schema_version": 1, "strategy": "pi')
+    run = load_run(run_dir)
+    assert len(run.samples) == 8 and "dropped a truncated last line" in run.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "samples.jsonl").unlink(), "samples.jsonl is missing"),
+        (lambda d: (d / "env.json").write_text('{"schema_version": 2}'), "schema_version 2 is not supported"),
+        (lambda d: (d / "faults.jsonl").write_text('{"scenario": "x"}\n'), "lack field"),
+    ],
+)
+def test_bad_results_folder_is_a_clear_cli_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], damage,
+                                                 message: str) -> None:
+    run_dir = write_results(tmp_path / "run", strategies=("pipe",), workers=(1,), summary=False)
+    damage(run_dir)
+    assert main(["report", str(run_dir)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (run_dir / "report.md").exists()
+
+
+def test_report_arguments_are_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report"]) == 2
+    assert "exactly one" in capsys.readouterr().err
+    assert main(["report", "--benchmark-json", str(tmp_path / "nope.json")]) == 2
+    assert "no such file" in capsys.readouterr().err

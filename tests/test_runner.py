@@ -1,0 +1,201 @@
+"""harness.runner: plan and interleaving (fake launcher), escalation (fake clock), real children."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from harness import runner
+from harness.child import ChildSpec
+from harness.measure import is_alive
+from harness.results import SAMPLES_FILE, read_samples
+from harness.runner import (
+    ChildOutcome,
+    Escalation,
+    InterruptFlag,
+    RunOptions,
+    plan_measurements,
+    run_child,
+    run_plan,
+)
+from strategies import LoaderConfig
+
+
+def options(tmp_path, **changes) -> RunOptions:
+    fields = dict(dataset=str(tmp_path), dataset_name="tiny", dataset_source="dir", strategies=("a", "b"),
+                  workers=(1, 2), loader=LoaderConfig(batch_size=8, tile=32), repeats=2, epochs=2)
+    fields.update(changes)
+    return RunOptions(**fields)
+
+
+def epoch_event(epoch: int) -> dict:
+    return {"epoch": epoch, "warmup": epoch == 0, "batches": 3, "tiles": 20, "bytes": 1000, "seconds": 0.1,
+            "batches_per_s": 30.0, "mb_per_s": 0.01, "time_to_first_batch_s": 0.01, "wait_ms_p50": 1.0,
+            "wait_ms_p95": 1.0, "wait_ms_p99": 1.0, "wait_ms_max": 1.0, "wait_ms": [1.0, 1.0, 1.0],
+            "consumer_utilization": 0.0, "pss_peak_mb": 50.0, "uss_peak_mb": 40.0, "shm_peak_mb": 0.0,
+            "cpu_s_per_batch": 0.01, "memory_trace": [[0.0, 50.0, 40.0, 0.0]], "checksum": f"c{epoch}",
+            "checksum_full": None, "sampler_cpu_s": 0.001}
+
+
+def fake_outcome(epochs: int = 3, **changes) -> ChildOutcome:
+    fields = dict(epochs=tuple(epoch_event(e) for e in range(epochs)), startup_s=0.2,
+                  closed={"shutdown_s": 0.05, "leaked_shm": 0, "leftover_processes": 0}, returncode=0)
+    fields.update(changes)
+    return ChildOutcome(**fields)
+
+
+class FakeLauncher:
+    """Records what it was asked to measure; returns canned outcomes (no processes)."""
+
+    def __init__(self, outcomes=None) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.outcomes = outcomes or {}
+
+    def __call__(self, spec: ChildSpec, interrupt: InterruptFlag, on_event) -> ChildOutcome:
+        self.calls.append((spec.strategy, spec.loader["workers"]))
+        outcome = self.outcomes.get(len(self.calls), fake_outcome())
+        if isinstance(outcome, BaseException):
+            raise outcome
+        for event in outcome.epochs:
+            on_event({"event": "epoch", **event})
+        return outcome
+
+
+def test_plan_interleaves_cells_within_each_repeat(tmp_path):
+    plan = plan_measurements(options(tmp_path, repeats=3))
+    cells = [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    assert [(m.strategy, m.workers) for m in plan] == cells * 3
+    assert [m.repeat for m in plan] == [0] * 4 + [1] * 4 + [2] * 4
+    assert [m.index for m in plan] == list(range(12))
+
+
+def test_run_plan_launches_in_plan_order_and_appends_samples(tmp_path):
+    launch = FakeLauncher()
+    seen = []
+    result = run_plan(options(tmp_path), tmp_path, "run1", launch=launch, on_progress=seen.append)
+    assert launch.calls == [("a", 1), ("a", 2), ("b", 1), ("b", 2)] * 2
+    assert (result.planned, result.finished, result.samples, result.interrupted) == (8, 8, 24, False)
+    records = read_samples(tmp_path / SAMPLES_FILE)
+    assert len(records) == 24
+    first = records[0]
+    assert (first["strategy"], first["workers"], first["repeat"], first["run_id"]) == ("a", 1, 0, "run1")
+    assert (first["batch_size"], first["tile"], first["dataset"], first["startup_s"]) == (8, 32, "tiny", 0.2)
+    assert [r["warmup"] for r in records[:3]] == [True, False, False]
+    assert [p.kind for p in seen[:5]] == ["start", "epoch", "epoch", "epoch", "done"]
+
+
+def test_interruption_keeps_finished_measurements(tmp_path):
+    launch = FakeLauncher({3: KeyboardInterrupt()})
+    result = run_plan(options(tmp_path), tmp_path, "run1", launch=launch)
+    assert result.interrupted and result.finished == 2
+    assert len(read_samples(tmp_path / SAMPLES_FILE)) == 6
+
+
+def test_an_interrupted_child_that_closed_cleanly_keeps_its_epochs_and_stops_the_run(tmp_path):
+    launch = FakeLauncher({2: fake_outcome(epochs=2, interrupted=True, returncode=130)})
+    result = run_plan(options(tmp_path), tmp_path, "run1", launch=launch)
+    assert result.interrupted and len(launch.calls) == 2
+    assert len(read_samples(tmp_path / SAMPLES_FILE)) == 3 + 2
+
+
+def test_a_failed_measurement_is_recorded_and_the_run_goes_on(tmp_path):
+    launch = FakeLauncher({1: fake_outcome(error="WorkerDiedError: boom", detail="Traceback ...")})
+    result = run_plan(options(tmp_path), tmp_path, "run1", launch=launch)
+    assert len(launch.calls) == 8 and result.finished == 7 and len(result.failures) == 1
+    failure = json.loads((tmp_path / runner.FAILURES_FILE).read_text())
+    assert (failure["strategy"], failure["workers"], failure["error"]) == ("a", 1, "WorkerDiedError: boom")
+
+
+def test_escalation_timeline_with_a_fake_clock():
+    interrupt = Escalation.for_interrupt(now=100.0)
+    assert interrupt.due(100.0) == ["sigint"]
+    assert interrupt.due(100.0 + runner.INTERRUPT_GRACE_S - 0.01) == []
+    assert interrupt.due(100.0 + runner.INTERRUPT_GRACE_S) == ["sigterm"]
+    assert interrupt.due(1000.0) == ["sigkill"]
+    assert interrupt.due(2000.0) == []
+    watchdog = Escalation.for_watchdog(now=0.0)
+    assert watchdog.due(1000.0) == ["sigterm", "sigkill"]
+
+
+def test_options_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="repeats"):
+        options(tmp_path, repeats=0)
+    with pytest.raises(ValueError, match="duplicates"):
+        options(tmp_path, strategies=("a", "a"))
+    with pytest.raises(ValueError, match="workers"):
+        options(tmp_path, workers=(0,))
+
+
+# -- real processes (fast: a tiny dataset, or a few lines of Python) -------------------------
+def test_run_child_measures_baseline_end_to_end(tiny_dataset):
+    spec = ChildSpec(strategy="baseline", dataset=str(tiny_dataset), epochs=2, sampler_interval_s=0.05,
+                     loader=LoaderConfig(batch_size=4, tile=32, workers=1).as_dict())
+    events = []
+    outcome = run_child(spec, on_event=events.append, watchdog_s=60)
+    assert outcome.complete, (outcome.error, outcome.detail)
+    assert outcome.returncode == 0 and outcome.orphans_after_exit == 0 and outcome.leaked_shm_after_exit == 0
+    assert [e["epoch"] for e in outcome.epochs] == [0, 1, 2]
+    assert [e["event"] for e in events] == ["ready", "epoch", "epoch", "epoch", "closed"]
+    warmup, measured = outcome.epochs[0], outcome.epochs[1]
+    assert warmup["checksum_full"] and measured["checksum_full"] is None
+    assert measured["batches"] == len(measured["wait_ms"]) > 0
+    assert measured["pss_peak_mb"] > 10 and measured["memory_trace"]
+    assert outcome.closed["leftover_processes"] == 0 and outcome.closed["leaked_shm"] == 0
+
+
+FAKE_CHILD = textwrap.dedent("""
+    import json, os, subprocess, sys
+    spec = json.loads(sys.argv[-1])
+    out = os.fdopen(spec["event_fd"], "w", buffering=1)
+    threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    out.write(json.dumps({"event": "ready", "startup_s": 0.0, "threads": threads}) + "\\n")
+    if spec["strategy"] == "orphan":  # a grandchild that outlives us, in our process group
+        subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    if spec["strategy"] == "hang":
+        import time; time.sleep(60)
+    out.write(json.dumps({"event": "closed", "shutdown_s": 0.0, "leaked_shm": 0, "leftover_processes": 0}) + "\\n")
+""")
+
+
+def fake_child(strategy: str) -> tuple[ChildSpec, list[str]]:
+    return ChildSpec(strategy=strategy, dataset="-", epochs=1), [sys.executable, "-c", FAKE_CHILD]
+
+
+def test_child_environment_pins_threads_and_orphans_are_counted_and_killed(monkeypatch):
+    monkeypatch.setattr(runner, "ORPHAN_GRACE_S", 0.3)
+    spec, command = fake_child("orphan")
+    events = []
+    outcome = run_child(spec, command=command, on_event=events.append, watchdog_s=30)
+    assert events[0]["threads"] == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    assert outcome.orphans_after_exit == 1
+    assert outcome.complete  # the measurement itself reported; the orphan is recorded beside it
+
+
+def test_watchdog_kills_a_silent_child():
+    spec, command = fake_child("hang")
+    outcome = run_child(spec, command=command, watchdog_s=0.5)
+    assert outcome.error is not None and "watchdog" in outcome.error
+    assert not outcome.complete and outcome.returncode is not None and outcome.returncode < 0
+    assert outcome.orphans_after_exit == 0
+
+
+def test_ctrl_c_stops_the_child_which_closes_its_generator_and_reports(tiny_dataset):
+    spec = ChildSpec(strategy="baseline", dataset=str(tiny_dataset), epochs=200, step_ms=5.0,
+                     loader=LoaderConfig(batch_size=4, tile=32, workers=1).as_dict())
+    flag = InterruptFlag()
+    child_pids = []
+
+    def on_event(event):
+        if event["event"] == "ready":
+            child_pids.append(event["pid"])
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            flag.count = 1  # what the SIGINT handler does on Ctrl-C
+
+    outcome = run_child(spec, interrupt=flag, on_event=on_event, watchdog_s=60)
+    assert outcome.interrupted and outcome.returncode == 130
+    assert outcome.complete and 2 <= len(outcome.epochs) < 201
+    assert outcome.closed["leftover_processes"] == 0
+    assert not is_alive(child_pids[0])
