@@ -97,10 +97,10 @@ def test_html_is_standalone_with_embedded_images(full_run: Path) -> None:
 
 
 def test_faults_figure_only_with_faults_jsonl_and_failed_report_keeps_old_one(tmp_path: Path) -> None:
-    run = write_results(tmp_path / "run", strategies=("baseline", "shm"), workers=(2,), repeats=1, epochs=3)
-    build_report(run)
-    assert (run / "plots" / "faults.png").exists()
-    (run / "faults.jsonl").unlink()
+    run = write_results(tmp_path / "run", strategies=("baseline", "shm"), workers=(2,), repeats=1, epochs=3,
+                        faults=False)
+    (run / "plots").mkdir()
+    (run / "plots" / "faults.png").write_bytes(b"left by an older report, when faults.jsonl was there")
     assert main(["report", str(run)]) == 0
     assert {p.stem for p in (run / "plots").glob("*.png")} == ALL_PLOTS - {"faults"}  # a stale matrix is removed
     text = (run / "report.md").read_text()
