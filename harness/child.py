@@ -107,9 +107,14 @@ class EpochTiming:
         return self.t_end - self.t_start
 
 
-def time_epoch(gen: Iterable[Any], *, step_ms: float = 0.0, full_checksum: bool = False,
-               clock: Callable[[], float] = time.perf_counter,
-               sleep: Callable[[float], None] = time.sleep) -> EpochTiming:
+def time_epoch(
+    gen: Iterable[Any],
+    *,
+    step_ms: float = 0.0,
+    full_checksum: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> EpochTiming:
     """Run one epoch of ``gen`` as a training loop would, timing every ``next()``."""
     step_s = step_ms / 1000.0
     sample = SampleChecksum()
@@ -140,12 +145,22 @@ def time_epoch(gen: Iterable[Any], *, step_ms: float = 0.0, full_checksum: bool 
         if step_s:
             sleep(step_s)
     t_end = clock()
-    return EpochTiming(batches, tiles, nbytes, t_start, t_end, t_end - t_start if first is None else first,
-                       tuple(waits_ms), sample.hexdigest(), None if full is None else full.hexdigest())
+    return EpochTiming(
+        batches,
+        tiles,
+        nbytes,
+        t_start,
+        t_end,
+        t_end - t_start if first is None else first,
+        tuple(waits_ms),
+        sample.hexdigest(),
+        None if full is None else full.hexdigest(),
+    )
 
 
-def epoch_record(index: int, timing: EpochTiming, *, step_ms: float, samples: Sequence[TreeSample], shm_base: int,
-                 cpu_s: float) -> dict[str, Any]:
+def epoch_record(
+    index: int, timing: EpochTiming, *, step_ms: float, samples: Sequence[TreeSample], shm_base: int, cpu_s: float
+) -> dict[str, Any]:
     """The measured fields of one epoch's samples.jsonl line (the runner adds identity and shutdown).
 
     ``samples``: the tree samples of the epoch, from the one taken just before ``iter()``
@@ -197,7 +212,7 @@ class Events:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
@@ -206,14 +221,22 @@ def _alive(pids: Iterable[int]) -> list[int]:
     return [p for p in pids if is_alive(p)]
 
 
-def close_and_check(gen: Any, worker_pids: Iterable[int], shm_before: set[str], tree_pids: Iterable[int] = (),
-                    clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+def close_and_check(
+    gen: Any,
+    worker_pids: Iterable[int],
+    shm_before: set[str],
+    tree_pids: Iterable[int] = (),
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Any]:
     """close() timed until every worker is gone; then what was left behind.
 
     ``tree_pids``: every process this measurement has had (segments named after
-    another pid belong to another run on the machine).
+    another pid belong to another run on the machine). ``shutdown_s`` is None when
+    the generator had already closed itself (an exception or Ctrl-C inside
+    ``next()``): that shutdown was not the one being measured.
     """
     me = os.getpid()
+    already_closed = bool(getattr(gen, "closed", False))
     infrastructure = {p for p in children_of(me) if is_infrastructure(p)}
     watched = set(worker_pids) | {p for p in descendants_of(me) if p not in infrastructure}
     t0 = clock()
@@ -226,8 +249,13 @@ def close_and_check(gen: Any, worker_pids: Iterable[int], shm_before: set[str], 
     later = {p for p in descendants_of(me) if p not in infrastructure}
     leftover = _alive(watched | later)
     leaked = sorted(leaked_segments(shm_before, pids={me, *worker_pids, *tree_pids}))
-    return {"shutdown_s": shutdown_s, "leftover_processes": len(leftover), "leftover_pids": leftover,
-            "leaked_shm": len(leaked), "leaked_names": leaked}
+    return {
+        "shutdown_s": None if already_closed else shutdown_s,
+        "leftover_processes": len(leftover),
+        "leftover_pids": leftover,
+        "leaked_shm": len(leaked),
+        "leaked_names": leaked,
+    }
 
 
 def measure(spec: ChildSpec, events: Events) -> None:
@@ -243,19 +271,24 @@ def measure(spec: ChildSpec, events: Events) -> None:
         gen = make_generator(spec.strategy, spec.dataset, config)
         startup_s = time.perf_counter() - t0
         worker_pids = list(getattr(gen, "worker_pids", lambda: [])())
-        events.emit("ready", startup_s=startup_s, batches_per_epoch=len(gen), worker_pids=worker_pids,
-                    pid=os.getpid())
+        events.emit("ready", startup_s=startup_s, batches_per_epoch=len(gen), worker_pids=worker_pids, pid=os.getpid())
         try:
             for index in range(1 + spec.epochs):
+                main_cpu = time.thread_time()
                 before = sampler.sample_now()
+                # Reading the tree starts with this process's CPU counter, so nearly all
+                # of this boundary sample's own cost lands inside the epoch: take it out.
+                boundary_cpu_s = time.thread_time() - main_cpu
                 sampler_cpu_before = sampler.cpu_s
                 timing = time_epoch(gen, step_ms=spec.step_ms, full_checksum=index == 0)
                 after = sampler.sample_now()
                 sampler_cpu_s = sampler.cpu_s - sampler_cpu_before
                 # The sampler thread's CPU is the instrument's, not the strategy's.
-                cpu_s = max(0.0, after.cpu_s - before.cpu_s - sampler_cpu_s)
-                record = epoch_record(index, timing, step_ms=spec.step_ms, samples=sampler.between(before.t_s, after.t_s),
-                                      shm_base=shm_base, cpu_s=cpu_s)
+                cpu_s = max(0.0, after.cpu_s - before.cpu_s - sampler_cpu_s - boundary_cpu_s)
+                window = sampler.between(before.t_s, after.t_s)
+                record = epoch_record(
+                    index, timing, step_ms=spec.step_ms, samples=window, shm_base=shm_base, cpu_s=cpu_s
+                )
                 events.emit("epoch", sampler_cpu_s=sampler_cpu_s, **record)
         finally:
             events.emit("closed", **close_and_check(gen, worker_pids, shm_before, sampler.tree.seen_pids()))
@@ -263,11 +296,30 @@ def measure(spec: ChildSpec, events: Events) -> None:
         sampler.stop()
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the runner dies (PR_SET_PDEATHSIG).
+
+    The child runs in its own session, so nothing else would stop a measurement whose
+    runner was killed; its workers exit by themselves when it dies (DESIGN.md section 8).
+    """
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the runner's watchdog is all there is
+        return
+    if os.getppid() != parent:  # the runner died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m harness.child SPEC_JSON (started by ipcbench run)", file=sys.stderr)
         return 2
+    die_with_parent()
     spec = ChildSpec.from_json(argv[0])
     events = Events(spec.event_fd)
     try:

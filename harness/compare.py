@@ -30,15 +30,30 @@ from harness.report.provenance import cores_text, cpu_name, lookup
 from harness.report.summary import CELL_KEYS, METRICS, iter_cells, variant_label
 
 KEY_METRICS: tuple[str, ...] = (
-    "batches_per_s", "mb_per_s", "wait_ms_p95", "time_to_first_batch_s", "startup_s", "shutdown_s",
-    "pss_peak_mb", "uss_peak_mb", "shm_peak_mb", "cpu_s_per_batch",
+    "batches_per_s",
+    "mb_per_s",
+    "wait_ms_p95",
+    "time_to_first_batch_s",
+    "startup_s",
+    "shutdown_s",
+    "pss_peak_mb",
+    "uss_peak_mb",
+    "shm_peak_mb",
+    "cpu_s_per_batch",
 )
 DEFAULT_ALPHA = 0.05
 DEFAULT_NOISE_FLOOR = 0.02  # 2%: below this a change is called noise whatever the p-value
 SHORT_NAMES = {
-    "batches_per_s": "batch/s", "mb_per_s": "MB/s", "wait_ms_p95": "wait p95", "time_to_first_batch_s": "1st batch",
-    "startup_s": "startup", "shutdown_s": "shutdown", "pss_peak_mb": "PSS", "uss_peak_mb": "USS",
-    "shm_peak_mb": "shm", "cpu_s_per_batch": "CPU/batch",
+    "batches_per_s": "batch/s",
+    "mb_per_s": "MB/s",
+    "wait_ms_p95": "wait p95",
+    "time_to_first_batch_s": "1st batch",
+    "startup_s": "startup",
+    "shutdown_s": "shutdown",
+    "pss_peak_mb": "PSS",
+    "uss_peak_mb": "USS",
+    "shm_peak_mb": "shm",
+    "cpu_s_per_batch": "CPU/batch",
 }
 
 
@@ -86,8 +101,14 @@ class Comparison:
     notes: tuple[str, ...]  # reasons to doubt the comparison (other machine, other dataset)
 
 
-def compare_runs(a: RunData, b: RunData, *, metrics: tuple[str, ...] = KEY_METRICS, alpha: float = DEFAULT_ALPHA,
-                 noise_floor: float = DEFAULT_NOISE_FLOOR) -> Comparison:
+def compare_runs(
+    a: RunData,
+    b: RunData,
+    *,
+    metrics: tuple[str, ...] = KEY_METRICS,
+    alpha: float = DEFAULT_ALPHA,
+    noise_floor: float = DEFAULT_NOISE_FLOOR,
+) -> Comparison:
     """Every cell and metric the two runs share, tested; cells only in one run listed."""
     from scipy.stats import mannwhitneyu
 
@@ -110,16 +131,20 @@ def compare_runs(a: RunData, b: RunData, *, metrics: tuple[str, ...] = KEY_METRI
             changes.append(CellChange(key, metric, len(x), len(y), median_a, median_b, ratio, p_value, significant))
     keys_a, keys_b = {_key(c) for c in cells_a}, {_key(c) for c in cells_b}
     return Comparison(
-        label_a=_run_label(a), label_b=_run_label(b), changes=tuple(changes),
-        only_a=tuple(sorted(keys_a - keys_b, key=str)), only_b=tuple(sorted(keys_b - keys_a, key=str)),
-        alpha=alpha, noise_floor=noise_floor, notes=tuple(_doubts(a, b)),
+        label_a=_run_label(a),
+        label_b=_run_label(b),
+        changes=tuple(changes),
+        only_a=tuple(sorted(keys_a - keys_b, key=str)),
+        only_b=tuple(sorted(keys_b - keys_a, key=str)),
+        alpha=alpha,
+        noise_floor=noise_floor,
+        notes=tuple(_doubts(a, b)),
     )
 
 
 def regressions(comparison: Comparison, metric: str, threshold_pct: float) -> list[CellChange]:
     """Cells where ``metric`` got significantly worse by more than ``threshold_pct`` percent."""
-    return [c for c in comparison.changes
-            if c.metric == metric and c.significant and c.worse_pct > threshold_pct]
+    return [c for c in comparison.changes if c.metric == metric and c.significant and c.worse_pct > threshold_pct]
 
 
 def format_comparison(comparison: Comparison, metric: str) -> list[str]:
@@ -135,11 +160,28 @@ def format_comparison(comparison: Comparison, metric: str) -> list[str]:
         f"Mann-Whitney U p < {comparison.alpha:g} and |change| >= {comparison.noise_floor:.0%}",
     ]
     detail = [c for c in comparison.changes if c.metric == metric]
+    untestable = [c for c in detail if min_p_value(c.n_a, c.n_b) >= comparison.alpha]
+    if untestable:
+        # The exact two-sided test cannot go below 2 / C(n_a + n_b, n_a): with 3 + 3 samples that is 0.1.
+        lines.append(
+            f"note: {len(untestable)} of {len(detail)} cells have too few samples for any p < {comparison.alpha:g} "
+            "(about 4 per run are needed): no change can be significant there"
+        )
     rows = [("cell", "n A", "n B", "median A", "median B", "B/A", "change", "p", "verdict")]
     for c in detail:
-        rows.append((_label(c.cell, keys), str(c.n_a), str(c.n_b), _num(c.median_a), _num(c.median_b),
-                     _ratio_text(c.ratio), f"{c.change * 100:+.1f}%", f"{c.p_value:.3g}",
-                     c.verdict + (" *" if c.significant else "")))
+        rows.append(
+            (
+                _label(c.cell, keys),
+                str(c.n_a),
+                str(c.n_b),
+                _num(c.median_a),
+                _num(c.median_b),
+                _ratio_text(c.ratio),
+                f"{c.change * 100:+.1f}%",
+                f"{c.p_value:.3g}",
+                c.verdict + (" *" if c.significant else ""),
+            )
+        )
     lines += _columns(rows) if detail else [f"(no cell of both runs has {metric})"]
     others = [m for m in KEY_METRICS if m != metric and any(c.metric == m for c in comparison.changes)]
     if others:
@@ -155,6 +197,11 @@ def format_comparison(comparison: Comparison, metric: str) -> list[str]:
         if cells:
             lines += ["", f"only in {name} ({len(cells)}): " + "; ".join(_label(c, keys) for c in cells)]
     return lines
+
+
+def min_p_value(n_a: int, n_b: int) -> float:
+    """The smallest p-value an exact two-sided Mann-Whitney U test can give for these sample sizes."""
+    return min(1.0, 2.0 / math.comb(n_a + n_b, n_a))
 
 
 def _cell(row) -> tuple:

@@ -21,8 +21,18 @@ from typing import Any
 
 from .measure import SHM_DIR
 
-PACKAGES = ("ipcbench", "numpy", "tifffile", "imagecodecs", "psutil", "pandas", "matplotlib", "scipy", "torch",
-            "pytest-benchmark")
+PACKAGES = (
+    "ipcbench",
+    "numpy",
+    "tifffile",
+    "imagecodecs",
+    "psutil",
+    "pandas",
+    "matplotlib",
+    "scipy",
+    "torch",
+    "pytest-benchmark",
+)
 # Pinned to 1 in every measurement process (DESIGN.md section 7): a BLAS or OpenMP
 # pool per worker would oversubscribe the 2 cores and measure thread contention.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -80,13 +90,20 @@ def os_info() -> dict[str, Any]:
                 pretty = line.split("=", 1)[1].strip().strip('"')
     except OSError:
         pass
-    return {"system": platform.system(), "release": platform.release(), "version": platform.version(),
-            "platform": pretty or platform.platform()}
+    return {
+        "system": platform.system(),
+        "release": platform.release(),
+        "version": platform.version(),
+        "platform": pretty or platform.platform(),
+    }
 
 
 def python_info() -> dict[str, Any]:
-    return {"version": platform.python_version(), "implementation": platform.python_implementation(),
-            "executable": sys.executable}
+    return {
+        "version": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+    }
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
@@ -101,8 +118,14 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
 
 def _git(*args: str, cwd: Path) -> str | None:
     try:
-        done = subprocess.run(["git", "--no-optional-locks", *args], cwd=cwd, capture_output=True, text=True,
-                              timeout=GIT_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            ["git", "--no-optional-locks", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -160,9 +183,17 @@ def _recorded_fingerprint(path: Path) -> str | None:
     return None if value is None else str(value)
 
 
-def collect_env(*, run_id: str, created: datetime, command: list[str], start_method: str,
-                dataset: dict[str, Any], config: dict[str, Any], memcpy: dict[str, Any] | None,
-                sampler: dict[str, Any]) -> dict[str, Any]:
+def collect_env(
+    *,
+    run_id: str,
+    created: datetime,
+    command: list[str],
+    start_method: str,
+    dataset: dict[str, Any],
+    config: dict[str, Any],
+    memcpy: dict[str, Any] | None,
+    sampler: dict[str, Any],
+) -> dict[str, Any]:
     """The env.json object at the start of a run (``loadavg_after`` is filled in at the end)."""
     from .results import SCHEMA_VERSION
 

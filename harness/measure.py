@@ -170,8 +170,11 @@ def cmdline(pid: int) -> str:
 
 # multiprocessing's helper processes: started on first use, alive until the main
 # process exits, shared by every pool. Not workers, so never "left over" by close().
-_INFRASTRUCTURE = ("multiprocessing.forkserver", "multiprocessing.resource_tracker",
-                   "multiprocessing.semaphore_tracker")
+_INFRASTRUCTURE = (
+    "multiprocessing.forkserver",
+    "multiprocessing.resource_tracker",
+    "multiprocessing.semaphore_tracker",
+)
 
 
 def is_infrastructure(pid: int) -> bool:
@@ -245,8 +248,13 @@ class Sampler:
     ``cpu_s`` is the thread's own CPU time (what sampling costs this process).
     """
 
-    def __init__(self, tree: ProcessTree, interval_s: float, clock: Callable[[], float] = time.perf_counter,
-                 max_cpu_fraction: float = MAX_CPU_FRACTION) -> None:
+    def __init__(
+        self,
+        tree: ProcessTree,
+        interval_s: float,
+        clock: Callable[[], float] = time.perf_counter,
+        max_cpu_fraction: float = MAX_CPU_FRACTION,
+    ) -> None:
         if interval_s < 0:
             raise ValueError(f"{interval_s=} must be >= 0")
         if not 0 < max_cpu_fraction <= 1:
@@ -312,8 +320,12 @@ def memory_stats(samples: Sequence[TreeSample], t0: float, shm_base_bytes: int) 
     if not samples:
         return MemoryStats(0.0, 0.0, 0.0, ())
     trace = tuple(
-        (round(s.t_s - t0, 4), round(s.pss_bytes / MB, 3), round(s.uss_bytes / MB, 3),
-         round((s.shm_bytes - shm_base_bytes) / MB, 3))
+        (
+            round(s.t_s - t0, 4),
+            round(s.pss_bytes / MB, 3),
+            round(s.uss_bytes / MB, 3),
+            round((s.shm_bytes - shm_base_bytes) / MB, 3),
+        )
         for s in samples
     )
     return MemoryStats(
@@ -347,12 +359,16 @@ def segment_pid(name: str) -> int | None:
     """The creator's pid in an ``ipcbench_<pid>_...`` name; None for names without one (``psm_*``)."""
     if not name.startswith("ipcbench_"):
         return None
-    head = name[len("ipcbench_"):].split("_", 1)[0]
+    head = name[len("ipcbench_") :].split("_", 1)[0]
     return int(head) if head.isdigit() else None
 
 
-def leaked_segments(before: Iterable[str], prefixes: Sequence[str] = SHM_PREFIXES, path: str = SHM_DIR,
-                    pids: Iterable[int] | None = None) -> set[str]:
+def leaked_segments(
+    before: Iterable[str],
+    prefixes: Sequence[str] = SHM_PREFIXES,
+    path: str = SHM_DIR,
+    pids: Iterable[int] | None = None,
+) -> set[str]:
     """Segments present now that were not in ``before``.
 
     With ``pids``, a segment whose name carries its creator's pid counts only if that

@@ -47,8 +47,9 @@ class MemcpyResult:
         }
 
 
-def measure_memcpy(nbytes: int = DEFAULT_BYTES, repeats: int = DEFAULT_REPEATS,
-                   clock: Callable[[], float] = time.perf_counter) -> MemcpyResult:
+def measure_memcpy(
+    nbytes: int = DEFAULT_BYTES, repeats: int = DEFAULT_REPEATS, clock: Callable[[], float] = time.perf_counter
+) -> MemcpyResult:
     """Median single-core copy bandwidth for buffers of ``nbytes``."""
     if nbytes < 1 or repeats < 1:
         raise ValueError(f"{nbytes=} and {repeats=} must be >= 1")

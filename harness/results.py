@@ -40,9 +40,21 @@ SUMMARY_FILE = "summary.csv"
 
 CELL_KEYS = ("strategy", "workers", "prefetch", "start_method", "batch_size", "tile", "dataset", "workload", "step_ms")
 SUMMARY_METRICS = (
-    "batches_per_s", "mb_per_s", "seconds", "time_to_first_batch_s", "startup_s", "shutdown_s",
-    "wait_ms_p50", "wait_ms_p95", "wait_ms_p99", "wait_ms_max", "consumer_utilization",
-    "pss_peak_mb", "uss_peak_mb", "shm_peak_mb", "cpu_s_per_batch",
+    "batches_per_s",
+    "mb_per_s",
+    "seconds",
+    "time_to_first_batch_s",
+    "startup_s",
+    "shutdown_s",
+    "wait_ms_p50",
+    "wait_ms_p95",
+    "wait_ms_p99",
+    "wait_ms_max",
+    "consumer_utilization",
+    "pss_peak_mb",
+    "uss_peak_mb",
+    "shm_peak_mb",
+    "cpu_s_per_batch",
 )
 # Measured once per process and copied onto each of its epochs: aggregated over one
 # value per (cell, repeat), so they do not pretend to more samples than exist.
@@ -77,7 +89,7 @@ class EpochSample:
     mb_per_s: float
     time_to_first_batch_s: float
     startup_s: float
-    shutdown_s: float
+    shutdown_s: float | None  # None: the generator closed itself on Ctrl-C, no orderly close() to time
     wait_ms_p50: float
     wait_ms_p95: float
     wait_ms_p99: float
@@ -142,7 +154,7 @@ class SamplesWriter:
         try:
             view = memoryview(payload)
             while view:  # a regular file takes it in one write; loop only for safety
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -190,8 +202,13 @@ def summarize(samples: Iterable[Mapping[str, Any]]):  # -> pandas.DataFrame (imp
     import pandas as pd
 
     frame = pd.DataFrame(list(samples))
-    columns = ["n", *(f"{m}_{s}" for m in SUMMARY_METRICS for s in ("median", "q25", "q75", "iqr", "cv")),
-               "unstable", "checksums_consistent", *(f"{c}_max" for c in COUNTERS)]
+    columns = [
+        "n",
+        *(f"{m}_{s}" for m in SUMMARY_METRICS for s in ("median", "q25", "q75", "iqr", "cv")),
+        "unstable",
+        "checksums_consistent",
+        *(f"{c}_max" for c in COUNTERS),
+    ]
     if frame.empty or "warmup" not in frame:
         return pd.DataFrame(columns=[*CELL_KEYS, *columns])
     rows = frame[~frame["warmup"].astype(bool)]
@@ -210,8 +227,13 @@ def summarize(samples: Iterable[Mapping[str, Any]]):  # -> pandas.DataFrame (imp
         mean = values.mean()
         summary[f"{metric}_cv"] = values.std(ddof=1) / mean.where(mean != 0)
     summary["unstable"] = summary["batches_per_s_cv"].gt(UNSTABLE_CV)
-    summary["checksums_consistent"] = rows.groupby([*keys, "epoch"], sort=True, dropna=False)["checksum"].nunique() \
-        .le(1).groupby(level=keys, sort=True, dropna=False).all()
+    summary["checksums_consistent"] = (
+        rows.groupby([*keys, "epoch"], sort=True, dropna=False)["checksum"]
+        .nunique()
+        .le(1)
+        .groupby(level=keys, sort=True, dropna=False)
+        .all()
+    )
     for counter in COUNTERS:
         summary[f"{counter}_max"] = grouped[counter].max() if counter in rows else 0
     return summary.reset_index()[[*CELL_KEYS, *columns]]

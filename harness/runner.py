@@ -29,6 +29,7 @@ interruption are tested without processes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import select
@@ -157,8 +158,14 @@ def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
 
 def child_spec(options: RunOptions, measurement: Measurement) -> ChildSpec:
     loader = options.loader.replace(workers=measurement.workers)
-    return ChildSpec(strategy=measurement.strategy, dataset=options.dataset, loader=loader.as_dict(),
-                     epochs=options.epochs, step_ms=options.step_ms, sampler_interval_s=options.sampler_interval_s)
+    return ChildSpec(
+        strategy=measurement.strategy,
+        dataset=options.dataset,
+        loader=loader.as_dict(),
+        epochs=options.epochs,
+        step_ms=options.step_ms,
+        sampler_interval_s=options.sampler_interval_s,
+    )
 
 
 # -- one child --------------------------------------------------------------------
@@ -220,8 +227,9 @@ class Escalation:
 
     @classmethod
     def for_interrupt(cls, now: float) -> Escalation:
-        return cls(now, ((0.0, "sigint"), (INTERRUPT_GRACE_S, "sigterm"),
-                         (INTERRUPT_GRACE_S + TERMINATE_GRACE_S, "sigkill")))
+        return cls(
+            now, ((0.0, "sigint"), (INTERRUPT_GRACE_S, "sigterm"), (INTERRUPT_GRACE_S + TERMINATE_GRACE_S, "sigkill"))
+        )
 
     @classmethod
     def for_watchdog(cls, now: float) -> Escalation:
@@ -245,9 +253,15 @@ def _signal_child(proc: subprocess.Popen, action: str) -> None:
         pass
 
 
-def run_child(spec: ChildSpec, *, watchdog_s: float = DEFAULT_WATCHDOG_S, interrupt: InterruptFlag | None = None,
-              on_event: Callable[[dict[str, Any]], None] | None = None, command: Sequence[str] | None = None,
-              clock: Callable[[], float] = time.monotonic) -> ChildOutcome:
+def run_child(
+    spec: ChildSpec,
+    *,
+    watchdog_s: float = DEFAULT_WATCHDOG_S,
+    interrupt: InterruptFlag | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    command: Sequence[str] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ChildOutcome:
     """Run one measurement process to its end and collect its events.
 
     ``command`` replaces ``python -m harness.child`` (tests); the spec JSON is its last argument.
@@ -260,8 +274,15 @@ def run_child(spec: ChildSpec, *, watchdog_s: float = DEFAULT_WATCHDOG_S, interr
     started = clock()
     with tempfile.TemporaryFile() as log:
         try:
-            proc = subprocess.Popen(argv, env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=log, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                pass_fds=(write_fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         finally:
             os.close(write_fd)
         try:
@@ -279,9 +300,14 @@ def run_child(spec: ChildSpec, *, watchdog_s: float = DEFAULT_WATCHDOG_S, interr
     return _outcome(events, reason, proc.returncode, tail, orphans, leaked, clock() - started)
 
 
-def _collect(proc: subprocess.Popen, read_fd: int, watchdog_s: float, interrupt: InterruptFlag | None,
-             on_event: Callable[[dict[str, Any]], None] | None,
-             clock: Callable[[], float]) -> tuple[list[dict[str, Any]], str | None]:
+def _collect(
+    proc: subprocess.Popen,
+    read_fd: int,
+    watchdog_s: float,
+    interrupt: InterruptFlag | None,
+    on_event: Callable[[dict[str, Any]], None] | None,
+    clock: Callable[[], float],
+) -> tuple[list[dict[str, Any]], str | None]:
     import json
 
     os.set_blocking(read_fd, False)
@@ -313,10 +339,8 @@ def _collect(proc: subprocess.Popen, read_fd: int, watchdog_s: float, interrupt:
                         if on_event is not None:
                             on_event(event)
         elif eof:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=POLL_S)
-            except subprocess.TimeoutExpired:
-                pass
         if proc.poll() is not None and (eof or not select.select([read_fd], [], [], 0)[0]):
             # Exited, and nothing more to read (workers started with fork may still
             # hold the pipe open, so an exit without EOF is also the end).
@@ -342,15 +366,20 @@ def _reap_group(pgid: int, clock: Callable[[], float]) -> int:
         time.sleep(0.05)
         members = process_group_members(pgid)
     if members:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return len(members)
 
 
-def _outcome(events: list[dict[str, Any]], reason: str | None, returncode: int | None, tail: str, orphans: int,
-             leaked: int, wall_s: float) -> ChildOutcome:
+def _outcome(
+    events: list[dict[str, Any]],
+    reason: str | None,
+    returncode: int | None,
+    tail: str,
+    orphans: int,
+    leaked: int,
+    wall_s: float,
+) -> ChildOutcome:
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         by_kind.setdefault(event.get("event", "?"), []).append(event)
@@ -369,29 +398,49 @@ def _outcome(events: list[dict[str, Any]], reason: str | None, returncode: int |
         error = f"the measurement process exited with status {returncode} without reporting its results"
     elif returncode not in (0, 130) and not interrupted:
         error = f"the measurement process exited with status {returncode}"
-    return ChildOutcome(epochs=epochs, startup_s=ready.get("startup_s"),
-                        closed=None if closed is None else {k: v for k, v in closed.items() if k != "event"},
-                        returncode=returncode, interrupted=interrupted, error=error, detail=detail,
-                        orphans_after_exit=orphans, leaked_shm_after_exit=leaked, wall_s=wall_s)
+    return ChildOutcome(
+        epochs=epochs,
+        startup_s=ready.get("startup_s"),
+        closed=None if closed is None else {k: v for k, v in closed.items() if k != "event"},
+        returncode=returncode,
+        interrupted=interrupted,
+        error=error,
+        detail=detail,
+        orphans_after_exit=orphans,
+        leaked_shm_after_exit=leaked,
+        wall_s=wall_s,
+    )
 
 
-def samples_from(outcome: ChildOutcome, options: RunOptions, measurement: Measurement,
-                 run_id: str) -> list[EpochSample]:
+def samples_from(
+    outcome: ChildOutcome, options: RunOptions, measurement: Measurement, run_id: str
+) -> list[EpochSample]:
     """samples.jsonl lines of a complete measurement (none for an incomplete one)."""
     if not outcome.complete:
         return []
     assert outcome.closed is not None
     loader = options.loader
     identity = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "strategy": measurement.strategy,
-        "workers": measurement.workers, "prefetch": loader.prefetch, "start_method": loader.start_method,
-        "batch_size": loader.batch_size, "tile": loader.tile, "dataset": options.dataset_name,
-        "workload": options.workload, "step_ms": float(options.step_ms), "repeat": measurement.repeat,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "strategy": measurement.strategy,
+        "workers": measurement.workers,
+        "prefetch": loader.prefetch,
+        "start_method": loader.start_method,
+        "batch_size": loader.batch_size,
+        "tile": loader.tile,
+        "dataset": options.dataset_name,
+        "workload": options.workload,
+        "step_ms": float(options.step_ms),
+        "repeat": measurement.repeat,
     }
     process = {
-        "startup_s": outcome.startup_s, "shutdown_s": outcome.closed["shutdown_s"],
-        "leaked_shm": outcome.closed["leaked_shm"], "leftover_processes": outcome.closed["leftover_processes"],
-        "orphans_after_exit": outcome.orphans_after_exit, "leaked_shm_after_exit": outcome.leaked_shm_after_exit,
+        "startup_s": outcome.startup_s,
+        "shutdown_s": outcome.closed["shutdown_s"],
+        "leaked_shm": outcome.closed["leaked_shm"],
+        "leftover_processes": outcome.closed["leftover_processes"],
+        "orphans_after_exit": outcome.orphans_after_exit,
+        "leaked_shm_after_exit": outcome.leaked_shm_after_exit,
     }
     known = set(EpochSample.field_names())
     samples = []
@@ -455,9 +504,15 @@ def prepare_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-def run_plan(options: RunOptions, run_dir: Path, run_id: str, *, launch: Launcher | None = None,
-             on_progress: Callable[[Progress], None] | None = None,
-             clock: Callable[[], float] = time.monotonic) -> RunResult:
+def run_plan(
+    options: RunOptions,
+    run_dir: Path,
+    run_id: str,
+    *,
+    launch: Launcher | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> RunResult:
     """Run every measurement of the plan, appending samples as each finishes."""
     launch = launch or default_launcher(options)
     notify = on_progress or (lambda progress: None)
@@ -499,32 +554,62 @@ def run_plan(options: RunOptions, run_dir: Path, run_id: str, *, launch: Launche
 
 def _append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
     m = failure.measurement
-    line = dumps_line({"schema_version": SCHEMA_VERSION, "run_id": run_id, "strategy": m.strategy,
-                       "workers": m.workers, "repeat": m.repeat, "error": failure.error, "detail": failure.detail})
+    line = dumps_line(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run_id,
+            "strategy": m.strategy,
+            "workers": m.workers,
+            "repeat": m.repeat,
+            "error": failure.error,
+            "detail": failure.detail,
+        }
+    )
     with open(run_dir / FAILURES_FILE, "a") as fh:
         fh.write(line)
 
 
-def sampler_overhead(samples: Sequence[dict[str, Any]]) -> float | None:
-    """Median over measured epochs of the sampler thread's CPU time / epoch wall time."""
-    import statistics
+def sampler_overhead(samples: Sequence[dict[str, Any]], strategy: str | None = None) -> float | None:
+    """The sampler thread's CPU time over the measured epochs' wall time (a fraction of one core).
 
-    fractions = [s["sampler_cpu_s"] / s["seconds"] for s in samples
-                 if not s.get("warmup") and s.get("seconds") and s.get("sampler_cpu_s") is not None]
-    return statistics.median(fractions) if fractions else None
+    A ratio of totals, not a median of per-epoch ratios: an epoch shorter than the
+    sampler's wait holds no sample at all, and a median of such epochs would say 0.
+    """
+    rows = [
+        s
+        for s in samples
+        if not s.get("warmup")
+        and s.get("seconds")
+        and s.get("sampler_cpu_s") is not None
+        and (strategy is None or s.get("strategy") == strategy)
+    ]
+    wall_s = sum(s["seconds"] for s in rows)
+    return sum(s["sampler_cpu_s"] for s in rows) / wall_s if wall_s > 0 else None
 
 
 def finish_env(run_dir: Path, env: dict[str, Any], result: RunResult) -> dict[str, Any]:
     """env.json at the end: load average after, the sampler's measured overhead, the outcome."""
     samples = read_samples(run_dir / SAMPLES_FILE)
-    fractions = [s["sampler_cpu_s"] / s["seconds"] for s in samples if not s.get("warmup") and s.get("seconds")]
-    sampler = {**env.get("sampler", {}), "overhead_fraction": sampler_overhead(samples),
-               "overhead_fraction_max": max(fractions) if fractions else None}
-    final = {**env, "loadavg_after": envinfo.loadavg(), "sampler": sampler,
-             "finished": envinfo.utc_now().isoformat(timespec="seconds"),
-             "outcome": {"planned": result.planned, "finished": result.finished, "samples": result.samples,
-                         "interrupted": result.interrupted, "failures": len(result.failures),
-                         "wall_s": round(result.wall_s, 3)}}
+    strategies = sorted({s["strategy"] for s in samples})
+    sampler = {
+        **env.get("sampler", {}),
+        "overhead_fraction": sampler_overhead(samples),
+        "overhead_fraction_by_strategy": {name: sampler_overhead(samples, name) for name in strategies},
+    }
+    final = {
+        **env,
+        "loadavg_after": envinfo.loadavg(),
+        "sampler": sampler,
+        "finished": envinfo.utc_now().isoformat(timespec="seconds"),
+        "outcome": {
+            "planned": result.planned,
+            "finished": result.finished,
+            "samples": result.samples,
+            "interrupted": result.interrupted,
+            "failures": len(result.failures),
+            "wall_s": round(result.wall_s, 3),
+        },
+    }
     write_json(run_dir / ENV_FILE, final)
     write_summary(run_dir)
     return final

@@ -34,12 +34,16 @@ from .mpqueue import QueueGenerator
 from .pipe import PipeGenerator
 from .plan import EpochPlan, ImageJob, make_plan
 from .shm import ShmGenerator
+from .threads import ThreadGenerator
+from .torch_loader import TorchGenerator
 
 STRATEGIES: dict[str, type[BatchGenerator]] = {
     "baseline": BaselineGenerator,
     "pipe": PipeGenerator,
     "queue": QueueGenerator,
     "shm": ShmGenerator,
+    "torch": TorchGenerator,
+    "threads": ThreadGenerator,
 }
 
 

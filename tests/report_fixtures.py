@@ -30,19 +30,49 @@ RATE = {"baseline": 40.0, "pipe": 30.0, "queue": 22.0, "shm": 45.0, "torch": 38.
 GAIN = {"baseline": 1.0, "pipe": 1.7, "queue": 1.5, "shm": 1.85, "torch": 1.75, "threads": 1.1}
 STARTUP_S = {"baseline": 0.0004, "pipe": 0.18, "queue": 0.2, "shm": 0.22, "torch": 0.9, "threads": 0.002}
 SHUTDOWN_S = {"baseline": 0.0002, "pipe": 0.03, "queue": 0.06, "shm": 0.04, "torch": 0.12, "threads": 0.004}
-PSS_MB = {"baseline": (210, 0), "pipe": (210, 95), "queue": (210, 110), "shm": (200, 90), "torch": (420, 260),
-          "threads": (260, 0)}
+PSS_MB = {
+    "baseline": (210, 0),
+    "pipe": (210, 95),
+    "queue": (210, 110),
+    "shm": (200, 90),
+    "torch": (420, 260),
+    "threads": (260, 0),
+}
 CPU_S = {"baseline": 0.022, "pipe": 0.030, "queue": 0.038, "shm": 0.025, "torch": 0.032, "threads": 0.026}
-SUMMARY_METRICS = ("batches_per_s", "mb_per_s", "time_to_first_batch_s", "startup_s", "shutdown_s", "wait_ms_p50",
-                   "wait_ms_p95", "wait_ms_p99", "consumer_utilization", "pss_peak_mb", "uss_peak_mb", "shm_peak_mb",
-                   "cpu_s_per_batch")
+SUMMARY_METRICS = (
+    "batches_per_s",
+    "mb_per_s",
+    "time_to_first_batch_s",
+    "startup_s",
+    "shutdown_s",
+    "wait_ms_p50",
+    "wait_ms_p95",
+    "wait_ms_p99",
+    "consumer_utilization",
+    "pss_peak_mb",
+    "uss_peak_mb",
+    "shm_peak_mb",
+    "cpu_s_per_batch",
+)
 CELL_KEYS = ("strategy", "workers", "prefetch", "start_method", "batch_size", "tile", "dataset", "workload", "step_ms")
 
 
-def write_results(root: Path, *, seed: int = 0, strategies: tuple[str, ...] = STRATEGIES,
-                  workers: tuple[int, ...] = (1, 2), repeats: int = 2, epochs: int = 4, batches: int = 40,
-                  noise: float = 0.02, factors: dict[str, float] | None = None, noisy: dict[str, float] | None = None,
-                  faults: bool = True, summary: bool = True, run_id: str = "synthetic") -> Path:
+def write_results(
+    root: Path,
+    *,
+    seed: int = 0,
+    strategies: tuple[str, ...] = STRATEGIES,
+    workers: tuple[int, ...] = (1, 2),
+    repeats: int = 2,
+    epochs: int = 4,
+    batches: int = 40,
+    noise: float = 0.02,
+    factors: dict[str, float] | None = None,
+    noisy: dict[str, float] | None = None,
+    faults: bool = True,
+    summary: bool = True,
+    run_id: str = "synthetic",
+) -> Path:
     """Write env.json, samples.jsonl, summary.csv (optional), faults.jsonl (optional) into ``root``.
 
     Each process (strategy x workers x repeat) runs ``epochs`` epochs, the first a warm-up,
@@ -59,8 +89,21 @@ def write_results(root: Path, *, seed: int = 0, strategies: tuple[str, ...] = ST
                 startup_s = STARTUP_S[strategy] * (1 + 0.25 * (count - 1)) * (1 + 0.05 * rng.standard_normal())
                 shutdown_s = SHUTDOWN_S[strategy] * (1 + 0.1 * rng.standard_normal())
                 for epoch in range(epochs):
-                    records.append(_epoch(rng, run_id, strategy, count, repeat, epoch, batches, startup_s, shutdown_s,
-                                          factors.get(strategy, 1.0), noisy.get(strategy, noise)))
+                    records.append(
+                        _epoch(
+                            rng,
+                            run_id,
+                            strategy,
+                            count,
+                            repeat,
+                            epoch,
+                            batches,
+                            startup_s,
+                            shutdown_s,
+                            factors.get(strategy, 1.0),
+                            noisy.get(strategy, noise),
+                        )
+                    )
     (root / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (root / "env.json").write_text(json.dumps(_env(run_id, strategies, workers, repeats, epochs), indent=2))
     if summary:
@@ -70,8 +113,19 @@ def write_results(root: Path, *, seed: int = 0, strategies: tuple[str, ...] = ST
     return root
 
 
-def _epoch(rng: np.random.Generator, run_id: str, strategy: str, workers: int, repeat: int, epoch: int, batches: int,
-           startup_s: float, shutdown_s: float, factor: float, noise: float) -> dict:
+def _epoch(
+    rng: np.random.Generator,
+    run_id: str,
+    strategy: str,
+    workers: int,
+    repeat: int,
+    epoch: int,
+    batches: int,
+    startup_s: float,
+    shutdown_s: float,
+    factor: float,
+    noise: float,
+) -> dict:
     warmup = epoch == 0
     rate = RATE[strategy] * GAIN[strategy] ** np.log2(workers) * factor * (0.7 if warmup else 1.0)
     batches_per_s = max(rate * (1 + noise * rng.standard_normal()), 0.5)
@@ -92,41 +146,98 @@ def _epoch(rng: np.random.Generator, run_id: str, strategy: str, workers: int, r
     trace_shm = shm_mb * ramp * (0.8 + 0.2 * np.abs(np.sin(times * 5)))
     checksum = hashlib.sha256(f"{epoch}".encode()).hexdigest()[:16]  # same batches for every strategy
     return {
-        "schema_version": 1, "run_id": run_id, "strategy": strategy, "workers": workers, "prefetch": 2,
-        "start_method": "forkserver", "batch_size": BATCH_SIZE, "tile": TILE, "dataset": "synth", "workload": "full",
-        "step_ms": 0.0, "repeat": repeat, "epoch": epoch, "warmup": warmup, "batches": batches,
-        "tiles": batches * BATCH_SIZE, "bytes": batches * BATCH_BYTES, "seconds": seconds,
-        "batches_per_s": batches_per_s, "mb_per_s": batches * BATCH_BYTES / seconds / 1e6,
-        "time_to_first_batch_s": ttfb_s, "startup_s": startup_s, "shutdown_s": shutdown_s,
-        "wait_ms_p50": float(np.percentile(waits, 50)), "wait_ms_p95": float(np.percentile(waits, 95)),
-        "wait_ms_p99": float(np.percentile(waits, 99)), "wait_ms_max": float(waits.max()),
-        "wait_ms": [round(float(w), 5) for w in waits], "consumer_utilization": 0.0,
-        "pss_peak_mb": pss_mb, "uss_peak_mb": pss_mb * 0.82, "shm_peak_mb": shm_mb,
+        "schema_version": 1,
+        "run_id": run_id,
+        "strategy": strategy,
+        "workers": workers,
+        "prefetch": 2,
+        "start_method": "forkserver",
+        "batch_size": BATCH_SIZE,
+        "tile": TILE,
+        "dataset": "synth",
+        "workload": "full",
+        "step_ms": 0.0,
+        "repeat": repeat,
+        "epoch": epoch,
+        "warmup": warmup,
+        "batches": batches,
+        "tiles": batches * BATCH_SIZE,
+        "bytes": batches * BATCH_BYTES,
+        "seconds": seconds,
+        "batches_per_s": batches_per_s,
+        "mb_per_s": batches * BATCH_BYTES / seconds / 1e6,
+        "time_to_first_batch_s": ttfb_s,
+        "startup_s": startup_s,
+        "shutdown_s": shutdown_s,
+        "wait_ms_p50": float(np.percentile(waits, 50)),
+        "wait_ms_p95": float(np.percentile(waits, 95)),
+        "wait_ms_p99": float(np.percentile(waits, 99)),
+        "wait_ms_max": float(waits.max()),
+        "wait_ms": [round(float(w), 5) for w in waits],
+        "consumer_utilization": 0.0,
+        "pss_peak_mb": pss_mb,
+        "uss_peak_mb": pss_mb * 0.82,
+        "shm_peak_mb": shm_mb,
         "cpu_s_per_batch": CPU_S[strategy] * (1 + 0.03 * rng.standard_normal()),
-        "memory_trace": [[round(float(t), 4), round(float(p), 2), round(float(p * 0.82), 2), round(float(s), 2)]
-                         for t, p, s in zip(times, trace_pss, trace_shm, strict=True)],
-        "leaked_shm": 0, "leftover_processes": 0, "checksum": checksum,
+        "memory_trace": [
+            [round(float(t), 4), round(float(p), 2), round(float(p * 0.82), 2), round(float(s), 2)]
+            for t, p, s in zip(times, trace_pss, trace_shm, strict=True)
+        ],
+        "leaked_shm": 0,
+        "leftover_processes": 0,
+        "checksum": checksum,
     }
 
 
 def _env(run_id: str, strategies: tuple[str, ...], workers: tuple[int, ...], repeats: int, epochs: int) -> dict:
     return {
-        "schema_version": 1, "run_id": run_id, "created": "2026-01-15T10:20:30+00:00",
+        "schema_version": 1,
+        "run_id": run_id,
+        "created": "2026-01-15T10:20:30+00:00",
         "command": ["ipcbench", "run", "--dataset", "synth"],
-        "machine": {"hostname": "bench-vm", "platform": "x86_64", "cpu_model": "AMD EPYC 7B13", "cores_logical": 2,
-                    "cores_physical": 1, "memory_total_mb": 24576, "shm_total_mb": 12288},
-        "os": "Linux 6.1.0", "python": "3.11.7",
+        "machine": {
+            "hostname": "bench-vm",
+            "platform": "x86_64",
+            "cpu_model": "AMD EPYC 7B13",
+            "cores_logical": 2,
+            "cores_physical": 1,
+            "memory_total_mb": 24576,
+            "shm_total_mb": 12288,
+        },
+        "os": "Linux 6.1.0",
+        "python": "3.11.7",
         "packages": {"numpy": "2.4.6", "tifffile": "2025.1.1", "torch": "2.13.0", "ipcbench": "0.1.0"},
         "git": {"commit": "6ee9069a1b2c3d4e5f60718293a4b5c6d7e8f901", "dirty": True},
         "start_method": "forkserver",
-        "dataset": {"path": "data/synth", "source": "synth", "fingerprint": "9f8e7d6c5b4a39281706",
-                    "images": 8, "shape": [2, 2700, 3600]},
-        "config": {"batch_size": BATCH_SIZE, "tile": TILE, "prefetch": 2, "seed": 0, "start_method": "forkserver",
-                   "timeout": 30.0, "strategies": list(strategies), "workers": list(workers), "repeats": repeats,
-                   "epochs": epochs, "step_ms": 0.0, "workload": "full"},
-        "memcpy": {"bytes": 67108864, "gb_per_s": 9.9, "batch_copies_per_s_one_core": 9.9e9 / BATCH_BYTES,
-                   "samples": 7},
-        "loadavg_before": [0.21, 0.35, 0.4], "loadavg_after": [1.85, 1.2, 0.7],
+        "dataset": {
+            "path": "data/synth",
+            "source": "synth",
+            "fingerprint": "9f8e7d6c5b4a39281706",
+            "images": 8,
+            "shape": [2, 2700, 3600],
+        },
+        "config": {
+            "batch_size": BATCH_SIZE,
+            "tile": TILE,
+            "prefetch": 2,
+            "seed": 0,
+            "start_method": "forkserver",
+            "timeout": 30.0,
+            "strategies": list(strategies),
+            "workers": list(workers),
+            "repeats": repeats,
+            "epochs": epochs,
+            "step_ms": 0.0,
+            "workload": "full",
+        },
+        "memcpy": {
+            "bytes": 67108864,
+            "gb_per_s": 9.9,
+            "batch_copies_per_s_one_core": 9.9e9 / BATCH_BYTES,
+            "samples": 7,
+        },
+        "loadavg_before": [0.21, 0.35, 0.4],
+        "loadavg_after": [1.85, 1.2, 0.7],
         "thread_env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
         "sampler": {"interval_s": 0.05, "overhead_fraction": 0.004},
     }
@@ -144,8 +255,9 @@ def _write_summary(path: Path, records: list[dict]) -> None:
         for metric in SUMMARY_METRICS:
             values = np.array([r[metric] for r in group], float)
             q25, median, q75 = np.percentile(values, [25, 50, 75])
-            row.update({f"{metric}_median": median, f"{metric}_q25": q25, f"{metric}_q75": q75,
-                        f"{metric}_iqr": q75 - q25})
+            row.update(
+                {f"{metric}_median": median, f"{metric}_q25": q25, f"{metric}_q75": q75, f"{metric}_iqr": q75 - q25}
+            )
         rates = np.array([r["batches_per_s"] for r in group])
         row["batches_per_s_cv"] = rates.std(ddof=1) / rates.mean()
         row["unstable"] = bool(row["batches_per_s_cv"] > 0.10)
@@ -158,11 +270,17 @@ def _write_summary(path: Path, records: list[dict]) -> None:
         writer.writerows(rows)
 
 
-SCENARIOS = ("worker_raises", "worker_sigkill", "worker_exits_at_startup", "main_sigkill", "break_early",
-             "gc_without_close")
+SCENARIOS = (
+    "worker_raises",
+    "worker_sigkill",
+    "worker_exits_at_startup",
+    "main_sigkill",
+    "break_early",
+    "gc_without_close",
+)
 DIRTY = {
     ("main_sigkill", "queue"): "1 worker process left 5 s after the main process died",
-    ("worker_sigkill", "torch"): "leaked 2 shared-memory segments (psm_*)",
+    ("worker_sigkill", "torch"): "leaked 2 shared-memory segments (psm_*, ipcbench_*)",
     ("gc_without_close", "threads"): "close() not called: thread still alive after 10 s",
 }
 
@@ -174,12 +292,19 @@ def _write_faults(path: Path, strategies: tuple[str, ...]) -> None:
             if strategy == "baseline" and scenario not in ("worker_raises", "break_early", "gc_without_close"):
                 continue  # no worker to kill: not a scenario for the baseline
             reason = DIRTY.get((scenario, strategy), "")
-            lines.append({
-                "scenario": scenario, "strategy": strategy, "start_method": "forkserver", "clean": not reason,
-                "reason": reason, "time_to_error_s": 0.05, "shutdown_s": 0.03,
-                "error_type": "WorkerDiedError" if "kill" in scenario else "WorkerError",
-                "error_message": f"synthetic {scenario}",
-            })
+            lines.append(
+                {
+                    "scenario": scenario,
+                    "strategy": strategy,
+                    "start_method": "forkserver",
+                    "clean": not reason,
+                    "reason": reason,
+                    "time_to_error_s": 0.05,
+                    "shutdown_s": 0.03,
+                    "error_type": "WorkerDiedError" if "kill" in scenario else "WorkerError",
+                    "error_message": f"synthetic {scenario}",
+                }
+            )
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 

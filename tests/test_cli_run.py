@@ -2,31 +2,62 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pandas as pd
 import pytest
+from conftest import write_dataset
+from test_results import SCHEMA_FIELDS, make_sample
 
 import harness.report
 from harness.cli import main
-from harness.commands.run import format_eta, summary_lines
+from harness.commands.run import ProgressLine, format_eta, summary_lines
 from harness.results import SAMPLES_FILE, read_samples, summarize
-from test_results import SCHEMA_FIELDS, make_sample
+from harness.runner import ChildOutcome, Measurement, Progress
 
-ENV_KEYS = ("schema_version run_id created command machine os python packages git start_method dataset config "
-            "memcpy loadavg_before loadavg_after thread_env sampler").split()
+ENV_KEYS = [
+    "schema_version",
+    "run_id",
+    "created",
+    "command",
+    "machine",
+    "os",
+    "python",
+    "packages",
+    "git",
+    "start_method",
+    "dataset",
+    "config",
+    "memcpy",
+    "loadavg_before",
+    "loadavg_after",
+    "thread_env",
+    "sampler",
+]
 
 
 @pytest.fixture
 def dataset(tmp_path):
-    from conftest import write_dataset
-
     return write_dataset(tmp_path / "ds", images=2, height=96, width=128, channels=1)
 
 
 def run_args(dataset, out, *extra: str) -> list[str]:
-    return ["run", "--quick", "--strategies", "baseline", "--dataset", str(dataset), "--out", str(out),
-            "--tile", "32", "--batch-size", "4", *extra]
+    return [
+        "run",
+        "--quick",
+        "--strategies",
+        "baseline",
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(out),
+        "--tile",
+        "32",
+        "--batch-size",
+        "4",
+        *extra,
+    ]
 
 
 def test_quick_run_writes_a_complete_results_folder(dataset, tmp_path, capsys, monkeypatch):
@@ -84,9 +115,11 @@ def test_clear_errors_for_bad_arguments(dataset, tmp_path, capsys):
 
 
 def test_summary_lines_one_per_cell_with_flags():
-    rows = [make_sample(workers=w, repeat=r, epoch=1, batches_per_s=rate, leaked_shm=leak).as_dict()
-            for w, rates, leak in ((1, (10.0, 10.2, 9.9), 0), (2, (10.0, 30.0, 10.0), 1))
-            for r, rate in enumerate(rates)]
+    rows = [
+        make_sample(workers=w, repeat=r, epoch=1, batches_per_s=rate, leaked_shm=leak).as_dict()
+        for w, rates, leak in ((1, (10.0, 10.2, 9.9), 0), (2, (10.0, 30.0, 10.0), 1))
+        for r, rate in enumerate(rates)
+    ]
     lines = summary_lines(summarize(rows))
     assert len(lines) == 3 and lines[0].startswith("strategy")
     assert "10.0 [" in lines[1] and "unstable" not in lines[1]
@@ -97,3 +130,22 @@ def test_format_eta():
     assert format_eta(0, 10, 0.0) == "0:00 elapsed"
     assert format_eta(2, 10, 30.0) == "0:30 elapsed, ~2:00 left"
     assert format_eta(10, 10, 75.0) == "1:15 elapsed"
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_redraws_one_line_on_a_terminal():
+    measurement = Measurement(index=0, repeat=0, strategy="shm", workers=2)
+    stream = FakeTerminal()
+    progress = ProgressLine(stream)
+    progress(Progress("start", measurement, total=2, elapsed_s=0.0))
+    progress(Progress("epoch", measurement, 2, 1.0, event={"epoch": 0, "warmup": True, "batches_per_s": 50.0}))
+    outcome = ChildOutcome(epochs=({"warmup": True, "batches_per_s": 50.0}, {"warmup": False, "batches_per_s": 80.0}))
+    progress(Progress("done", measurement, 2, 2.0, outcome=outcome))
+    progress.end()
+    text = stream.getvalue()
+    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+    assert "epoch 0 (warm-up): 50.0 batches/s" in text and "80.0 batches/s" in text

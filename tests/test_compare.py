@@ -9,7 +9,7 @@ import pytest
 from report_fixtures import write_results
 
 from harness.cli import main
-from harness.compare import CellChange, compare_runs, format_comparison, regressions
+from harness.compare import CellChange, compare_runs, format_comparison, min_p_value, regressions
 from harness.report.load import load_run
 
 CELL = ("shm", 2, 2, "forkserver", 32, 256, "synth", "full", 0.0)
@@ -57,6 +57,11 @@ def test_direction_is_per_metric() -> None:
     assert change("startup_s", 1.3).verdict == "worse"
 
 
+def test_too_few_samples_are_called_out() -> None:
+    assert min_p_value(3, 3) == pytest.approx(0.1)  # 3 + 3 epochs can never reach p < 0.05
+    assert min_p_value(6, 6) == pytest.approx(2 / 924)
+
+
 def test_table_names_cells_only_in_one_run(runs: dict[str, Path]) -> None:
     comparison = compare_runs(load_run(runs["a"]), load_run(runs["more"]))
     assert [cell[0] for cell in comparison.only_b] == ["torch"] and comparison.only_a == ()
@@ -83,8 +88,9 @@ def test_fail_gate_exit_codes(runs: dict[str, Path], capsys: pytest.CaptureFixtu
     assert "is not one of" in capsys.readouterr().err
 
 
-def test_gate_without_common_cells_is_an_error(runs: dict[str, Path], tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_gate_without_common_cells_is_an_error(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     other = write_results(tmp_path / "other", strategies=("torch",), workers=(1,), faults=False, summary=False)
     assert main(["compare", str(runs["a"]), str(other), "--fail-if-regressed", "10"]) == 2
     assert "nothing to gate on" in capsys.readouterr().err

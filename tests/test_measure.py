@@ -123,9 +123,11 @@ def test_wait_stats_percentiles():
 
 
 def test_memory_stats_peaks_trace_and_shm_base():
-    samples = [TreeSample(10.0, 100 * 10**6, 80 * 10**6, 5 * 10**6, 0.0, 2),
-               TreeSample(10.5, 300 * 10**6, 90 * 10**6, 9 * 10**6, 0.1, 3),
-               TreeSample(11.0, 200 * 10**6, 95 * 10**6, 7 * 10**6, 0.2, 3)]
+    samples = [
+        TreeSample(10.0, 100 * 10**6, 80 * 10**6, 5 * 10**6, 0.0, 2),
+        TreeSample(10.5, 300 * 10**6, 90 * 10**6, 9 * 10**6, 0.1, 3),
+        TreeSample(11.0, 200 * 10**6, 95 * 10**6, 7 * 10**6, 0.2, 3),
+    ]
     stats = memory_stats(samples, t0=10.0, shm_base_bytes=5 * 10**6)
     assert (stats.pss_peak_mb, stats.uss_peak_mb, stats.shm_peak_mb) == (300.0, 95.0, 4.0)
     assert stats.trace[1] == (0.5, 300.0, 90.0, 4.0)
@@ -134,8 +136,10 @@ def test_memory_stats_peaks_trace_and_shm_base():
 
 def _batch(seed: int, size: int = 4, tile: int = 8) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 4096, (size, 2, tile, tile), dtype=np.uint16),
-            rng.integers(0, 3, (size, tile, tile), dtype=np.uint8))
+    return (
+        rng.integers(0, 4096, (size, 2, tile, tile), dtype=np.uint16),
+        rng.integers(0, 3, (size, tile, tile), dtype=np.uint8),
+    )
 
 
 def _digest(kind, batches) -> str:
@@ -186,8 +190,9 @@ class SlowBatches:
 
 def test_time_epoch_with_a_fake_clock():
     clock = FakeClock()
-    timing = time_epoch(SlowBatches(clock, [0.25, 0.125, 0.0625]), step_ms=100.0, full_checksum=True,
-                        clock=clock, sleep=clock.sleep)
+    timing = time_epoch(
+        SlowBatches(clock, [0.25, 0.125, 0.0625]), step_ms=100.0, full_checksum=True, clock=clock, sleep=clock.sleep
+    )
     assert timing.batches == 3 and timing.tiles == 12
     data, masks = _batch(0)
     assert timing.bytes == 3 * (data.nbytes + masks.nbytes)

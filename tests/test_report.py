@@ -15,6 +15,8 @@ from harness.cli import main
 from harness.errors import IpcbenchError
 from harness.report import build_report
 from harness.report.benchjson import load_benchmark_json
+from harness.report.document import escape
+from harness.report.html import inline
 from harness.report.load import load_run
 from harness.report.summary import summarize
 
@@ -62,8 +64,11 @@ def test_report_md_has_front_matter_every_strategy_and_captions(full_run: Path) 
     captions = [line for line in text.splitlines() if line.startswith("**Figure ")]
     assert len(captions) == len(ALL_PLOTS)
     assert all("AMD EPYC 7B13" in c and "2 logical / 1 physical cores" in c for c in captions)
-    assert all("synth" in c and "batch 32" in c and "n = 6 measured epochs per cell" in c
-               for c in captions if "Shutdown cleanliness" not in c)
+    assert all(
+        "synth" in c and "batch 32" in c and "n = 6 measured epochs per cell" in c
+        for c in captions
+        if "Shutdown cleanliness" not in c
+    )
     for section in ("## Provenance", "## Summary", "## Figures", "## Stability", "## Shutdown cleanliness"):
         assert section in text
     assert "9.9 GB/s" in text and "`6ee9069a1b2c` (dirty" in text and "before 0.21 / 0.35 / 0.40" in text
@@ -75,7 +80,8 @@ def test_unstable_cells_and_tiny_values_are_flagged(full_run: Path) -> None:
     assert len(table_rows) == 2  # threads at 1 and 2 workers, planted cv 15%
     assert "**Unstable:** threads, 1 worker" in text
     assert "shm | 2 | 6 |" in text and "**unstable**" not in next(
-        line for line in text.splitlines() if line.startswith("| shm | 2 |"))
+        line for line in text.splitlines() if line.startswith("| shm | 2 |")
+    )
     assert "startup (s): median under 1 ms in 1 of 11 cells: baseline (1 worker)" in text
     assert "summary.csv agrees" in text and "Checksums: every strategy and repeat" in text
 
@@ -84,6 +90,15 @@ def test_faults_matrix_lists_reasons(full_run: Path) -> None:
     text = (full_run / "report.md").read_text()
     assert "30 of 33 fault runs ended clean" in text
     assert "**not clean**: 1 worker process left 5 s after the main process died" in text
+    assert r"(psm\_\*, ipcbench\_\*)" not in text and r"(psm_\*, ipcbench_\*)" in text  # escaped, not emphasis
+
+
+def test_text_from_results_files_cannot_become_markup() -> None:
+    reason = "leaked psm_* and ipcbench_* segments [see `ls`]"
+    assert inline(f"**not clean**: {escape(reason)}") == (
+        "<strong>not clean</strong>: leaked psm_* and ipcbench_* segments [see `ls`]"
+    )
+    assert inline("*unstable* `a*b*` <b>") == "<em>unstable</em> <code>a*b*</code> &lt;b&gt;"
 
 
 def test_html_is_standalone_with_embedded_images(full_run: Path) -> None:
@@ -97,8 +112,9 @@ def test_html_is_standalone_with_embedded_images(full_run: Path) -> None:
 
 
 def test_faults_figure_only_with_faults_jsonl_and_failed_report_keeps_old_one(tmp_path: Path) -> None:
-    run = write_results(tmp_path / "run", strategies=("baseline", "shm"), workers=(2,), repeats=1, epochs=3,
-                        faults=False)
+    run = write_results(
+        tmp_path / "run", strategies=("baseline", "shm"), workers=(2,), repeats=1, epochs=3, faults=False
+    )
     (run / "plots").mkdir()
     (run / "plots" / "faults.png").write_bytes(b"left by an older report, when faults.jsonl was there")
     assert main(["report", str(run)]) == 0
@@ -121,15 +137,25 @@ def test_benchmark_json_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     rng = np.random.default_rng(0)
     rounds = {"pipe": 0.5 + 0.01 * rng.standard_normal(6), "shm": 0.25 + 0.01 * rng.standard_normal(6)}
     document = {
-        "machine_info": {"node": "ci", "machine": "x86_64", "system": "Linux", "release": "6.1", "python_version": "3.11.7",
-                         "cpu": {"brand_raw": "AMD EPYC", "count": 2}},
+        "machine_info": {
+            "node": "ci",
+            "machine": "x86_64",
+            "system": "Linux",
+            "release": "6.1",
+            "python_version": "3.11.7",
+            "cpu": {"brand_raw": "AMD EPYC", "count": 2},
+        },
         "commit_info": {"id": "abc123def456", "dirty": False},
         "datetime": "2026-02-01T09:00:00+00:00",
         "version": "5.3.1",
         "benchmarks": [
-            {"group": name, "name": f"test_epoch[{name}-2]", "params": {"strategy": name, "workers": 2},
-             "stats": {"data": list(times), "median": float(np.median(times)), "rounds": 6},
-             "extra_info": {"batches": 20, "bytes": 20 * 10_485_760, "pss_peak_mb": 300.0 + i, "leaked_shm": 0}}
+            {
+                "group": name,
+                "name": f"test_epoch[{name}-2]",
+                "params": {"strategy": name, "workers": 2},
+                "stats": {"data": list(times), "median": float(np.median(times)), "rounds": 6},
+                "extra_info": {"batches": 20, "bytes": 20 * 10_485_760, "pss_peak_mb": 300.0 + i, "leaked_shm": 0},
+            }
             for i, (name, times) in enumerate(rounds.items())
         ],
     }
@@ -152,9 +178,24 @@ def test_summary_is_recomputed_from_raw_samples(tmp_path: Path) -> None:
     rows = []
     for repeat, startup_s in ((0, 1.0), (1, 3.0)):
         for epoch, rate in enumerate((999.0, 10.0, 20.0, 30.0)):  # epoch 0: warm-up, never aggregated
-            rows.append({"strategy": "pipe", "workers": 2, "prefetch": 2, "start_method": "fork", "batch_size": 8,
-                         "tile": 64, "dataset": "d", "workload": "full", "step_ms": 0.0, "repeat": repeat,
-                         "epoch": epoch, "warmup": epoch == 0, "batches_per_s": rate + repeat, "startup_s": startup_s})
+            rows.append(
+                {
+                    "strategy": "pipe",
+                    "workers": 2,
+                    "prefetch": 2,
+                    "start_method": "fork",
+                    "batch_size": 8,
+                    "tile": 64,
+                    "dataset": "d",
+                    "workload": "full",
+                    "step_ms": 0.0,
+                    "repeat": repeat,
+                    "epoch": epoch,
+                    "warmup": epoch == 0,
+                    "batches_per_s": rate + repeat,
+                    "startup_s": startup_s,
+                }
+            )
     summary = summarize(pd.DataFrame(rows)).iloc[0]
     rates = np.array([10, 20, 30, 11, 21, 31], float)
     assert summary["n"] == 6
@@ -190,8 +231,9 @@ def test_truncated_last_line_is_dropped_with_a_note(tmp_path: Path) -> None:
         (lambda d: (d / "faults.jsonl").write_text('{"scenario": "x"}\n'), "lack field"),
     ],
 )
-def test_bad_results_folder_is_a_clear_cli_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], damage,
-                                                 message: str) -> None:
+def test_bad_results_folder_is_a_clear_cli_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage, message: str
+) -> None:
     run_dir = write_results(tmp_path / "run", strategies=("pipe",), workers=(1,), summary=False)
     damage(run_dir)
     assert main(["report", str(run_dir)]) == 2

@@ -23,22 +23,84 @@ from harness.results import (
 )
 
 # Every field of samples.jsonl that the schema names.
-SCHEMA_FIELDS = (
-    "schema_version run_id strategy workers prefetch start_method batch_size tile dataset workload step_ms repeat "
-    "epoch warmup batches tiles bytes seconds batches_per_s mb_per_s time_to_first_batch_s startup_s shutdown_s "
-    "wait_ms_p50 wait_ms_p95 wait_ms_p99 wait_ms_max wait_ms consumer_utilization pss_peak_mb uss_peak_mb "
-    "shm_peak_mb cpu_s_per_batch memory_trace leaked_shm leftover_processes checksum"
-).split()
+SCHEMA_FIELDS = [
+    "schema_version",
+    "run_id",
+    "strategy",
+    "workers",
+    "prefetch",
+    "start_method",
+    "batch_size",
+    "tile",
+    "dataset",
+    "workload",
+    "step_ms",
+    "repeat",
+    "epoch",
+    "warmup",
+    "batches",
+    "tiles",
+    "bytes",
+    "seconds",
+    "batches_per_s",
+    "mb_per_s",
+    "time_to_first_batch_s",
+    "startup_s",
+    "shutdown_s",
+    "wait_ms_p50",
+    "wait_ms_p95",
+    "wait_ms_p99",
+    "wait_ms_max",
+    "wait_ms",
+    "consumer_utilization",
+    "pss_peak_mb",
+    "uss_peak_mb",
+    "shm_peak_mb",
+    "cpu_s_per_batch",
+    "memory_trace",
+    "leaked_shm",
+    "leftover_processes",
+    "checksum",
+]
 
 
 def make_sample(**changes) -> EpochSample:
     fields = dict(
-        run_id="r", strategy="baseline", workers=1, prefetch=2, start_method="forkserver", batch_size=32, tile=64,
-        dataset="tiny", workload="full", step_ms=0.0, repeat=0, epoch=1, warmup=False, batches=10, tiles=320,
-        bytes=10_000_000, seconds=0.5, batches_per_s=20.0, mb_per_s=20.0, time_to_first_batch_s=0.05,
-        startup_s=0.1, shutdown_s=0.01, wait_ms_p50=1.0, wait_ms_p95=2.0, wait_ms_p99=3.0, wait_ms_max=4.0,
-        wait_ms=(1.0, 2.0), consumer_utilization=0.0, pss_peak_mb=100.0, uss_peak_mb=80.0, shm_peak_mb=0.0,
-        cpu_s_per_batch=0.01, memory_trace=((0.0, 100.0, 80.0, 0.0),), leaked_shm=0, leftover_processes=0,
+        run_id="r",
+        strategy="baseline",
+        workers=1,
+        prefetch=2,
+        start_method="forkserver",
+        batch_size=32,
+        tile=64,
+        dataset="tiny",
+        workload="full",
+        step_ms=0.0,
+        repeat=0,
+        epoch=1,
+        warmup=False,
+        batches=10,
+        tiles=320,
+        bytes=10_000_000,
+        seconds=0.5,
+        batches_per_s=20.0,
+        mb_per_s=20.0,
+        time_to_first_batch_s=0.05,
+        startup_s=0.1,
+        shutdown_s=0.01,
+        wait_ms_p50=1.0,
+        wait_ms_p95=2.0,
+        wait_ms_p99=3.0,
+        wait_ms_max=4.0,
+        wait_ms=(1.0, 2.0),
+        consumer_utilization=0.0,
+        pss_peak_mb=100.0,
+        uss_peak_mb=80.0,
+        shm_peak_mb=0.0,
+        cpu_s_per_batch=0.01,
+        memory_trace=((0.0, 100.0, 80.0, 0.0),),
+        leaked_shm=0,
+        leftover_processes=0,
         checksum="abc",
     )
     fields.update(changes)
@@ -89,8 +151,17 @@ def _samples(strategy: str, rates: list[float], **changes) -> list[dict]:
     """One warm-up (rate 1.0, must be ignored) then one measured epoch per rate, repeats of 2 epochs."""
     rows = [make_sample(strategy=strategy, epoch=0, warmup=True, batches_per_s=1.0, **changes).as_dict()]
     for i, rate in enumerate(rates):
-        rows.append(make_sample(strategy=strategy, repeat=i // 2, epoch=1 + i % 2, batches_per_s=rate,
-                                startup_s=0.1 * (1 + i // 2), checksum=f"c{i % 2}", **changes).as_dict())
+        rows.append(
+            make_sample(
+                strategy=strategy,
+                repeat=i // 2,
+                epoch=1 + i % 2,
+                batches_per_s=rate,
+                startup_s=0.1 * (1 + i // 2),
+                checksum=f"c{i % 2}",
+                **changes,
+            ).as_dict()
+        )
     return rows
 
 

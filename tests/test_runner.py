@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -25,24 +27,55 @@ from strategies import LoaderConfig
 
 
 def options(tmp_path, **changes) -> RunOptions:
-    fields = dict(dataset=str(tmp_path), dataset_name="tiny", dataset_source="dir", strategies=("a", "b"),
-                  workers=(1, 2), loader=LoaderConfig(batch_size=8, tile=32), repeats=2, epochs=2)
+    fields = dict(
+        dataset=str(tmp_path),
+        dataset_name="tiny",
+        dataset_source="dir",
+        strategies=("a", "b"),
+        workers=(1, 2),
+        loader=LoaderConfig(batch_size=8, tile=32),
+        repeats=2,
+        epochs=2,
+    )
     fields.update(changes)
     return RunOptions(**fields)
 
 
 def epoch_event(epoch: int) -> dict:
-    return {"epoch": epoch, "warmup": epoch == 0, "batches": 3, "tiles": 20, "bytes": 1000, "seconds": 0.1,
-            "batches_per_s": 30.0, "mb_per_s": 0.01, "time_to_first_batch_s": 0.01, "wait_ms_p50": 1.0,
-            "wait_ms_p95": 1.0, "wait_ms_p99": 1.0, "wait_ms_max": 1.0, "wait_ms": [1.0, 1.0, 1.0],
-            "consumer_utilization": 0.0, "pss_peak_mb": 50.0, "uss_peak_mb": 40.0, "shm_peak_mb": 0.0,
-            "cpu_s_per_batch": 0.01, "memory_trace": [[0.0, 50.0, 40.0, 0.0]], "checksum": f"c{epoch}",
-            "checksum_full": None, "sampler_cpu_s": 0.001}
+    return {
+        "epoch": epoch,
+        "warmup": epoch == 0,
+        "batches": 3,
+        "tiles": 20,
+        "bytes": 1000,
+        "seconds": 0.1,
+        "batches_per_s": 30.0,
+        "mb_per_s": 0.01,
+        "time_to_first_batch_s": 0.01,
+        "wait_ms_p50": 1.0,
+        "wait_ms_p95": 1.0,
+        "wait_ms_p99": 1.0,
+        "wait_ms_max": 1.0,
+        "wait_ms": [1.0, 1.0, 1.0],
+        "consumer_utilization": 0.0,
+        "pss_peak_mb": 50.0,
+        "uss_peak_mb": 40.0,
+        "shm_peak_mb": 0.0,
+        "cpu_s_per_batch": 0.01,
+        "memory_trace": [[0.0, 50.0, 40.0, 0.0]],
+        "checksum": f"c{epoch}",
+        "checksum_full": None,
+        "sampler_cpu_s": 0.001,
+    }
 
 
 def fake_outcome(epochs: int = 3, **changes) -> ChildOutcome:
-    fields = dict(epochs=tuple(epoch_event(e) for e in range(epochs)), startup_s=0.2,
-                  closed={"shutdown_s": 0.05, "leaked_shm": 0, "leftover_processes": 0}, returncode=0)
+    fields = dict(
+        epochs=tuple(epoch_event(e) for e in range(epochs)),
+        startup_s=0.2,
+        closed={"shutdown_s": 0.05, "leaked_shm": 0, "leftover_processes": 0},
+        returncode=0,
+    )
     fields.update(changes)
     return ChildOutcome(**fields)
 
@@ -131,8 +164,13 @@ def test_options_are_validated(tmp_path):
 
 # -- real processes (fast: a tiny dataset, or a few lines of Python) -------------------------
 def test_run_child_measures_baseline_end_to_end(tiny_dataset):
-    spec = ChildSpec(strategy="baseline", dataset=str(tiny_dataset), epochs=2, sampler_interval_s=0.05,
-                     loader=LoaderConfig(batch_size=4, tile=32, workers=1).as_dict())
+    spec = ChildSpec(
+        strategy="baseline",
+        dataset=str(tiny_dataset),
+        epochs=2,
+        sampler_interval_s=0.05,
+        loader=LoaderConfig(batch_size=4, tile=32, workers=1).as_dict(),
+    )
     events = []
     outcome = run_child(spec, on_event=events.append, watchdog_s=60)
     assert outcome.complete, (outcome.error, outcome.detail)
@@ -183,8 +221,13 @@ def test_watchdog_kills_a_silent_child():
 
 
 def test_ctrl_c_stops_the_child_which_closes_its_generator_and_reports(tiny_dataset):
-    spec = ChildSpec(strategy="baseline", dataset=str(tiny_dataset), epochs=200, step_ms=5.0,
-                     loader=LoaderConfig(batch_size=4, tile=32, workers=1).as_dict())
+    spec = ChildSpec(
+        strategy="baseline",
+        dataset=str(tiny_dataset),
+        epochs=200,
+        step_ms=5.0,
+        loader=LoaderConfig(batch_size=4, tile=32, workers=1).as_dict(),
+    )
     flag = InterruptFlag()
     child_pids = []
 
@@ -199,3 +242,32 @@ def test_ctrl_c_stops_the_child_which_closes_its_generator_and_reports(tiny_data
     assert outcome.complete and 2 <= len(outcome.epochs) < 201
     assert outcome.closed["leftover_processes"] == 0
     assert not is_alive(child_pids[0])
+
+
+def test_a_measurement_process_dies_with_its_runner():
+    # A stand-in runner starts a child that asks for PR_SET_PDEATHSIG, reports its pid, and exits.
+    grandchild = "from harness.child import die_with_parent; die_with_parent(); import time; time.sleep(60)"
+    runner_code = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], start_new_session=True)\n"
+        "print(p.pid, flush=True)\n"
+        "import time; time.sleep(0.5)\n"  # let the child reach prctl
+    )
+    done = subprocess.run([sys.executable, "-c", runner_code], capture_output=True, text=True, timeout=30, check=True)
+    pid = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_alive(pid)
+
+
+def test_sampler_overhead_is_a_ratio_of_totals_over_measured_epochs():
+    samples = [
+        {"strategy": "a", "warmup": True, "seconds": 1.0, "sampler_cpu_s": 0.5},  # ignored
+        {"strategy": "a", "warmup": False, "seconds": 0.3, "sampler_cpu_s": 0.0},  # no sample landed in it
+        {"strategy": "a", "warmup": False, "seconds": 0.7, "sampler_cpu_s": 0.02},
+        {"strategy": "b", "warmup": False, "seconds": 1.0, "sampler_cpu_s": 0.01},
+    ]
+    assert runner.sampler_overhead(samples) == pytest.approx(0.03 / 2.0)
+    assert runner.sampler_overhead(samples, "a") == pytest.approx(0.02 / 1.0)
+    assert runner.sampler_overhead([]) is None

@@ -43,21 +43,40 @@ class CompareOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CompareOptions:
-        return cls(run_a=args.run_a, run_b=args.run_b, metric=args.metric, alpha=args.alpha,
-                   noise_floor_pct=args.noise_floor, fail_if_regressed_pct=args.fail_if_regressed)
+        return cls(
+            run_a=args.run_a,
+            run_b=args.run_b,
+            metric=args.metric,
+            alpha=args.alpha,
+            noise_floor_pct=args.noise_floor,
+            fail_if_regressed_pct=args.fail_if_regressed,
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_a", metavar="RUN_A", type=Path, help="the reference run (results folder)")
     parser.add_argument("run_b", metavar="RUN_B", type=Path, help="the run to judge against it")
-    parser.add_argument("--metric", default="batches_per_s",
-                        help="metric shown in detail and gated (default batches_per_s; e.g. mb_per_s, wait_ms_p95, "
-                        "pss_peak_mb, startup_s, cpu_s_per_batch)")
+    parser.add_argument(
+        "--metric",
+        default="batches_per_s",
+        help="metric shown in detail and gated (default batches_per_s; e.g. mb_per_s, wait_ms_p95, "
+        "pss_peak_mb, startup_s, cpu_s_per_batch)",
+    )
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (default 0.05)")
-    parser.add_argument("--noise-floor", type=float, default=2.0, metavar="PCT",
-                        help="smallest change in percent that can count as significant (default 2)")
-    parser.add_argument("--fail-if-regressed", type=float, default=None, metavar="PCT",
-                        help="exit 1 if --metric got significantly worse by more than PCT percent in any cell")
+    parser.add_argument(
+        "--noise-floor",
+        type=float,
+        default=2.0,
+        metavar="PCT",
+        help="smallest change in percent that can count as significant (default 2)",
+    )
+    parser.add_argument(
+        "--fail-if-regressed",
+        type=float,
+        default=None,
+        metavar="PCT",
+        help="exit 1 if --metric got significantly worse by more than PCT percent in any cell",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,20 +89,25 @@ def main(args: argparse.Namespace) -> int:
         raise IpcbenchError(f"--metric {options.metric!r} is not one of {', '.join(METRICS)}")
     run_a, run_b = load(options.run_a), load(options.run_b)
     metrics = KEY_METRICS if options.metric in KEY_METRICS else (options.metric, *KEY_METRICS)
-    comparison = compare_runs(run_a, run_b, metrics=metrics, alpha=options.alpha,
-                              noise_floor=options.noise_floor_pct / 100.0)
+    comparison = compare_runs(
+        run_a, run_b, metrics=metrics, alpha=options.alpha, noise_floor=options.noise_floor_pct / 100.0
+    )
     for line in format_comparison(comparison, options.metric):
         print(line)
     if options.fail_if_regressed_pct is None:
         return 0
     if not any(change.metric == options.metric for change in comparison.changes):
-        raise IpcbenchError(f"--fail-if-regressed: no cell of {options.run_a} and {options.run_b} both have "
-                            f"{options.metric}; nothing to gate on")
+        raise IpcbenchError(
+            f"--fail-if-regressed: no cell of {options.run_a} and {options.run_b} both have "
+            f"{options.metric}; nothing to gate on"
+        )
     worse = regressions(comparison, options.metric, options.fail_if_regressed_pct)
     print()
     if worse:
-        print(f"FAIL: {options.metric} got significantly worse by more than {options.fail_if_regressed_pct:g}% "
-              f"in {len(worse)} cell(s)")
+        print(
+            f"FAIL: {options.metric} got significantly worse by more than {options.fail_if_regressed_pct:g}% "
+            f"in {len(worse)} cell(s)"
+        )
         return 1
     print(f"OK: no significant {options.metric} regression over {options.fail_if_regressed_pct:g}%")
     return 0

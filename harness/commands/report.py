@@ -47,14 +47,34 @@ class ReportOptions:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, nargs="?", default=None,
-                        help="results folder written by `ipcbench run` (env.json, samples.jsonl, ...)")
-    parser.add_argument("--format", choices=FORMATS, default="md",
-                        help="md: report.md; html: report.md and a standalone report.html (images embedded)")
-    parser.add_argument("--benchmark-json", metavar="FILE", type=Path, default=None,
-                        help="build the report from pytest-benchmark --benchmark-json output instead")
-    parser.add_argument("--out", metavar="DIR", type=Path, default=None,
-                        help="output folder for --benchmark-json (default: <FILE stem>-report beside FILE)")
+    parser.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="results folder written by `ipcbench run` (env.json, samples.jsonl, ...)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="md",
+        help="md: report.md; html: report.md and a standalone report.html (images embedded)",
+    )
+    parser.add_argument(
+        "--benchmark-json",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="build the report from pytest-benchmark --benchmark-json output instead",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="output folder for --benchmark-json (default: <FILE stem>-report beside FILE)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from ..errors import IpcbenchError
 
 HELP = "Measure every strategy in fresh processes and write a results folder (env, samples, summary, report)."
 DEFAULT_WORKERS = (1, 2)
-DEFAULT_REPEATS, DEFAULT_EPOCHS = 3, 2  # 6 measured epochs per cell (DESIGN.md section 7)
+DEFAULT_REPEATS, DEFAULT_EPOCHS = 5, 2  # 10 measured epochs per cell, in 5 fresh processes (DESIGN.md section 7: >= 6)
 QUICK_REPEATS, QUICK_EPOCHS = 1, 1
 RESULTS_DIR = Path("results")
 INTERRUPTED_EXIT = 130
@@ -51,29 +51,56 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="real", metavar="DIR|real|synth",
-                        help="a dataset folder, or a built-in source prepared (once) under data/ (default: real)")
+    parser.add_argument(
+        "--dataset",
+        default="real",
+        metavar="DIR|real|synth",
+        help="a dataset folder, or a built-in source prepared (once) under data/ (default: real)",
+    )
     parser.add_argument("--strategies", type=_name_list, metavar="A,B", help="strategies to run (default: all)")
-    parser.add_argument("--workers", type=_int_list, default=DEFAULT_WORKERS, metavar="N,M",
-                        help="worker counts (default: 1,2)")
-    parser.add_argument("--repeats", type=int, metavar="N",
-                        help=f"fresh processes per cell (default: {DEFAULT_REPEATS}; --quick: {QUICK_REPEATS})")
-    parser.add_argument("--epochs", type=int, metavar="E",
-                        help=f"measured epochs per process, after one warm-up epoch (default: {DEFAULT_EPOCHS}; "
-                             f"--quick: {QUICK_EPOCHS})")
-    parser.add_argument("--step-ms", type=float, default=0.0, metavar="X",
-                        help="simulated training step after each batch, in ms (a sleep; default: 0)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a fast check: {QUICK_REPEATS} repeat x {QUICK_EPOCHS} epoch unless given")
+    parser.add_argument(
+        "--workers", type=_int_list, default=DEFAULT_WORKERS, metavar="N,M", help="worker counts (default: 1,2)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        help=f"fresh processes per cell (default: {DEFAULT_REPEATS}; --quick: {QUICK_REPEATS})",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        metavar="E",
+        help=f"measured epochs per process, after one warm-up epoch (default: {DEFAULT_EPOCHS}; "
+        f"--quick: {QUICK_EPOCHS})",
+    )
+    parser.add_argument(
+        "--step-ms",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="simulated training step after each batch, in ms (a sleep; default: 0)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a fast check: {QUICK_REPEATS} repeat x {QUICK_EPOCHS} epoch unless given"
+    )
     parser.add_argument("--out", type=Path, metavar="DIR", help="results folder (default: results/<UTC time>)")
     parser.add_argument("--prefetch", type=int, metavar="P", help="processed images in flight per worker")
     parser.add_argument("--batch-size", type=int, metavar="B", help="tiles per batch")
     parser.add_argument("--tile", type=int, metavar="T", help="tile size in pixels")
     parser.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), help="multiprocessing start method")
-    parser.add_argument("--sampler-interval-s", type=float, metavar="S",
-                        help="memory sampling interval (default: 0.2; 0 samples only at epoch boundaries)")
-    parser.add_argument("--watchdog-s", type=float, metavar="S",
-                        help="kill a measurement that reports nothing for this long (default: 120)")
+    parser.add_argument(
+        "--sampler-interval-s",
+        type=float,
+        metavar="S",
+        help="memory sampling interval (default: 0.2; 0 samples only at epoch boundaries)",
+    )
+    parser.add_argument(
+        "--watchdog-s",
+        type=float,
+        metavar="S",
+        help="kill a measurement that reports nothing for this long (default: 120)",
+    )
     parser.add_argument("--no-report", action="store_true", help="skip building report.md and plots")
 
 
@@ -98,19 +125,32 @@ def build_options(args: argparse.Namespace, dataset: Path, source: str):  # -> R
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise IpcbenchError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
-    overrides = {name: value for name, value in (("prefetch", args.prefetch), ("batch_size", args.batch_size),
-                                                  ("tile", args.tile), ("start_method", args.start_method))
-                 if value is not None}
+    overrides = {
+        name: value
+        for name, value in (
+            ("prefetch", args.prefetch),
+            ("batch_size", args.batch_size),
+            ("tile", args.tile),
+            ("start_method", args.start_method),
+        )
+        if value is not None
+    }
     try:
         loader = LoaderConfig().replace(workers=args.workers[0], **overrides)
         return RunOptions(
-            dataset=str(dataset), dataset_name=dataset.name, dataset_source=source, strategies=tuple(strategies),
-            workers=tuple(args.workers), loader=loader,
+            dataset=str(dataset),
+            dataset_name=dataset.name,
+            dataset_source=source,
+            strategies=tuple(strategies),
+            workers=tuple(args.workers),
+            loader=loader,
             repeats=args.repeats if args.repeats is not None else (QUICK_REPEATS if args.quick else DEFAULT_REPEATS),
             epochs=args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS),
-            step_ms=args.step_ms, quick=args.quick,
-            sampler_interval_s=(args.sampler_interval_s if args.sampler_interval_s is not None
-                                else DEFAULT_SAMPLER_INTERVAL_S),
+            step_ms=args.step_ms,
+            quick=args.quick,
+            sampler_interval_s=(
+                args.sampler_interval_s if args.sampler_interval_s is not None else DEFAULT_SAMPLER_INTERVAL_S
+            ),
             watchdog_s=args.watchdog_s if args.watchdog_s is not None else DEFAULT_WATCHDOG_S,
         )
     except ValueError as exc:
@@ -138,8 +178,10 @@ class ProgressLine:
                 print(f"{head}: {status} ({outcome.wall_s:.1f} s)  {eta}", file=self.stream, flush=True)
         elif self.tty:
             epoch = progress.event
-            detail = "starting" if epoch is None else (
-                f"epoch {epoch['epoch']}{' (warm-up)' if epoch['warmup'] else ''}: {epoch['batches_per_s']:.1f} batches/s")
+            detail = "starting"
+            if epoch is not None:
+                warmup = " (warm-up)" if epoch["warmup"] else ""
+                detail = f"epoch {epoch['epoch']}{warmup}: {epoch['batches_per_s']:.1f} batches/s"
             self._draw(f"{head}: {detail}  {eta}")
 
     def _draw(self, text: str) -> None:
@@ -176,7 +218,7 @@ def format_eta(done: int, total: int, elapsed_s: float) -> str:
 
 
 def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
@@ -200,33 +242,65 @@ def summary_lines(summary: Any) -> list[str]:
             flags.append("UNCLEAN shutdown")
         if not bool(r["checksums_consistent"]):
             flags.append("checksums differ")
-        rows.append((
-            str(r["strategy"]), str(int(r["workers"])),
-            f"{_fmt(r['batches_per_s_median'], 1)} [{_fmt(r['batches_per_s_q25'], 1)}-"
-            f"{_fmt(r['batches_per_s_q75'], 1)}]",
-            _fmt(r["mb_per_s_median"], 0), _fmt(r["pss_peak_mb_median"], 0),
-            _fmt(r["time_to_first_batch_s_median"], 3), _fmt(r["shutdown_s_median"], 3), str(int(r["n"])),
-            ", ".join(flags),
-        ))
+        rows.append(
+            (
+                str(r["strategy"]),
+                str(int(r["workers"])),
+                f"{_fmt(r['batches_per_s_median'], 1)} [{_fmt(r['batches_per_s_q25'], 1)}-"
+                f"{_fmt(r['batches_per_s_q75'], 1)}]",
+                _fmt(r["mb_per_s_median"], 0),
+                _fmt(r["pss_peak_mb_median"], 0),
+                _fmt(r["time_to_first_batch_s_median"], 3),
+                _fmt(r["shutdown_s_median"], 3),
+                str(int(r["n"])),
+                ", ".join(flags),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     right = {1, 2, 3, 4, 5, 6, 7}
-    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in
-                      enumerate(zip(row, widths, strict=True))).rstrip() for row in rows]
+    return [
+        "  ".join(
+            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def canonical_command(options: Any, dataset: str) -> list[str]:
     """The command that repeats this run, every option spelled out (argv may be a test's or make's)."""
     loader = options.loader
-    command = ["ipcbench", "run", "--dataset", dataset, "--strategies", ",".join(options.strategies),
-               "--workers", ",".join(map(str, options.workers)), "--repeats", str(options.repeats),
-               "--epochs", str(options.epochs), "--step-ms", f"{options.step_ms:g}",
-               "--prefetch", str(loader.prefetch), "--batch-size", str(loader.batch_size), "--tile", str(loader.tile),
-               "--start-method", loader.start_method, "--sampler-interval-s", f"{options.sampler_interval_s:g}"]
+    command = [
+        "ipcbench",
+        "run",
+        "--dataset",
+        dataset,
+        "--strategies",
+        ",".join(options.strategies),
+        "--workers",
+        ",".join(map(str, options.workers)),
+        "--repeats",
+        str(options.repeats),
+        "--epochs",
+        str(options.epochs),
+        "--step-ms",
+        f"{options.step_ms:g}",
+        "--prefetch",
+        str(loader.prefetch),
+        "--batch-size",
+        str(loader.batch_size),
+        "--tile",
+        str(loader.tile),
+        "--start-method",
+        loader.start_method,
+        "--sampler-interval-s",
+        f"{options.sampler_interval_s:g}",
+    ]
     return [*command, "--quick"] if options.quick else command
 
 
 def main(args: argparse.Namespace) -> int:
     from ..envinfo import collect_env, dataset_info, run_id_for, utc_now
+    from ..measure import MAX_CPU_FRACTION
     from ..memcpy import measure_memcpy
     from ..results import ENV_FILE, SUMMARY_FILE, read_samples, summarize, write_json
     from ..runner import SAMPLES_FILE, finish_env, prepare_run_dir, run_plan
@@ -242,16 +316,30 @@ def main(args: argparse.Namespace) -> int:
     info = dataset_info(dataset, source)
     memcpy = measure_memcpy()
     batch_bytes = options.batch_bytes(info["shape"][0])
-    env = collect_env(run_id=run_id, created=created, command=canonical_command(options, args.dataset),
-                      start_method=options.loader.start_method, dataset=info, config=options.config_dict(),
-                      memcpy=memcpy.as_dict(batch_bytes),
-                      sampler={"interval_s": options.sampler_interval_s, "overhead_fraction": None,
-                               "method": "sampler thread CPU time / epoch wall time, median of measured epochs"})
+    env = collect_env(
+        run_id=run_id,
+        created=created,
+        command=canonical_command(options, args.dataset),
+        start_method=options.loader.start_method,
+        dataset=info,
+        config=options.config_dict(),
+        memcpy=memcpy.as_dict(batch_bytes),
+        sampler={
+            "interval_s": options.sampler_interval_s,
+            "max_cpu_fraction": MAX_CPU_FRACTION,
+            "source": "/proc/PID/smaps_rollup (PSS, USS), /proc/PID/stat (CPU), statvfs(/dev/shm)",
+            "overhead_fraction": None,
+            "method": "sampler thread CPU time / wall time of the measured epochs (a fraction of one core)",
+        },
+    )
     write_json(run_dir / ENV_FILE, env)
     plan_size = len(options.strategies) * len(options.workers) * options.repeats
-    print(f"ipcbench run {run_id}: {plan_size} measurements ({len(options.strategies)} strategies x "
-          f"{len(options.workers)} worker counts x {options.repeats} repeats, 1 warm-up + {options.epochs} epochs "
-          f"each) on {dataset} -> {run_dir}", file=err)
+    print(
+        f"ipcbench run {run_id}: {plan_size} measurements ({len(options.strategies)} strategies x "
+        f"{len(options.workers)} worker counts x {options.repeats} repeats, 1 warm-up + {options.epochs} epochs "
+        f"each) on {dataset} -> {run_dir}",
+        file=err,
+    )
 
     progress = ProgressLine(err)
     try:
@@ -264,16 +352,22 @@ def main(args: argparse.Namespace) -> int:
     out = sys.stdout
     if len(summary):
         print("\n".join(summary_lines(summary)), file=out)
-    print(f"memcpy {memcpy.gb_per_s:.1f} GB/s = {memcpy.batch_copies_per_s(batch_bytes):,.0f} copies/s of a "
-          f"{batch_bytes / 1e6:.1f} MB batch on one core; sampler overhead "
-          f"{_fmt(100 * (final_env['sampler']['overhead_fraction'] or 0), 2)}% of one core", file=out)
+    print(
+        f"memcpy {memcpy.gb_per_s:.1f} GB/s = {memcpy.batch_copies_per_s(batch_bytes):,.0f} copies/s of a "
+        f"{batch_bytes / 1e6:.1f} MB batch on one core; sampler overhead "
+        f"{_fmt(100 * (final_env['sampler']['overhead_fraction'] or 0), 2)}% of one core",
+        file=out,
+    )
     for failure in result.failures:
         m = failure.measurement
         print(f"FAILED {m.strategy} workers={m.workers} repeat={m.repeat}: {failure.error}", file=err)
     if not args.no_report and result.samples:
         _build_report(run_dir, err)
-    print(f"{run_dir / SUMMARY_FILE}: {result.finished}/{result.planned} measurements, {result.samples} epochs, "
-          f"{time.monotonic() - started:.0f} s", file=err)
+    print(
+        f"{run_dir / SUMMARY_FILE}: {result.finished}/{result.planned} measurements, {result.samples} epochs, "
+        f"{time.monotonic() - started:.0f} s",
+        file=err,
+    )
     if result.interrupted:
         print("ipcbench: interrupted; kept the measurements that finished", file=err)
         return INTERRUPTED_EXIT
@@ -290,7 +384,8 @@ def _build_report(run_dir: Path, err: TextIO) -> None:
     try:
         path = build_report(run_dir)
     except Exception as exc:  # the measurements are on disk: a report bug must not lose the run
-        print(f"ipcbench: report not built ({type(exc).__name__}: {exc}); "
-              f"retry with: ipcbench report {run_dir}", file=err)
+        print(
+            f"ipcbench: report not built ({type(exc).__name__}: {exc}); retry with: ipcbench report {run_dir}", file=err
+        )
         return
     print(f"report: {path}", file=err)

@@ -12,7 +12,8 @@ measured sample:
   ``extra_info`` values of the same names (then one value for every round);
 - every other numeric ``extra_info`` field named like a samples.jsonl field
   (``pss_peak_mb``, ``startup_s``, ...) is copied onto each round, and a
-  ``wait_ms`` list onto the first round only, so an ECDF counts each wait once.
+  ``wait_ms`` list (or ``memory_trace``) onto the first round only, so an ECDF
+  counts each wait once.
 
 Cell keys come from ``params``, then ``extra_info``; the strategy falls back to the
 benchmark's ``group`` and the workload to the test's name plus any params that are
@@ -35,6 +36,8 @@ from .summary import CELL_KEYS, METRICS, summarize
 
 NUMERIC_KEYS = {"workers": 0, "prefetch": 0, "batch_size": 0, "tile": 0, "step_ms": 0.0}
 PER_ROUND_FROM_COUNTS = {"batches_per_s": "batches", "mb_per_s": "bytes"}
+EXTRA_NUMBERS = ("batches", "bytes", "tiles", "leaked_shm", "leftover_processes")
+PER_BENCHMARK_LISTS = ("wait_ms", "memory_trace")  # raw lists: kept once, on the first round
 
 
 def load_benchmark_json(path: Path) -> RunData:
@@ -83,17 +86,16 @@ def _rounds(bench: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], di
     for number, seconds in enumerate(data):
         row: dict[str, Any] = {**cell, "repeat": 0, "epoch": number, "warmup": False, "seconds": float(seconds)}
         for name, value in extra.items():
-            if name in CELL_KEYS or name in row:
-                continue
-            if name in METRICS or name in ("batches", "bytes", "tiles", "leaked_shm", "leftover_processes"):
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    row[name] = float(value)
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if numeric and name not in row and (name in METRICS or name in EXTRA_NUMBERS):
+                row[name] = float(value)
         for name, count in PER_ROUND_FROM_COUNTS.items():
             if isinstance(extra.get(count), int | float) and seconds > 0:
                 scale = 1e-6 if name == "mb_per_s" else 1.0
                 row[name] = extra[count] / seconds * scale
-        if isinstance(extra.get("wait_ms"), list):
-            row["wait_ms"] = [float(v) for v in extra["wait_ms"]] if number == 0 else []
+        for name in PER_BENCHMARK_LISTS:
+            if isinstance(extra.get(name), list):
+                row[name] = list(extra[name]) if number == 0 else []
         rows.append(row)
     return rows, stats_only
 

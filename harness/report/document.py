@@ -11,6 +11,7 @@ Inline text may use three markdown marks, which both renderers understand:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,16 @@ import pandas as pd
 from . import style
 from .load import RunData
 from .plots import FigureSpec
-from .provenance import caption_context, config_text, cores_text, cpu_name, dataset_text, lookup, n_text, provenance_items
+from .provenance import (
+    caption_context,
+    config_text,
+    cores_text,
+    cpu_name,
+    dataset_text,
+    lookup,
+    n_text,
+    provenance_items,
+)
 from .summary import HEADLINE, METRICS, UNSTABLE_CV, checksum_mismatches, variant_keys, variant_label
 
 SERIES = "Live-Dead Assay"
@@ -64,6 +74,16 @@ Block = Heading | Paragraph | Bullets | Table | Image
 class Document:
     front_matter: dict[str, Any]
     blocks: tuple[Block, ...] = field(default=())
+
+
+def escape(text: str) -> str:
+    """Text from a results file, made inert: its ``*``, backticks and brackets are not marks.
+
+    A fault reason such as "leaked ipcbench_* and psm_* segments" must not turn into
+    emphasis. Both renderers undo the backslashes (``markdown.py`` by being Markdown,
+    ``html.py`` explicitly).
+    """
+    return re.sub(r"([\\`*\[\]])", r"\\\1", text)
 
 
 def fmt_number(value: float) -> str:
@@ -150,16 +170,27 @@ def _cell(row: pd.Series, metric: str, scale: float = 1.0) -> str:
 SUMMARY_TABLES = (
     (
         "Throughput and latency",
-        (("batches_per_s", "batches/s", 1.0), ("mb_per_s", "MB/s", 1.0), ("wait_ms_p50", "wait p50 (ms)", 1.0),
-         ("wait_ms_p95", "wait p95 (ms)", 1.0), ("wait_ms_p99", "wait p99 (ms)", 1.0),
-         ("time_to_first_batch_s", "first batch (ms)", 1000.0), ("consumer_utilization", "consumer busy", 1.0),
-         ("seconds", "epoch (s)", 1.0)),
+        (
+            ("batches_per_s", "batches/s", 1.0),
+            ("mb_per_s", "MB/s", 1.0),
+            ("wait_ms_p50", "wait p50 (ms)", 1.0),
+            ("wait_ms_p95", "wait p95 (ms)", 1.0),
+            ("wait_ms_p99", "wait p99 (ms)", 1.0),
+            ("time_to_first_batch_s", "first batch (ms)", 1000.0),
+            ("consumer_utilization", "consumer busy", 1.0),
+            ("seconds", "epoch (s)", 1.0),
+        ),
     ),
     (
         "Memory, CPU, start-up and shutdown",
-        (("pss_peak_mb", "PSS (MB)", 1.0), ("uss_peak_mb", "USS (MB)", 1.0), ("shm_peak_mb", "/dev/shm (MB)", 1.0),
-         ("cpu_s_per_batch", "CPU ms/batch", 1000.0), ("startup_s", "startup (ms)", 1000.0),
-         ("shutdown_s", "shutdown (ms)", 1000.0)),
+        (
+            ("pss_peak_mb", "PSS (MB)", 1.0),
+            ("uss_peak_mb", "USS (MB)", 1.0),
+            ("shm_peak_mb", "/dev/shm (MB)", 1.0),
+            ("cpu_s_per_batch", "CPU ms/batch", 1000.0),
+            ("startup_s", "startup (ms)", 1000.0),
+            ("shutdown_s", "shutdown (ms)", 1000.0),
+        ),
     ),
 )
 
@@ -167,10 +198,11 @@ SUMMARY_TABLES = (
 def _summary_section(run: RunData) -> list[Block]:
     summary = run.summary
     keys = variant_keys(summary)
+    samples_word = "timed rounds" if run.source == "pytest-benchmark" else "measured epochs"
     blocks: list[Block] = [
         Heading(2, "Summary"),
         Paragraph(
-            f"One row per cell; {config_text(run.samples)}. Each value is the median over measured epochs with the "
+            f"One row per cell; {config_text(run.samples)}. Each value is the median over {samples_word} with the "
             f"IQR in brackets (start-up and shutdown: one value per process). A cell is flagged *unstable* when "
             f"its batches/s spread (std / mean) exceeds {UNSTABLE_CV:.0%}."
         ),
@@ -187,9 +219,12 @@ def _summary_section(run: RunData) -> list[Block]:
             numeric.append(False)
             extra = ["stability"]
         if title.startswith("Memory"):
-            for counter, label in (("leaked_shm_max", "leaked shm"), ("leftover_processes_max", "leftover procs"),
-                                   ("orphans_after_exit_max", "orphans after exit"),
-                                   ("leaked_shm_after_exit_max", "shm leaked after exit")):
+            for counter, label in (
+                ("leaked_shm_max", "leaked shm"),
+                ("leftover_processes_max", "leftover procs"),
+                ("orphans_after_exit_max", "orphans after exit"),
+                ("leaked_shm_after_exit_max", "shm leaked after exit"),
+            ):
                 if counter in summary:
                     header.append(label)
                     numeric.append(True)
@@ -258,8 +293,10 @@ def _stability_section(run: RunData) -> list[Block]:
             continue
         noisy = summary[summary[f"{name}_cv"] > UNSTABLE_CV]
         if len(noisy):
-            items.append(f"{METRICS[name].label}: cv over {UNSTABLE_CV:.0%} in {len(noisy)} of {len(summary)} cells: "
-                         f"{_cell_list(noisy, summary)}.")
+            items.append(
+                f"{METRICS[name].label}: cv over {UNSTABLE_CV:.0%} in {len(noisy)} of {len(summary)} cells: "
+                f"{_cell_list(noisy, summary)}."
+            )
     for name, spec in METRICS.items():
         if spec.seconds_scale is None or f"{name}_median" not in summary:
             continue
@@ -267,26 +304,35 @@ def _stability_section(run: RunData) -> list[Block]:
         if len(tiny):
             items.append(
                 f"{spec.label}: median under 1 ms in {len(tiny)} of {len(summary)} cells: {_cell_list(tiny, summary)}. "
-                "Values this small are dominated by timer and scheduler noise: read them as \"about zero\"."
+                'Values this small are dominated by timer and scheduler noise: read them as "about zero".'
             )
     few = summary[summary["n"] < MIN_SAMPLES]
     if len(few) and run.source == "samples":
         items.append(f"Fewer than {MIN_SAMPLES} measured epochs in {len(few)} cells: {_cell_list(few, summary)}.")
     mismatches = checksum_mismatches(run.samples)
     if mismatches == []:
-        items.append("Checksums: every strategy and repeat delivered the same batches at each epoch index "
-                     "(the equivalence contract, DESIGN.md section 3).")
+        items.append(
+            "Checksums: every strategy and repeat delivered the same batches at each epoch index "
+            "(the equivalence contract, DESIGN.md section 3)."
+        )
     elif mismatches:
-        items.append(f"**Checksums differ** across strategies or repeats in {len(mismatches)} epoch group(s) "
-                     f"({'; '.join(mismatches[:5])}): some strategy delivered other batches.")
-    items += list(run.notes)
-    lead = (
-        f"All cells are stable: batches/s spread under {UNSTABLE_CV:.0%} everywhere."
-        if unstable.empty
-        else f"{len(unstable)} of {len(summary)} cells are unstable."
-    )
-    return [Heading(2, "Stability"), Paragraph(lead + " Checks in the manner of pyperf's warnings:"),
-            Bullets(tuple(items))]
+        items.append(
+            f"**Checksums differ** across strategies or repeats in {len(mismatches)} epoch group(s) "
+            f"({'; '.join(mismatches[:5])}): some strategy delivered other batches."
+        )
+    items += [escape(note) for note in run.notes]
+    judged = summary[f"{HEADLINE}_cv"].notna().sum() if f"{HEADLINE}_cv" in summary else 0
+    if not unstable.empty:
+        lead = f"{len(unstable)} of {len(summary)} cells are unstable."
+    elif judged == len(summary):
+        lead = f"All cells are stable: batches/s spread under {UNSTABLE_CV:.0%} everywhere."
+    else:  # one sample has no spread: silence would read as "stable"
+        lead = f"Stability cannot be judged for {len(summary) - judged} of {len(summary)} cells (fewer than 2 samples)."
+    return [
+        Heading(2, "Stability"),
+        Paragraph(lead + " Checks in the manner of pyperf's warnings:"),
+        Bullets(tuple(items)),
+    ]
 
 
 def _faults_section(run: RunData) -> list[Block]:
@@ -294,9 +340,7 @@ def _faults_section(run: RunData) -> list[Block]:
     strategies = style.order_strategies(frame["strategy"])
     by_method = "start_method" in frame and frame["start_method"].nunique() > 1
     rows = []
-    for scenario, group in frame.groupby(
-        ["scenario", "start_method"] if by_method else ["scenario"], sort=False
-    ):
+    for scenario, group in frame.groupby(["scenario", "start_method"] if by_method else ["scenario"], sort=False):
         name = " / ".join(map(str, scenario)) if by_method else str(scenario[0])
         cells = [name]
         for strategy in strategies:
@@ -307,7 +351,7 @@ def _faults_section(run: RunData) -> list[Block]:
                 cells.append("clean")
             else:
                 reasons = "; ".join(r for r in match.loc[~match["clean"], "reason"] if r) or "no reason given"
-                cells.append(f"**not clean**: {reasons}")
+                cells.append(f"**not clean**: {escape(reasons)}")
         rows.append(tuple(cells))
     dirty = int((~frame["clean"]).sum())
     return [

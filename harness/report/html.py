@@ -28,19 +28,32 @@ figcaption { font-size: 0.9em; color: #444; }
 code { background: #f3f3f3; padding: 0 0.2em; }
 """
 
-_INLINE = (
-    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
+_CODE = re.compile(r"`([^`]+)`")
+_ESCAPED = re.compile(r"\\([\\`*\[\]])")
+_MARKS = (
     (re.compile(r"\*\*([^*]+)\*\*"), r"<strong>\1</strong>"),
     (re.compile(r"\*([^*]+)\*"), r"<em>\1</em>"),
 )
 
 
 def inline(text: str) -> str:
-    """Escape ``text``, then turn its markdown marks into tags."""
+    """Escape ``text``, then turn its markdown marks into tags.
+
+    Backslash-escaped characters (``document.escape``), then code spans, are set
+    aside first, as Markdown does, so a ``*`` inside them never starts emphasis.
+    """
+    kept: list[str] = []
+
+    def keep(value: str) -> str:
+        kept.append(value)
+        return f"\x00{len(kept) - 1}\x00"
+
     out = html.escape(text, quote=False)
-    for pattern, replacement in _INLINE:
+    out = _ESCAPED.sub(lambda m: keep(m.group(1)), out)  # first: an escaped backtick opens no code span
+    out = _CODE.sub(lambda m: keep(f"<code>{m.group(1)}</code>"), out)
+    for pattern, replacement in _MARKS:
         out = pattern.sub(replacement, out)
-    return out
+    return re.sub("\x00(\\d+)\x00", lambda m: kept[int(m.group(1))], out)
 
 
 def render_html(document: Document, images: dict[str, bytes]) -> list[str]:

@@ -57,7 +57,7 @@ class RunData:
     stored_summary: pd.DataFrame | None
     faults: pd.DataFrame | None
     source: str  # "samples" or "pytest-benchmark"
-    notes: tuple[str, ...] = ()  # what the loader noticed (dropped lines, disagreeing summary.csv)
+    notes: tuple[str, ...] = ()  # what the loader noticed (dropped lines, disagreeing summary.csv); plain text
 
 
 def load(path: Path) -> RunData:
@@ -91,7 +91,9 @@ def load_run(run_dir: Path) -> RunData:
             raise IpcbenchError(f"{run_dir / 'summary.csv'}: cannot read ({exc})") from exc
         problems = check_stored_summary(summary, stored)
         if problems:
-            notes.append("summary.csv disagrees with samples.jsonl (" + "; ".join(problems) + "); recomputed values used")
+            notes.append(
+                "summary.csv disagrees with samples.jsonl (" + "; ".join(problems) + "); recomputed values used"
+            )
         else:
             notes.append("summary.csv agrees with the values recomputed from samples.jsonl")
     if (run_dir / "failures.jsonl").is_file():  # the runner's record of measurements that died
@@ -102,7 +104,7 @@ def load_run(run_dir: Path) -> RunData:
                 for f in failures[:5]
             )
             more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
-            notes.append(f"**failures.jsonl: {len(failures)} measurement(s) failed**: {listed}{more}")
+            notes.append(f"failures.jsonl: {len(failures)} measurement(s) failed: {listed}{more}")
     faults = None
     if (run_dir / "faults.jsonl").is_file():
         fault_records, _ = read_jsonl(run_dir / "faults.jsonl", forgive_last=False)
@@ -153,7 +155,9 @@ def check_schema(version: object, path: Path, line: int | None = None) -> None:
     # A missing version is tolerated (hand-made files); a different one is not: fields may mean other things.
     if version is not None and version != SCHEMA_VERSION:
         where = f"{path}:{line}" if line else str(path)
-        raise IpcbenchError(f"{where}: schema_version {version!r} is not supported (this ipcbench reads {SCHEMA_VERSION})")
+        raise IpcbenchError(
+            f"{where}: schema_version {version!r} is not supported (this ipcbench reads {SCHEMA_VERSION})"
+        )
 
 
 def samples_frame(records: list[dict[str, Any]], path: Path) -> pd.DataFrame:

@@ -36,11 +36,15 @@ def lookup(env: dict[str, Any], *paths: str, default: Any = None) -> Any:
 
 
 def cpu_name(env: dict[str, Any]) -> str:
-    return str(lookup(env, "machine.cpu_model", "machine.cpu", "machine.cpu.model", "machine.processor", default=UNKNOWN))
+    return str(
+        lookup(env, "machine.cpu_model", "machine.cpu", "machine.cpu.model", "machine.processor", default=UNKNOWN)
+    )
 
 
 def cores_text(env: dict[str, Any]) -> str:
-    logical = lookup(env, "machine.cores_logical", "machine.cores.logical", "machine.logical_cores", "machine.cpu_count")
+    logical = lookup(
+        env, "machine.cores_logical", "machine.cores.logical", "machine.logical_cores", "machine.cpu_count"
+    )
     physical = lookup(env, "machine.cores_physical", "machine.cores.physical", "machine.physical_cores")
     if logical is None and isinstance(lookup(env, "machine.cores"), int):
         logical = lookup(env, "machine.cores")
@@ -56,7 +60,7 @@ def machine_text(env: dict[str, Any]) -> str:
 
 def dataset_text(run: RunData) -> str:
     """The dataset(s) of the samples, with source, image count and shape from env.json."""
-    names = sorted({str(v) for v in run.samples["dataset"].unique()})
+    names = sorted({str(v) for v in run.samples["dataset"].unique()} - {"n/a"}) or ["not recorded"]
     source = lookup(run.env, "dataset.source")
     images = lookup(run.env, "dataset.images")
     shape = lookup(run.env, "dataset.shape")
@@ -81,11 +85,24 @@ CONFIG_PHRASES = (
 )
 
 
+# Values the loaders fill in for a cell key a file did not record (load.KEY_FILL, benchjson):
+# 0 is never a real batch size, tile or prefetch (LoaderConfig requires >= 1).
+NOT_RECORDED: dict[str, tuple[object, ...]] = {
+    "batch_size": (0,),
+    "tile": (0,),
+    "prefetch": (0,),
+    "start_method": ("n/a",),
+    "workload": ("n/a",),
+}
+
+
 def config_text(samples: pd.DataFrame) -> str:
     """``"batch 32, tile 256 px, prefetch 2, forkserver, step 0 ms"``; varying keys are named as varying."""
     parts = []
     for key, phrase in CONFIG_PHRASES:
         values = sorted({_plain(v) for v in samples[key].unique()}, key=str)
+        if len(values) == 1 and values[0] in NOT_RECORDED.get(key, ()):
+            continue
         if len(values) == 1:
             parts.append(phrase.format(values[0]))
         else:
@@ -96,7 +113,8 @@ def config_text(samples: pd.DataFrame) -> str:
 def n_text(run: RunData, column: str | None = None) -> str:
     """``"n = 6 measured epochs per cell"`` (or a range when cells differ)."""
     counts = run.summary["n"].astype(int)
-    unit = "timed rounds" if run.source == "pytest-benchmark" else "measured epochs"
+    unit = "timed round" if run.source == "pytest-benchmark" else "measured epoch"
+    unit += "" if counts.max() == 1 else "s"
     span = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
     text = f"n = {span} {unit} per cell"
     if column is not None:
@@ -117,10 +135,14 @@ def caption_context(run: RunData, column: str | None = None) -> str:
 def provenance_items(run: RunData) -> list[tuple[str, str]]:
     """(label, value) rows for the provenance section."""
     env = run.env
-    items: list[tuple[str, str]] = [("Run", f"{lookup(env, 'run_id', default=UNKNOWN)}, {lookup(env, 'created', default='date unknown')}")]
+    items: list[tuple[str, str]] = [
+        ("Run", f"{lookup(env, 'run_id', default=UNKNOWN)}, {lookup(env, 'created', default='date unknown')}")
+    ]
     command = lookup(env, "command")
     if command:
-        items.append(("Command", "`" + (" ".join(map(str, command)) if isinstance(command, list) else str(command)) + "`"))
+        items.append(
+            ("Command", "`" + (" ".join(map(str, command)) if isinstance(command, list) else str(command)) + "`")
+        )
     machine = machine_text(env)
     memory = lookup(env, "machine.memory_total_mb")
     shm = lookup(env, "machine.shm_total_mb")

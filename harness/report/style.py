@@ -13,6 +13,10 @@ blog: 8 inches at 100 px per inch, saved at 150 dpi for sharp high-density scree
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Okabe-Ito; baseline is neutral grey because it is the reference, not a contender.
 STRATEGY_COLOURS: dict[str, str] = {
@@ -95,3 +99,33 @@ def apply() -> None:
             "errorbar.capsize": 3,
         }
     )
+
+
+def new_figure(ncols: int, nrows: int = 1, *, height_in: float, **kwargs: Any) -> tuple[Figure, Any]:
+    """A blog-width Figure (not pyplot's: no global state) and its 2-D array of axes."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(FIGURE_WIDTH_IN, height_in), layout="constrained")
+    axes = figure.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return figure, axes
+
+
+def legend_below(figure: Figure, handles: list, labels: list[str]) -> None:
+    """One legend for the whole figure, under the axes, in up to 6 columns."""
+    figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6))
+
+
+def line_handles(strategies: Iterable[str]) -> tuple[list, list[str]]:
+    """Legend entries (line with marker) for ``strategies`` in canonical order."""
+    from matplotlib.lines import Line2D
+
+    names = order_strategies(strategies)
+    return [Line2D([], [], color=colour(s), marker=marker(s), linestyle="-") for s in names], names
+
+
+def patch_handles(strategies: Iterable[str]) -> tuple[list, list[str]]:
+    """Legend entries (filled patch) for ``strategies`` in canonical order, for bar charts."""
+    from matplotlib.patches import Patch
+
+    names = order_strategies(strategies)
+    return [Patch(color=colour(s)) for s in names], names

@@ -1,0 +1,237 @@
+"""Line charts: throughput against workers, the per-batch wait ECDF, memory over one epoch.
+
+Each function takes a RunData and returns a matplotlib Figure (nothing is saved here).
+Lines are told apart by strategy (colour and marker, :mod:`.style`) and, when a run
+varies more than the worker count, by line style per *variant* (the other cell keys
+that take several values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+from . import style
+from .load import RunData
+from .provenance import lookup
+from .summary import measured, variant_keys, variant_label
+
+WAIT_FLOOR_MS = 1e-3  # log axes cannot show 0: waits under 1 µs are drawn at 1 µs
+LINESTYLES = ("-", "--", ":", "-.")
+ECDF_LEVELS = (0.50, 0.95, 0.99)
+ECDF_Y_RANGE = (0.01, 0.999)
+ECDF_TICKS = (0.01, 0.1, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
+MAX_PANELS = 6
+DODGE = 0.04  # workers-axis units between neighbouring strategies' points
+
+
+# -- throughput -------------------------------------------------------------------------------------------
+
+
+def throughput(run: RunData) -> Figure:
+    """batches/s and MB/s vs workers, median with IQR bars; the memcpy limit as a reference line."""
+    summary = run.summary
+    panels = [m for m in ("batches_per_s", "mb_per_s") if f"{m}_median" in summary]
+    figure, axes = style.new_figure(len(panels), height_in=4.2)
+    figure.suptitle("Throughput vs number of workers")
+    others = [k for k in variant_keys(summary) if k != "workers"]
+    variants = summary[others].drop_duplicates().to_dict("records") if others else [{}]
+    all_workers = sorted(summary["workers"].unique())
+    strategies = style.order_strategies(summary["strategy"])
+    titles = {"batches_per_s": "Batches per second", "mb_per_s": "Payload megabytes per second"}
+    ylabels = {"batches_per_s": "batches/s", "mb_per_s": "MB/s (10⁶ bytes/s)"}
+    handles, labels = [], []
+    for ax, metric in zip(axes[0], panels, strict=True):
+        top = 0.0
+        for position, strategy in enumerate(strategies):
+            # A small sideways dodge per strategy keeps overlapping IQR bars apart at the same worker count.
+            dodge = (position - (len(strategies) - 1) / 2) * DODGE
+            for number, variant in enumerate(variants):
+                rows = summary[summary["strategy"] == strategy]
+                for key, value in variant.items():
+                    rows = rows[rows[key] == value]
+                rows = rows.sort_values("workers")
+                if rows.empty:
+                    continue
+                median = rows[f"{metric}_median"].to_numpy(float)
+                error = [median - rows[f"{metric}_q25"].to_numpy(float), rows[f"{metric}_q75"].to_numpy(float) - median]
+                label = strategy + (f", {variant_label(pd.Series(variant), others)}" if others else "")
+                line = ax.errorbar(
+                    rows["workers"].to_numpy(float) + dodge,
+                    median,
+                    yerr=error,
+                    color=style.colour(strategy),
+                    marker=style.marker(strategy),
+                    linestyle=LINESTYLES[number % len(LINESTYLES)],
+                    label=label,
+                )
+                top = max(top, float(np.nanmax(median)))
+                if strategy == "baseline" and len(rows) == 1 and len(all_workers) > 1:
+                    # The baseline is one process whatever `workers` says: a level to beat, drawn across.
+                    ax.axhline(median[0], color=style.colour(strategy), linestyle="--", linewidth=1, alpha=0.7)
+                if metric == panels[0]:
+                    handles.append(line)
+                    labels.append(label)
+        reference = _memcpy_mb_per_s(run) if metric == "mb_per_s" else None
+        if reference:
+            ax.axhline(reference, color="black", linestyle=":", linewidth=1.4)
+            ax.annotate(
+                f"memcpy limit, one core: {reference / 1000:,.1f} GB/s",
+                (0.02, reference),
+                xycoords=("axes fraction", "data"),
+                xytext=(0, -4),
+                textcoords="offset points",
+                va="top",
+                fontsize=8.5,
+            )
+            if top > 0 and reference / top > 3:
+                # The physical limit is far above every strategy: a log axis shows both, with 1-2-5 labels.
+                ax.set_yscale("log")
+                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
+        if ax.get_yscale() == "linear":
+            ax.set_ylim(bottom=0)
+        ax.set_title(titles[metric])
+        ax.set_xlabel("workers (processes or threads)")
+        ax.set_ylabel(ylabels[metric] + (", log scale" if ax.get_yscale() == "log" else ""))
+        ax.set_xticks(all_workers)
+        ax.set_xlim(min(all_workers) - 0.5, max(all_workers) + 0.5)
+    style.legend_below(figure, handles, labels)
+    return figure
+
+
+def _memcpy_mb_per_s(run: RunData) -> float | None:
+    gb_per_s = lookup(run.env, "memcpy.gb_per_s", "memcpy.gb_per_s_median")
+    return None if gb_per_s is None else float(gb_per_s) * 1000.0
+
+
+# -- latency ------------------------------------------------------------------------------------------------
+
+
+def _panel_cells(summary: pd.DataFrame) -> tuple[list[str], list[dict]]:
+    keys = variant_keys(summary)
+    variants = summary[keys].drop_duplicates().sort_values(keys).to_dict("records") if keys else [{}]
+    return keys, variants[:MAX_PANELS]
+
+
+def wait_ecdf(run: RunData) -> Figure:
+    """ECDF of every batch's wait in next(), per strategy, one panel per variant; p50/p95/p99 marked."""
+    rows = measured(run.samples)
+    keys, variants = _panel_cells(run.summary)
+    ncols = min(len(variants), 3)
+    nrows = math.ceil(len(variants) / ncols)
+    figure, axes = style.new_figure(ncols, nrows, height_in=3.4 * nrows + 0.9, sharex=True, sharey=True)
+    figure.suptitle("Per-batch wait in next(): empirical CDF")
+    strategies = style.order_strategies(rows["strategy"])
+    for ax, variant in zip(axes.flat, variants, strict=False):
+        cell_rows = rows
+        for key, value in variant.items():
+            cell_rows = cell_rows[cell_rows[key] == value]
+        for strategy in strategies:
+            lists = cell_rows.loc[cell_rows["strategy"] == strategy, "wait_ms"]
+            waits = np.sort(np.concatenate([np.asarray(v, float) for v in lists if isinstance(v, list)] or [[]]))
+            if waits.size == 0:
+                continue
+            waits = np.maximum(waits, WAIT_FLOOR_MS)
+            # Hazen positions (i + 0.5) / n keep every point off 0 and 1, where a logit axis is infinite.
+            fraction = (np.arange(waits.size) + 0.5) / waits.size
+            ax.step(waits, fraction, where="post", color=style.colour(strategy), linewidth=1.6)
+            points = np.quantile(waits, ECDF_LEVELS)
+            ax.plot(
+                points,
+                ECDF_LEVELS,
+                linestyle="none",
+                marker=style.marker(strategy),
+                color=style.colour(strategy),
+                markeredgecolor="black",
+                markeredgewidth=0.6,
+                markersize=6,
+                zorder=3,
+            )
+        for level in ECDF_LEVELS:
+            ax.axhline(level, color="grey", linewidth=0.7, linestyle="--", zorder=0)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        # A logit axis stretches the tail, where stalls live: p95 and p99 get as much room as the median.
+        ax.set_yscale("logit")
+        ax.set_ylim(ECDF_Y_RANGE)
+        ax.yaxis.set_major_locator(FixedLocator(ECDF_TICKS))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_title(variant_label(pd.Series(variant), keys))
+    for ax in axes[-1]:
+        ax.set_xlabel("wait per batch (ms, log scale)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fraction of batches (logit scale)")
+    for ax in axes[:, -1]:
+        for level in ECDF_LEVELS:
+            ax.annotate(
+                f"p{level * 100:.0f}",
+                (1.0, level),
+                xycoords=("axes fraction", "data"),
+                xytext=(2, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+                color="dimgrey",
+            )
+    for ax in list(axes.flat)[len(variants) :]:
+        ax.set_visible(False)
+    style.legend_below(figure, *style.line_handles(strategies))
+    return figure
+
+
+# -- memory over time -------------------------------------------------------------------------------------
+
+
+def memory_trace(run: RunData) -> Figure:
+    """One measured epoch per strategy (most workers; PSS peak nearest the cell median): memory vs time."""
+    rows = measured(run.samples)
+    rows = rows[rows["memory_trace"].map(lambda t: isinstance(t, list) and len(t) > 0)]
+    strategies = style.order_strategies(rows["strategy"])
+    ncols = min(len(strategies), 3)
+    nrows = math.ceil(len(strategies) / ncols)
+    figure, axes = style.new_figure(ncols, nrows, height_in=2.7 * nrows + 0.9, sharey=True)
+    figure.suptitle("Memory during one epoch (main process + workers)")
+    top = 0.0
+    for ax, strategy in zip(axes.flat, strategies, strict=False):
+        epoch = _representative_epoch(rows[rows["strategy"] == strategy])
+        trace = np.asarray(epoch["memory_trace"], float)
+        colour = style.colour(strategy)
+        for column, linestyle in ((1, "-"), (2, "--"), (3, ":")):
+            if trace.shape[1] > column:
+                # A sparse trace (a short epoch, a slow sampler) shows its samples, so nobody reads the lines as data.
+                ax.plot(
+                    trace[:, 0],
+                    trace[:, column],
+                    color=colour,
+                    linestyle=linestyle,
+                    marker="." if len(trace) < 20 else None,
+                )
+        ax.set_title(f"{strategy}, {variant_label(epoch, ['workers'])}")
+        ax.set_xlim(left=0)
+        top = max(top, float(np.nanmax(trace[:, 1:])))
+    axes[0, 0].set_ylim(0, top * 1.08 or 1.0)  # shared y: set once, after every trace is drawn
+    for ax in axes.flat:
+        ax.set_xlabel("time in epoch (s)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("MB")
+    for ax in list(axes.flat)[len(strategies) :]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color="black", linestyle=ls) for ls in ("-", "--", ":")]
+    style.legend_below(figure, handles, ["PSS", "USS", "/dev/shm in use"])
+    return figure
+
+
+def _representative_epoch(rows: pd.DataFrame) -> pd.Series:
+    rows = rows[rows["workers"] == rows["workers"].max()]
+    if "pss_peak_mb" not in rows or rows["pss_peak_mb"].isna().all():
+        return rows.iloc[0]
+    distance = (rows["pss_peak_mb"] - rows["pss_peak_mb"].median()).abs()
+    return rows.loc[distance.idxmin()]

@@ -1,0 +1,415 @@
+"""torch: ``torch.utils.data.DataLoader`` doing the per-image work, as readers would.
+
+Message flow::
+
+    main process                                        DataLoader worker i (torch's _worker_loop)
+    ------------                                        ------------------------------------------
+    JobSampler yields TaggedJob(generation, job) ---->  index queue i (torch deals them round robin,
+                                                          at most prefetch_factor per worker)
+                                                        ImageDataset[tagged]: ImageProcessor.process
+                                                          into fresh tensors in shared memory
+    next(iterator): in plan order              <-----   data queue (one mp.Queue): ImageTensors with
+      ImageTensors -> ProcessedImage                      the tensors' file descriptors, not pixels
+    BatchGenerator._assemble copies the tiles into batches, as every strategy does
+
+A processed image is an *item*: ``batch_size=None`` turns collation off, so torch
+hands the main process one image at a time and the base class assembles batches
+(across image boundaries) exactly as the baseline does: bit-identical batches.
+
+The sampler trick: a persistent worker keeps the copy of the dataset it got at
+start-up, so the epoch's jobs cannot live in the dataset. They travel as the
+*indices*: the sampler (main process only) yields the epoch's ``ImageJob`` s, tagged
+with the epoch's ``generation``, and ``ImageDataset.__getitem__`` takes that object
+and processes it. The plan changes every epoch; the workers do not.
+
+DataLoader settings, and why:
+
+- ``batch_size=None``: one item = one processed image; batches are cut in the main
+  process, so they may span images as the contract requires.
+- ``num_workers=workers``, ``prefetch_factor=prefetch``: torch keeps ``prefetch``
+  indices outstanding per worker, the window every strategy honours.
+- ``persistent_workers=True``: workers live until ``close()`` (the contract); each
+  ``iter(loader)`` resets the same iterator for the next epoch.
+- ``multiprocessing_context=start_method``; for ``forkserver`` the server gets the
+  same preload as the other strategies' (``workers.FORKSERVER_PRELOAD``), whichever
+  strategy starts it first. Torch workers import torch themselves (~1-2 s each with
+  spawn/forkserver): start-up cost, paid once per generator, timed apart.
+- ``timeout=config.timeout``: torch's longest wait for one item; it raises
+  ``RuntimeError("DataLoader timed out ...")``, mapped to ``WorkerTimeoutError``.
+- ``pin_memory=False``: pinning only pays for a host-to-GPU copy (issue 6, item 4).
+- ``collate_fn=as_is``: no ``default_convert`` walk over the item.
+- ``generator=torch.Generator()``: torch draws a seed from it at every ``iter()``;
+  with the default it would advance the user's global torch RNG each epoch.
+- ``shuffle`` off (a sampler is given): the plan already orders the images.
+- Torch's sharing strategy is its own (``file_descriptor`` on Linux); we leave it.
+
+How the pixels travel: the worker writes the tiles straight into two fresh
+tensors allocated in shared memory (``UntypedStorage._new_shared``), so pickling them
+onto the data queue sends only their file descriptors (torch's ``file_descriptor``
+sharing strategy; the segments are unlinked at creation, so /dev/shm is never left
+with names). The main process maps them and the assembler copies the tiles out:
+one copy per byte, like ``shm``. Measured on ``data/real`` (batch 32, tile 256,
+2 workers, prefetch 2; 2 cores): see ``PAYLOADS`` below for the alternatives.
+
+Who owns each buffer: each image's tensors are fresh (the data queue's feeder
+thread pickles them after ``__getitem__`` returned, so a reused buffer could be
+overwritten first); their memory is freed when the main process drops the image
+(``_release_image``) and the worker's pickled reference is gone.
+
+Errors: a worker's exception travels as data (``messages.WorkerFailure``, with its
+traceback) and is raised as ``WorkerError`` with a ``RemoteTraceback`` cause, as in
+``pipe``/``queue``/``shm``. Torch's own errors are mapped: a dead worker (its
+``"DataLoader worker (pid(s) X) exited unexpectedly"``) to ``WorkerDiedError``, its
+``"DataLoader timed out"`` to ``WorkerTimeoutError``.
+
+Watching the workers: torch detects a dead worker with a process-wide SIGCHLD
+handler that raises in the main thread *wherever it is* (inside the training step,
+say), and that never fires for ``forkserver`` workers (the fork server's children,
+not ours; torch then notices at its timeout). We take our workers out of torch's
+SIGCHLD registry and wrap the iterator's data queue in :class:`WatchedQueue`, which
+waits on the queue's pipe *and* the workers' sentinels, as every strategy here
+does: a death raises at once, inside ``next()``, for every start method. A worker
+that died between two ``next()`` calls is found by ``_check_workers`` at the next.
+
+Early ``break``: nothing to do at once. The next ``iter(loader)`` makes torch wait
+for every index still outstanding (up to ``workers * prefetch`` images, computed
+for nothing) and discard them before the new epoch starts; the generation tag is
+checked on every item anyway, so a stale image could not slip into an epoch.
+
+Shutdown (``close()`` or garbage collection, through a ``weakref.finalize``): torch's
+``_shutdown_workers`` (done event, ``None`` on every index queue, join of up to
+``MP_STATUS_CHECK_INTERVAL`` = 5 s per worker, SIGTERM), then our escalation:
+SIGTERM -> join ``TERMINATE_GRACE_S`` -> SIGKILL -> join ``KILL_GRACE_S``. After a
+worker died or timed out, torch's graceful part is skipped (a dead worker may hold
+the done event's lock; a stopped one would cost 5 s): straight to the escalation.
+Torch workers watch their parent and exit within ~5 s when the main process dies.
+
+Only this module (and ``output="torch"``) imports torch, and only inside functions:
+``strategies/__init__`` imports every strategy module, and the other strategies'
+workers must not pay torch's import.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+import traceback
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .base import BatchGenerator
+from .config import LoaderConfig
+from .constants import KILL_GRACE_S, TERMINATE_GRACE_S
+from .dataset import Dataset
+from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
+from .messages import WorkerFailure
+from .plan import EpochPlan, ImageJob
+from .work import ImageProcessor, ProcessedImage, tile_buffers
+from .workers import FORKSERVER_PRELOAD
+
+# How the tiles cross from a worker to the main process (``TorchGenerator.payload``;
+# measured in the module docstring):
+# "shm": written into fresh shared-memory tensors, only their descriptors are pickled;
+# "tensor": fresh NumPy arrays wrapped by torch.from_numpy, which torch copies into
+#           shared memory when it pickles them;
+# "numpy": fresh NumPy arrays, pickled whole through the data queue's pipe.
+PAYLOADS = ("shm", "tensor", "numpy")
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedJob:
+    """The "index" the sampler yields: one image's job, tagged with its epoch's generation."""
+
+    generation: int
+    job: ImageJob
+
+
+@dataclass(frozen=True, slots=True)
+class ImageTensors:
+    """One processed image as the worker returns it: (N, C, T, T) uint16 data and (N, T, T) uint8 masks."""
+
+    generation: int
+    position: int
+    image_index: int
+    data: Any  # torch.Tensor (or np.ndarray for the "numpy" payload)
+    masks: Any
+
+
+class JobSampler:
+    """Yields the current epoch's tagged jobs; lives in the main process only."""
+
+    def __init__(self) -> None:
+        self.jobs: tuple[TaggedJob, ...] = ()
+
+    def __iter__(self) -> Iterator[TaggedJob]:
+        return iter(self.jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+
+def as_is(item: Any) -> Any:
+    """The collate function: the item is already what the main process wants."""
+    return item
+
+
+def _shared_tensor(torch: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialised tensor whose storage is in shared memory from the start (no copy when pickled)."""
+    nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+    return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape)
+
+
+class ImageDataset:
+    """Map-style dataset whose index is a :class:`TaggedJob`; each worker holds its own copy."""
+
+    def __init__(self, dataset: Dataset, tile: int, payload: str) -> None:
+        self.dataset = dataset
+        self.tile = tile
+        self.payload = payload
+        self._processor: ImageProcessor | None = None  # made in the worker, on first use
+
+    def __getitem__(self, tagged: TaggedJob) -> ImageTensors | WorkerFailure:
+        import torch
+
+        try:
+            if self._processor is None:
+                self._processor = ImageProcessor(self.dataset, self.tile)
+            job, t = tagged.job, self.tile
+            n, channels = job.n_tiles, self.dataset.entries[job.image_index].channels
+            if self.payload == "shm":
+                data = _shared_tensor(torch, (n, channels, t, t), torch.uint16)
+                masks = _shared_tensor(torch, (n, t, t), torch.uint8)
+                self._processor.process(job, data.numpy(), masks.numpy())
+            else:
+                data, masks = tile_buffers(n, channels, t)
+                self._processor.process(job, data, masks)
+                if self.payload == "tensor":
+                    data, masks = torch.from_numpy(data), torch.from_numpy(masks)
+            return ImageTensors(tagged.generation, job.position, job.image_index, data, masks)
+        except Exception as exc:  # travels as data, raised as WorkerError in the main process
+            info = torch.utils.data.get_worker_info()
+            return WorkerFailure(-1 if info is None else info.id, os.getpid(), type(exc).__name__, str(exc),
+                                 traceback.format_exc())
+
+
+class WatchedQueue:
+    """The iterator's data queue, read as every strategy here reads: ``wait(reader + sentinels, timeout)``.
+
+    Torch calls ``get(timeout)`` on it; a worker that is gone raises
+    :class:`WorkerGone` at once (torch turns it into "DataLoader worker (pid(s) X)
+    exited unexpectedly", which ``_torch_errors`` maps), whatever the start method.
+    Torch's own detection, a SIGCHLD handler, misses ``forkserver`` workers (they are
+    the fork server's children, not ours) and raises wherever the main thread is.
+    """
+
+    def __init__(self, inner: Any, workers: list[mp.process.BaseProcess]) -> None:
+        self.inner = inner
+        self.workers = workers
+
+    def get(self, timeout: float | None = None) -> Any:
+        reader = self.inner._reader
+        sentinels = {w.sentinel: w for w in self.workers}
+        ready = wait([reader, *sentinels], timeout)
+        self._raise_if_gone([sentinels[r] for r in ready if r in sentinels])
+        if reader not in ready:
+            raise queue.Empty
+        try:
+            # Readable now, and small messages (the tensors' descriptors) arrive whole.
+            return self.inner.get(timeout=timeout)
+        except (OSError, EOFError) as exc:
+            # The message of a worker killed just after it sent it: its tensors'
+            # descriptors can no longer be fetched from it. Its death shows at once.
+            ready = wait(list(sentinels), KILL_GRACE_S)
+            self._raise_if_gone([sentinels[r] for r in ready], exc)
+            raise
+
+    @staticmethod
+    def _raise_if_gone(gone: list[mp.process.BaseProcess], cause: BaseException | None = None) -> None:
+        if gone:
+            for w in gone:
+                w.join(KILL_GRACE_S)  # its descriptors are closed, it is exiting: learn how it ended
+            raise WorkerGone(", ".join(f"pid {w.pid} {_how_it_ended(w.exitcode)}" for w in gone)) from cause
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class WorkerGone(RuntimeError):
+    """Raised inside torch's ``_try_get_data``, which reports it as a worker that exited unexpectedly."""
+
+
+def _how_it_ended(exitcode: int | None) -> str:
+    if exitcode is None:  # its exit status was collected by someone else (a waitpid(-1) elsewhere)
+        return "exited"
+    if exitcode < 0:
+        return f"was killed by signal {-exitcode} ({signal.Signals(-exitcode).name})"
+    return f"exited with code {exitcode}"
+
+
+class _LoaderState:
+    """What the finalizer needs, without a reference to the generator."""
+
+    def __init__(self) -> None:
+        self.loader: Any = None
+        self.iterator: Any = None
+        self.broken = False  # a worker died or timed out: no graceful shutdown
+
+
+def _close_loader(state: _LoaderState) -> None:
+    """Torch's shutdown of the workers, then ours: SIGTERM -> bounded join -> SIGKILL -> join. Idempotent."""
+    iterator, state.iterator, state.loader = state.iterator, None, None
+    if iterator is None:
+        return
+    workers = list(iterator._workers)
+    try:
+        if state.broken or any(w.exitcode is not None for w in workers):
+            # A dead worker may hold the lock of the done event that torch's shutdown
+            # sets (torch counts on SIGCHLD to break that hang), a stopped one would
+            # be joined for 5 s: skip torch's part, the escalation below does it.
+            iterator._shutdown = True
+            for q in iterator._index_queues:
+                q.cancel_join_thread()  # our feeder threads must not wait for dead readers
+                q.close()
+        else:
+            iterator._shutdown_workers()  # a no-op at interpreter exit: then the escalation does it
+    finally:
+        for w in workers:
+            if w.exitcode is None:
+                w.terminate()
+        deadline = time.monotonic() + TERMINATE_GRACE_S
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+        for w in workers:
+            if w.exitcode is None:
+                w.kill()
+        deadline = time.monotonic() + KILL_GRACE_S
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+
+
+class TorchGenerator(BatchGenerator):
+    """A persistent ``DataLoader`` produces processed images; the base class assembles batches."""
+
+    name = "torch"
+    payload: ClassVar[str] = "shm"  # one of PAYLOADS
+
+    def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
+        super().__init__(dataset, config)
+        import torch  # here, never at module import: see the module docstring
+        from torch.utils.data import DataLoader
+        from torch.utils.data._utils import signal_handling
+
+        if self.payload not in PAYLOADS:
+            raise ValueError(f"{type(self).__name__}.payload={self.payload!r} must be one of {PAYLOADS}")
+        c = config
+        self.generation = 0
+        self._wanted = 0
+        self._sampler = JobSampler()
+        if c.start_method == "forkserver":
+            mp.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
+        self._state = _LoaderState()
+        self._state.loader = DataLoader(
+            ImageDataset(self.dataset, c.tile, self.payload), batch_size=None, sampler=self._sampler, collate_fn=as_is,
+            num_workers=c.workers, prefetch_factor=c.prefetch, persistent_workers=True,
+            multiprocessing_context=c.start_method, timeout=c.timeout, pin_memory=False,
+            generator=torch.Generator())
+        self._finalizer = weakref.finalize(self, _close_loader, self._state)
+        try:
+            with self._torch_errors("the first answer of every worker"):
+                iterator = self._state.iterator = iter(self._state.loader)  # starts the workers
+                # Death is watched where we wait (WatchedQueue), not by torch's SIGCHLD
+                # handler, which would raise anywhere in the main thread.
+                if iterator._worker_pids_set:
+                    signal_handling._remove_worker_pids(id(iterator))
+                    iterator._worker_pids_set = False
+                iterator._data_queue = WatchedQueue(iterator._data_queue, list(iterator._workers))
+                # An empty epoch: torch sends every worker a resume message and
+                # waits for its answer, so the generator is ready when we return.
+                iter(self._state.loader)
+        except BaseException:
+            self._finalizer()
+            raise
+
+    # -- producer hooks -------------------------------------------------------
+    def _begin_epoch(self, plan: EpochPlan) -> None:
+        self.generation += 1
+        self._wanted = 0
+        self._sampler.jobs = tuple(TaggedJob(self.generation, job) for job in plan.jobs)
+        waiting_for = f"the answer of every worker to the reset for epoch {plan.epoch}"
+        self._check_workers(waiting_for)
+        with self._torch_errors(waiting_for):
+            iter(self._state.loader)  # drains the abandoned epoch's images, then primes the window
+
+    def _next_image(self) -> ProcessedImage:
+        waiting_for = f"image {self._wanted} of epoch {self.epoch}"
+        self._check_workers(waiting_for)
+        with self._torch_errors(waiting_for):
+            try:
+                item = next(self._state.iterator)
+            except StopIteration:
+                raise RuntimeError(f"torch: the DataLoader ended before {waiting_for}") from None
+        if isinstance(item, WorkerFailure):
+            error = WorkerError(f"torch worker {item.worker_id} (pid {item.pid}) raised {item.exc_type}: "
+                                f"{item.message}", worker_id=item.worker_id, pid=item.pid)
+            raise error from RemoteTraceback(item.traceback)
+        if item.generation != self.generation or item.position != self._wanted:
+            raise RuntimeError(f"torch: got image {item.position} of generation {item.generation} while "
+                               f"waiting for {waiting_for} (generation {self.generation})")
+        self._wanted += 1
+        data, masks = item.data, item.masks
+        if not isinstance(data, np.ndarray):
+            data, masks = data.numpy(), masks.numpy()  # views; they keep the shared tensors alive
+        return ProcessedImage(item.position, item.image_index, data, masks)
+
+    def _shutdown(self) -> None:
+        self._sampler.jobs = ()
+        self._finalizer()
+
+    # -- workers and errors -------------------------------------------------
+    def _workers(self) -> list[mp.process.BaseProcess]:
+        iterator = self._state.iterator
+        return [] if iterator is None else list(iterator._workers)
+
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in self._workers()]
+
+    def _death(self, waiting_for: str) -> WorkerDiedError | None:
+        """The error for the first worker that is gone, if one is."""
+        for worker_id, w in enumerate(self._workers()):
+            if w.exitcode is not None:
+                return WorkerDiedError(f"torch: DataLoader worker {worker_id} (pid {w.pid}) "
+                                       f"{_how_it_ended(w.exitcode)}; was waiting for {waiting_for}",
+                                       worker_id=worker_id, pid=w.pid, exitcode=w.exitcode)
+        return None
+
+    def _check_workers(self, waiting_for: str) -> None:
+        """Every worker must be alive: one that died between two waits is reported at the next one."""
+        if (error := self._death(waiting_for)) is not None:
+            raise error
+
+    @contextmanager
+    def _torch_errors(self, waiting_for: str) -> Iterator[None]:
+        """Torch's RuntimeErrors for a dead worker or a timeout, as this package's error family."""
+        try:
+            yield
+        except RuntimeError as exc:
+            text = str(exc)
+            if isinstance(exc, WorkerGone) or text.startswith("DataLoader worker"):
+                self._state.broken = True
+                error = self._death(waiting_for) or WorkerDiedError(f"torch: {text}; was waiting for {waiting_for}")
+                raise error from exc
+            if text.startswith("DataLoader timed out"):
+                self._state.broken = True
+                alive = [w.pid for w in self._workers() if w.exitcode is None]
+                raise WorkerTimeoutError(f"torch: {waiting_for} did not come within timeout={self.config.timeout:g}s; "
+                                         f"workers alive: {alive}") from exc
+            raise

@@ -1,0 +1,205 @@
+"""The ``threads`` strategy: a thread pool behind the BatchGenerator contract.
+
+Bit-identical batches to the baseline for every worker count and prefetch depth,
+across epochs and after early breaks; the window (at most ``workers * prefetch``
+images in flight, buffers recycled); torch output; a worker's exception with its
+file name and traceback; a stuck thread as a timeout; close and garbage
+collection that leave no thread behind.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import write_dataset
+
+from strategies import DatasetError, LoaderConfig, WorkerTimeoutError, make_generator
+from strategies.threads import THREAD_PREFIX
+from strategies.work import ImageProcessor
+
+# write_dataset(images=5): 5 images of 2 x 70 x 90; tile 16: 20 tiles an image,
+# 100 an epoch, 15 batches of 7 (the last of 2), so batches span images.
+CFG = LoaderConfig(batch_size=7, tile=16, workers=2, prefetch=2, timeout=30.0)
+# A bound on close() that only a hang would exceed (never a timing assertion).
+CLOSE_BOUND_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("threads") / "ds", images=5)
+
+
+def epochs_with_a_break(name: str, root: Path, config: LoaderConfig) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Epochs 0 and 1 in full, epoch 2 broken off after 3 batches, epoch 3 in full."""
+    out = []
+    with make_generator(name, root, config) as gen:
+        for _ in range(2):
+            out.append([(d.copy(), m.copy()) for d, m in gen])
+        for i, _ in enumerate(gen):
+            if i == 3:
+                break
+        out.append([(d.copy(), m.copy()) for d, m in gen])
+        assert gen.epoch == 3
+    return out
+
+
+def assert_same(a: list, b: list) -> None:
+    assert [len(e) for e in a] == [len(e) for e in b]
+    for epoch_a, epoch_b in zip(a, b, strict=True):
+        for (da, ma), (db, mb) in zip(epoch_a, epoch_b, strict=True):
+            np.testing.assert_array_equal(da, db)
+            np.testing.assert_array_equal(ma, mb)
+
+
+@pytest.fixture(scope="module")
+def expected(dataset: Path) -> list:
+    return epochs_with_a_break("baseline", dataset, CFG)
+
+
+def our_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left():
+    assert our_threads() == []
+    yield
+    assert our_threads() == [], "a test left worker threads running"
+
+
+@pytest.mark.parametrize("workers", [1, 2, 8])
+@pytest.mark.parametrize("prefetch", [1, 2])
+def test_matches_baseline(dataset: Path, expected: list, workers: int, prefetch: int) -> None:
+    assert_same(epochs_with_a_break("threads", dataset, CFG.replace(workers=workers, prefetch=prefetch)), expected)
+
+
+def test_start_method_does_not_matter(dataset: Path, expected: list) -> None:
+    assert_same(epochs_with_a_break("threads", dataset, CFG.replace(start_method="spawn")), expected)
+
+
+@pytest.mark.parametrize(("workers", "prefetch"), [(1, 1), (2, 3), (3, 1)])
+def test_window_bounds_images_in_flight(dataset: Path, workers: int, prefetch: int) -> None:
+    window = workers * prefetch
+    with make_generator("threads", dataset, CFG, workers=workers, prefetch=prefetch) as gen:
+        assert gen.window == window and len(gen.worker_threads()) == workers
+        seen = []
+        fill = gen._fill
+
+        def spy() -> None:
+            fill()
+            seen.append(gen.in_flight)
+
+        gen._fill = spy
+        for epoch in range(3):
+            for i, _ in enumerate(gen):
+                if epoch == 1 and i == 1:
+                    break  # abandon an epoch with the window full
+        assert min(window, 5) <= max(seen) <= window and min(seen) >= 0  # 5 images an epoch
+        assert gen.in_flight == 0  # every buffer came back, the abandoned epoch's too
+        assert len(gen._stock) <= window  # at most one buffer per image in flight, recycled
+
+
+def test_breaks_in_a_row_and_len(dataset: Path) -> None:
+    with make_generator("threads", dataset, CFG, workers=2, prefetch=3) as gen:
+        assert len(gen) == 15
+        next(iter(gen))
+        iter(gen)  # epoch 1, abandoned before its first batch
+        out = [(d.copy(), m.copy()) for d, m in gen]  # for calls iter(): epoch 2
+        assert len(out) == len(gen) == 15 and gen.epoch == 2
+        assert gen.worker_pids() == []  # threads: no other process
+    with make_generator("baseline", dataset, CFG, epoch=2) as base:
+        assert_same([out], [list(base)])
+
+
+def test_torch_output(dataset: Path, expected: list) -> None:
+    import torch
+
+    with make_generator("threads", dataset, CFG, output="torch") as gen:
+        out = list(gen)
+    assert all(isinstance(d, torch.Tensor) and d.dtype == torch.uint16 for d, _ in out)
+    assert_same([[(d.numpy(), m.numpy()) for d, m in out]], expected[:1])
+
+
+def test_close_is_idempotent_bounded_and_stops_threads(dataset: Path) -> None:
+    gen = make_generator("threads", dataset, CFG, workers=3)
+    next(gen)
+    threads = gen.worker_threads()
+    assert len(our_threads()) == 3 and all(t.is_alive() for t in threads)
+    start = time.monotonic()
+    gen.close()
+    assert time.monotonic() - start < CLOSE_BOUND_S
+    gen.close()
+    assert gen.closed and not any(t.is_alive() for t in threads)
+
+
+def test_garbage_collected_without_close(dataset: Path) -> None:
+    gen = make_generator("threads", dataset, CFG)
+    next(gen)
+    threads = gen.worker_threads()
+    del gen
+    gc.collect()
+    for thread in threads:
+        thread.join(CLOSE_BOUND_S)
+    assert not any(t.is_alive() for t in threads)
+
+
+def corrupt_dataset(root: Path) -> Path:
+    """Two good images, then one whose third compressed strip is zeros: only decoding finds it."""
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for stem in ("a", "b", "c"):
+        image = rng.integers(0, 4096, (2, 48, 48), dtype=np.uint16)
+        tifffile.imwrite(root / "images" / f"{stem}.tif", image, photometric="minisblack", compression="zlib",
+                         rowsperstrip=8)
+        tifffile.imwrite(root / "labels" / f"{stem}.tif", np.zeros((48, 48), np.uint16))
+    bad = root / "images" / "c.tif"
+    with tifffile.TiffFile(bad) as tif:
+        offset, count = tif.pages[0].dataoffsets[2], tif.pages[0].databytecounts[2]
+    raw = bytearray(bad.read_bytes())
+    raw[offset : offset + count] = bytes(count)
+    bad.write_bytes(bytes(raw))
+    return bad
+
+
+def test_corrupt_image_mid_epoch_names_the_file(tmp_path: Path) -> None:
+    bad = corrupt_dataset(tmp_path)
+    with make_generator("threads", tmp_path, CFG, batch_size=4, shuffle=False) as gen:
+        seen = 0
+        with pytest.raises(DatasetError) as info:
+            for _ in gen:
+                seen += 1
+        assert gen.closed
+    assert seen == 4  # 16 of the good images' 18 tiles (3 x 3 of 16 px each); the fifth batch needs c.tif
+    assert str(bad) in str(info.value)
+    # The traceback runs through the worker thread, where the file was decoded.
+    frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+    assert "_serve" in frames and "process" in frames
+
+
+def test_stuck_thread_raises_timeout(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    process = ImageProcessor.process
+
+    def stuck(self, job, *args):
+        if job.position == 1:
+            release.wait(CLOSE_BOUND_S)  # a hung read, until the test lets it go
+        return process(self, job, *args)
+
+    monkeypatch.setattr(ImageProcessor, "process", stuck)
+    gen = make_generator("threads", dataset, CFG, timeout=0.5)
+    try:
+        with pytest.raises(WorkerTimeoutError, match="image 1 of epoch 0"):
+            list(gen)
+        assert gen.closed
+    finally:
+        release.set()
+    for thread in gen.worker_threads():
+        thread.join(CLOSE_BOUND_S)

@@ -1,0 +1,237 @@
+"""The ``torch`` strategy: a persistent DataLoader behind the BatchGenerator contract.
+
+Bit-identical batches to the baseline for every start method, worker count and
+prefetch depth, across epochs and after an early break; persistent workers;
+torch output; errors mapped into the package's family (a worker's exception with
+the file name, a SIGKILLed worker, a stopped one); close and garbage collection
+that leave no process; and ``import strategies`` that does not import torch.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import tifffile
+from conftest import write_dataset
+
+from strategies import (
+    LoaderConfig,
+    RemoteTraceback,
+    WorkerDiedError,
+    WorkerError,
+    WorkerTimeoutError,
+    make_generator,
+)
+from strategies.torch_loader import TorchGenerator
+
+# write_dataset(images=5): 5 images of 2 x 70 x 90; tile 16: 20 tiles an image,
+# 100 an epoch, 15 batches of 7 (the last of 2), so batches span images.
+CFG = LoaderConfig(batch_size=7, tile=16, workers=2, prefetch=2, start_method="fork", timeout=60.0)
+# A bound on close() that only a hang would exceed (never a timing assertion).
+CLOSE_BOUND_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("torch") / "ds", images=5)
+
+
+def epochs_with_a_break(name: str, root: Path, config: LoaderConfig) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Epochs 0 and 1 in full, epoch 2 broken off after 3 batches, epoch 3 in full."""
+    out = []
+    with make_generator(name, root, config) as gen:
+        for _ in range(2):
+            out.append([(np.array(d), np.array(m)) for d, m in gen])
+        for i, _ in enumerate(gen):
+            if i == 3:
+                break
+        out.append([(np.array(d), np.array(m)) for d, m in gen])
+        assert gen.epoch == 3
+    return out
+
+
+def assert_same(a: list, b: list) -> None:
+    assert [len(e) for e in a] == [len(e) for e in b]
+    for epoch_a, epoch_b in zip(a, b, strict=True):
+        for (da, ma), (db, mb) in zip(epoch_a, epoch_b, strict=True):
+            np.testing.assert_array_equal(da, db)
+            np.testing.assert_array_equal(ma, mb)
+
+
+@pytest.fixture(scope="module")
+def expected(dataset: Path) -> list:
+    return epochs_with_a_break("baseline", dataset, CFG)
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def gone(pids: list[int], timeout: float = 5.0) -> bool:
+    """Every one of ``pids`` has exited, within ``timeout``.
+
+    Polled, never waited for: ``psutil.wait_procs`` would reap our children and
+    steal their exit status from ``multiprocessing``.
+    """
+    deadline = time.monotonic() + timeout
+    while any(running(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_import_strategies_does_not_import_torch() -> None:
+    code = "import sys, strategies; print('torch' in sys.modules, 'strategies.torch_loader' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_matches_baseline_for_every_start_method(dataset: Path, expected: list, start_method: str) -> None:
+    assert_same(epochs_with_a_break("torch", dataset, CFG.replace(start_method=start_method)), expected)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 8 workers on a small machine
+@pytest.mark.parametrize(("workers", "prefetch"), [(1, 1), (1, 2), (2, 1), (8, 2)])
+def test_matches_baseline_for_workers_and_prefetch(dataset: Path, expected: list, workers: int,
+                                                   prefetch: int) -> None:
+    assert_same(epochs_with_a_break("torch", dataset, CFG.replace(workers=workers, prefetch=prefetch)), expected)
+
+
+@pytest.mark.parametrize("payload", ["tensor", "numpy"])
+def test_other_payloads_match_baseline(dataset: Path, expected: list, payload: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The alternatives the module docstring measures: same batches, other transport.
+    monkeypatch.setattr(TorchGenerator, "payload", payload)
+    assert_same(epochs_with_a_break("torch", dataset, CFG), expected)
+
+
+def test_workers_persist_len_and_no_stale_images(dataset: Path, expected: list) -> None:
+    with make_generator("torch", dataset, CFG, prefetch=3) as gen:
+        pids = gen.worker_pids()
+        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+        assert len(gen) == 15
+        next(iter(gen))  # break after one batch: the window is full of epoch 0's images
+        iter(gen)  # ... and epoch 1 right away, before a single batch
+        epoch2 = [(np.array(d), np.array(m)) for d, m in gen]  # for calls iter(): epoch 2
+        assert len(epoch2) == len(gen) == 15 and gen.epoch == 2
+        assert gen.worker_pids() == pids  # the same processes, epoch after epoch
+    with make_generator("baseline", dataset, CFG, epoch=2) as base:
+        assert_same([epoch2], [[(d, m) for d, m in base]])
+    assert gone(pids)
+
+
+def test_torch_output_and_global_rng_untouched(dataset: Path, expected: list) -> None:
+    import torch
+
+    state = torch.get_rng_state()
+    with make_generator("torch", dataset, CFG, output="torch") as gen:
+        out = [(d.numpy().copy(), m.numpy().copy()) for d, m in gen]
+        data, masks = next(iter(gen))
+        assert isinstance(data, torch.Tensor) and data.dtype == torch.uint16 and masks.dtype == torch.uint8
+    assert_same([out], expected[:1])
+    # The loader has its own torch.Generator: iterating it does not advance the user's RNG.
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_close_is_idempotent_bounded_and_leaves_no_process(dataset: Path) -> None:
+    gen = make_generator("torch", dataset, CFG)
+    next(gen)
+    pids = gen.worker_pids()
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert set(pids) <= children
+    start = time.monotonic()
+    gen.close()
+    assert time.monotonic() - start < CLOSE_BOUND_S
+    gen.close()
+    assert gen.closed and gen.worker_pids() == []
+    assert gone(pids, timeout=0.0)
+    assert not set(pids) & {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def test_garbage_collected_without_close(dataset: Path) -> None:
+    gen = make_generator("torch", dataset, CFG)
+    next(gen)
+    pids = gen.worker_pids()
+    del gen
+    gc.collect()
+    assert gone(pids)
+
+
+def corrupt_dataset(root: Path) -> Path:
+    """Two good images, then one whose third compressed strip is zeros: only decoding finds it."""
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for stem in ("a", "b", "c"):
+        image = rng.integers(0, 4096, (2, 48, 48), dtype=np.uint16)
+        tifffile.imwrite(root / "images" / f"{stem}.tif", image, photometric="minisblack", compression="zlib",
+                         rowsperstrip=8)
+        tifffile.imwrite(root / "labels" / f"{stem}.tif", np.zeros((48, 48), np.uint16))
+    bad = root / "images" / "c.tif"
+    with tifffile.TiffFile(bad) as tif:
+        offset, count = tif.pages[0].dataoffsets[2], tif.pages[0].databytecounts[2]
+    raw = bytearray(bad.read_bytes())
+    raw[offset : offset + count] = bytes(count)
+    bad.write_bytes(bytes(raw))
+    return bad
+
+
+def test_corrupt_image_mid_epoch_names_the_file(tmp_path: Path) -> None:
+    bad = corrupt_dataset(tmp_path)
+    with make_generator("torch", tmp_path, CFG, tile=16, batch_size=4, shuffle=False) as gen:
+        pids = gen.worker_pids()
+        seen = 0
+        with pytest.raises(WorkerError) as info:
+            for _ in gen:
+                seen += 1
+        assert gen.closed
+    assert seen == 4  # 16 of the good images' 18 tiles (3 x 3 of 16 px each); the fifth batch needs c.tif
+    assert str(bad) in str(info.value) and "DatasetError" in str(info.value)
+    assert isinstance(info.value.__cause__, RemoteTraceback) and "process" in info.value.__cause__.tb
+    assert gone(pids)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_killed_worker_raises_worker_died(dataset: Path, start_method: str) -> None:
+    gen = make_generator("torch", dataset, CFG, start_method=start_method, timeout=30.0)
+    next(gen)
+    pids = gen.worker_pids()
+    os.kill(pids[1], signal.SIGKILL)
+    # Wait until it is dead: nothing may be raised here, outside next() (torch's
+    # SIGCHLD handler would raise its RuntimeError in whatever the main thread does).
+    assert gone(pids[1:])
+    time.sleep(0.2)
+    start = time.monotonic()
+    with pytest.raises(WorkerDiedError, match=f"pid {pids[1]}") as info:
+        for _ in range(len(gen)):
+            next(gen)
+    assert time.monotonic() - start < 30.0  # within the timeout: found by the sentinel, not by the timeout
+    assert info.value.exitcode == -signal.SIGKILL and "SIGKILL" in str(info.value)
+    assert gen.closed and gone(pids)
+
+
+def test_stopped_worker_raises_timeout(dataset: Path) -> None:
+    gen = make_generator("torch", dataset, CFG, workers=1, prefetch=1, timeout=1.0)
+    pids = gen.worker_pids()
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        with pytest.raises(WorkerTimeoutError, match="within timeout=1s"):
+            list(gen)
+        assert gen.closed and gone(pids)
+    finally:
+        if psutil.pid_exists(pids[0]):
+            os.kill(pids[0], signal.SIGCONT)
