@@ -5,8 +5,11 @@ hand) does, in order::
 
     sampler thread on          (memory of this process and all its descendants)
     make_generator(...)        timed: startup_s           -> event "ready"
-    epoch 0 (warm-up)          timed, full checksum        -> event "epoch"
-    epochs 1..E (measured)     timed                       -> event "epoch" each
+    epoch 0 (warm-up)          timed, full checksum,       -> event "epoch"
+                               memory sampled densely (every 50 ms)
+    epochs 1..E (measured)     timed; memory sampled at a  -> event "epoch" each
+                               pace capped at 0.5% of a core (harness.measure.MAX_CPU_FRACTION),
+                               and just before and after each epoch
     close()                    timed until every worker is gone: shutdown_s;
                                then leftover workers and new /dev/shm segments
                                                            -> event "closed"
@@ -37,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .measure import (
+    MAX_CPU_FRACTION,
     MB,
     FullChecksum,
     ProcessTree,
@@ -57,6 +61,10 @@ from .measure import (
 # How long after close() returns the workers may take to disappear before they
 # count as left over. close() joins them, so this only bounds a strategy that does not.
 LEFTOVER_GRACE_S = 2.0
+# The warm-up epoch is not timed: the sampler runs dense there (a detailed memory
+# trace of one epoch per process), and at its CPU-capped pace everywhere else.
+WARMUP_SAMPLER_INTERVAL_S = 0.05
+WARMUP_SAMPLER_MAX_CPU_FRACTION = 0.25
 GONE_POLL_S = 0.002  # shutdown_s resolution while waiting for workers to vanish
 
 
@@ -258,6 +266,9 @@ def close_and_check(
     }
 
 
+_WARMUP_PACE = {"interval_s": WARMUP_SAMPLER_INTERVAL_S, "max_cpu_fraction": WARMUP_SAMPLER_MAX_CPU_FRACTION}
+
+
 def measure(spec: ChildSpec, events: Events) -> None:
     """The whole measurement; raises on failure (the caller turns it into an event)."""
     from strategies import LoaderConfig, make_generator
@@ -280,7 +291,12 @@ def measure(spec: ChildSpec, events: Events) -> None:
                 # of this boundary sample's own cost lands inside the epoch: take it out.
                 boundary_cpu_s = time.thread_time() - main_cpu
                 sampler_cpu_before = sampler.cpu_s
+                dense = index == 0 and spec.sampler_interval_s > 0
+                if dense:
+                    sampler.configure(**_WARMUP_PACE)
                 timing = time_epoch(gen, step_ms=spec.step_ms, full_checksum=index == 0)
+                if dense:  # back to the capped pace before anything is timed; its wake-up sample is taken now
+                    sampler.configure(interval_s=spec.sampler_interval_s, max_cpu_fraction=MAX_CPU_FRACTION)
                 after = sampler.sample_now()
                 sampler_cpu_s = sampler.cpu_s - sampler_cpu_before
                 # The sampler thread's CPU is the instrument's, not the strategy's.

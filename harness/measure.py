@@ -202,12 +202,12 @@ class ProcessTree:
             for pid in self.pids():
                 try:
                     state, _, cpu_s, start = _read_stat(pid)
+                    self._last_cpu[(pid, start)] = cpu_s  # a zombie's stat holds its final CPU times
                     if state in ("Z", "X"):
                         continue
                     p, u = _read_rollup(pid) if _HAS_ROLLUP else _psutil_memory(pid)
                 except (OSError, ValueError, IndexError):  # exited between listing and reading
                     continue
-                self._last_cpu[(pid, start)] = cpu_s
                 pss, uss, processes = pss + p, uss + u, processes + 1
             return TreeSample(clock(), pss, uss, shm_used_bytes(), sum(self._last_cpu.values()), processes)
 
@@ -227,11 +227,16 @@ def _psutil_memory(pid: int) -> tuple[int, int]:
 
 
 # -- the sampler thread --------------------------------------------------------
-# The sampler's CPU time may not exceed this fraction of one core. Reading
-# smaps_rollup walks a process's page tables: ~3-4 ms for a 90 MB worker on this
-# machine class, ~10 ms for a tree of main + 2 workers; every 0.2 s that would be 5%
-# of a core. The sampler waits longer after an expensive sample instead.
-MAX_CPU_FRACTION = 0.015
+# The sampler's CPU time may not exceed this fraction of one core while epochs are
+# timed. Reading smaps_rollup walks a process's page tables under its mmap lock:
+# ~1 ms for the main process of baseline, ~3-4 ms for a process mapping ~100 MB of
+# shared-memory slots, ~10 ms for main + 2 workers of shm; every 0.2 s that would be
+# 5% of a core. It costs more than its CPU: the walk holds off the walked process's
+# mmap/munmap (every fresh batch array). Measured here (paired epochs, sampler on vs
+# off, baseline): 1.3% of a core cost about 2% of batches/s; hence 0.5%, under 1%.
+# The sampler waits longer after an expensive sample instead.
+MAX_CPU_FRACTION = 0.005
+SAMPLER_JOIN_S = 5.0  # stop() waits at most this for a sample in progress (a daemon thread)
 
 
 def next_wait_s(interval_s: float, sample_cpu_s: float, max_cpu_fraction: float = MAX_CPU_FRACTION) -> float:
@@ -265,7 +270,8 @@ class Sampler:
         self.clock = clock
         self.samples: list[TreeSample] = []
         self._cpu_s = 0.0
-        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._stopping = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -277,9 +283,20 @@ class Sampler:
         self.samples.append(sample)  # list.append is atomic under the GIL
         return sample
 
+    def configure(self, *, interval_s: float, max_cpu_fraction: float) -> None:
+        """Change the pace; the thread (if running) wakes, samples, and goes on at the new pace."""
+        if interval_s <= 0 or not 0 < max_cpu_fraction <= 1:
+            raise ValueError(f"{interval_s=} must be > 0 and {max_cpu_fraction=} in (0, 1]")
+        self.interval_s, self.max_cpu_fraction = interval_s, max_cpu_fraction
+        self._wake.set()
+
     def _run(self) -> None:
         wait_s = self.interval_s
-        while not self._stop.wait(wait_s):
+        while True:
+            self._wake.wait(wait_s)
+            self._wake.clear()
+            if self._stopping:
+                return
             self.sample_now()
             cpu_s = time.thread_time()
             wait_s = next_wait_s(self.interval_s, cpu_s - self._cpu_s, self.max_cpu_fraction)
@@ -292,9 +309,10 @@ class Sampler:
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=max(1.0, 10 * self.interval_s))
+            self._thread.join(timeout=SAMPLER_JOIN_S)
             self._thread = None
 
     def between(self, t0: float, t1: float) -> list[TreeSample]:

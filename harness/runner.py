@@ -63,7 +63,7 @@ from .results import (
     write_summary,
 )
 
-DEFAULT_SAMPLER_INTERVAL_S = 0.2  # overhead measured well under 2% of throughput (see env.json sampler)
+DEFAULT_SAMPLER_INTERVAL_S = 0.2  # the shortest wait; measure.MAX_CPU_FRACTION stretches it (see env.json sampler)
 # No event for this long means a hung child: the slowest step is one epoch of the
 # slowest strategy on the real dataset (a few seconds) or a start-up importing torch.
 DEFAULT_WATCHDOG_S = 120.0

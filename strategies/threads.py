@@ -125,8 +125,9 @@ class ThreadGenerator(BatchGenerator):
         self._stock: list[tuple[np.ndarray, np.ndarray]] = []  # free output buffers
         self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._threads = [
-            threading.Thread(target=_serve, args=(self._tasks, self.dataset, config.tile),
-                             name=f"{THREAD_PREFIX}-{i}", daemon=True)
+            threading.Thread(
+                target=_serve, args=(self._tasks, self.dataset, config.tile), name=f"{THREAD_PREFIX}-{i}", daemon=True
+            )
             for i in range(config.workers)
         ]
         # The finalizer and the threads hold the queue and the dataset, never the generator.
@@ -167,8 +168,9 @@ class ThreadGenerator(BatchGenerator):
         done, _ = wait(futures, timeout=self.config.timeout, return_when=return_when)
         if not done:
             alive = [t.name for t in self._threads if t.is_alive()]
-            raise WorkerTimeoutError(f"{self.name}: no {waiting_for} within timeout={self.config.timeout:g}s; "
-                                     f"threads alive: {alive}")
+            raise WorkerTimeoutError(
+                f"{self.name}: no {waiting_for} within timeout={self.config.timeout:g}s; threads alive: {alive}"
+            )
 
     # -- producer hooks -------------------------------------------------------
     def _begin_epoch(self, plan: EpochPlan) -> None:
@@ -181,8 +183,7 @@ class ThreadGenerator(BatchGenerator):
         while not self._window:  # the window is full of an abandoned epoch's images
             if not self._stale:
                 raise RuntimeError(f"{self.name}: waiting for an {waiting_for} but none is dispatched")
-            self._await([t.future for t in self._stale], f"stale image to finish before {waiting_for}",
-                        FIRST_COMPLETED)
+            self._await([t.future for t in self._stale], f"stale image to finish before {waiting_for}", FIRST_COMPLETED)
             self._fill()
         task = self._window.popleft()
         self._await([task.future], f"image {task.job.position} of epoch {self.epoch}")

@@ -32,8 +32,9 @@ DataLoader settings, and why:
   ``iter(loader)`` resets the same iterator for the next epoch.
 - ``multiprocessing_context=start_method``; for ``forkserver`` the server gets the
   same preload as the other strategies' (``workers.FORKSERVER_PRELOAD``), whichever
-  strategy starts it first. Torch workers import torch themselves (~1-2 s each with
-  spawn/forkserver): start-up cost, paid once per generator, timed apart.
+  strategy starts it first. Torch workers import torch themselves with
+  spawn/forkserver: start-up of 4-6.5 s on the loaded 2-core machine (``shm``:
+  0.1 s), paid once per generator, timed apart from batches/s.
 - ``timeout=config.timeout``: torch's longest wait for one item; it raises
   ``RuntimeError("DataLoader timed out ...")``, mapped to ``WorkerTimeoutError``.
 - ``pin_memory=False``: pinning only pays for a host-to-GPU copy (issue 6, item 4).
@@ -43,18 +44,30 @@ DataLoader settings, and why:
 - ``shuffle`` off (a sampler is given): the plan already orders the images.
 - Torch's sharing strategy is its own (``file_descriptor`` on Linux); we leave it.
 
-How the pixels travel: the worker writes the tiles straight into two fresh
-tensors allocated in shared memory (``UntypedStorage._new_shared``), so pickling them
-onto the data queue sends only their file descriptors (torch's ``file_descriptor``
-sharing strategy; the segments are unlinked at creation, so /dev/shm is never left
-with names). The main process maps them and the assembler copies the tiles out:
-one copy per byte, like ``shm``. Measured on ``data/real`` (batch 32, tile 256,
-2 workers, prefetch 2; 2 cores): see ``PAYLOADS`` below for the alternatives.
+How the pixels travel (``payload``): the worker writes the tiles straight into two
+fresh tensors allocated in shared memory (``UntypedStorage._new_shared``), so pickling
+them onto the data queue sends only their file descriptors (torch's
+``file_descriptor`` strategy; the segments are unlinked at creation, so /dev/shm
+never keeps a name). The main process maps them and the assembler copies the tiles
+out: one copy per byte, like ``shm``. The alternatives, measured on ``data/real``
+(batch 32, tile 256, 2 workers, prefetch 2, forkserver; 2 cores shared with other
+jobs, load average 5-6, so CPU time per batch is the figure to trust)::
+
+    payload   batches/s   main CPU ms/batch   workers CPU ms/batch
+    shm            26.9                 5.0                   21.7
+    tensor         29.1                 5.2                   24.1   from_numpy; torch copies into shm
+    numpy          22.4                13.0                   21.7   pickled whole through the pipe
+    (the shm strategy: 54.1 batches/s, 1.6 and 14.1 ms; baseline 50.2, 15.0 ms)
+
+``tensor`` is what a user returning arrays gets (``default_convert`` makes tensors
+of them); ``shm`` saves the workers that copy. What is left over ``shm`` is torch's
+design: fresh shared memory for every image (allocated and page-faulted in the
+worker, mapped and faulted again in the main process), not recycled slots.
 
 Who owns each buffer: each image's tensors are fresh (the data queue's feeder
 thread pickles them after ``__getitem__`` returned, so a reused buffer could be
-overwritten first); their memory is freed when the main process drops the image
-(``_release_image``) and the worker's pickled reference is gone.
+overwritten first); their memory is freed once the assembler has dropped the image
+and the worker's data-queue feeder has sent it.
 
 Errors: a worker's exception travels as data (``messages.WorkerFailure``, with its
 traceback) and is raised as ``WorkerError`` with a ``RemoteTraceback`` cause, as in
@@ -197,8 +210,9 @@ class ImageDataset:
             return ImageTensors(tagged.generation, job.position, job.image_index, data, masks)
         except Exception as exc:  # travels as data, raised as WorkerError in the main process
             info = torch.utils.data.get_worker_info()
-            return WorkerFailure(-1 if info is None else info.id, os.getpid(), type(exc).__name__, str(exc),
-                                 traceback.format_exc())
+            return WorkerFailure(
+                -1 if info is None else info.id, os.getpid(), type(exc).__name__, str(exc), traceback.format_exc()
+            )
 
 
 class WatchedQueue:
@@ -318,10 +332,18 @@ class TorchGenerator(BatchGenerator):
             mp.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
         self._state = _LoaderState()
         self._state.loader = DataLoader(
-            ImageDataset(self.dataset, c.tile, self.payload), batch_size=None, sampler=self._sampler, collate_fn=as_is,
-            num_workers=c.workers, prefetch_factor=c.prefetch, persistent_workers=True,
-            multiprocessing_context=c.start_method, timeout=c.timeout, pin_memory=False,
-            generator=torch.Generator())
+            ImageDataset(self.dataset, c.tile, self.payload),
+            batch_size=None,
+            sampler=self._sampler,
+            collate_fn=as_is,
+            num_workers=c.workers,
+            prefetch_factor=c.prefetch,
+            persistent_workers=True,
+            multiprocessing_context=c.start_method,
+            timeout=c.timeout,
+            pin_memory=False,
+            generator=torch.Generator(),
+        )
         self._finalizer = weakref.finalize(self, _close_loader, self._state)
         try:
             with self._torch_errors("the first answer of every worker"):
@@ -358,12 +380,17 @@ class TorchGenerator(BatchGenerator):
             except StopIteration:
                 raise RuntimeError(f"torch: the DataLoader ended before {waiting_for}") from None
         if isinstance(item, WorkerFailure):
-            error = WorkerError(f"torch worker {item.worker_id} (pid {item.pid}) raised {item.exc_type}: "
-                                f"{item.message}", worker_id=item.worker_id, pid=item.pid)
+            error = WorkerError(
+                f"torch worker {item.worker_id} (pid {item.pid}) raised {item.exc_type}: {item.message}",
+                worker_id=item.worker_id,
+                pid=item.pid,
+            )
             raise error from RemoteTraceback(item.traceback)
         if item.generation != self.generation or item.position != self._wanted:
-            raise RuntimeError(f"torch: got image {item.position} of generation {item.generation} while "
-                               f"waiting for {waiting_for} (generation {self.generation})")
+            raise RuntimeError(
+                f"torch: got image {item.position} of generation {item.generation} while "
+                f"waiting for {waiting_for} (generation {self.generation})"
+            )
         self._wanted += 1
         data, masks = item.data, item.masks
         if not isinstance(data, np.ndarray):
@@ -386,9 +413,13 @@ class TorchGenerator(BatchGenerator):
         """The error for the first worker that is gone, if one is."""
         for worker_id, w in enumerate(self._workers()):
             if w.exitcode is not None:
-                return WorkerDiedError(f"torch: DataLoader worker {worker_id} (pid {w.pid}) "
-                                       f"{_how_it_ended(w.exitcode)}; was waiting for {waiting_for}",
-                                       worker_id=worker_id, pid=w.pid, exitcode=w.exitcode)
+                return WorkerDiedError(
+                    f"torch: DataLoader worker {worker_id} (pid {w.pid}) "
+                    f"{_how_it_ended(w.exitcode)}; was waiting for {waiting_for}",
+                    worker_id=worker_id,
+                    pid=w.pid,
+                    exitcode=w.exitcode,
+                )
         return None
 
     def _check_workers(self, waiting_for: str) -> None:
@@ -410,6 +441,7 @@ class TorchGenerator(BatchGenerator):
             if text.startswith("DataLoader timed out"):
                 self._state.broken = True
                 alive = [w.pid for w in self._workers() if w.exitcode is None]
-                raise WorkerTimeoutError(f"torch: {waiting_for} did not come within timeout={self.config.timeout:g}s; "
-                                         f"workers alive: {alive}") from exc
+                raise WorkerTimeoutError(
+                    f"torch: {waiting_for} did not come within timeout={self.config.timeout:g}s; workers alive: {alive}"
+                ) from exc
             raise

@@ -165,16 +165,23 @@ def scenario_command(scenario: str, **args: Any) -> list[str]:
     return [sys.executable, str(HELPERS), scenario, json.dumps(args)]
 
 
-def run_scenario(scenario: str, *, timeout_s: float = 60.0, env: dict[str, str] | None = None,
-                 **args: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(scenario_command(scenario, **args), capture_output=True, text=True, timeout=timeout_s,
-                          env=env, check=False)
+def run_scenario(
+    scenario: str, *, timeout_s: float = 60.0, env: dict[str, str] | None = None, **args: Any
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        scenario_command(scenario, **args), capture_output=True, text=True, timeout=timeout_s, env=env, check=False
+    )
 
 
 def start_scenario(scenario: str, **args: Any) -> subprocess.Popen[str]:
     """Start a scenario in its own session (its own process group, for killpg)."""
-    return subprocess.Popen(scenario_command(scenario, **args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        scenario_command(scenario, **args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def read_report(proc: subprocess.Popen[str], timeout_s: float = 60.0) -> dict[str, Any]:
@@ -260,8 +267,10 @@ def scenario_iterate(args: dict[str, Any]) -> None:
                 for _ in gen:
                     if first:
                         first = False
-                        infra = [getattr(forkserver._forkserver, "_forkserver_pid", None),
-                                 getattr(resource_tracker._resource_tracker, "_pid", None)]
+                        infra = [
+                            getattr(forkserver._forkserver, "_forkserver_pid", None),
+                            getattr(resource_tracker._resource_tracker, "_pid", None),
+                        ]
                         _report(ready=True, infrastructure=[p for p in infra if p], **state)
     except KeyboardInterrupt:
         _report(interrupted=True, **state, **_leftovers(state))

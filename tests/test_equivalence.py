@@ -103,8 +103,9 @@ def reference(dataset: Path) -> list[Batches]:
 @pytest.mark.parametrize("prefetch", [1, 2])
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("strategy", MULTI)
-def test_bit_identical_to_baseline(strategy: str, workers: int, prefetch: int, start_method: str, dataset: Path,
-                                   reference: list[Batches]) -> None:
+def test_bit_identical_to_baseline(
+    strategy: str, workers: int, prefetch: int, start_method: str, dataset: Path, reference: list[Batches]
+) -> None:
     config = CFG.replace(workers=workers, prefetch=prefetch, start_method=start_method)
     assert_same(reference, run_and_check_clean(strategy, dataset, config))
 

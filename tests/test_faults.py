@@ -113,8 +113,9 @@ def assert_clean_stderr(stderr: str) -> None:
     ("strategy", "start_method", "damage"),
     [(s, "fork", d) for s in MULTI for d in ("garbled", "truncated")] + [(s, "forkserver", "garbled") for s in MULTI],
 )
-def test_worker_exception_surfaces_with_its_traceback(strategy: str, start_method: str, damage: str,
-                                                      tmp_path: Path) -> None:
+def test_worker_exception_surfaces_with_its_traceback(
+    strategy: str, start_method: str, damage: str, tmp_path: Path
+) -> None:
     root = write_dataset(tmp_path / "ds", images=6, height=128, width=160)  # 80 tiles an image
     if damage == "garbled":
         compress_images(root)  # uncompressed garbage would decode fine, as other pixels
@@ -250,8 +251,13 @@ def assert_one_keyboard_interrupt(result: subprocess.CompletedProcess[str] | Any
 
 @pytest.mark.parametrize("strategy", MULTI)
 def test_keyboard_interrupt_in_loop_body_subprocess(strategy: str, small_images: Path) -> None:
-    result = run_scenario("interrupt_body", strategy=strategy, dataset=str(small_images),
-                          config={"batch_size": 7, "tile": 16}, timeout_s=SUBPROCESS_TIMEOUT_S)
+    result = run_scenario(
+        "interrupt_body",
+        strategy=strategy,
+        dataset=str(small_images),
+        config={"batch_size": 7, "tile": 16},
+        timeout_s=SUBPROCESS_TIMEOUT_S,
+    )
     assert_one_keyboard_interrupt(result, result.stderr)
     (report,) = reports(result.stdout)
     assert len(report["pids"]) == 2
@@ -305,9 +311,13 @@ def test_garbage_collected_without_close(strategy: str, big_images: Path) -> Non
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 @pytest.mark.parametrize("strategy", MULTI)
 def test_normal_end_and_early_break_are_silent(strategy: str, start_method: str, small_images: Path) -> None:
-    result = run_scenario("clean", strategy=strategy, dataset=str(small_images),
-                          config={"batch_size": 7, "tile": 16, "start_method": start_method},
-                          timeout_s=SUBPROCESS_TIMEOUT_S)
+    result = run_scenario(
+        "clean",
+        strategy=strategy,
+        dataset=str(small_images),
+        config={"batch_size": 7, "tile": 16, "start_method": start_method},
+        timeout_s=SUBPROCESS_TIMEOUT_S,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", f"stderr is not empty:\n{result.stderr}"
     modes = reports(result.stdout)
@@ -322,8 +332,12 @@ def test_normal_end_and_early_break_are_silent(strategy: str, start_method: str,
     [("shm", m) for m in START_METHODS] + [(s, m) for s in ("pipe", "queue") for m in ("fork", "forkserver")],
 )
 def test_main_process_killed(strategy: str, start_method: str, big_images: Path) -> None:
-    proc = start_scenario("iterate", strategy=strategy, dataset=str(big_images),
-                          config={"batch_size": 16, "tile": 16, "start_method": start_method})
+    proc = start_scenario(
+        "iterate",
+        strategy=strategy,
+        dataset=str(big_images),
+        config={"batch_size": 16, "tile": 16, "start_method": start_method},
+    )
     ready: dict[str, Any] = {}
     try:
         ready = read_report(proc, SUBPROCESS_TIMEOUT_S)
@@ -349,9 +363,14 @@ def test_main_process_killed(strategy: str, start_method: str, big_images: Path)
 # -- a worker failing at start-up -----------------------------------------------------
 @pytest.mark.parametrize("start_method", START_METHODS)
 def test_worker_failing_at_startup(start_method: str, small_images: Path) -> None:
-    result = run_scenario("startup_failure", strategies=list(MULTI), dataset=str(small_images),
-                          config={"batch_size": 7, "tile": 16, "start_method": start_method},
-                          env={**os.environ, FAIL_INIT_ENV: "1"}, timeout_s=SUBPROCESS_TIMEOUT_S)
+    result = run_scenario(
+        "startup_failure",
+        strategies=list(MULTI),
+        dataset=str(small_images),
+        config={"batch_size": 7, "tile": 16, "start_method": start_method},
+        env={**os.environ, FAIL_INIT_ENV: "1"},
+        timeout_s=SUBPROCESS_TIMEOUT_S,
+    )
     assert result.returncode == 0, result.stderr
     outcomes = reports(result.stdout)
     assert [o["strategy"] for o in outcomes] == list(MULTI), result.stderr

@@ -131,8 +131,7 @@ def test_abandoned_epochs_at_any_point(strategy: str, dataset: Path) -> None:
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 @pytest.mark.parametrize("strategy", MULTI)
-def test_close_mid_epoch_is_idempotent_bounded_and_final(strategy: str, start_method: str,
-                                                         big_images: Path) -> None:
+def test_close_mid_epoch_is_idempotent_bounded_and_final(strategy: str, start_method: str, big_images: Path) -> None:
     before = children()
     gen = make_generator(strategy, big_images, CFG, batch_size=16, start_method=start_method)
     pids, segments = gen.worker_pids(), segment_names(gen)

@@ -252,3 +252,17 @@ def test_sampler_waits_longer_after_expensive_samples():
     assert next_wait_s(0.2, 0.001, max_cpu_fraction=0.015) == 0.2  # cheap: the interval rules
     wait = next_wait_s(0.2, 0.010, max_cpu_fraction=0.015)  # 10 ms: stretch to stay in budget
     assert 0.010 / (0.010 + wait) == pytest.approx(0.015)
+
+
+def test_sampler_pace_can_change_while_it_runs():
+    sampler = Sampler(ProcessTree(), interval_s=60.0).start()  # would not sample for a minute
+    try:
+        sampler.configure(interval_s=0.01, max_cpu_fraction=1.0)  # wakes it at once
+        deadline = time.monotonic() + 10
+        while len(sampler.samples) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(sampler.samples) >= 3
+        with pytest.raises(ValueError):
+            sampler.configure(interval_s=0, max_cpu_fraction=0.5)
+    finally:
+        sampler.stop()

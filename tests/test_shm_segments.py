@@ -9,6 +9,8 @@ owner's pid, so a segment whose owner is gone is found by :func:`stale_segments`
 
 from __future__ import annotations
 
+import _posixshmem
+import contextlib
 import errno
 import os
 import subprocess
@@ -16,7 +18,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import _posixshmem
 import pytest
 from faults_helpers import wait_segments_gone
 
@@ -33,14 +34,16 @@ def exists(name: str) -> bool:
 
 def dead_pid() -> int:
     """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     return int(proc.stdout)
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_create_attach_unlink_round_trip() -> None:
@@ -103,10 +106,8 @@ def test_stale_segments_finds_those_whose_owner_died() -> None:
         live.unlink()
         live.buf.close()
         for name in (stale_name, odd_name):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 _posixshmem.shm_unlink("/" + name)
-            except FileNotFoundError:
-                pass
     assert stale_name not in stale_segments()
 
 

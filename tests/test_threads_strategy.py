@@ -157,8 +157,9 @@ def corrupt_dataset(root: Path) -> Path:
         (root / sub).mkdir(parents=True)
     for stem in ("a", "b", "c"):
         image = rng.integers(0, 4096, (2, 48, 48), dtype=np.uint16)
-        tifffile.imwrite(root / "images" / f"{stem}.tif", image, photometric="minisblack", compression="zlib",
-                         rowsperstrip=8)
+        tifffile.imwrite(
+            root / "images" / f"{stem}.tif", image, photometric="minisblack", compression="zlib", rowsperstrip=8
+        )
         tifffile.imwrite(root / "labels" / f"{stem}.tif", np.zeros((48, 48), np.uint16))
     bad = root / "images" / "c.tif"
     with tifffile.TiffFile(bad) as tif:

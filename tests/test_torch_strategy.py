@@ -106,14 +106,14 @@ def test_matches_baseline_for_every_start_method(dataset: Path, expected: list, 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 8 workers on a small machine
 @pytest.mark.parametrize(("workers", "prefetch"), [(1, 1), (1, 2), (2, 1), (8, 2)])
-def test_matches_baseline_for_workers_and_prefetch(dataset: Path, expected: list, workers: int,
-                                                   prefetch: int) -> None:
+def test_matches_baseline_for_workers_and_prefetch(dataset: Path, expected: list, workers: int, prefetch: int) -> None:
     assert_same(epochs_with_a_break("torch", dataset, CFG.replace(workers=workers, prefetch=prefetch)), expected)
 
 
 @pytest.mark.parametrize("payload", ["tensor", "numpy"])
-def test_other_payloads_match_baseline(dataset: Path, expected: list, payload: str,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_payloads_match_baseline(
+    dataset: Path, expected: list, payload: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The alternatives the module docstring measures: same batches, other transport.
     monkeypatch.setattr(TorchGenerator, "payload", payload)
     assert_same(epochs_with_a_break("torch", dataset, CFG), expected)
@@ -178,8 +178,9 @@ def corrupt_dataset(root: Path) -> Path:
         (root / sub).mkdir(parents=True)
     for stem in ("a", "b", "c"):
         image = rng.integers(0, 4096, (2, 48, 48), dtype=np.uint16)
-        tifffile.imwrite(root / "images" / f"{stem}.tif", image, photometric="minisblack", compression="zlib",
-                         rowsperstrip=8)
+        tifffile.imwrite(
+            root / "images" / f"{stem}.tif", image, photometric="minisblack", compression="zlib", rowsperstrip=8
+        )
         tifffile.imwrite(root / "labels" / f"{stem}.tif", np.zeros((48, 48), np.uint16))
     bad = root / "images" / "c.tif"
     with tifffile.TiffFile(bad) as tif:

@@ -299,6 +299,7 @@ def canonical_command(options: Any, dataset: str) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..child import WARMUP_SAMPLER_INTERVAL_S, WARMUP_SAMPLER_MAX_CPU_FRACTION
     from ..envinfo import collect_env, dataset_info, run_id_for, utc_now
     from ..measure import MAX_CPU_FRACTION
     from ..memcpy import measure_memcpy
@@ -327,6 +328,8 @@ def main(args: argparse.Namespace) -> int:
         sampler={
             "interval_s": options.sampler_interval_s,
             "max_cpu_fraction": MAX_CPU_FRACTION,
+            "warmup_interval_s": WARMUP_SAMPLER_INTERVAL_S,
+            "warmup_max_cpu_fraction": WARMUP_SAMPLER_MAX_CPU_FRACTION,
             "source": "/proc/PID/smaps_rollup (PSS, USS), /proc/PID/stat (CPU), statvfs(/dev/shm)",
             "overhead_fraction": None,
             "method": "sampler thread CPU time / wall time of the measured epochs (a fraction of one core)",
