@@ -52,6 +52,10 @@ class MessageReader:
             try:
                 n = os.readv(self.fd, [view[filled:]])
             except BlockingIOError:
+                n = None  # wait outside the handler, so that its errors are not chained to this one
+            except ConnectionResetError:
+                n = 0  # a socket pair whose peer died with unread data: ECONNRESET instead of EOF
+            if n is None:
                 self.wait()
                 continue
             if n == 0:

@@ -40,6 +40,7 @@ own is left blocked on a full pipe (``cancel_join_thread``).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import queue
 from contextlib import ExitStack
@@ -112,14 +113,10 @@ class QueueGenerator(ProcessGenerator):
         pool = WorkerPool(name=self.name, worker_cls=QueueWorker,
                           args=(self.dataset, c.tile, self.tasks, self.results, self.oldest_wanted, c.timeout),
                           workers=c.workers, start_method=c.start_method, timeout=c.timeout,
-                          stop=self._stop_workers, drain=[self.result_reader])
+                          stop=functools.partial(_stop_workers, self.tasks, self.oldest_wanted, c.workers),
+                          drain=[MessageReader(self.results._reader, _no_wait)])
         resources.callback(pool.close)
         return pool
-
-    def _stop_workers(self) -> None:
-        self.oldest_wanted.value = NEVER
-        for _ in range(self.config.workers):
-            self.tasks.put(Stop(), timeout=KILL_GRACE_S)
 
     def _wait_for_result(self) -> None:
         """Wait until the result pipe has bytes; a worker's failure report or death raises."""
@@ -158,3 +155,14 @@ def _close_queues(tasks: mp.Queue, results: mp.Queue) -> None:
     tasks.cancel_join_thread()
     tasks.close()
     results.close()
+
+
+def _stop_workers(tasks: mp.Queue, oldest_wanted: Any, workers: int) -> None:
+    """Skip every queued job, then one Stop per worker (not a method: the pool must not hold the generator)."""
+    oldest_wanted.value = NEVER
+    for _ in range(workers):
+        tasks.put(Stop(), timeout=KILL_GRACE_S)
+
+
+def _no_wait() -> None:
+    raise AssertionError("the drain reader only drains")

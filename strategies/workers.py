@@ -34,11 +34,15 @@ group. The main process turns it into one KeyboardInterrupt and closes the pool;
 workers that also raised would print one traceback each and die mid-write.
 
 Why the workers watch their parent: if the main process is SIGKILLed nobody sends
-Stop. Each worker polls ``os.getppid()`` every ``PARENT_POLL_S``; when it changes
-(the parent died and the worker was re-parented; with ``forkserver`` the parent is
-the fork server, which exits when the main process dies) the worker exits at once.
-A pipe EOF is not enough: with ``fork``, later workers inherit the main-side ends of
-earlier workers' pipes, so the EOF never comes while any worker lives.
+Stop. A watch thread in each worker ends it within ``PARENT_POLL_S`` when either
+(a) the parent-process sentinel fires (``multiprocessing.parent_process()``: under
+spawn and forkserver a pipe whose write end only the main process holds), or
+(b) ``os.getppid()`` changes (under fork the worker is re-parented when the main
+process dies). Neither alone is enough: under forkserver the parent is the fork
+server, which lives on while any worker holds its "alive" pipe (CPython gives
+every forked child a copy), so (b) never fires; under fork, later workers inherit
+the main-side pipe ends of earlier ones, so (a) and any pipe EOF never come while
+a sibling lives.
 """
 
 from __future__ import annotations
@@ -77,10 +81,17 @@ class Worker(Protocol):
 
 def _watch_parent() -> None:
     parent = os.getppid()
+    # spawn and forkserver: a pipe whose write end only the main process holds. The
+    # fork server is no proof of life: every worker it forks holds its "alive" pipe.
+    parent_process = mp.parent_process()
+    sentinel = parent_process.sentinel if parent_process is not None else None
 
     def watch() -> None:
         while True:
-            time.sleep(PARENT_POLL_S)
+            if sentinel is not None and wait([sentinel], PARENT_POLL_S):
+                os._exit(EXIT_PARENT_DIED)
+            if sentinel is None:
+                time.sleep(PARENT_POLL_S)
             if os.getppid() != parent:
                 os._exit(EXIT_PARENT_DIED)
 

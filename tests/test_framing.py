@@ -89,12 +89,25 @@ def test_large_message_written_while_reading(pipe) -> None:
 
 
 def test_wait_is_called_when_no_data(pipe) -> None:
+    # The writer writes only once the reader has called wait(): a reader that spun
+    # (or blocked) instead would get its data only after WAIT_S, with no call recorded.
     reader, writer = pipe
     calls: list[float] = []
-    write_later(lambda: writer.send_bytes(b"late"), delay_s=0.2)
-    start = time.monotonic()
-    assert MessageReader(reader, waiting_on(reader, calls)).recv() == b"late"
-    assert calls and calls[0] - start < 0.2, "the first wait() comes at once, not after a busy loop"
+    waiting = threading.Event()
+    wait_for_data = waiting_on(reader, calls)
+
+    def signalling_wait() -> None:
+        waiting.set()
+        wait_for_data()
+
+    def write_once_waited() -> None:
+        waiting.wait(WAIT_S)
+        writer.send_bytes(b"late")
+
+    thread = write_later(write_once_waited, delay_s=0.0)
+    assert MessageReader(reader, signalling_wait).recv() == b"late"
+    thread.join(WAIT_S)
+    assert waiting.is_set() and calls
 
 
 @pytest.mark.parametrize("shape", [(3,), (5, 2, 16, 16), (40, 2, 64, 64)], ids=["tiny", "20KiB", "640KiB"])

@@ -143,7 +143,7 @@ def test_close_mid_epoch_is_idempotent_bounded_and_final(strategy: str, start_me
     first_close_s = time.monotonic() - start
     start = time.monotonic()
     gen.close()
-    assert time.monotonic() - start < 0.5, "a second close() must return at once"
+    assert time.monotonic() - start < 1.0, "a second close() is a no-op"
     assert first_close_s < CLOSE_BOUND_S
     assert gen.closed and "closed" in repr(gen)
     with pytest.raises(LoaderClosedError):

@@ -212,7 +212,7 @@ def test_time_epoch_of_an_empty_epoch():
 
 
 def test_sampler_thread_samples_and_measures_itself():
-    sampler = Sampler(ProcessTree(), interval_s=0.01)
+    sampler = Sampler(ProcessTree(), interval_s=0.01, max_cpu_fraction=1.0)
     with sampler:
         deadline = time.monotonic() + 10
         while len(sampler.samples) < 3 and time.monotonic() < deadline:
