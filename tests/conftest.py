@@ -10,6 +10,18 @@ import pytest
 import tifffile
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """A plain ``pytest`` runs the benchmarks once, untimed, as smoke tests.
+
+    ``--benchmark-disable`` cannot sit in ``addopts``: pytest-benchmark refuses it
+    together with ``--benchmark-only``, which DESIGN.md section 7 promises works.
+    """
+    option = config.option
+    if hasattr(option, "benchmark_disable") and not (option.benchmark_only or option.benchmark_enable):
+        option.benchmark_disable = True
+
+
 def write_dataset(root: Path, *, images: int = 3, height: int = 70, width: int = 90, channels: int = 2,
                   seed: int = 0, classes: bool = False) -> Path:
     """A tiny dataset in the DESIGN.md section 4 format: random uint16 pixels, blocky labels."""
