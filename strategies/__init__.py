@@ -47,8 +47,9 @@ STRATEGIES: dict[str, type[BatchGenerator]] = {
 }
 
 
-def make_generator(name: str, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig | None = None,
-                   **overrides: Any) -> BatchGenerator:
+def make_generator(
+    name: str, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig | None = None, **overrides: Any
+) -> BatchGenerator:
     """Build the generator of strategy ``name`` over ``dataset``.
 
     ``overrides`` replace fields of ``config`` (default: ``LoaderConfig()``). An
@@ -61,7 +62,21 @@ def make_generator(name: str, dataset: Dataset | str | os.PathLike[str], config:
 
 
 __all__ = [
-    "STRATEGIES", "BatchGenerator", "Dataset", "DatasetError", "EpochPlan", "ImageEntry", "ImageJob",
-    "LoaderClosedError", "LoaderConfig", "RemoteTraceback", "SharedMemorySpaceError", "WorkerDiedError",
-    "WorkerError", "WorkerTimeoutError", "make_generator", "make_plan", "open_dataset",
+    "STRATEGIES",
+    "BatchGenerator",
+    "Dataset",
+    "DatasetError",
+    "EpochPlan",
+    "ImageEntry",
+    "ImageJob",
+    "LoaderClosedError",
+    "LoaderConfig",
+    "RemoteTraceback",
+    "SharedMemorySpaceError",
+    "WorkerDiedError",
+    "WorkerError",
+    "WorkerTimeoutError",
+    "make_generator",
+    "make_plan",
+    "open_dataset",
 ]

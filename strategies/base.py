@@ -57,8 +57,10 @@ class BatchGenerator(ABC):
                     f"({entry.height} x {entry.width}); choose a smaller tile"
                 )
         if len(self.dataset) < config.world_size:
-            raise ValueError(f"dataset {self.dataset.root} has {len(self.dataset)} images, fewer than "
-                             f"world_size={config.world_size}: some ranks would get none")
+            raise ValueError(
+                f"dataset {self.dataset.root} has {len(self.dataset)} images, fewer than "
+                f"world_size={config.world_size}: some ranks would get none"
+            )
         self.max_tiles = max_tiles_per_image(self.dataset.shapes, config.tile)
         self._next_epoch = config.epoch
         self._upcoming: EpochPlan | None = None
@@ -89,9 +91,18 @@ class BatchGenerator(ABC):
     # -- plan -----------------------------------------------------------------
     def plan_for(self, epoch: int) -> EpochPlan:
         c = self.config
-        return make_plan(self.dataset.shapes, seed=c.seed, epoch=epoch, tile=c.tile, batch_size=c.batch_size,
-                         shuffle=c.shuffle, augment=c.augment, drop_last=c.drop_last, rank=c.rank,
-                         world_size=c.world_size)
+        return make_plan(
+            self.dataset.shapes,
+            seed=c.seed,
+            epoch=epoch,
+            tile=c.tile,
+            batch_size=c.batch_size,
+            shuffle=c.shuffle,
+            augment=c.augment,
+            drop_last=c.drop_last,
+            rank=c.rank,
+            world_size=c.world_size,
+        )
 
     @property
     def epoch(self) -> int | None:
@@ -156,8 +167,8 @@ class BatchGenerator(ABC):
             image = self._current
             assert image is not None
             take = min(size - filled, image.n_tiles - self._offset)
-            data[filled:filled + take] = image.data[self._offset:self._offset + take]
-            masks[filled:filled + take] = image.masks[self._offset:self._offset + take]
+            data[filled : filled + take] = image.data[self._offset : self._offset + take]
+            masks[filled : filled + take] = image.masks[self._offset : self._offset + take]
             filled += take
             self._offset += take
         return data, masks

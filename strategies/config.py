@@ -74,7 +74,11 @@ class LoaderConfig:
             raise ValueError(f"LoaderConfig.start_method={self.start_method!r} must be one of {START_METHODS}")
         if self.output not in OUTPUTS:
             raise ValueError(f"LoaderConfig.output={self.output!r} must be one of {OUTPUTS}")
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or not 0 < self.timeout < math.inf:
+        if (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, int | float)
+            or not 0 < self.timeout < math.inf
+        ):
             # finite: every wait in this package must end (DESIGN.md section 8)
             raise ValueError(f"LoaderConfig.timeout={self.timeout!r} must be a finite number of seconds > 0")
 

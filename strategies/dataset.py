@@ -139,8 +139,10 @@ def _read_classes(path: Path, stems: set[str]) -> dict[str, tuple[tuple[int, int
                     raise DatasetError(f"{path} line {lineno}: class {cls} must be in 1..{MAX_CLASS}")
                 previous = table.setdefault(stem, {}).setdefault(label, cls)
                 if previous != cls:
-                    raise DatasetError(f"{path} line {lineno}: label {label} of {stem} is given class {cls} "
-                                       f"here but class {previous} on an earlier line")
+                    raise DatasetError(
+                        f"{path} line {lineno}: label {label} of {stem} is given class {cls} "
+                        f"here but class {previous} on an earlier line"
+                    )
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not a text CSV file: {exc}") from exc
     return {stem: tuple(sorted(pairs.items())) for stem, pairs in table.items()}
@@ -192,8 +194,9 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
                 f"{height} x {width}; they must match"
             )
         entry_classes = None if classes is None else classes.get(image_path.stem, ())
-        entries.append(ImageEntry(image_path.stem, str(image_path), str(label_path), channels, height, width,
-                                  entry_classes))
+        entries.append(
+            ImageEntry(image_path.stem, str(image_path), str(label_path), channels, height, width, entry_classes)
+        )
 
     channel_counts = {e.channels for e in entries}
     if len(channel_counts) > 1:

@@ -42,8 +42,9 @@ class WorkerError(RuntimeError):
 class WorkerDiedError(WorkerError):
     """A worker process exited without reporting an error (killed, crashed, exited)."""
 
-    def __init__(self, message: str, *, worker_id: int | None = None, pid: int | None = None,
-                 exitcode: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, worker_id: int | None = None, pid: int | None = None, exitcode: int | None = None
+    ) -> None:
         super().__init__(message, worker_id=worker_id, pid=pid)
         self.exitcode = exitcode
 

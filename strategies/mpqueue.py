@@ -73,8 +73,17 @@ class ImageResult:
 
 
 class QueueWorker:
-    def __init__(self, worker_id: int, conn: Connection, dataset: Dataset, tile: int, tasks: mp.Queue,
-                 results: mp.Queue, oldest_wanted: Any, timeout: float) -> None:
+    def __init__(
+        self,
+        worker_id: int,
+        conn: Connection,
+        dataset: Dataset,
+        tile: int,
+        tasks: mp.Queue,
+        results: mp.Queue,
+        oldest_wanted: Any,
+        timeout: float,
+    ) -> None:
         self.conn = conn
         self.processor = ImageProcessor(dataset, tile)
         self.tasks, self.results = tasks, results
@@ -110,11 +119,16 @@ class QueueGenerator(ProcessGenerator):
         self.oldest_wanted = ctx.Value("q", 0, lock=False)  # one aligned int64: reads and writes are atomic
         resources.callback(_close_queues, self.tasks, self.results)
         self.result_reader = MessageReader(self.results._reader, self._wait_for_result)
-        pool = WorkerPool(name=self.name, worker_cls=QueueWorker,
-                          args=(self.dataset, c.tile, self.tasks, self.results, self.oldest_wanted, c.timeout),
-                          workers=c.workers, start_method=c.start_method, timeout=c.timeout,
-                          stop=functools.partial(_stop_workers, self.tasks, self.oldest_wanted, c.workers),
-                          drain=[MessageReader(self.results._reader, _no_wait)])
+        pool = WorkerPool(
+            name=self.name,
+            worker_cls=QueueWorker,
+            args=(self.dataset, c.tile, self.tasks, self.results, self.oldest_wanted, c.timeout),
+            workers=c.workers,
+            start_method=c.start_method,
+            timeout=c.timeout,
+            stop=functools.partial(_stop_workers, self.tasks, self.oldest_wanted, c.workers),
+            drain=[MessageReader(self.results._reader, _no_wait)],
+        )
         resources.callback(pool.close)
         return pool
 
@@ -138,8 +152,9 @@ class QueueGenerator(ProcessGenerator):
         self.results._sem.release()  # what Queue.get() does after reading a message
         if isinstance(message, Skipped):
             return [(message.generation, None)]
-        return [(message.generation,
-                 ProcessedImage(message.position, message.image_index, message.data, message.masks))]
+        return [
+            (message.generation, ProcessedImage(message.position, message.image_index, message.data, message.masks))
+        ]
 
     def _abandon(self) -> None:
         self.oldest_wanted.value = self.generation + 1

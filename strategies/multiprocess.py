@@ -69,10 +69,10 @@ class ProcessGenerator(BatchGenerator):
     def _receive(self) -> list[tuple[int, ProcessedImage | None]]:
         """Wait (bounded) for results; return (generation, image) pairs, image None if skipped."""
 
-    def _free(self, image: ProcessedImage) -> None:  # noqa: B027 - optional hook
+    def _free(self, image: ProcessedImage) -> None:
         """The image's buffer or slot may be reused."""
 
-    def _abandon(self) -> None:  # noqa: B027 - optional hook
+    def _abandon(self) -> None:
         """The epoch was abandoned: drop dispatched work that has not started, if possible."""
 
     # -- the shared machinery --------------------------------------------------

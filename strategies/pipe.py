@@ -62,8 +62,9 @@ class PipeGenerator(RequestGenerator):
         return super()._start(resources)
 
     def _collect(self, worker_id: int, done: ImageDone) -> ProcessedImage:
-        data, masks = self._stock.pop() if self._stock else tile_buffers(
-            self.max_tiles, self.dataset.channels, self.config.tile)
+        data, masks = (
+            self._stock.pop() if self._stock else tile_buffers(self.max_tiles, self.dataset.channels, self.config.tile)
+        )
         n = done.n_tiles
         self.pool.read_into(worker_id, memoryview(data[:n]))
         self.pool.read_into(worker_id, memoryview(masks[:n]))

@@ -120,8 +120,10 @@ def make_plan(
     # Ranks keep the same number of tiles: the smallest shard's.
     per_image = [tiles_per_image(h, w, tile) for h, w in shapes]
     kept = min(
-        sum(per_image[i] for i in shard_order(len(shapes), seed=seed, epoch=epoch, shuffle=shuffle,
-                                               rank=r, world_size=world_size))
+        sum(
+            per_image[i]
+            for i in shard_order(len(shapes), seed=seed, epoch=epoch, shuffle=shuffle, rank=r, world_size=world_size)
+        )
         for r in range(world_size)
     )
     if drop_last:
@@ -129,8 +131,9 @@ def make_plan(
 
     jobs: list[ImageJob] = []
     remaining = kept
-    for image_index in shard_order(len(shapes), seed=seed, epoch=epoch, shuffle=shuffle, rank=rank,
-                                   world_size=world_size):
+    for image_index in shard_order(
+        len(shapes), seed=seed, epoch=epoch, shuffle=shuffle, rank=rank, world_size=world_size
+    ):
         if remaining <= 0:
             break
         height, width = shapes[image_index]

@@ -85,8 +85,14 @@ class RequestGenerator(ProcessGenerator):
     def _start(self, resources: ExitStack) -> WorkerPool:
         c = self.config
         self.outstanding = [0] * c.workers  # requests sent and not yet answered, per worker
-        pool = WorkerPool(name=self.name, worker_cls=self.worker_cls, args=self._worker_args(), workers=c.workers,
-                          start_method=c.start_method, timeout=c.timeout)
+        pool = WorkerPool(
+            name=self.name,
+            worker_cls=self.worker_cls,
+            args=self._worker_args(),
+            workers=c.workers,
+            start_method=c.start_method,
+            timeout=c.timeout,
+        )
         resources.callback(pool.close)
         self._worker_of = {conn: i for i, conn in enumerate(pool.conns)}
         return pool
@@ -111,7 +117,7 @@ class RequestGenerator(ProcessGenerator):
         """The processed image that ``done`` announces (read its payload, or map its slot)."""
         raise NotImplementedError
 
-    def _skipped(self, worker_id: int, skipped: Skipped) -> None:  # noqa: B027 - optional hook
+    def _skipped(self, worker_id: int, skipped: Skipped) -> None:
         """A request came back unprocessed; release what it held."""
 
     def _receive(self) -> list[tuple[int, ProcessedImage | None]]:

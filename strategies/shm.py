@@ -65,15 +65,18 @@ class SlotLayout:
     def views(self, buf: Any, n_slots: int) -> list[tuple[np.ndarray, np.ndarray]]:
         t = self.tile
         return [
-            (np.ndarray((self.max_tiles, self.channels, t, t), np.uint16, buf, s * self.slot_bytes),
-             np.ndarray((self.max_tiles, t, t), np.uint8, buf, s * self.slot_bytes + self.data_bytes))
+            (
+                np.ndarray((self.max_tiles, self.channels, t, t), np.uint16, buf, s * self.slot_bytes),
+                np.ndarray((self.max_tiles, t, t), np.uint8, buf, s * self.slot_bytes + self.data_bytes),
+            )
             for s in range(n_slots)
         ]
 
 
 class ShmWorker(RequestWorker):
-    def __init__(self, worker_id: int, conn: Connection, dataset: Dataset, tile: int, names: list[str],
-                 n_slots: int) -> None:
+    def __init__(
+        self, worker_id: int, conn: Connection, dataset: Dataset, tile: int, names: list[str], n_slots: int
+    ) -> None:
         super().__init__(worker_id, conn, dataset, tile)
         layout = SlotLayout(self.max_tiles, dataset.channels, tile)
         self.segment = Segment.attach(names[worker_id], n_slots * layout.slot_bytes)

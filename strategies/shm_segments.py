@@ -22,13 +22,12 @@ segments can be found and attributed: :func:`stale_segments`.
 
 from __future__ import annotations
 
+import _posixshmem
 import errno
 import mmap
 import os
 import secrets
 from multiprocessing import resource_tracker
-
-import _posixshmem
 
 from .constants import SHM_HEADROOM_BYTES, SHM_PREFIX
 from .errors import SharedMemorySpaceError
@@ -75,8 +74,9 @@ class Segment:
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-                    raise SharedMemorySpaceError(exc.errno, f"cannot reserve {_mb(size)} in {SHM_DIR} for "
-                                                 f"{name}: {exc.strerror}") from exc
+                    raise SharedMemorySpaceError(
+                        exc.errno, f"cannot reserve {_mb(size)} in {SHM_DIR} for {name}: {exc.strerror}"
+                    ) from exc
                 os.ftruncate(fd, size)  # file system without fallocate: size it at least
             buf = mmap.mmap(fd, size)
         except BaseException:
@@ -118,7 +118,7 @@ def stale_segments(directory: str = SHM_DIR) -> list[str]:
     for name in names:
         if not name.startswith(SHM_PREFIX):
             continue
-        pid_text = name[len(SHM_PREFIX):].split("_", 1)[0]
+        pid_text = name[len(SHM_PREFIX) :].split("_", 1)[0]
         try:
             os.kill(int(pid_text), 0)
         except ValueError:

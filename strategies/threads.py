@@ -7,7 +7,8 @@ Message flow::
     _fill: Task(future, job, buffers) ----> tasks ---->  take the next task (any idle thread)
       at most workers * prefetch in flight               skip it if its future was cancelled
     _next_image: wait (bounded) for the oldest   <----   ImageProcessor.process(job, *buffers)
-      future: plan order needs no reordering             future.set_result(image) / set_exception(exc)
+      future: plan order needs no reordering             future.set_result(image), or
+                                                         future.set_exception(WorkerError from exc)
     BatchGenerator._assemble copies the tiles into batches, as every strategy does
 
 Why threads can work at all: tifffile's file reads and NumPy's copies release the
@@ -23,10 +24,13 @@ done with it. No copy crosses a boundary: the tiles are in the main process's
 memory from the start. Each thread has its own ``ImageProcessor`` (its decode
 buffers are reused between images, so they cannot be shared).
 
-Errors: a thread's exception is stored in the image's future and re-raised by
-``next()`` as the same exception (a corrupt file is a ``DatasetError``, as in the
-baseline), its traceback running through the worker thread's frames. No result
-within ``LoaderConfig.timeout`` is a ``WorkerTimeoutError``.
+Errors: a thread's exception reaches ``next()`` as a ``WorkerError`` that names the
+worker and the cause ("threads worker 1 (pid 42) raised DatasetError: cannot decode
+image ..."), as the process strategies' do, so callers catch one error family. Its
+``__cause__`` is the exception object itself, not a ``RemoteTraceback``: it never
+left the process, and its traceback runs through the worker thread's frames. No
+result within ``LoaderConfig.timeout`` is a ``WorkerTimeoutError``. A thread cannot
+die without raising, so there is no ``WorkerDiedError`` here.
 
 Early ``break``: the epoch's futures not yet started are cancelled (a thread that
 takes one skips it); those running are set aside as *stale*, still counted in the
@@ -57,7 +61,7 @@ from .base import BatchGenerator
 from .config import LoaderConfig
 from .constants import STOP_GRACE_S
 from .dataset import Dataset
-from .errors import WorkerTimeoutError
+from .errors import WorkerError, WorkerTimeoutError
 from .plan import EpochPlan, ImageJob
 from .work import ImageProcessor, ProcessedImage, tile_buffers
 
@@ -74,8 +78,8 @@ class Task:
     masks: np.ndarray
 
 
-def _serve(tasks: queue.SimpleQueue, dataset: Dataset, tile: int) -> None:
-    """A worker thread: process tasks until a ``None`` arrives."""
+def _serve(worker_id: int, tasks: queue.SimpleQueue, dataset: Dataset, tile: int) -> None:
+    """Worker thread ``worker_id``: process tasks until a ``None`` arrives."""
     processor = ImageProcessor(dataset, tile)
     while True:
         # Blocks while there is no work, on purpose: close() (or the finalizer) puts
@@ -88,7 +92,15 @@ def _serve(tasks: queue.SimpleQueue, dataset: Dataset, tile: int) -> None:
         try:
             image = processor.process(task.job, task.data, task.masks)
         except BaseException as exc:  # every failure reaches the waiting main thread
-            task.future.set_exception(exc)
+            pid = os.getpid()
+            error = WorkerError(
+                f"threads worker {worker_id} (pid {pid}) raised {type(exc).__name__}: {exc}",
+                worker_id=worker_id,
+                pid=pid,
+            )
+            error.__cause__ = exc
+            task.future.set_exception(error)
+            del exc, error  # no cycle through this frame while the thread waits for the next task
         else:
             task.future.set_result(image)
 
@@ -126,7 +138,10 @@ class ThreadGenerator(BatchGenerator):
         self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(
-                target=_serve, args=(self._tasks, self.dataset, config.tile), name=f"{THREAD_PREFIX}-{i}", daemon=True
+                target=_serve,
+                args=(i, self._tasks, self.dataset, config.tile),
+                name=f"{THREAD_PREFIX}-{i}",
+                daemon=True,
             )
             for i in range(config.workers)
         ]
@@ -187,7 +202,7 @@ class ThreadGenerator(BatchGenerator):
             self._fill()
         task = self._window.popleft()
         self._await([task.future], f"image {task.job.position} of epoch {self.epoch}")
-        image = task.future.result()  # re-raises the thread's exception, with its traceback
+        image = task.future.result()  # raises the thread's WorkerError, caused by its exception
         image.handle = (task.data, task.masks)
         return image
 

@@ -237,7 +237,9 @@ class WatchedQueue:
         if reader not in ready:
             raise queue.Empty
         try:
-            # Readable now, and small messages (the tensors' descriptors) arrive whole.
+            # Readable now, and a small message (the tensors' descriptors) arrives whole.
+            # (Not so the "numpy" payload's: a worker killed in the middle of writing
+            # one would leave this read waiting for the rest. It is for measurements.)
             return self.inner.get(timeout=timeout)
         except (OSError, EOFError) as exc:
             # The message of a worker killed just after it sent it: its tensors'

@@ -111,8 +111,9 @@ class ImageProcessor:
             raise DatasetError(f"cannot decode {what} {path}: {type(exc).__name__}: {exc}") from exc
         return buffer.reshape(expected)
 
-    def process(self, job: ImageJob, data_out: np.ndarray | None = None,
-                masks_out: np.ndarray | None = None) -> ProcessedImage:
+    def process(
+        self, job: ImageJob, data_out: np.ndarray | None = None, masks_out: np.ndarray | None = None
+    ) -> ProcessedImage:
         """Do the work of ``job``; write into ``data_out``/``masks_out`` when given (e.g. shared memory)."""
         entry: ImageEntry = self.dataset.entries[job.image_index]
         t = self.tile
@@ -127,8 +128,8 @@ class ImageProcessor:
         lut = self._luts[lut_key]
 
         for i, ((y, x), code) in enumerate(zip(job.tiles.tolist(), job.augmentations.tolist(), strict=True)):
-            data_out[i] = augmented(image[:, y:y + t, x:x + t], code)
-            label_tile = augmented(labels[y:y + t, x:x + t], code)
+            data_out[i] = augmented(image[:, y : y + t, x : x + t], code)
+            label_tile = augmented(labels[y : y + t, x : x + t], code)
             if lut is not None:
                 np.take(lut, label_tile, out=masks_out[i], mode="clip")
             else:

@@ -124,9 +124,18 @@ class WorkerPool:
     leaves nothing running) if one fails, dies or stays silent for ``timeout`` s.
     """
 
-    def __init__(self, *, name: str, worker_cls: type[Worker], args: tuple[Any, ...], workers: int,
-                 start_method: str, timeout: float, stop: Callable[[], None] | None = None,
-                 drain: Sequence[MessageReader] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        worker_cls: type[Worker],
+        args: tuple[Any, ...],
+        workers: int,
+        start_method: str,
+        timeout: float,
+        stop: Callable[[], None] | None = None,
+        drain: Sequence[MessageReader] = (),
+    ) -> None:
         self.name = name
         self.timeout = timeout
         self._stop = stop
@@ -145,8 +154,12 @@ class WorkerPool:
         try:
             for worker_id in range(workers):
                 main_end, worker_end = ctx.Pipe(duplex=True)
-                process = ctx.Process(target=worker_main, args=(worker_cls, worker_id, worker_end, args),
-                                      name=f"ipcbench-{name}-{worker_id}", daemon=True)
+                process = ctx.Process(
+                    target=worker_main,
+                    args=(worker_cls, worker_id, worker_end, args),
+                    name=f"ipcbench-{name}-{worker_id}",
+                    daemon=True,
+                )
                 self.conns.append(main_end)
                 process.start()
                 # Our copy of the worker's end must go, or its death would not read as EOF here.
@@ -225,7 +238,7 @@ class WorkerPool:
                 message = ForkingPickler.loads(self.readers[worker_id].recv())
                 if isinstance(message, WorkerFailure):
                     return self._failed(message)
-        except Exception:  # noqa: S110 - leftovers of a dead worker: a truncated or raw message
+        except Exception:
             pass  # either way the worker died without a report; say so below
         return self._died(worker_id)
 
@@ -237,12 +250,19 @@ class WorkerPool:
             exitcode = process.exitcode
         how = f"was killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exited with code {exitcode}"
         pid = process.pid if process is not None else None
-        return WorkerDiedError(f"{self.name} worker {worker_id} (pid {pid}) {how} without reporting an error",
-                               worker_id=worker_id, pid=pid, exitcode=exitcode)
+        return WorkerDiedError(
+            f"{self.name} worker {worker_id} (pid {pid}) {how} without reporting an error",
+            worker_id=worker_id,
+            pid=pid,
+            exitcode=exitcode,
+        )
 
     def _failed(self, failure: WorkerFailure) -> WorkerError:
-        error = WorkerError(f"{self.name} worker {failure.worker_id} (pid {failure.pid}) raised "
-                            f"{failure.exc_type}: {failure.message}", worker_id=failure.worker_id, pid=failure.pid)
+        error = WorkerError(
+            f"{self.name} worker {failure.worker_id} (pid {failure.pid}) raised {failure.exc_type}: {failure.message}",
+            worker_id=failure.worker_id,
+            pid=failure.pid,
+        )
         error.__cause__ = RemoteTraceback(failure.traceback)
         return error
 

@@ -22,8 +22,16 @@ def pytest_configure(config: pytest.Config) -> None:
         option.benchmark_disable = True
 
 
-def write_dataset(root: Path, *, images: int = 3, height: int = 70, width: int = 90, channels: int = 2,
-                  seed: int = 0, classes: bool = False) -> Path:
+def write_dataset(
+    root: Path,
+    *,
+    images: int = 3,
+    height: int = 70,
+    width: int = 90,
+    channels: int = 2,
+    seed: int = 0,
+    classes: bool = False,
+) -> Path:
     """A tiny dataset in the DESIGN.md section 4 format: random uint16 pixels, blocky labels."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -36,7 +44,7 @@ def write_dataset(root: Path, *, images: int = 3, height: int = 70, width: int =
         labels = np.zeros((height, width), np.uint16)
         for label in range(1, 6):
             y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
-            labels[y:y + 8, x:x + 8] = label
+            labels[y : y + 8, x : x + 8] = label
             rows.append(f"{stem},{label},{1 + label % 3}")
         tifffile.imwrite(root / "labels" / f"{stem}.tif", labels)
     if classes:

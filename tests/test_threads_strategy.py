@@ -10,6 +10,7 @@ collection that leave no thread behind.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 import traceback
@@ -20,7 +21,7 @@ import pytest
 import tifffile
 from conftest import write_dataset
 
-from strategies import DatasetError, LoaderConfig, WorkerTimeoutError, make_generator
+from strategies import DatasetError, LoaderConfig, WorkerError, WorkerTimeoutError, make_generator
 from strategies.threads import THREAD_PREFIX
 from strategies.work import ImageProcessor
 
@@ -174,14 +175,16 @@ def test_corrupt_image_mid_epoch_names_the_file(tmp_path: Path) -> None:
     bad = corrupt_dataset(tmp_path)
     with make_generator("threads", tmp_path, CFG, batch_size=4, shuffle=False) as gen:
         seen = 0
-        with pytest.raises(DatasetError) as info:
+        with pytest.raises(WorkerError) as info:
             for _ in gen:
                 seen += 1
         assert gen.closed
     assert seen == 4  # 16 of the good images' 18 tiles (3 x 3 of 16 px each); the fifth batch needs c.tif
-    assert str(bad) in str(info.value)
-    # The traceback runs through the worker thread, where the file was decoded.
-    frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+    error = info.value
+    assert str(bad) in str(error) and f"worker {error.worker_id} (pid {os.getpid()}) raised DatasetError" in str(error)
+    # The cause is the exception itself; its traceback runs through the worker thread.
+    assert isinstance(error.__cause__, DatasetError) and str(bad) in str(error.__cause__)
+    frames = [frame.name for frame in traceback.extract_tb(error.__cause__.__traceback__)]
     assert "_serve" in frames and "process" in frames
 
 

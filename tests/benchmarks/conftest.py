@@ -7,9 +7,10 @@
 ``IPCBENCH_BENCH_START_METHOD`` multiprocessing start method (default: LoaderConfig's)
 ``IPCBENCH_BENCH_SWEEP=a,b``    strategies of the batch-size sweep (default: all but torch)
 
-A plain ``pytest`` runs every benchmark once, untimed (``--benchmark-disable`` in
-pyproject), as a smoke test on the tiny dataset; ``pytest --benchmark-only
-tests/benchmarks`` times them, e.g. with ``IPCBENCH_BENCH_DATASET=data/real``.
+A plain ``pytest`` runs every benchmark once, untimed (tests/conftest.py disables
+pytest-benchmark unless ``--benchmark-only`` or ``--benchmark-enable`` is given), as a
+smoke test on the tiny dataset; ``pytest --benchmark-only tests/benchmarks`` times
+them, e.g. with ``IPCBENCH_BENCH_DATASET=data/real``.
 """
 
 from __future__ import annotations
@@ -24,16 +25,6 @@ from conftest import write_dataset  # tests/conftest.py (this package's own is b
 from strategies import LoaderConfig
 
 TINY = {"images": 4, "height": 256, "width": 320, "channels": 2}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """``--benchmark-only`` means: time them. pyproject's addopts carry ``--benchmark-disable``
-    (so a plain ``pytest`` runs benchmarks once as smoke tests), which pytest-benchmark
-    refuses to combine with ``--benchmark-only``. Runs before pytest-benchmark's own
-    (trylast) configure when this conftest is an initial one, i.e. when ``tests/benchmarks``
-    is on the command line."""
-    if config.getoption("benchmark_only", default=False):
-        config.option.benchmark_disable = False
 
 
 @dataclass(frozen=True, slots=True)
