@@ -37,7 +37,6 @@ import os
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
@@ -97,14 +96,17 @@ tile = int(run.samples["tile"].iloc[0])
 batch_size = int(run.samples["batch_size"].iloc[0])
 prefetch = int(run.samples["prefetch"].iloc[0])"""
 
+# A two-image synthetic dataset in a scratch folder, for the live demos; its cell imports
+# shutil, tempfile and harness.datasets.ensure_dataset.
 TINY_DATASET = """\
-import shutil
-import tempfile
-
-from harness.datasets import ensure_dataset
-
 scratch = Path(tempfile.mkdtemp(prefix="ipcbench-notebook-"))
 tiny = ensure_dataset("synth", out=scratch / "synth", images=2, height=600, width=800)"""
+
+
+def compose(*parts: str) -> str:
+    """One cell from parts (imports first, then snippets and code), a blank line between parts."""
+    return "\n\n".join(part.strip("\n") for part in parts)
+
 
 # -- 1: the generator interface and the baseline -------------------------------------------------
 
@@ -141,14 +143,19 @@ stain of live cells, channel 1 a nucleus stain of dead cells, with a 12-bit came
     ),
     (
         "code",
-        TINY_DATASET
-        + """
+        compose(
+            """\
+import shutil
+import tempfile
 
-from strategies import LoaderConfig, make_generator, open_dataset
-
+from harness.datasets import ensure_dataset
+from strategies import LoaderConfig, make_generator, open_dataset""",
+            TINY_DATASET,
+            """\
 dataset = open_dataset(tiny)
 pd.DataFrame([(e.stem, e.channels, e.height, e.width, e.classes is not None) for e in dataset.entries],
              columns=["image", "channels", "height", "width", "class table"])""",
+        ),
     ),
     (
         "md",
@@ -181,6 +188,7 @@ Each column below is one tile of the first batch: both stains (contrast stretche
     (
         "code",
         """\
+import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -226,7 +234,7 @@ def epoch_zero(name, **overrides):
 
 reference, candidate = epoch_zero("baseline"), epoch_zero("shm", workers=2)
 identical = len(reference) == len(candidate) and all(
-    np.array_equal(a, b) for ref, cand in zip(reference, candidate) for a, b in zip(ref, cand)
+    np.array_equal(a, b) for ref, cand in zip(reference, candidate, strict=True) for a, b in zip(ref, cand, strict=True)
 )
 print(f"{len(reference)} batches from the baseline, {len(candidate)} from shm (2 workers): "
       f"{'identical' if identical else 'DIFFERENT'}")
@@ -268,14 +276,14 @@ the geometry:""",
     ),
     (
         "code",
-        GEOMETRY
-        + """
-
-from strategies.plan import tiles_per_image
-
+        compose(
+            "from strategies.plan import tiles_per_image",
+            GEOMETRY,
+            """\
 per_image = tiles_per_image(height, width, tile)
 print(f"{per_image} tiles of {tile} px per {height} x {width} image, {batch_size} tiles per batch: "
       f"about one batch in {per_image / batch_size:.1f} needs a new image.")""",
+        ),
     ),
     ("code", """figure("wait_ecdf", only(run, "baseline"))"""),
     (
@@ -350,20 +358,21 @@ pickles it, and the two raw payloads.""",
     ),
     (
         "code",
-        GEOMETRY
-        + """
-
+        compose(
+            """\
 from multiprocessing.reduction import ForkingPickler
 
 from strategies.messages import ImageDone
 from strategies.plan import tiles_per_image
-from strategies.work import tile_nbytes
-
+from strategies.work import tile_nbytes""",
+            GEOMETRY,
+            """\
 n_tiles = tiles_per_image(height, width, tile)
 data_bytes, mask_bytes = (n_tiles * b for b in tile_nbytes(channels, tile))
 header_bytes = len(ForkingPickler.dumps(ImageDone(generation=1, position=0, image_index=0, n_tiles=n_tiles)))
 pd.Series({"header (pickled)": header_bytes, "tile data (raw)": data_bytes, "tile masks (raw)": mask_bytes},
           name=f"bytes per image ({n_tiles} tiles)")""",
+        ),
     ),
     (
         "md",
@@ -443,13 +452,16 @@ same bytes; they vary from run to run.""",
     ),
     (
         "code",
-        GEOMETRY
-        + """
+        compose(
+            """\
 import time
 from multiprocessing.reduction import ForkingPickler
 
-from strategies.plan import tiles_per_image
+import numpy as np
 
+from strategies.plan import tiles_per_image""",
+            GEOMETRY,
+            """\
 n_tiles = tiles_per_image(height, width, tile)
 tiles = np.ones((n_tiles, channels, tile, tile), np.uint16)
 tile_masks = np.ones((n_tiles, tile, tile), np.uint8)
@@ -476,8 +488,8 @@ target = np.empty_like(tiles)
 round_trip_s = best_of(lambda: ForkingPickler.loads(ForkingPickler.dumps(result)))
 copy_s = best_of(lambda: np.copyto(target, tiles))
 print(f"pickle + unpickle: {round_trip_s * 1000:.1f} ms; one copy of the tile data: {copy_s * 1000:.1f} ms "
-      f"(best of 5, this machine, now)")
-del tiles, tile_masks, result, message, received, target""",
+      f"(best of 5, this machine, now)")""",
+        ),
     ),
     (
         "md",
@@ -558,11 +570,10 @@ creates none (the baseline) shows the level of everything else running at the ti
     ),
     (
         "code",
-        GEOMETRY
-        + """
-
-from strategies.plan import max_tiles_per_image
-
+        compose(
+            "from strategies.plan import max_tiles_per_image",
+            GEOMETRY,
+            """\
 layout = SlotLayout(max_tiles_per_image([(height, width)], tile), channels, tile)
 measured = run.summary.pivot_table(index="workers", columns="strategy", values="shm_peak_mb_median")
 slots = pd.DataFrame({"slot (MB)": layout.slot_bytes / 1e6,
@@ -570,6 +581,7 @@ slots = pd.DataFrame({"slot (MB)": layout.slot_bytes / 1e6,
                       "shm: measured peak (MB)": measured.get("shm"),
                       "baseline: measured peak (MB)": measured.get("baseline")}, index=measured.index)
 slots""",
+        ),
     ),
     (
         "md",
@@ -582,11 +594,15 @@ unlinks them after the workers are gone.""",
     ),
     (
         "code",
-        TINY_DATASET
-        + """
+        compose(
+            """\
+import shutil
+import tempfile
 
-from strategies import LoaderConfig, make_generator
-
+from harness.datasets import ensure_dataset
+from strategies import LoaderConfig, make_generator""",
+            TINY_DATASET,
+            """\
 with make_generator("shm", tiny, LoaderConfig(batch_size=4, tile=256, workers=2, prefetch=2)) as gen:
     batches = sum(1 for _ in gen)
     names = [segment.name for segment in gen.segments]
@@ -595,6 +611,7 @@ with make_generator("shm", tiny, LoaderConfig(batch_size=4, tile=256, workers=2,
 print(f"{batches} batches served; after close(), still in /dev/shm: "
       f"{[n for n in names if os.path.exists('/dev/shm/' + n)]}")
 shutil.rmtree(scratch)""",
+        ),
     ),
     (
         "md",
@@ -712,17 +729,21 @@ closing the generator (every worker stopped, every segment unlinked).""",
     ),
     (
         "code",
-        TINY_DATASET
-        + """
+        compose(
+            """\
+import shutil
 import signal
+import tempfile
 import time
 
 import psutil
 
+from harness.datasets import ensure_dataset
 from strategies import LoaderConfig, WorkerDiedError, make_generator
 from strategies.constants import SHM_PREFIX
-from strategies.shm_segments import stale_segments
-
+from strategies.shm_segments import stale_segments""",
+            TINY_DATASET,
+            """\
 
 def our_segments():
     \"\"\"This kernel's ipcbench segments in /dev/shm (the owner's pid is in the name).\"\"\"
@@ -758,6 +779,7 @@ with make_generator("shm", tiny, config) as gen:
 assert caught is not None, "the dead worker went unnoticed"
 print(f"{type(caught).__name__} after {detected_s * 1000:.0f} ms: {caught}")
 print(f"exit code {caught.exitcode}, worker {caught.worker_id}, pid {caught.pid}")""",
+        ),
     ),
     (
         "md",
