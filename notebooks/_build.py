@@ -10,10 +10,11 @@ outputs, and executed by ``tests/test_notebooks.py``::
 One notebook per post of the series (see ``NOTEBOOKS``). Each starts with the same
 setup cell (``SETUP``): it loads the committed reference run (``results/reference``,
 or the folder named by ``IPCBENCH_RUN``) through ``harness.report.load`` and defines
-four small helpers around the report's own functions. The notebooks hold no
-measurement logic of their own: numbers come from the run's raw samples, figures
-from ``harness.report.plots``, and prose never hard-codes a number that a later run
-could change; cells compute and print them.
+five small helpers around the report's own functions (``only``, ``show``, ``figure``,
+``medians``, ``show_source``). The notebooks hold no measurement logic of their own:
+numbers come from the run's raw samples, figures from ``harness.report.plots``, and
+prose never hard-codes a number that a later run could change; cells compute and
+print them.
 
 Cell ids are fixed (``cell-NN``) so that building twice gives identical files.
 """
@@ -121,15 +122,15 @@ The first post of the series builds a `DataGenerator`: an object that a training
 loop. ipcbench keeps exactly that interface for every way of feeding the loop (`strategies.BatchGenerator`):
 
 - `iter(gen)` starts the next epoch; which images, tiles and augmentations it serves is a pure function of
-  the seed and the epoch number (the *epoch plan*);
+  the dataset, the config (seed, tile, batch size) and the epoch number: the *epoch plan*;
 - `next(gen)` returns one batch `(data, masks)`: `uint16 (B, C, T, T)` tiles and `uint8 (B, T, T)` masks;
 - `len(gen)` is the number of batches in an epoch;
 - `with ... as gen` (or `gen.close()`) releases whatever the strategy started: processes, pipes, queues,
   shared memory.
 
 The **baseline** does the per-image work (read the 16-bit TIFF and its label image, assemble the true mask,
-cut and augment the tiles) inline, inside `next()`, in the training process. Every other strategy moves
-that work to worker processes; they differ only in how the tiles travel back.""",
+cut and augment the tiles) inline, inside `next()`, in the training process. The other strategies move that
+work to worker processes (or threads); they differ only in how the tiles travel back.""",
     ),
     ("code", SETUP),
     (
@@ -247,8 +248,8 @@ assert identical""",
 
 The numbers from here on come from the committed reference run (`results/reference`, printed by the setup
 cell), read from its raw per-epoch samples by `harness.report.load`. The baseline is one process whatever
-the `workers` setting says; the runner still measures it at each worker count, so its rows repeat the same
-work and their difference is a first look at the run's noise.""",
+the `workers` setting says: where the run measured it at several worker counts, those rows repeat the same
+work, and their difference is a first look at the run's noise.""",
     ),
     (
         "code",
@@ -389,7 +390,9 @@ core to run on.""",
         """\
 display(medians(only(run, "baseline", "pipe"), "batches_per_s", "mb_per_s", "wait_ms_p50", "cpu_s_per_batch"))
 rates = run.summary.pivot_table(index="workers", columns="strategy", values="batches_per_s_median")
-(rates["pipe"] / rates["baseline"]).rename("pipe / baseline, batches/s").to_frame()""",
+# The baseline is one process whatever `workers` says: where it was not run at a worker count, take its median.
+baseline = rates["baseline"].fillna(rates["baseline"].median())
+(rates["pipe"] / baseline).rename("pipe / baseline, batches/s").to_frame()""",
     ),
     ("code", """figure("throughput", only(run, "baseline", "pipe"))"""),
     (
@@ -484,11 +487,13 @@ def best_of(fn, repeats=5):
     return min(times)
 
 
-target = np.empty_like(tiles)
+tiles_copy, masks_copy = np.empty_like(tiles), np.empty_like(tile_masks)
 round_trip_s = best_of(lambda: ForkingPickler.loads(ForkingPickler.dumps(result)))
-copy_s = best_of(lambda: np.copyto(target, tiles))
-print(f"pickle + unpickle: {round_trip_s * 1000:.1f} ms; one copy of the tile data: {copy_s * 1000:.1f} ms "
-      f"(best of 5, this machine, now)")""",
+copy_s = best_of(lambda: (np.copyto(tiles_copy, tiles), np.copyto(masks_copy, tile_masks)))
+print(
+    f"pickle + unpickle: {round_trip_s * 1000:.1f} ms; one copy of the same pixels: {copy_s * 1000:.1f} ms "
+    f"(best of 5, this machine, now)"
+)""",
         ),
     ),
     (
@@ -705,7 +710,7 @@ lifecycle.round(1)""",
         "code",
         """\
 slowest = run.summary.loc[run.summary["shutdown_s_median"].idxmax()]
-print(f"Slowest median shutdown: {slowest['strategy']} with {slowest['workers']} workers, "
+print(f"Slowest median shutdown: {slowest['strategy']} (workers={slowest['workers']}), "
       f"{slowest['shutdown_s_median'] * 1000:.0f} ms; the escalation bound is {sum(graces.values()):g} s.")
 figure("lifecycle")""",
     ),
@@ -849,9 +854,10 @@ table""",
 rates = run.summary.pivot_table(index="workers", columns="strategy", values="batches_per_s_median")
 for workers, row in rates.iterrows():
     ranking = row.dropna().sort_values(ascending=False)
-    print(f"{workers} worker(s): " + " > ".join(f"{s} {v:.1f}" for s, v in ranking.items()) + " batches/s")
-speedup = rates.div(rates["baseline"], axis=0) if "baseline" in rates else rates
-speedup.T.rename(columns=lambda w: f"{w} worker(s): x baseline")""",
+    print(f"workers={workers}: " + " > ".join(f"{s} {v:.1f}" for s, v in ranking.items()) + " batches/s")
+# The baseline is one process whatever `workers` says: where it was not run at a worker count, take its median.
+baseline = rates["baseline"].fillna(rates["baseline"].median())
+rates.div(baseline, axis=0).T.rename(columns=lambda w: f"workers={w}: x baseline")""",
     ),
     ("code", """figure("throughput")"""),
     (
@@ -899,8 +905,8 @@ unjudged = int(run.summary["batches_per_s_cv"].isna().sum())
 if unjudged:
     print(f"{unjudged} of {len(run.summary)} cells have a single sample: their stability cannot be judged")
 unstable = run.summary.loc[run.summary["unstable"].astype(bool), ["strategy", "workers"]]
-print(f"unstable cells: {len(unstable)} of {len(run.summary)}",
-      "; ".join(f"{s} ({w} workers)" for s, w in unstable.itertuples(index=False)))
+listed = "".join(f"; {s} (workers={w})" for s, w in unstable.itertuples(index=False))
+print(f"unstable cells: {len(unstable)} of {len(run.summary)}{listed}")
 mismatches = checksum_mismatches(run.samples)
 print("checksums:", "not recorded" if mismatches is None else
       "every strategy delivered the same batches" if not mismatches else f"DIFFER in {mismatches}")

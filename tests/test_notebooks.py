@@ -15,6 +15,7 @@ be committed without outputs.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ REFERENCE = ROOT / "results" / "reference"
 NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_S = 60  # the slowest cell (a live demo with worker processes) takes a few seconds
 KERNEL_NAME = "ipcbench-this-python"
+ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks; a test report should not
 
 
 class ThisPythonKernels(KernelSpecManager):
@@ -85,7 +87,7 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     try:
         client.execute()
     except CellExecutionError as error:
-        pytest.fail(f"{path.name}: a cell raised\n{error}", pytrace=False)
+        pytest.fail(f"{path.name}: a cell raised\n{ANSI_COLOUR.sub('', str(error))}", pytrace=False)
     images = [
         output
         for cell in notebook.cells
