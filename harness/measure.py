@@ -342,7 +342,7 @@ def memory_stats(samples: Sequence[TreeSample], t0: float, shm_base_bytes: int) 
             round(s.t_s - t0, 4),
             round(s.pss_bytes / MB, 3),
             round(s.uss_bytes / MB, 3),
-            round((s.shm_bytes - shm_base_bytes) / MB, 3),
+            round(max(0, s.shm_bytes - shm_base_bytes) / MB, 3),
         )
         for s in samples
     )
