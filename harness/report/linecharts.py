@@ -191,15 +191,21 @@ def wait_ecdf(run: RunData) -> Figure:
 
 
 def memory_trace(run: RunData) -> Figure:
-    """One measured epoch per strategy (most workers; PSS peak nearest the cell median): memory vs time."""
-    rows = measured(run.samples)
+    """One epoch per strategy (most workers), memory vs time.
+
+    The densest trace is drawn: usually a warm-up epoch, which the runner samples
+    every 50 ms because it is not timed (measured epochs are sampled sparsely, to
+    keep the sampler's cost off the throughput). It also shows the first epoch's
+    ramp as buffers are touched for the first time.
+    """
+    rows = run.samples
     rows = rows[rows["memory_trace"].map(lambda t: isinstance(t, list) and len(t) > 0)]
     strategies = style.order_strategies(rows["strategy"])
     ncols = min(len(strategies), 3)
     nrows = math.ceil(len(strategies) / ncols)
     figure, axes = style.new_figure(ncols, nrows, height_in=2.7 * nrows + 0.9, sharey=True)
-    figure.suptitle("Memory during one epoch (main process + workers)")
     top = 0.0
+    kinds: set[str] = set()
     for ax, strategy in zip(axes.flat, strategies, strict=False):
         epoch = _representative_epoch(rows[rows["strategy"] == strategy])
         trace = np.asarray(epoch["memory_trace"], float)
@@ -214,9 +220,11 @@ def memory_trace(run: RunData) -> Figure:
                     linestyle=linestyle,
                     marker="." if len(trace) < 20 else None,
                 )
+        kinds.add("warm-up" if bool(epoch.get("warmup", False)) else "measured")
         ax.set_title(f"{strategy}, {variant_label(epoch, ['workers'])}")
         ax.set_xlim(left=0)
         top = max(top, float(np.nanmax(trace[:, 1:])))
+    figure.suptitle(f"Memory during one {' or '.join(sorted(kinds))} epoch (main process + workers)")
     axes[0, 0].set_ylim(0, top * 1.08 or 1.0)  # shared y: set once, after every trace is drawn
     for ax in axes.flat:
         ax.set_xlabel("time in epoch (s)")
@@ -230,8 +238,6 @@ def memory_trace(run: RunData) -> Figure:
 
 
 def _representative_epoch(rows: pd.DataFrame) -> pd.Series:
+    """Of the most-workers cell, the epoch with the most memory samples (the first such)."""
     rows = rows[rows["workers"] == rows["workers"].max()]
-    if "pss_peak_mb" not in rows or rows["pss_peak_mb"].isna().all():
-        return rows.iloc[0]
-    distance = (rows["pss_peak_mb"] - rows["pss_peak_mb"].median()).abs()
-    return rows.loc[distance.idxmin()]
+    return rows.loc[rows["memory_trace"].map(len).idxmax()]

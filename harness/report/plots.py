@@ -66,8 +66,9 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Memory over time",
         memory_trace,
         ("memory_trace",),
-        "Memory sampled during one measured epoch per strategy (the run with the most workers whose PSS "
-        "peak is nearest its cell's median): PSS solid, USS dashed, /dev/shm dotted.",
+        "Memory during one epoch per strategy, the most-workers cell's most densely sampled epoch (usually "
+        "the untimed warm-up, sampled every 50 ms; its first samples show buffers being touched for the first "
+        "time): PSS solid, USS dashed, /dev/shm dotted.",
     ),
     FigureSpec(
         "lifecycle",
