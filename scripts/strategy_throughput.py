@@ -49,22 +49,31 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    config = LoaderConfig(batch_size=args.batch_size, tile=args.tile, workers=args.workers, prefetch=args.prefetch,
-                          start_method=args.start_method)
+    config = LoaderConfig(
+        batch_size=args.batch_size,
+        tile=args.tile,
+        workers=args.workers,
+        prefetch=args.prefetch,
+        start_method=args.start_method,
+    )
     names = args.strategies.split(",")
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for _ in range(args.rounds):
         for name in names:
             results[name].append(measure(name, args.dataset, config, args.epochs))
-    print(f"{args.dataset}: workers={args.workers} prefetch={args.prefetch} batch={args.batch_size} "
-          f"tile={args.tile} {args.start_method}; medians of {args.rounds} rounds x {args.epochs} epochs")
+    print(
+        f"{args.dataset}: workers={args.workers} prefetch={args.prefetch} batch={args.batch_size} "
+        f"tile={args.tile} {args.start_method}; medians of {args.rounds} rounds x {args.epochs} epochs"
+    )
     print(f"{'strategy':10} {'batches/s':>10} {'x baseline':>10} {'startup s':>10} {'shutdown s':>11}")
     base = statistics.median(r["batches_per_s"] for r in results.get("baseline", [])) if "baseline" in results else None
     for name, runs in results.items():
         bps = statistics.median(r["batches_per_s"] for r in runs)
         ratio = f"{bps / base:10.2f}" if base else f"{'-':>10}"
-        print(f"{name:10} {bps:10.1f} {ratio} {statistics.median(r['startup_s'] for r in runs):10.2f} "
-              f"{statistics.median(r['shutdown_s'] for r in runs):11.3f}")
+        print(
+            f"{name:10} {bps:10.1f} {ratio} {statistics.median(r['startup_s'] for r in runs):10.2f} "
+            f"{statistics.median(r['shutdown_s'] for r in runs):11.3f}"
+        )
 
 
 if __name__ == "__main__":
