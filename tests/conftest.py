@@ -52,6 +52,30 @@ def write_dataset(
     return root
 
 
+def write_corrupt_dataset(root: Path) -> Path:
+    """Two good images, then one whose third compressed strip is zeros: only decoding finds it.
+
+    ``open_dataset`` accepts the folder (the header and byte counts are intact); the
+    per-image work fails on the third image. Returns the bad image's path.
+    """
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for stem in ("a", "b", "c"):
+        image = rng.integers(0, 4096, (2, 48, 48), dtype=np.uint16)
+        tifffile.imwrite(
+            root / "images" / f"{stem}.tif", image, photometric="minisblack", compression="zlib", rowsperstrip=8
+        )
+        tifffile.imwrite(root / "labels" / f"{stem}.tif", np.zeros((48, 48), np.uint16))
+    bad = root / "images" / "c.tif"
+    with tifffile.TiffFile(bad) as tif:
+        offset, count = tif.pages[0].dataoffsets[2], tif.pages[0].databytecounts[2]
+    raw = bytearray(bad.read_bytes())
+    raw[offset : offset + count] = bytes(count)
+    bad.write_bytes(bytes(raw))
+    return bad
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "tiny")

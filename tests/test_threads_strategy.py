@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
-from conftest import write_dataset
+from conftest import write_corrupt_dataset, write_dataset
 
 from strategies import DatasetError, LoaderConfig, WorkerError, WorkerTimeoutError, make_generator
 from strategies.threads import THREAD_PREFIX
@@ -151,28 +150,8 @@ def test_garbage_collected_without_close(dataset: Path) -> None:
     assert not any(t.is_alive() for t in threads)
 
 
-def corrupt_dataset(root: Path) -> Path:
-    """Two good images, then one whose third compressed strip is zeros: only decoding finds it."""
-    rng = np.random.default_rng(0)
-    for sub in ("images", "labels"):
-        (root / sub).mkdir(parents=True)
-    for stem in ("a", "b", "c"):
-        image = rng.integers(0, 4096, (2, 48, 48), dtype=np.uint16)
-        tifffile.imwrite(
-            root / "images" / f"{stem}.tif", image, photometric="minisblack", compression="zlib", rowsperstrip=8
-        )
-        tifffile.imwrite(root / "labels" / f"{stem}.tif", np.zeros((48, 48), np.uint16))
-    bad = root / "images" / "c.tif"
-    with tifffile.TiffFile(bad) as tif:
-        offset, count = tif.pages[0].dataoffsets[2], tif.pages[0].databytecounts[2]
-    raw = bytearray(bad.read_bytes())
-    raw[offset : offset + count] = bytes(count)
-    bad.write_bytes(bytes(raw))
-    return bad
-
-
 def test_corrupt_image_mid_epoch_names_the_file(tmp_path: Path) -> None:
-    bad = corrupt_dataset(tmp_path)
+    bad = write_corrupt_dataset(tmp_path)
     with make_generator("threads", tmp_path, CFG, batch_size=4, shuffle=False) as gen:
         seen = 0
         with pytest.raises(WorkerError) as info:

@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-import tifffile
-from conftest import write_dataset
+from conftest import write_corrupt_dataset, write_dataset
 
 from strategies import (
     LoaderConfig,
@@ -171,28 +170,8 @@ def test_garbage_collected_without_close(dataset: Path) -> None:
     assert gone(pids)
 
 
-def corrupt_dataset(root: Path) -> Path:
-    """Two good images, then one whose third compressed strip is zeros: only decoding finds it."""
-    rng = np.random.default_rng(0)
-    for sub in ("images", "labels"):
-        (root / sub).mkdir(parents=True)
-    for stem in ("a", "b", "c"):
-        image = rng.integers(0, 4096, (2, 48, 48), dtype=np.uint16)
-        tifffile.imwrite(
-            root / "images" / f"{stem}.tif", image, photometric="minisblack", compression="zlib", rowsperstrip=8
-        )
-        tifffile.imwrite(root / "labels" / f"{stem}.tif", np.zeros((48, 48), np.uint16))
-    bad = root / "images" / "c.tif"
-    with tifffile.TiffFile(bad) as tif:
-        offset, count = tif.pages[0].dataoffsets[2], tif.pages[0].databytecounts[2]
-    raw = bytearray(bad.read_bytes())
-    raw[offset : offset + count] = bytes(count)
-    bad.write_bytes(bytes(raw))
-    return bad
-
-
 def test_corrupt_image_mid_epoch_names_the_file(tmp_path: Path) -> None:
-    bad = corrupt_dataset(tmp_path)
+    bad = write_corrupt_dataset(tmp_path)
     with make_generator("torch", tmp_path, CFG, tile=16, batch_size=4, shuffle=False) as gen:
         pids = gen.worker_pids()
         seen = 0

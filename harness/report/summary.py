@@ -23,18 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-CELL_KEYS: tuple[str, ...] = (
-    "strategy",
-    "workers",
-    "prefetch",
-    "start_method",
-    "batch_size",
-    "tile",
-    "dataset",
-    "workload",
-    "step_ms",
-)
-UNSTABLE_CV = 0.10  # pyperf's threshold: spread above 10% of the mean is a warning
+from harness.results import CELL_KEYS, UNSTABLE_CV  # one definition of a cell and of "unstable"
+
 HEADLINE = "batches_per_s"
 
 
