@@ -76,6 +76,31 @@ def write_corrupt_dataset(root: Path) -> Path:
     return bad
 
 
+def epochs_with_a_break(name: str, root: Path, config: object) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Batches of epochs 0 and 1 in full, epoch 2 broken off after 3 batches, epoch 3 in full."""
+    from strategies import make_generator
+
+    out = []
+    with make_generator(name, root, config) as gen:
+        for _ in range(2):
+            out.append([(np.array(d), np.array(m)) for d, m in gen])
+        for i, _ in enumerate(gen):
+            if i == 3:
+                break
+        out.append([(np.array(d), np.array(m)) for d, m in gen])
+        assert gen.epoch == 3
+    return out
+
+
+def assert_same_batches(a: list, b: list) -> None:
+    """Two runs of :func:`epochs_with_a_break` yielded the same batches, bit for bit."""
+    assert [len(e) for e in a] == [len(e) for e in b]
+    for epoch_a, epoch_b in zip(a, b, strict=True):
+        for (da, ma), (db, mb) in zip(epoch_a, epoch_b, strict=True):
+            np.testing.assert_array_equal(da, db)
+            np.testing.assert_array_equal(ma, mb)
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "tiny")

@@ -16,9 +16,8 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import write_corrupt_dataset, write_dataset
+from conftest import assert_same_batches, epochs_with_a_break, write_corrupt_dataset, write_dataset
 
 from strategies import DatasetError, LoaderConfig, WorkerError, WorkerTimeoutError, make_generator
 from strategies.threads import THREAD_PREFIX
@@ -34,28 +33,6 @@ CLOSE_BOUND_S = 10.0
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("threads") / "ds", images=5)
-
-
-def epochs_with_a_break(name: str, root: Path, config: LoaderConfig) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """Epochs 0 and 1 in full, epoch 2 broken off after 3 batches, epoch 3 in full."""
-    out = []
-    with make_generator(name, root, config) as gen:
-        for _ in range(2):
-            out.append([(d.copy(), m.copy()) for d, m in gen])
-        for i, _ in enumerate(gen):
-            if i == 3:
-                break
-        out.append([(d.copy(), m.copy()) for d, m in gen])
-        assert gen.epoch == 3
-    return out
-
-
-def assert_same(a: list, b: list) -> None:
-    assert [len(e) for e in a] == [len(e) for e in b]
-    for epoch_a, epoch_b in zip(a, b, strict=True):
-        for (da, ma), (db, mb) in zip(epoch_a, epoch_b, strict=True):
-            np.testing.assert_array_equal(da, db)
-            np.testing.assert_array_equal(ma, mb)
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +54,13 @@ def no_thread_left():
 @pytest.mark.parametrize("workers", [1, 2, 8])
 @pytest.mark.parametrize("prefetch", [1, 2])
 def test_matches_baseline(dataset: Path, expected: list, workers: int, prefetch: int) -> None:
-    assert_same(epochs_with_a_break("threads", dataset, CFG.replace(workers=workers, prefetch=prefetch)), expected)
+    assert_same_batches(
+        epochs_with_a_break("threads", dataset, CFG.replace(workers=workers, prefetch=prefetch)), expected
+    )
 
 
 def test_start_method_does_not_matter(dataset: Path, expected: list) -> None:
-    assert_same(epochs_with_a_break("threads", dataset, CFG.replace(start_method="spawn")), expected)
+    assert_same_batches(epochs_with_a_break("threads", dataset, CFG.replace(start_method="spawn")), expected)
 
 
 @pytest.mark.parametrize(("workers", "prefetch"), [(1, 1), (2, 3), (3, 1)])
@@ -115,7 +94,7 @@ def test_breaks_in_a_row_and_len(dataset: Path) -> None:
         assert len(out) == len(gen) == 15 and gen.epoch == 2
         assert gen.worker_pids() == []  # threads: no other process
     with make_generator("baseline", dataset, CFG, epoch=2) as base:
-        assert_same([out], [list(base)])
+        assert_same_batches([out], [list(base)])
 
 
 def test_torch_output(dataset: Path, expected: list) -> None:
@@ -124,7 +103,7 @@ def test_torch_output(dataset: Path, expected: list) -> None:
     with make_generator("threads", dataset, CFG, output="torch") as gen:
         out = list(gen)
     assert all(isinstance(d, torch.Tensor) and d.dtype == torch.uint16 for d, _ in out)
-    assert_same([[(d.numpy(), m.numpy()) for d, m in out]], expected[:1])
+    assert_same_batches([[(d.numpy(), m.numpy()) for d, m in out]], expected[:1])
 
 
 def test_close_is_idempotent_bounded_and_stops_threads(dataset: Path) -> None:

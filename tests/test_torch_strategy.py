@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import write_corrupt_dataset, write_dataset
+from conftest import assert_same_batches, epochs_with_a_break, write_corrupt_dataset, write_dataset
 
 from strategies import (
     LoaderConfig,
@@ -42,28 +42,6 @@ CLOSE_BOUND_S = 20.0
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("torch") / "ds", images=5)
-
-
-def epochs_with_a_break(name: str, root: Path, config: LoaderConfig) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """Epochs 0 and 1 in full, epoch 2 broken off after 3 batches, epoch 3 in full."""
-    out = []
-    with make_generator(name, root, config) as gen:
-        for _ in range(2):
-            out.append([(np.array(d), np.array(m)) for d, m in gen])
-        for i, _ in enumerate(gen):
-            if i == 3:
-                break
-        out.append([(np.array(d), np.array(m)) for d, m in gen])
-        assert gen.epoch == 3
-    return out
-
-
-def assert_same(a: list, b: list) -> None:
-    assert [len(e) for e in a] == [len(e) for e in b]
-    for epoch_a, epoch_b in zip(a, b, strict=True):
-        for (da, ma), (db, mb) in zip(epoch_a, epoch_b, strict=True):
-            np.testing.assert_array_equal(da, db)
-            np.testing.assert_array_equal(ma, mb)
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +78,15 @@ def test_import_strategies_does_not_import_torch() -> None:
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 def test_matches_baseline_for_every_start_method(dataset: Path, expected: list, start_method: str) -> None:
-    assert_same(epochs_with_a_break("torch", dataset, CFG.replace(start_method=start_method)), expected)
+    assert_same_batches(epochs_with_a_break("torch", dataset, CFG.replace(start_method=start_method)), expected)
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 8 workers on a small machine
 @pytest.mark.parametrize(("workers", "prefetch"), [(1, 1), (1, 2), (2, 1), (8, 2)])
 def test_matches_baseline_for_workers_and_prefetch(dataset: Path, expected: list, workers: int, prefetch: int) -> None:
-    assert_same(epochs_with_a_break("torch", dataset, CFG.replace(workers=workers, prefetch=prefetch)), expected)
+    assert_same_batches(
+        epochs_with_a_break("torch", dataset, CFG.replace(workers=workers, prefetch=prefetch)), expected
+    )
 
 
 @pytest.mark.parametrize("payload", ["tensor", "numpy"])
@@ -115,7 +95,7 @@ def test_other_payloads_match_baseline(
 ) -> None:
     # The alternatives the module docstring measures: same batches, other transport.
     monkeypatch.setattr(TorchGenerator, "payload", payload)
-    assert_same(epochs_with_a_break("torch", dataset, CFG), expected)
+    assert_same_batches(epochs_with_a_break("torch", dataset, CFG), expected)
 
 
 def test_workers_persist_len_and_no_stale_images(dataset: Path, expected: list) -> None:
@@ -129,7 +109,7 @@ def test_workers_persist_len_and_no_stale_images(dataset: Path, expected: list) 
         assert len(epoch2) == len(gen) == 15 and gen.epoch == 2
         assert gen.worker_pids() == pids  # the same processes, epoch after epoch
     with make_generator("baseline", dataset, CFG, epoch=2) as base:
-        assert_same([epoch2], [[(d, m) for d, m in base]])
+        assert_same_batches([epoch2], [[(d, m) for d, m in base]])
     assert gone(pids)
 
 
@@ -141,7 +121,7 @@ def test_torch_output_and_global_rng_untouched(dataset: Path, expected: list) ->
         out = [(d.numpy().copy(), m.numpy().copy()) for d, m in gen]
         data, masks = next(iter(gen))
         assert isinstance(data, torch.Tensor) and data.dtype == torch.uint16 and masks.dtype == torch.uint8
-    assert_same([out], expected[:1])
+    assert_same_batches([out], expected[:1])
     # The loader has its own torch.Generator: iterating it does not advance the user's RNG.
     assert torch.equal(torch.get_rng_state(), state)
 
