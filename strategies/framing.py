@@ -18,6 +18,12 @@ calling ``wait()`` whenever no byte is ready. The caller's ``wait`` is where the
 timeout and the liveness check live (``connection.wait`` on the descriptor and the
 workers' sentinels): a dead writer surfaces as an error there, never as a hang.
 
+Writing has the mirror problem: the main process's ends are non-blocking, so a
+plain ``Connection.send`` into a full pipe (a worker that stopped reading) would
+raise in the middle of a message and leave half of it behind. :func:`send_message`
+frames the same way and calls ``wait_writable()`` (bounded, watching the workers)
+until the rest fits.
+
 Reading straight into a caller's buffer (:meth:`MessageReader.recv_into`) is also
 how ``pipe`` receives pixels without an intermediate copy, like
 ``recv_bytes_into``.
@@ -97,3 +103,20 @@ class MessageReader:
                 return False
             if not chunk:
                 return False
+
+
+def send_message(conn: Connection, payload: bytes, wait_writable: Callable[[], None]) -> None:
+    """Write ``payload`` as one message on ``conn``'s non-blocking descriptor, as ``send_bytes`` frames it."""
+    n = len(payload)
+    header = _SMALL.pack(n) if n <= 0x7FFFFFFF else _SMALL.pack(-1) + _LARGE.pack(n)
+    view = memoryview(header + payload)
+    fd = conn.fileno()
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            written = None  # wait outside the handler, so that its errors are not chained to this one
+        if written is None:
+            wait_writable()
+            continue
+        view = view[written:]

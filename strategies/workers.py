@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import select
 import signal
 import threading
 import time
@@ -60,7 +61,7 @@ from typing import Any, Protocol
 
 from .constants import KILL_GRACE_S, PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRACE_S
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
-from .framing import MessageReader
+from .framing import MessageReader, send_message
 from .messages import Ready, Stop, WorkerFailure
 
 # Modules the fork server imports before it forks any worker ("__main__" is
@@ -115,6 +116,11 @@ def worker_main(worker_cls: type[Worker], worker_id: int, conn: Connection, args
         except OSError:
             pass  # main already gone; our exit status still tells it we failed
         raise SystemExit(1) from None
+
+
+def _pipe_full() -> None:
+    """``close`` does not wait for room in a pipe: a worker that is not reading gets SIGTERM instead."""
+    raise BlockingIOError
 
 
 class WorkerPool:
@@ -224,10 +230,37 @@ class WorkerPool:
             raise self._died(worker_id) from None
 
     def send(self, worker_id: int, message: Any) -> None:
+        """Send ``message`` to worker ``worker_id``, waiting (bounded) while its pipe is full."""
         try:
-            self.conns[worker_id].send(message)
+            send_message(self.conns[worker_id], bytes(ForkingPickler.dumps(message)), self._writable(worker_id))
         except OSError:
             raise self._died(worker_id) from None
+
+    def _writable(self, worker_id: int) -> Callable[[], None]:
+        """The ``wait_writable`` of worker ``worker_id``'s pipe: room in it, or any worker's death."""
+        conn = self.conns[worker_id]
+
+        def wait_writable() -> None:
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLOUT)
+            sentinels = {p.sentinel: i for i, p in enumerate(self.processes)}
+            for sentinel in sentinels:
+                poller.register(sentinel, select.POLLIN)
+            events = dict(poller.poll(self.timeout * 1000))
+            if events.get(conn.fileno(), 0) & select.POLLOUT:
+                return
+            for fd in events:
+                if fd in sentinels:
+                    raise self._death(sentinels[fd])
+            if events:  # the pipe itself reported an error or hang-up
+                raise self._died(worker_id)
+            raise WorkerTimeoutError(
+                f"{self.name}: worker {worker_id} has not read its pipe for timeout={self.timeout:g}s",
+                worker_id=worker_id,
+                pid=self.processes[worker_id].pid,
+            )
+
+        return wait_writable
 
     # -- errors -------------------------------------------------------------
     def _death(self, worker_id: int) -> WorkerError:
@@ -279,11 +312,12 @@ class WorkerPool:
             if self._stop is not None:
                 self._stop()
             else:
+                stop = bytes(ForkingPickler.dumps(Stop()))
                 for conn in self.conns:
                     try:
-                        conn.send(Stop())
+                        send_message(conn, stop, _pipe_full)
                     except OSError:
-                        pass  # that worker is gone already
+                        pass  # gone, or its pipe is full (not reading): the escalation below deals with it
         finally:
             self._join_draining(time.monotonic() + STOP_GRACE_S)
             for process in self.alive():

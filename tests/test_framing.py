@@ -9,7 +9,9 @@ closes in the middle of a message is an ``EOFError``, never a hang.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import select
 import struct
 import threading
 import time
@@ -20,7 +22,7 @@ from multiprocessing.connection import Connection, wait
 import numpy as np
 import pytest
 
-from strategies.framing import MessageReader
+from strategies.framing import MessageReader, send_message
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -205,3 +207,41 @@ def test_drain_discards_until_the_writer_closes(pipe) -> None:
     assert not thread.is_alive(), "drain() did not free the blocked writer"
     writer.close()
     assert messages.drain() is False
+
+
+def test_send_message_waits_for_room_and_frames_like_send_bytes() -> None:
+    main_end, worker_end = multiprocessing.Pipe(duplex=True)
+    os.set_blocking(main_end.fileno(), False)
+    payload = os.urandom(4 << 20)  # far more than a socket buffer holds
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(worker_end.recv_bytes()))
+    reader.start()
+    waits = []
+
+    def wait_writable() -> None:
+        waits.append(1)
+        select.select([], [main_end], [], 5.0)
+
+    try:
+        send_message(main_end, payload, wait_writable)
+        reader.join(10.0)
+        assert received == [payload]
+        assert waits, "a full pipe must be waited for through wait_writable, not by blocking"
+    finally:
+        main_end.close()
+        worker_end.close()
+
+
+def test_send_message_gives_up_when_wait_writable_raises() -> None:
+    main_end, worker_end = multiprocessing.Pipe(duplex=True)
+    os.set_blocking(main_end.fileno(), False)
+
+    def give_up() -> None:
+        raise TimeoutError("nobody reads")
+
+    try:
+        with pytest.raises(TimeoutError, match="nobody reads"):
+            send_message(main_end, os.urandom(4 << 20), give_up)
+    finally:
+        main_end.close()
+        worker_end.close()

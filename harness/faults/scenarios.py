@@ -1,0 +1,417 @@
+"""The fault scenarios: each breaks one generator on purpose, in a fresh Python process.
+
+The matrix (:mod:`.matrix`) runs ``python -m harness.faults.scenarios NAME STRATEGY
+START_METHOD JSON`` in its own session and reads the JSON lines it prints::
+
+    {"event": "ready", "pids": [...], "segments": [...], "infrastructure": [...]}
+        printed by scenarios with an ``action``: the matrix then sends SIGINT to the
+        process group (``sigint_group``) or SIGKILLs this process (``kill_main``)
+    {"event": "result", "error_type": ..., "error_message": ..., "time_to_error_s": ...,
+     "shutdown_s": ..., "traceback": bool, "problems": [...], "pids": [...], ...}
+        what happened, measured here: time from the fault to the error, and how long
+        ``close()`` took to see every worker gone
+
+The matrix judges cleanliness from the outside (process group, /dev/shm, stderr,
+exit status); this process only says what it saw. Each :class:`Scenario` is data
+(which strategies it applies to, which error it expects, what the matrix does); its
+``play`` function runs here. This module is also the ``__main__`` that ``spawn``
+children and the fork server import, so its top level stays cheap; with
+``FAIL_INIT_ENV`` set it makes every worker class raise in ``__init__`` (start-up failure).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FAIL_INIT_ENV = "IPCBENCH_FAULTS_FAIL_WORKER_INIT"
+FAIL_INIT_MESSAGE = "injected start-up failure"
+PROCESS_STRATEGIES = ("pipe", "queue", "shm", "torch")
+ALL_STRATEGIES = ("baseline", "threads", *PROCESS_STRATEGIES)
+WITH_WORKERS = ("threads", *PROCESS_STRATEGIES)
+# Longest an endless-iteration scenario waits for the matrix's signal before giving up.
+AWAIT_SIGNAL_S = 30.0
+# Bound on waiting for workers to disappear after close() or garbage collection.
+GONE_WAIT_S = 5.0
+POLL_S = 0.02
+# The generator settings every scenario starts from (batch 16 of 16-px tiles).
+BASE_CONFIG: dict[str, Any] = {"batch_size": 16, "tile": 16, "workers": 2, "prefetch": 2, "seed": 0, "timeout": 10.0}
+
+
+@dataclass(slots=True)
+class Probe:
+    """What a play function saw; turned into the ``result`` line."""
+
+    pids: list[int] = field(default_factory=list)
+    segments: list[str] = field(default_factory=list)
+    fault_at: float | None = None  # monotonic time the fault was injected
+    error: BaseException | None = None
+    error_at: float | None = None
+    shutdown_s: float | None = None
+    problems: list[str] = field(default_factory=list)  # contract breaches the play noticed itself
+
+    def watch(self, gen: Any) -> Any:
+        self.pids = list(gen.worker_pids())
+        self.segments = [s.name for s in getattr(gen, "segments", [])]
+        return gen
+
+    def fault(self) -> None:
+        self.fault_at = time.monotonic()
+
+    def close(self, gen: Any) -> None:
+        """Time ``close()`` until every worker process and thread is gone."""
+        threads = list(getattr(gen, "worker_threads", lambda: [])())
+        started = time.monotonic()
+        gen.close()
+        survivors = wait_until_gone(self.pids) + [t.name for t in threads if not _joined(t)]
+        self.shutdown_s = time.monotonic() - started
+        if survivors:
+            self.problems.append(f"workers alive {GONE_WAIT_S:g} s after close(): {survivors}")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One fault: where it applies, what it should raise, what the matrix does, how it is played."""
+
+    name: str
+    play: Callable[[Any, Probe], None]  # (context, probe); raises nothing it means to surface
+    strategies: tuple[str, ...]
+    expect: str | None = None  # class name (or a base's) the error must have; None: no error
+    expect_baseline: str | None = None  # the baseline raises in the main process: no WorkerError
+    traceback: bool = False  # the error must carry the worker's traceback
+    action: str | None = None  # "sigint_group" or "kill_main", after the ready line
+    config: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    hidden: bool = False  # self-test scenarios: only when named
+
+    def expected_error(self, strategy: str) -> str | None:
+        return self.expect_baseline if strategy == "baseline" else self.expect
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    strategy: str
+    dataset: Path
+    config: Any  # LoaderConfig
+
+
+# -- helpers (run in the scenario process) ----------------------------------------------
+def alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_until_gone(pids: list[int], timeout_s: float = GONE_WAIT_S) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    return left
+
+
+def _joined(thread: Any) -> bool:
+    thread.join(GONE_WAIT_S)
+    return not thread.is_alive()
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def infrastructure_pids() -> list[int]:
+    from multiprocessing import forkserver, resource_tracker
+
+    pids = [
+        getattr(forkserver._forkserver, "_forkserver_pid", None),
+        getattr(resource_tracker._resource_tracker, "_pid", None),
+    ]
+    return [p for p in pids if p]
+
+
+def make(ctx: Context, probe: Probe) -> Any:
+    from strategies import make_generator
+
+    return probe.watch(make_generator(ctx.strategy, ctx.dataset, ctx.config))
+
+
+def drain(gen: Any, epochs: int = 1) -> int:
+    """Consume the rest of the current epoch, then ``epochs`` more; return the batches seen."""
+    seen = sum(1 for _ in iter(lambda: next(gen, None), None))
+    for _ in range(epochs):
+        seen += sum(1 for _ in gen)
+    return seen
+
+
+def expect_error(gen: Any, probe: Probe, epochs: int = 1) -> None:
+    """Iterate until the fault surfaces; record it (or that it never came)."""
+    try:
+        drain(gen, epochs)
+    except Exception as exc:  # the error under test: recorded, judged by the matrix
+        probe.error, probe.error_at = exc, time.monotonic()
+    probe.close(gen)
+
+
+def garble_strips(path: Path) -> None:
+    """Overwrite every pixel strip with 0xFF: headers intact, compressed data undecodable."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        strips = [(o, n) for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
+    with open(path, "r+b") as fh:
+        for offset, nbytes in strips:
+            fh.seek(offset)
+            fh.write(b"\xff" * nbytes)
+
+
+# -- the plays -------------------------------------------------------------------------
+def play_worker_raises(ctx: Context, probe: Probe) -> None:
+    # A private copy: the damage must not reach other cells. The last image of epoch 0
+    # is not dispatched while the first is consumed, so the failure comes mid-epoch.
+    with tempfile.TemporaryDirectory(prefix="ipcbench-fault-") as tmp:
+        root = Path(shutil.copytree(ctx.dataset, Path(tmp) / "ds"))
+        gen = make(Context(ctx.strategy, root, ctx.config), probe)
+        victim = gen.dataset.entries[gen.plan_for(0).jobs[-1].image_index].image_path
+        next(gen)
+        garble_strips(Path(victim))
+        probe.fault()
+        expect_error(gen, probe, epochs=0)
+        if probe.error is not None and str(victim) not in str(probe.error):
+            probe.problems.append(f"the error does not name the damaged file {victim}")
+
+
+def _signal_worker(sig: signal.Signals, moment: str) -> Callable[[Context, Probe], None]:
+    def play(ctx: Context, probe: Probe) -> None:
+        gen = make(ctx, probe)
+        try:
+            if moment == "mid_epoch":
+                next(gen)
+                time.sleep(0.3)  # the window fills: workers block writing into a full pipe
+            os.kill(probe.pids[0], sig)
+            probe.fault()
+            expect_error(gen, probe)
+        finally:
+            for pid in probe.pids:  # a stopped worker ignores everything but SIGKILL/SIGCONT
+                if alive(pid):
+                    os.kill(pid, signal.SIGCONT)
+
+    return play
+
+
+def play_stop_reading(ctx: Context, probe: Probe) -> None:
+    gen = make(ctx, probe)
+    next(gen)
+    time.sleep(0.5)  # workers fill the window and block with results in flight
+    probe.close(gen)
+
+
+def play_early_break(ctx: Context, probe: Probe) -> None:
+    gen = make(ctx, probe)
+    for i, _ in enumerate(gen):
+        if i == 2:
+            break
+    seen = sum(1 for _ in gen)
+    if seen != len(gen):
+        probe.problems.append(f"the epoch after an early break yielded {seen} of {len(gen)} batches")
+    probe.close(gen)
+
+
+def play_keyboard_interrupt(ctx: Context, probe: Probe) -> None:
+    try:
+        with make(ctx, probe) as gen:
+            for i, _ in enumerate(gen):
+                if i == 2:
+                    probe.fault()
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt as exc:
+        probe.error = exc
+        probe.error_at = probe.fault_at  # raised here, at once; what follows is the with's close()
+        probe.shutdown_s = time.monotonic() - probe.fault_at
+        if left := wait_until_gone(probe.pids):
+            probe.problems.append(f"workers alive after the with block: {left}")
+
+
+def play_until_signalled(ctx: Context, probe: Probe) -> None:
+    """Iterate epoch after epoch; say "ready" after the first batch; the matrix signals."""
+    gen = make(ctx, probe)
+    deadline = time.monotonic() + AWAIT_SIGNAL_S
+    try:
+        first = True
+        while time.monotonic() < deadline:
+            for _ in gen:
+                if first:
+                    first = False
+                    emit(event="ready", pids=probe.pids, segments=probe.segments, infrastructure=infrastructure_pids())
+        probe.problems.append(f"no signal arrived within {AWAIT_SIGNAL_S:g} s")
+    except KeyboardInterrupt as exc:
+        probe.error, probe.error_at = exc, time.monotonic()
+    probe.close(gen)
+
+
+def play_dropped(ctx: Context, probe: Probe) -> None:
+    gen = make(ctx, probe)
+    threads = list(getattr(gen, "worker_threads", lambda: [])())
+    next(gen)
+    time.sleep(0.2)  # results in flight
+    ref = weakref.ref(gen)
+    started = time.monotonic()
+    del gen
+    gc.collect()
+    survivors = wait_until_gone(probe.pids) + [t.name for t in threads if not _joined(t)]
+    probe.shutdown_s = time.monotonic() - started
+    if survivors:
+        probe.problems.append(f"workers outlived the dropped generator: {survivors}")
+    if ref() is not None:
+        probe.problems.append("the generator was not collected (a reference cycle or a live thread holds it)")
+        ref().close()
+
+
+def play_startup_failure(ctx: Context, probe: Probe) -> None:
+    probe.fault()
+    try:
+        make(ctx, probe).close()
+    except Exception as exc:  # the error under test
+        probe.error, probe.error_at = exc, time.monotonic()
+
+
+def play_selftest_leak(ctx: Context, probe: Probe) -> None:
+    """Self-test: leave a segment and a process behind, to prove the matrix notices."""
+    import subprocess
+    from multiprocessing import resource_tracker, shared_memory
+
+    segment = shared_memory.SharedMemory(name=f"ipcbench_{os.getpid()}_planted", create=True, size=4096)
+    resource_tracker.unregister(segment._name, "shared_memory")  # no tracker rescue, no warning
+    segment.close()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    probe.pids = [child.pid]
+
+
+def play_selftest_hang(ctx: Context, probe: Probe) -> None:
+    """Self-test: never end, to prove the watchdog kills the process group."""
+    time.sleep(3600)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "worker_raises",
+            play_worker_raises,
+            ALL_STRATEGIES,
+            "WorkerError",
+            "DatasetError",
+            traceback=True,
+        ),
+        Scenario("sigkill_idle", _signal_worker(signal.SIGKILL, "idle"), PROCESS_STRATEGIES, "WorkerDiedError"),
+        Scenario("sigkill_mid_epoch", _signal_worker(signal.SIGKILL, "mid_epoch"), PROCESS_STRATEGIES, "WorkerDiedError"),
+        Scenario("sigterm_mid_epoch", _signal_worker(signal.SIGTERM, "mid_epoch"), PROCESS_STRATEGIES, "WorkerDiedError"),
+        # One worker: with two, the queue's idle worker would rightly take over the stopped one's jobs.
+        Scenario(
+            "worker_hangs",
+            _signal_worker(signal.SIGSTOP, "mid_epoch"),
+            PROCESS_STRATEGIES,
+            "WorkerTimeoutError",
+            config={"timeout": 2.0, "workers": 1},
+        ),
+        Scenario("stop_reading", play_stop_reading, ALL_STRATEGIES),
+        Scenario("early_break", play_early_break, ALL_STRATEGIES),
+        Scenario("keyboard_interrupt", play_keyboard_interrupt, ALL_STRATEGIES, "KeyboardInterrupt", "KeyboardInterrupt"),
+        Scenario(
+            "sigint_group",
+            play_until_signalled,
+            ALL_STRATEGIES,
+            "KeyboardInterrupt",
+            "KeyboardInterrupt",
+            action="sigint_group",
+        ),
+        Scenario("main_sigkill", play_until_signalled, PROCESS_STRATEGIES, action="kill_main"),
+        Scenario("gc_without_close", play_dropped, WITH_WORKERS),
+        # torch runs torch's own worker loop: no worker class of ours to break at start-up.
+        Scenario(
+            "startup_failure",
+            play_startup_failure,
+            ("pipe", "queue", "shm"),
+            "WorkerError",
+            traceback=True,
+            env={FAIL_INIT_ENV: "1"},
+        ),
+        Scenario("selftest_leak", play_selftest_leak, ALL_STRATEGIES, hidden=True),
+        Scenario("selftest_hang", play_selftest_hang, ALL_STRATEGIES, hidden=True),
+    )
+}
+DEFAULT_SCENARIOS = tuple(name for name, s in SCENARIOS.items() if not s.hidden)
+
+
+# -- the scenario process ---------------------------------------------------------------
+def _has_traceback(exc: BaseException) -> bool:
+    from strategies import RemoteTraceback
+
+    cause = exc.__cause__
+    if isinstance(cause, RemoteTraceback):
+        return "Traceback (most recent call last)" in cause.tb
+    return cause is not None and cause.__traceback__ is not None  # threads: the worker's own exception
+
+
+def result_fields(probe: Probe) -> dict[str, Any]:
+    error = probe.error
+    start = probe.fault_at
+    return {
+        "event": "result",
+        "error_type": type(error).__name__ if error is not None else None,
+        "error_bases": [c.__name__ for c in type(error).__mro__] if error is not None else [],
+        "error_message": str(error) if error is not None else None,
+        "traceback": _has_traceback(error) if error is not None else False,
+        "time_to_error_s": probe.error_at - start if error is not None and start and probe.error_at else None,
+        "shutdown_s": probe.shutdown_s,
+        "pids": probe.pids,
+        "segments": probe.segments,
+        "problems": probe.problems,
+    }
+
+
+def main(argv: list[str]) -> int:
+    from strategies import LoaderConfig
+
+    name, strategy, start_method, raw = argv
+    scenario = SCENARIOS[name]
+    args = json.loads(raw)
+    config = LoaderConfig(**{**BASE_CONFIG, **scenario.config, "start_method": start_method})
+    probe = Probe()
+    try:
+        scenario.play(Context(strategy, Path(args["dataset"]), config), probe)
+    except Exception as exc:  # an error the scenario did not provoke on purpose: a finding
+        probe.problems.append(f"unexpected {type(exc).__name__}: {exc}")
+    emit(**result_fields(probe))
+    return 0
+
+
+def _patch_worker_init() -> None:
+    """Make every strategy's worker raise during set-up (before it sends Ready)."""
+    from strategies.mpqueue import QueueWorker
+    from strategies.request_response import RequestWorker
+
+    def failing_init(self: Any, worker_id: int, *args: Any) -> None:
+        raise RuntimeError(f"{FAIL_INIT_MESSAGE} in worker {worker_id}")
+
+    for cls in (RequestWorker, QueueWorker):  # RequestWorker: the base of PipeWorker and ShmWorker
+        cls.__init__ = failing_init  # type: ignore[method-assign]
+
+
+if os.environ.get(FAIL_INIT_ENV):
+    _patch_worker_init()
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
