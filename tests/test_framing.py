@@ -4,7 +4,8 @@ Messages of every size written by ``send_bytes`` read back intact, whole or stra
 into an exactly sized buffer; the 8-byte length form is understood; ``wait()`` is
 called whenever no byte is ready (that is where the strategies put their timeout and
 liveness check) and whatever it raises reaches the caller as is; a writer that
-closes in the middle of a message is an ``EOFError``, never a hang.
+closes in the middle of a message is an ``EOFError``, never a hang. ``send_message``
+frames the same way and waits through ``wait_writable()`` when the pipe is full.
 """
 
 from __future__ import annotations
