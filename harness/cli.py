@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "run": "harness.commands.run",
     "report": "harness.commands.report",
     "compare": "harness.commands.compare",
+    "faults": "harness.commands.faults",
 }
 
 

@@ -114,9 +114,11 @@ def _ours_or_orphaned(name: str) -> bool:
     """A segment this test process created, or one whose creator is gone (``ipcbench_<pid>_...``).
 
     Segments of other live processes (another pytest running beside this one) are
-    not this test's doing; Python's own ``psm_*`` names carry no pid, so any new one counts.
+    not this test's doing; Python's own ``psm_*`` (SharedMemory) and ``sem.mp-*``
+    (multiprocessing locks and queues under spawn/forkserver) names carry no pid, so
+    any new one counts.
     """
-    if name.startswith("psm_"):
+    if name.startswith(("psm_", "sem.mp-")):  # SharedMemory and multiprocessing semaphores
         return True
     if not name.startswith("ipcbench_"):
         return False

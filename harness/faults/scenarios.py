@@ -316,8 +316,12 @@ SCENARIOS: dict[str, Scenario] = {
             traceback=True,
         ),
         Scenario("sigkill_idle", _signal_worker(signal.SIGKILL, "idle"), PROCESS_STRATEGIES, "WorkerDiedError"),
-        Scenario("sigkill_mid_epoch", _signal_worker(signal.SIGKILL, "mid_epoch"), PROCESS_STRATEGIES, "WorkerDiedError"),
-        Scenario("sigterm_mid_epoch", _signal_worker(signal.SIGTERM, "mid_epoch"), PROCESS_STRATEGIES, "WorkerDiedError"),
+        Scenario(
+            "sigkill_mid_epoch", _signal_worker(signal.SIGKILL, "mid_epoch"), PROCESS_STRATEGIES, "WorkerDiedError"
+        ),
+        Scenario(
+            "sigterm_mid_epoch", _signal_worker(signal.SIGTERM, "mid_epoch"), PROCESS_STRATEGIES, "WorkerDiedError"
+        ),
         # One worker: with two, the queue's idle worker would rightly take over the stopped one's jobs.
         Scenario(
             "worker_hangs",
@@ -328,7 +332,9 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("stop_reading", play_stop_reading, ALL_STRATEGIES),
         Scenario("early_break", play_early_break, ALL_STRATEGIES),
-        Scenario("keyboard_interrupt", play_keyboard_interrupt, ALL_STRATEGIES, "KeyboardInterrupt", "KeyboardInterrupt"),
+        Scenario(
+            "keyboard_interrupt", play_keyboard_interrupt, ALL_STRATEGIES, "KeyboardInterrupt", "KeyboardInterrupt"
+        ),
         Scenario(
             "sigint_group",
             play_until_signalled,
