@@ -88,6 +88,10 @@ class BatchGenerator(ABC):
     def _shutdown(self) -> None:  # noqa: B027 - optional hook
         """Release processes, threads and memory. Called once, by ``close()``."""
 
+    def _close_after(self, error: BaseException) -> None:
+        """``close()`` because ``error`` interrupted an epoch (a strategy may skip the polite part)."""
+        self.close()
+
     # -- plan -----------------------------------------------------------------
     def plan_for(self, epoch: int) -> EpochPlan:
         c = self.config
@@ -131,8 +135,8 @@ class BatchGenerator(ABC):
         self._active = True
         try:
             self._begin_epoch(self._plan)
-        except BaseException:
-            self.close()
+        except BaseException as exc:
+            self._close_after(exc)
             raise
         return self
 
@@ -147,10 +151,10 @@ class BatchGenerator(ABC):
             raise StopIteration
         try:
             batch = self._assemble(self._plan.batch_size_at(self._batch_index))
-        except BaseException:
+        except BaseException as exc:
             # A worker error, a timeout or a KeyboardInterrupt: nothing half-done
             # stays behind, whether or not the caller closes us.
-            self.close()
+            self._close_after(exc)
             raise
         self._batch_index += 1
         return self._deliver(*batch)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
+import multiprocessing.util as mp_util
 import queue
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -170,6 +171,29 @@ def _close_queues(tasks: mp.Queue, results: mp.Queue) -> None:
     tasks.cancel_join_thread()
     tasks.close()
     results.close()
+    _release_semaphores(tasks, results)
+
+
+def _release_semaphores(*queues: mp.Queue) -> None:
+    """Unlink the queues' named semaphores now, not whenever the Queue objects are collected.
+
+    Under spawn and forkserver each Queue holds three named POSIX semaphores
+    (``/dev/shm/sem.mp-*``: its read lock, write lock and slot count), unlinked by a
+    ``multiprocessing.util.Finalize`` when the object dies. A closed generator that
+    is still referenced (a traceback, a test's variable) would keep them in
+    /dev/shm. The workers are gone, so nobody needs the names any more: run those
+    finalizers (each runs once, then leaves the registry). Under fork the names
+    were unlinked at creation and there is nothing to do.
+    """
+    names = set()
+    for q in queues:
+        for lock in (q._rlock, q._wlock, q._sem):
+            name = getattr(getattr(lock, "_semlock", None), "name", None)
+            if name is not None:
+                names.add(name)
+    for finalizer in list(mp_util._finalizer_registry.values()):
+        if finalizer._args and finalizer._args[0] in names:
+            finalizer()
 
 
 def _stop_workers(tasks: mp.Queue, oldest_wanted: Any, workers: int) -> None:

@@ -34,6 +34,7 @@ from contextlib import ExitStack
 from .base import BatchGenerator
 from .config import LoaderConfig
 from .dataset import Dataset
+from .errors import WorkerError
 from .plan import EpochPlan, ImageJob
 from .work import ProcessedImage
 from .workers import WorkerPool
@@ -118,6 +119,14 @@ class ProcessGenerator(BatchGenerator):
         self._ready.clear()
         self._pending.clear()
         self._abandon()
+
+    def _close_after(self, error: BaseException) -> None:
+        if isinstance(error, WorkerError):
+            # A worker died, hung or failed: asking the others to stop politely can
+            # only cost STOP_GRACE_S (a hung worker never answers; under queue a dead
+            # one may hold a lock the others wait on) and delay the error.
+            self.pool.broken = True
+        self.close()
 
     def _shutdown(self) -> None:
         self._ready.clear()

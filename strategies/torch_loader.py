@@ -108,6 +108,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import threading
 import time
 import traceback
 import weakref
@@ -127,7 +128,7 @@ from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeout
 from .messages import WorkerFailure
 from .plan import EpochPlan, ImageJob
 from .work import ImageProcessor, ProcessedImage, tile_buffers
-from .workers import FORKSERVER_PRELOAD
+from .workers import FORKSERVER_PRELOAD, watch_parent
 
 # How the tiles cross from a worker to the main process (``TorchGenerator.payload``;
 # measured in the module docstring):
@@ -215,6 +216,14 @@ class ImageDataset:
             )
 
 
+def _init_worker(worker_id: int) -> None:
+    """Each DataLoader worker exits within PARENT_POLL_S of the main process's death.
+
+    Torch's own check (``ManagerWatchdog``) runs every 5 s, between items only.
+    """
+    watch_parent()
+
+
 class WatchedQueue:
     """The iterator's data queue, read as every strategy here reads: ``wait(reader + sentinels, timeout)``.
 
@@ -240,13 +249,41 @@ class WatchedQueue:
             # Readable now, and a small message (the tensors' descriptors) arrives whole.
             # (Not so the "numpy" payload's: a worker killed in the middle of writing
             # one would leave this read waiting for the rest. It is for measurements.)
-            return self.inner.get(timeout=timeout)
+            return self._get_bounded(timeout)
         except (OSError, EOFError) as exc:
             # The message of a worker killed just after it sent it: its tensors'
             # descriptors can no longer be fetched from it. Its death shows at once.
             ready = wait(list(sentinels), KILL_GRACE_S)
             self._raise_if_gone([sentinels[r] for r in ready], exc)
             raise
+
+    def _get_bounded(self, timeout: float | None) -> Any:
+        """``inner.get``, given up after ``timeout`` s.
+
+        Unpickling a message fetches each tensor's file descriptor from the sending
+        worker (torch's ``file_descriptor`` sharing, through multiprocessing's
+        ``resource_sharer``), with no timeout: a worker stopped after sending never
+        answers. So the get runs in a helper thread; if it is still stuck when the
+        time is up, the queue is abandoned (the generator is closed after the error,
+        the worker killed, and the thread's connection breaks).
+        """
+        outcome: list[tuple[bool, Any]] = []
+
+        def fetch() -> None:
+            try:
+                outcome.append((True, self.inner.get(timeout=timeout)))
+            except BaseException as exc:  # handed to the main thread below
+                outcome.append((False, exc))
+
+        fetcher = threading.Thread(target=fetch, name="ipcbench-torch-fetch", daemon=True)
+        fetcher.start()
+        fetcher.join(timeout)
+        if not outcome:
+            raise queue.Empty  # torch reports "DataLoader timed out", mapped to WorkerTimeoutError
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
 
     @staticmethod
     def _raise_if_gone(gone: list[mp.process.BaseProcess], cause: BaseException | None = None) -> None:
@@ -345,6 +382,7 @@ class TorchGenerator(BatchGenerator):
             timeout=c.timeout,
             pin_memory=False,
             generator=torch.Generator(),
+            worker_init_fn=_init_worker,
         )
         self._finalizer = weakref.finalize(self, _close_loader, self._state)
         try:

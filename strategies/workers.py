@@ -27,6 +27,8 @@ Shutdown logic (DESIGN.md section 8), in :meth:`WorkerPool.close`:
 3. SIGTERM the survivors, wait ``TERMINATE_GRACE_S``;
 4. SIGKILL what is left, wait ``KILL_GRACE_S``; close every descriptor.
 
+After a worker died, hung or failed (``broken``), steps 1 and 2 are skipped: a
+hung worker never answers, and the error should not wait ``STOP_GRACE_S`` for it.
 ``close`` is idempotent and bounded by the sum of the three graces.
 
 Why the workers ignore SIGINT: Ctrl-C in a terminal signals the whole process
@@ -80,7 +82,8 @@ class Worker(Protocol):
     def run(self) -> None: ...
 
 
-def _watch_parent() -> None:
+def watch_parent() -> None:
+    """Exit this worker process within ``PARENT_POLL_S`` once the main process is gone."""
     parent = os.getppid()
     # spawn and forkserver: a pipe whose write end only the main process holds. The
     # fork server is no proof of life: every worker it forks holds its "alive" pipe.
@@ -102,7 +105,7 @@ def _watch_parent() -> None:
 def worker_main(worker_cls: type[Worker], worker_id: int, conn: Connection, args: tuple[Any, ...]) -> None:
     """Entry point of every worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _watch_parent()
+    watch_parent()
     try:
         worker = worker_cls(worker_id, conn, *args)
         conn.send(Ready(worker_id, os.getpid()))
@@ -147,6 +150,9 @@ class WorkerPool:
         self._stop = stop
         self._drain = list(drain)
         self._closed = False
+        # Set when a worker is known dead, hung or failed: close() then skips Stop
+        # and the grace period and goes straight to SIGTERM.
+        self.broken = False
         self.processes: list[mp.process.BaseProcess] = []
         self.conns: list[Connection] = []
         self.readers: list[MessageReader] = []
@@ -304,12 +310,17 @@ class WorkerPool:
         return [p for p in self.processes if p.exitcode is None]
 
     def close(self) -> None:
-        """Stop -> bounded join (draining) -> terminate -> join -> kill -> join. Idempotent."""
+        """Stop -> bounded join (draining) -> terminate -> join -> kill -> join. Idempotent.
+
+        With ``broken`` set, the first two steps are skipped.
+        """
         if self._closed:
             return
         self._closed = True
         try:
-            if self._stop is not None:
+            if self.broken:
+                pass  # straight to the escalation below
+            elif self._stop is not None:
                 self._stop()
             else:
                 stop = bytes(ForkingPickler.dumps(Stop()))
@@ -319,7 +330,7 @@ class WorkerPool:
                     except OSError:
                         pass  # gone, or its pipe is full (not reading): the escalation below deals with it
         finally:
-            self._join_draining(time.monotonic() + STOP_GRACE_S)
+            self._join_draining(time.monotonic() + (0.0 if self.broken else STOP_GRACE_S))
             for process in self.alive():
                 process.terminate()
             self._join(time.monotonic() + TERMINATE_GRACE_S)

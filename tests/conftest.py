@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +130,18 @@ def _ours_or_orphaned(name: str) -> bool:
 
 @pytest.fixture(autouse=True)
 def dev_shm_unchanged():
-    """Every test must leave /dev/shm as it found it."""
+    """Every test must leave /dev/shm as it found it.
+
+    Objects a test dropped may still await the cycle collector (multiprocessing
+    unlinks a queue's semaphores when the Queue object dies), so collect and give
+    stragglers a moment before judging; what is still there then is a leak.
+    """
     before = shm_entries()
     yield
+    deadline = time.monotonic() + 3.0
     leaked = {name for name in shm_entries() - before if _ours_or_orphaned(name)}
+    while leaked and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+        leaked = {name for name in shm_entries() - before if _ours_or_orphaned(name)}
     assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"
