@@ -19,8 +19,12 @@ the main process. Everything else is here, once:
 A strategy implements: ``_start(resources) -> WorkerPool``, ``_dispatch(job) ->
 bool`` (False: no capacity now), ``_receive() -> list[(generation, image or None)]``
 (``None``: a request skipped after a reset), ``_free(image)`` and, optionally,
-``_abandon()`` (drop work not yet started when an epoch is abandoned; it calls
-``_retire(None)`` for each job it takes back).
+``_abandon()`` (tell the workers to skip jobs of the abandoned epoch they have not
+started; those come back as skipped and leave the window then).
+
+After a worker error (:class:`WorkerError`: raised, died, hung) the generator closes
+without the polite Stop: the pool goes straight to SIGTERM, so the error is not
+delayed by a worker that will never answer.
 """
 
 from __future__ import annotations
