@@ -34,6 +34,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+# One implementation for the tests and the `ipcbench faults` matrix.
+from harness.faults.scenarios import _strips, alive, garble_strips, infrastructure_pids, wait_until_gone
+
+__all__ = ["alive", "garble_strips", "infrastructure_pids", "wait_until_gone"]
+
 HELPERS = Path(__file__).resolve()
 SHM_DIR = "/dev/shm"
 FAIL_INIT_ENV = "IPCBENCH_TEST_FAIL_WORKER_INIT"
@@ -43,25 +48,6 @@ POLL_S = 0.05
 
 
 # -- liveness ---------------------------------------------------------------------------
-def alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until_gone(pids: Iterable[int], timeout_s: float = 5.0) -> list[int]:
-    """Wait up to ``timeout_s`` for every pid to exit; return those still alive."""
-    pids = list(pids)
-    deadline = time.monotonic() + timeout_s
-    while (survivors := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-    return survivors
-
-
 def kill_survivors(pids: Iterable[int]) -> None:
     """Clean-up after a failed test: SIGKILL what is left (SIGCONT first, for stopped ones)."""
     for pid in pids:
@@ -71,17 +57,6 @@ def kill_survivors(pids: Iterable[int]) -> None:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     break
-
-
-def infrastructure_pids() -> set[int]:
-    """Pids of this process's fork server and resource tracker: shared by every generator."""
-    from multiprocessing import forkserver, resource_tracker
-
-    pids = {
-        getattr(forkserver._forkserver, "_forkserver_pid", None),
-        getattr(resource_tracker._resource_tracker, "_pid", None),
-    }
-    return {p for p in pids if p}
 
 
 def children() -> set[int]:
@@ -95,7 +70,7 @@ def leftover_children(before: set[int], timeout_s: float = 5.0) -> list[int]:
     """Descendants that were not there ``before`` and are not infrastructure, after waiting for them."""
     deadline = time.monotonic() + timeout_s
     while True:
-        extra = sorted(children() - before - infrastructure_pids())
+        extra = sorted(children() - before - set(infrastructure_pids()))
         if not extra or time.monotonic() > deadline:
             return extra
         time.sleep(POLL_S)
@@ -134,25 +109,6 @@ def compress_images(root: Path, compression: str = "zlib") -> None:
 
     for path in sorted((root / "images").glob("*.tif")):
         tifffile.imwrite(path, tifffile.imread(path), compression=compression)
-
-
-def _strips(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        return [(o, n) for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
-
-
-def garble_strips(path: str | os.PathLike[str]) -> None:
-    """Overwrite every pixel strip with 0xFF bytes: headers intact, size intact, data undecodable.
-
-    Only a compressed file fails to decode (0xFF is no zlib header); uncompressed
-    garbage is just other pixels.
-    """
-    with open(path, "r+b") as fh:
-        for offset, nbytes in _strips(path):
-            fh.seek(offset)
-            fh.write(b"\xff" * nbytes)
 
 
 def truncate_pixels(path: str | os.PathLike[str]) -> None:

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,7 @@ class Context:
 
 # -- helpers (run in the scenario process) ----------------------------------------------
 def alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
     import psutil
 
     try:
@@ -116,11 +117,13 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_until_gone(pids: list[int], timeout_s: float = GONE_WAIT_S) -> list[int]:
+def wait_until_gone(pids: Iterable[int], timeout_s: float = GONE_WAIT_S) -> list[int]:
+    """Wait up to ``timeout_s`` for every pid to exit; return those still alive."""
+    pids = list(pids)
     deadline = time.monotonic() + timeout_s
-    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+    while (survivors := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
         time.sleep(POLL_S)
-    return left
+    return survivors
 
 
 def _joined(thread: Any) -> bool:
@@ -133,6 +136,7 @@ def emit(**fields: Any) -> None:
 
 
 def infrastructure_pids() -> list[int]:
+    """Pids of this process's fork server and resource tracker: shared by every generator."""
     from multiprocessing import forkserver, resource_tracker
 
     pids = [
@@ -165,14 +169,21 @@ def expect_error(gen: Any, probe: Probe, epochs: int = 1) -> None:
     probe.close(gen)
 
 
-def garble_strips(path: Path) -> None:
-    """Overwrite every pixel strip with 0xFF: headers intact, compressed data undecodable."""
+def _strips(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        strips = [(o, n) for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
+        return [(o, n) for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
+
+
+def garble_strips(path: str | os.PathLike[str]) -> None:
+    """Overwrite every pixel strip with 0xFF bytes: headers intact, size intact, data undecodable.
+
+    Only a compressed file fails to decode (0xFF is no zlib header); uncompressed
+    garbage is just other pixels.
+    """
     with open(path, "r+b") as fh:
-        for offset, nbytes in strips:
+        for offset, nbytes in _strips(path):
             fh.seek(offset)
             fh.write(b"\xff" * nbytes)
 
