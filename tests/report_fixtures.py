@@ -15,12 +15,13 @@ Also a script, to look at a report by eye::
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+
+from harness.results import write_summary
 
 BATCH_SIZE, TILE, CHANNELS = 32, 256, 2
 BATCH_BYTES = BATCH_SIZE * CHANNELS * TILE * TILE * 2 + BATCH_SIZE * TILE * TILE  # uint16 data + uint8 masks
@@ -39,22 +40,6 @@ PSS_MB = {
     "threads": (260, 0),
 }
 CPU_S = {"baseline": 0.022, "pipe": 0.030, "queue": 0.038, "shm": 0.025, "torch": 0.032, "threads": 0.026}
-SUMMARY_METRICS = (
-    "batches_per_s",
-    "mb_per_s",
-    "time_to_first_batch_s",
-    "startup_s",
-    "shutdown_s",
-    "wait_ms_p50",
-    "wait_ms_p95",
-    "wait_ms_p99",
-    "consumer_utilization",
-    "pss_peak_mb",
-    "uss_peak_mb",
-    "shm_peak_mb",
-    "cpu_s_per_batch",
-)
-CELL_KEYS = ("strategy", "workers", "prefetch", "start_method", "batch_size", "tile", "dataset", "workload", "step_ms")
 
 
 def write_results(
@@ -107,7 +92,7 @@ def write_results(
     (root / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (root / "env.json").write_text(json.dumps(_env(run_id, strategies, workers, repeats, epochs), indent=2))
     if summary:
-        _write_summary(root / "summary.csv", records)
+        write_summary(root)  # the runner's own writer: the fixture stays in step with it
     if faults:
         _write_faults(root / "faults.jsonl", strategies)
     return root
@@ -241,33 +226,6 @@ def _env(run_id: str, strategies: tuple[str, ...], workers: tuple[int, ...], rep
         "thread_env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
         "sampler": {"interval_s": 0.05, "overhead_fraction": 0.004},
     }
-
-
-def _write_summary(path: Path, records: list[dict]) -> None:
-    cells: dict[tuple, list[dict]] = {}
-    for record in records:
-        if not record["warmup"]:
-            cells.setdefault(tuple(record[k] for k in CELL_KEYS), []).append(record)
-    rows = []
-    for key, group in sorted(cells.items(), key=lambda item: tuple(str(k) for k in item[0])):
-        row = dict(zip(CELL_KEYS, key, strict=True))
-        row["n"] = len(group)
-        for metric in SUMMARY_METRICS:
-            values = np.array([r[metric] for r in group], float)
-            q25, median, q75 = np.percentile(values, [25, 50, 75])
-            row.update(
-                {f"{metric}_median": median, f"{metric}_q25": q25, f"{metric}_q75": q75, f"{metric}_iqr": q75 - q25}
-            )
-        rates = np.array([r["batches_per_s"] for r in group])
-        row["batches_per_s_cv"] = rates.std(ddof=1) / rates.mean()
-        row["unstable"] = bool(row["batches_per_s_cv"] > 0.10)
-        row["leaked_shm_max"] = max(r["leaked_shm"] for r in group)
-        row["leftover_processes_max"] = max(r["leftover_processes"] for r in group)
-        rows.append(row)
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 SCENARIOS = (
