@@ -14,6 +14,7 @@ from typing import Any
 
 START_METHODS = ("fork", "spawn", "forkserver")
 OUTPUTS = ("numpy", "torch")
+WORKLOADS = ("full", "transfer")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,7 +28,15 @@ class LoaderConfig:
     Fields that only change how batches travel: ``workers``, ``prefetch`` (processed
     images in flight per worker, the backpressure knob every strategy honours),
     ``start_method``, ``timeout`` (longest wait in seconds for any one result or
-    for the workers to become ready), ``output`` (``"numpy"`` or ``"torch"``).
+    for the workers to become ready), ``output`` (``"numpy"`` or ``"torch"``),
+    ``zero_copy`` (``shm`` only: workers assemble whole batches in shared memory and
+    the batches are views, valid until the next ``next()``), ``pin_memory`` and
+    ``device`` (``output="torch"`` only: batches in page-locked memory, or moved to
+    a device such as ``"cuda"``).
+
+    ``workload`` (``"full"`` or ``"transfer"``) chooses the per-image work:
+    ``transfer`` hands over tiles computed once per worker, to measure the IPC path
+    alone (:class:`strategies.work.TransferProcessor`); it changes the batches.
     """
 
     batch_size: int = 32
@@ -44,13 +53,17 @@ class LoaderConfig:
     rank: int = 0
     world_size: int = 1
     output: str = "numpy"
+    workload: str = "full"
+    zero_copy: bool = False
+    pin_memory: bool = False
+    device: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tile", "workers", "prefetch", "seed", "epoch", "rank", "world_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"LoaderConfig.{name}={value!r} must be an int")
-        for name in ("shuffle", "augment", "drop_last"):
+        for name in ("shuffle", "augment", "drop_last", "zero_copy", "pin_memory"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"LoaderConfig.{name}={value!r} must be a bool")
@@ -74,6 +87,15 @@ class LoaderConfig:
             raise ValueError(f"LoaderConfig.start_method={self.start_method!r} must be one of {START_METHODS}")
         if self.output not in OUTPUTS:
             raise ValueError(f"LoaderConfig.output={self.output!r} must be one of {OUTPUTS}")
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"LoaderConfig.workload={self.workload!r} must be one of {WORKLOADS}")
+        if self.device is not None and (not isinstance(self.device, str) or not self.device):
+            raise ValueError(f"LoaderConfig.device={self.device!r} must be None or a device name such as 'cuda'")
+        if (self.pin_memory or self.device is not None) and self.output != "torch":
+            raise ValueError(
+                f"LoaderConfig.pin_memory={self.pin_memory} / device={self.device!r} need output='torch' "
+                f"(NumPy batches live in ordinary host memory); got output={self.output!r}"
+            )
         if (
             isinstance(self.timeout, bool)
             or not isinstance(self.timeout, int | float)

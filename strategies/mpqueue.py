@@ -52,13 +52,14 @@ from typing import Any
 
 import numpy as np
 
+from .config import LoaderConfig
 from .constants import KILL_GRACE_S
 from .dataset import Dataset
 from .framing import MessageReader
 from .messages import Job, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob
-from .work import ImageProcessor, ProcessedImage
+from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
 
 NEVER = 2**62  # a generation no job will have: every job is older
@@ -79,14 +80,14 @@ class QueueWorker:
         worker_id: int,
         conn: Connection,
         dataset: Dataset,
-        tile: int,
+        config: LoaderConfig,
         tasks: mp.Queue,
         results: mp.Queue,
         oldest_wanted: Any,
         timeout: float,
     ) -> None:
         self.conn = conn
-        self.processor = ImageProcessor(dataset, tile)
+        self.processor = make_processor(dataset, config)
         self.tasks, self.results = tasks, results
         self.oldest_wanted = oldest_wanted
         self.timeout = timeout
@@ -123,7 +124,7 @@ class QueueGenerator(ProcessGenerator):
         pool = WorkerPool(
             name=self.name,
             worker_cls=QueueWorker,
-            args=(self.dataset, c.tile, self.tasks, self.results, self.oldest_wanted, c.timeout),
+            args=(self.dataset, c, self.tasks, self.results, self.oldest_wanted, c.timeout),
             workers=c.workers,
             start_method=c.start_method,
             timeout=c.timeout,

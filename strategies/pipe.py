@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from .config import LoaderConfig
 from .dataset import Dataset
 from .messages import ImageDone, Job
 from .request_response import RequestGenerator, RequestWorker
@@ -38,9 +39,9 @@ from .workers import WorkerPool
 
 
 class PipeWorker(RequestWorker):
-    def __init__(self, worker_id: int, conn: Connection, dataset: Dataset, tile: int) -> None:
-        super().__init__(worker_id, conn, dataset, tile)
-        self.buffers = tile_buffers(self.max_tiles, dataset.channels, tile)
+    def __init__(self, worker_id: int, conn: Connection, dataset: Dataset, config: LoaderConfig) -> None:
+        super().__init__(worker_id, conn, dataset, config)
+        self.buffers = tile_buffers(self.max_tiles, dataset.channels, config.tile)
 
     def deliver(self, job: Job) -> None:
         image = self.processor.process(job.image, *self.buffers)

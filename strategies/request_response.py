@@ -29,22 +29,23 @@ from contextlib import ExitStack
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 
+from .config import LoaderConfig
 from .dataset import Dataset
 from .messages import ImageDone, Job, Reset, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob, max_tiles_per_image
-from .work import ImageProcessor, ProcessedImage
+from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
 
 
 class RequestWorker:
     """Serves :class:`Job` requests from its pipe; subclasses implement :meth:`deliver`."""
 
-    def __init__(self, worker_id: int, conn: Connection, dataset: Dataset, tile: int) -> None:
+    def __init__(self, worker_id: int, conn: Connection, dataset: Dataset, config: LoaderConfig) -> None:
         self.worker_id = worker_id
         self.conn = conn
-        self.processor = ImageProcessor(dataset, tile)
-        self.max_tiles = max_tiles_per_image(dataset.shapes, tile)
+        self.processor = make_processor(dataset, config)
+        self.max_tiles = max_tiles_per_image(dataset.shapes, config.tile)
         self.oldest_wanted = 0  # requests of earlier generations are stale
 
     def deliver(self, job: Job) -> None:
@@ -80,7 +81,7 @@ class RequestGenerator(ProcessGenerator):
     worker_cls: ClassVar[type[RequestWorker]]
 
     def _worker_args(self) -> tuple[Any, ...]:
-        return (self.dataset, self.config.tile)
+        return (self.dataset, self.config)
 
     def _start(self, resources: ExitStack) -> WorkerPool:
         c = self.config

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import LoaderConfig
 from .dataset import Dataset
 from .messages import ImageDone, Job, Skipped
 from .request_response import RequestGenerator, RequestWorker
@@ -75,10 +76,16 @@ class SlotLayout:
 
 class ShmWorker(RequestWorker):
     def __init__(
-        self, worker_id: int, conn: Connection, dataset: Dataset, tile: int, names: list[str], n_slots: int
+        self,
+        worker_id: int,
+        conn: Connection,
+        dataset: Dataset,
+        config: LoaderConfig,
+        names: list[str],
+        n_slots: int,
     ) -> None:
-        super().__init__(worker_id, conn, dataset, tile)
-        layout = SlotLayout(self.max_tiles, dataset.channels, tile)
+        super().__init__(worker_id, conn, dataset, config)
+        layout = SlotLayout(self.max_tiles, dataset.channels, config.tile)
         self.segment = Segment.attach(names[worker_id], n_slots * layout.slot_bytes)
         self.slots = layout.views(self.segment.buf, n_slots)
 
@@ -107,7 +114,7 @@ class ShmGenerator(RequestGenerator):
         return super()._start(resources)
 
     def _worker_args(self) -> tuple[Any, ...]:
-        return (self.dataset, self.config.tile, [s.name for s in self.segments], self.config.prefetch)
+        return (self.dataset, self.config, [s.name for s in self.segments], self.config.prefetch)
 
     def capacity(self, worker_id: int) -> int:
         return len(self.free_slots[worker_id])

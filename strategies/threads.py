@@ -63,7 +63,7 @@ from .constants import STOP_GRACE_S
 from .dataset import Dataset
 from .errors import WorkerError, WorkerTimeoutError
 from .plan import EpochPlan, ImageJob
-from .work import ImageProcessor, ProcessedImage, tile_buffers
+from .work import ProcessedImage, make_processor, tile_buffers
 
 THREAD_PREFIX = "ipcbench-threads"
 
@@ -78,9 +78,9 @@ class Task:
     masks: np.ndarray
 
 
-def _serve(worker_id: int, tasks: queue.SimpleQueue, dataset: Dataset, tile: int) -> None:
+def _serve(worker_id: int, tasks: queue.SimpleQueue, dataset: Dataset, config: LoaderConfig) -> None:
     """Worker thread ``worker_id``: process tasks until a ``None`` arrives."""
-    processor = ImageProcessor(dataset, tile)
+    processor = make_processor(dataset, config)
     while True:
         # Blocks while there is no work, on purpose: close() (or the finalizer) puts
         # one None per thread, and daemon threads end with the process.
@@ -139,7 +139,7 @@ class ThreadGenerator(BatchGenerator):
         self._threads = [
             threading.Thread(
                 target=_serve,
-                args=(i, self._tasks, self.dataset, config.tile),
+                args=(i, self._tasks, self.dataset, config),
                 name=f"{THREAD_PREFIX}-{i}",
                 daemon=True,
             )

@@ -127,7 +127,7 @@ from .dataset import Dataset
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .messages import WorkerFailure
 from .plan import EpochPlan, ImageJob
-from .work import ImageProcessor, ProcessedImage, tile_buffers
+from .work import ProcessedImage, Processor, make_processor, tile_buffers
 from .workers import FORKSERVER_PRELOAD, watch_parent
 
 # How the tiles cross from a worker to the main process (``TorchGenerator.payload``;
@@ -185,18 +185,19 @@ def _shared_tensor(torch: Any, shape: tuple[int, ...], dtype: Any) -> Any:
 class ImageDataset:
     """Map-style dataset whose index is a :class:`TaggedJob`; each worker holds its own copy."""
 
-    def __init__(self, dataset: Dataset, tile: int, payload: str) -> None:
+    def __init__(self, dataset: Dataset, config: LoaderConfig, payload: str) -> None:
         self.dataset = dataset
-        self.tile = tile
+        self.config = config
+        self.tile = config.tile
         self.payload = payload
-        self._processor: ImageProcessor | None = None  # made in the worker, on first use
+        self._processor: Processor | None = None  # made in the worker, on first use
 
     def __getitem__(self, tagged: TaggedJob) -> ImageTensors | WorkerFailure:
         import torch
 
         try:
             if self._processor is None:
-                self._processor = ImageProcessor(self.dataset, self.tile)
+                self._processor = make_processor(self.dataset, self.config)
             job, t = tagged.job, self.tile
             n, channels = job.n_tiles, self.dataset.entries[job.image_index].channels
             if self.payload == "shm":
@@ -371,7 +372,7 @@ class TorchGenerator(BatchGenerator):
             mp.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
         self._state = _LoaderState()
         self._state.loader = DataLoader(
-            ImageDataset(self.dataset, c.tile, self.payload),
+            ImageDataset(self.dataset, c, self.payload),
             batch_size=None,
             sampler=self._sampler,
             collate_fn=as_is,

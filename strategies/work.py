@@ -11,19 +11,30 @@ background (class 0).
 
 :class:`ImageProcessor` keeps its decode buffers between images, so a worker that
 processes image after image does not page-fault ~40 MB of fresh memory each time.
+
+Workloads (``LoaderConfig.workload``, :func:`make_processor`): ``full`` is the real
+work above; ``transfer`` (:class:`TransferProcessor`) hands over tiles computed once,
+so that a benchmark measures how the pixels travel and nothing else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tifffile
 
 from .dataset import Dataset, ImageEntry
 from .errors import DatasetError
-from .plan import ImageJob
+from .plan import ImageJob, image_tiles, tiles_per_image
+
+if TYPE_CHECKING:
+    from .config import LoaderConfig
+
+# Where tile i goes: an array (N, ...) or a sequence of per-tile views.
+TileRows = np.ndarray | Sequence[np.ndarray]
 
 
 @dataclass(slots=True)
@@ -119,11 +130,20 @@ class ImageProcessor:
         self, job: ImageJob, data_out: np.ndarray | None = None, masks_out: np.ndarray | None = None
     ) -> ProcessedImage:
         """Do the work of ``job``; write into ``data_out``/``masks_out`` when given (e.g. shared memory)."""
-        entry: ImageEntry = self.dataset.entries[job.image_index]
-        t = self.tile
         n = job.n_tiles
         if data_out is None or masks_out is None:
-            data_out, masks_out = tile_buffers(n, entry.channels, t)
+            data_out, masks_out = tile_buffers(n, self.dataset.entries[job.image_index].channels, self.tile)
+        self.write_tiles(job, data_out, masks_out)
+        return ProcessedImage(job.position, job.image_index, data_out[:n], masks_out[:n])
+
+    def write_tiles(self, job: ImageJob, data_rows: TileRows, mask_rows: TileRows) -> None:
+        """Write tile ``i`` of ``job`` into ``data_rows[i]`` and its mask into ``mask_rows[i]``.
+
+        The rows are an array (N, ...) or any sequence of per-tile views: zero-copy
+        ``shm`` passes rows scattered over its batch slots.
+        """
+        entry: ImageEntry = self.dataset.entries[job.image_index]
+        t = self.tile
         image = self._read(entry.image_path, "image", entry.shape)
         labels = self._read(entry.label_path, "label image", (entry.height, entry.width))
         lut_key = (job.image_index, labels.dtype.str)
@@ -132,10 +152,65 @@ class ImageProcessor:
         lut = self._luts[lut_key]
 
         for i, ((y, x), code) in enumerate(zip(job.tiles.tolist(), job.augmentations.tolist(), strict=True)):
-            data_out[i] = augmented(image[:, y : y + t, x : x + t], code)
+            data_rows[i][...] = augmented(image[:, y : y + t, x : x + t], code)
             label_tile = augmented(labels[y : y + t, x : x + t], code)
             if lut is not None:
-                np.take(lut, label_tile, out=masks_out[i], mode="clip")
+                np.take(lut, label_tile, out=mask_rows[i], mode="clip")
             else:
-                classes_of(label_tile, entry.classes, masks_out[i])
+                classes_of(label_tile, entry.classes, mask_rows[i])
+
+
+class TransferProcessor:
+    """The ``transfer`` workload: the same tiles handed over for every job, computed once.
+
+    It measures the IPC path alone: the first job runs the real per-image work on
+    the dataset's largest image once (per worker); every job then gets the first
+    ``n_tiles`` of those tiles, with no decode and no mask work. Given output rows,
+    it copies the tiles into them (for ``shm`` that copy *is* the hand-over); without,
+    it returns read-only views of its own tiles (``queue`` pickles them from there).
+    The batches are still the same for every strategy, so checksums still compare.
+    """
+
+    def __init__(self, dataset: Dataset, tile: int) -> None:
+        self.dataset = dataset
+        self.tile = tile
+        self._bank: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _tiles(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._bank is None:
+            t = self.tile
+            biggest = max(range(len(self.dataset)), key=lambda i: tiles_per_image(*self.dataset.shapes[i], t))
+            height, width = self.dataset.shapes[biggest]
+            tiles = image_tiles(height, width, t, None)
+            job = ImageJob(0, biggest, tiles, np.zeros(len(tiles), np.uint8))
+            image = ImageProcessor(self.dataset, t).process(job)
+            image.data.flags.writeable = image.masks.flags.writeable = False
+            self._bank = image.data, image.masks
+        return self._bank
+
+    def process(
+        self, job: ImageJob, data_out: np.ndarray | None = None, masks_out: np.ndarray | None = None
+    ) -> ProcessedImage:
+        n = job.n_tiles
+        data, masks = self._tiles()
+        if data_out is None or masks_out is None:
+            return ProcessedImage(job.position, job.image_index, data[:n], masks[:n])
+        data_out[:n] = data[:n]
+        masks_out[:n] = masks[:n]
         return ProcessedImage(job.position, job.image_index, data_out[:n], masks_out[:n])
+
+    def write_tiles(self, job: ImageJob, data_rows: TileRows, mask_rows: TileRows) -> None:
+        data, masks = self._tiles()
+        for i in range(job.n_tiles):
+            data_rows[i][...] = data[i]
+            mask_rows[i][...] = masks[i]
+
+
+Processor = ImageProcessor | TransferProcessor
+
+
+def make_processor(dataset: Dataset, config: LoaderConfig) -> Processor:
+    """The per-image work of ``config.workload`` (``full`` or ``transfer``)."""
+    if config.workload == "transfer":
+        return TransferProcessor(dataset, config.tile)
+    return ImageProcessor(dataset, config.tile)

@@ -45,6 +45,10 @@ def test_defaults() -> None:
         "rank": 0,
         "world_size": 1,
         "output": "numpy",
+        "workload": "full",
+        "zero_copy": False,
+        "pin_memory": False,
+        "device": None,
     }
     assert {f.name for f in dataclasses.fields(LoaderConfig)} >= DESIGN_FIELDS
     assert set(START_METHODS) == {"fork", "spawn", "forkserver"}
@@ -125,6 +129,15 @@ def test_valid_extremes_accepted() -> None:
         ("shuffle", 1, {}),
         ("augment", "yes", {}),
         ("drop_last", None, {}),
+        ("zero_copy", 1, {}),
+        ("pin_memory", "yes", {}),
+        ("workload", "decode", {}),
+        ("workload", None, {}),
+        ("device", "", {"output": "torch"}),
+        ("device", 0, {"output": "torch"}),
+        # pinned memory and devices are torch notions: NumPy output refuses them
+        ("pin_memory", True, {}),
+        ("device", "cuda", {}),
     ],
 )
 def test_invalid_value_names_field_and_value(field: str, value: object, extra: dict) -> None:
