@@ -34,6 +34,7 @@ from .mpqueue import QueueGenerator
 from .pipe import PipeGenerator
 from .plan import EpochPlan, ImageJob, make_plan
 from .shm import ShmGenerator
+from .shm_zerocopy import ShmZeroCopyGenerator
 from .threads import ThreadGenerator
 from .torch_loader import TorchGenerator
 
@@ -42,6 +43,7 @@ STRATEGIES: dict[str, type[BatchGenerator]] = {
     "pipe": PipeGenerator,
     "queue": QueueGenerator,
     "shm": ShmGenerator,
+    "shm_zerocopy": ShmZeroCopyGenerator,
     "torch": TorchGenerator,
     "threads": ThreadGenerator,
 }
@@ -54,10 +56,13 @@ def make_generator(
 
     ``overrides`` replace fields of ``config`` (default: ``LoaderConfig()``). An
     unknown strategy, field or value is a ``ValueError`` that says what is allowed.
+    ``make_generator("shm", ..., zero_copy=True)`` is the ``shm_zerocopy`` strategy.
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
     config = (config if config is not None else LoaderConfig()).replace(**overrides)
+    if name == "shm" and config.zero_copy:
+        name = "shm_zerocopy"
     return STRATEGIES[name](dataset, config)
 
 

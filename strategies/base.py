@@ -42,12 +42,38 @@ from .plan import EpochPlan, make_plan, max_tiles_per_image
 from .work import ProcessedImage
 
 
+def check_torch_device(config: LoaderConfig) -> None:
+    """Refuse ``pin_memory``/``device`` settings this machine cannot honour, before any worker starts."""
+    import torch
+
+    try:
+        device = torch.device(config.device) if config.device is not None else None
+    except RuntimeError as exc:
+        raise ValueError(f"LoaderConfig.device={config.device!r} is not a torch device: {exc}") from exc
+    needs_cuda = config.pin_memory or (device is not None and device.type == "cuda")
+    if needs_cuda and not torch.cuda.is_available():
+        raise ValueError(
+            f"pin_memory={config.pin_memory} / device={config.device!r} need a CUDA device, and "
+            f"torch {torch.__version__} sees none (torch.cuda.is_available() is False); "
+            f"leave them unset on this machine"
+        )
+
+
 class BatchGenerator(ABC):
     """Yields ``(data, masks)`` batches: uint16 (B, C, T, T) and uint8 (B, T, T)."""
 
     name: ClassVar[str]
+    # True where batches are views into the producer's memory (zero-copy ``shm``).
+    zero_copy: ClassVar[bool] = False
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
+        if config.zero_copy and not self.zero_copy:
+            raise ValueError(
+                f"zero_copy=True is an option of the shm strategy (batches as views into shared memory); "
+                f"the {self.name} strategy copies every batch"
+            )
+        if config.pin_memory or config.device is not None:
+            check_torch_device(config)
         self.dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
         self.config = config
         for entry in self.dataset.entries:
@@ -193,11 +219,19 @@ class BatchGenerator(ABC):
         self._end_epoch()
 
     def _deliver(self, data: np.ndarray, masks: np.ndarray) -> tuple[Any, Any]:
-        if self.config.output == "torch":
-            import torch  # only here: workers and numpy users never pay torch's import
+        c = self.config
+        if c.output == "numpy":
+            return data, masks
+        import torch  # only here: workers and numpy users never pay torch's import
 
-            return torch.from_numpy(data), torch.from_numpy(masks)
-        return data, masks
+        batch = torch.from_numpy(data), torch.from_numpy(masks)
+        if c.pin_memory:
+            # Page-locked copies: the DMA engine reads them directly, so the copy to the
+            # device below can overlap with compute (non_blocking).
+            batch = tuple(t.pin_memory() for t in batch)
+        if c.device is not None:
+            batch = tuple(t.to(c.device, non_blocking=c.pin_memory) for t in batch)
+        return batch
 
     def worker_pids(self) -> list[int]:
         """Process ids of this generator's workers (none for a single-process strategy)."""

@@ -36,6 +36,12 @@ class ImageJob:
     image_index: int  # index into Dataset.entries
     tiles: np.ndarray  # (N, 2) int32
     augmentations: np.ndarray  # (N,) uint8 codes, see N_AUGMENTATIONS
+    first_tile: int = 0  # index of this image's first tile in the epoch's tile sequence
+
+    @property
+    def end_tile(self) -> int:
+        """Index just past this image's last tile in the epoch's tile sequence."""
+        return self.first_tile + len(self.tiles)
 
     @property
     def n_tiles(self) -> int:
@@ -146,7 +152,7 @@ def make_plan(
         else:
             augmentations = np.zeros(len(tiles), dtype=np.uint8)
         if len(tiles):
-            jobs.append(ImageJob(len(jobs), int(image_index), tiles, augmentations))
+            jobs.append(ImageJob(len(jobs), int(image_index), tiles, augmentations, kept - remaining))
             remaining -= len(tiles)
 
     n_batches = -(-kept // batch_size)

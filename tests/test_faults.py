@@ -60,7 +60,7 @@ from strategies.constants import KILL_GRACE_S, STOP_GRACE_S, TERMINATE_GRACE_S
 
 pytestmark = pytest.mark.timeout(90)
 
-MULTI = ("pipe", "queue", "shm")
+MULTI = ("pipe", "queue", "shm", "shm_zerocopy")
 START_METHODS = ("fork", "spawn", "forkserver")
 # batch 16 of 320-tile images: 120 batches an epoch, 20 an image.
 CFG = LoaderConfig(batch_size=16, tile=16, seed=0, workers=2, prefetch=2, start_method="fork", timeout=10.0)

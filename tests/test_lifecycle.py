@@ -24,7 +24,7 @@ from strategies.constants import KILL_GRACE_S, STOP_GRACE_S, TERMINATE_GRACE_S
 
 pytestmark = pytest.mark.timeout(60)
 
-MULTI = ("pipe", "queue", "shm")
+MULTI = ("pipe", "queue", "shm", "shm_zerocopy")
 ALL = ("baseline", *MULTI)
 CFG = LoaderConfig(batch_size=7, tile=16, seed=0, workers=2, prefetch=2, start_method="fork", timeout=30.0)
 # What close() may take by its contract: the three graces of its escalation, plus

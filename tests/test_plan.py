@@ -264,3 +264,13 @@ def test_bad_arguments(kwargs: dict) -> None:
 def test_batch_size_at() -> None:
     p = make_plan(SQUARES, seed=0, epoch=0, tile=16, batch_size=5)
     assert [p.batch_size_at(i) for i in range(3)] == [5, 5, 2]
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_first_tile_places_each_image_in_the_epochs_tile_sequence(world_size: int) -> None:
+    plan = make_plan(
+        [(70, 90), (50, 40), (64, 64), (33, 90)], seed=4, epoch=1, tile=16, batch_size=5, world_size=world_size
+    )
+    starts = [job.first_tile for job in plan.jobs]
+    assert starts == list(np.cumsum([0] + [job.n_tiles for job in plan.jobs[:-1]]))
+    assert plan.jobs[-1].end_tile == plan.n_tiles

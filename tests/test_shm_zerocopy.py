@@ -1,0 +1,138 @@
+"""Zero-copy ``shm``: batches are views of worker-written slots, valid until the next ``next()``.
+
+Bit-identity with the baseline, faults and lifecycle are in the shared suites
+(``test_equivalence``, ``test_faults``, ``test_lifecycle`` run ``shm_zerocopy`` too);
+this file checks what is particular to zero copies: where the batches live, the
+documented lifetime rule, and the slot arithmetic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_dataset
+from faults_helpers import existing_segments, segment_names, wait_until_gone
+
+from strategies import STRATEGIES, LoaderConfig, make_generator
+from strategies.plan import make_plan
+from strategies.shm_zerocopy import ShmZeroCopyGenerator, batch_rows, n_batch_slots
+
+pytestmark = pytest.mark.timeout(120)
+
+# 5 images of 20 tiles (tile 16), batch 7: 15 batches an epoch, most spanning two images.
+CFG = LoaderConfig(batch_size=7, tile=16, workers=1, prefetch=1, seed=0, start_method="fork", timeout=30.0)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("zerocopy"), images=5, classes=True)
+
+
+@pytest.fixture(scope="module")
+def expected(dataset: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    with make_generator("baseline", dataset, CFG) as gen:
+        return [(d.copy(), m.copy()) for d, m in gen]
+
+
+def test_shm_with_zero_copy_is_the_zero_copy_strategy(dataset: Path) -> None:
+    with make_generator("shm", dataset, CFG, zero_copy=True) as gen:
+        assert isinstance(gen, ShmZeroCopyGenerator)
+    with make_generator("shm_zerocopy", dataset, CFG) as gen:
+        assert gen.config.zero_copy, "the recorded config must say what the generator does"
+
+
+@pytest.mark.parametrize("strategy", sorted(set(STRATEGIES) - {"shm", "shm_zerocopy"}))
+def test_other_strategies_refuse_zero_copy(strategy: str, dataset: Path) -> None:
+    with pytest.raises(ValueError, match="zero_copy=True is an option of the shm strategy"):
+        make_generator(strategy, dataset, CFG, zero_copy=True)
+    # the copying shm class itself, built directly, refuses too
+    with pytest.raises(ValueError, match="the shm strategy copies every batch"):
+        STRATEGIES["shm"](dataset, CFG.replace(zero_copy=True))
+
+
+def test_batches_are_views_of_the_slots_and_reused_after_n_slots(dataset: Path, expected: list) -> None:
+    with make_generator("shm_zerocopy", dataset, CFG) as gen:
+        n = gen.n_slots
+        assert len(expected) > n + 1, "the epoch must outlast the ring for this test to mean anything"
+        held = []
+        for k, (data, masks) in enumerate(gen):
+            # Valid until the next next(): equal to the baseline's batch now...
+            assert np.array_equal(data, expected[k][0]) and np.array_equal(masks, expected[k][1]), k
+            assert not data.flags.owndata and not masks.flags.owndata, "a zero-copy batch is a view"
+            held.append((data, masks))
+        # ...and the documented reuse: batch k's memory is batch k + n_slots's slot.
+        for k in range(len(held) - n):
+            assert np.shares_memory(held[k][0], held[k + n][0]), k
+            assert not np.shares_memory(held[k][0], held[k + 1][0]), k
+        # A view kept past its next() shows the later batch written into its slot.
+        first_data, first_masks = held[0]
+        last_k = (len(held) - 1) // n * n  # the last batch that reused slot 0
+        assert last_k >= n
+        size = len(expected[last_k][0])
+        assert np.array_equal(first_data[:size], expected[last_k][0][:size])
+        assert np.array_equal(first_masks[:size], expected[last_k][1][:size])
+
+
+def test_copies_kept_by_the_caller_stay_valid(dataset: Path, expected: list) -> None:
+    with make_generator("shm_zerocopy", dataset, CFG.replace(workers=2, prefetch=2)) as gen:
+        kept = [(np.array(d), np.array(m)) for d, m in gen]
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(kept, expected, strict=True))
+
+
+def test_views_outlive_close_without_leaking_the_segment(dataset: Path, expected: list) -> None:
+    gen = make_generator("shm_zerocopy", dataset, CFG)
+    pids, segments = gen.worker_pids(), segment_names(gen)
+    assert len(segments) == 1
+    data, masks = next(gen)
+    gen.close()
+    assert wait_until_gone(pids) == []
+    assert existing_segments(segments) == [], "the name is unlinked at close, views or not"
+    # The mapping lives as long as a view does: reading is safe, and nothing rewrites it any more.
+    assert np.array_equal(data, expected[0][0]) and np.array_equal(masks, expected[0][1])
+
+
+def test_torch_output_shares_the_slot(dataset: Path, expected: list) -> None:
+    import torch
+
+    with make_generator("shm_zerocopy", dataset, CFG, output="torch") as gen:
+        data, _ = next(gen)
+        assert isinstance(data, torch.Tensor) and data.dtype == torch.uint16
+        assert np.shares_memory(data.numpy(), gen.slots[0][0]), "from_numpy on the view: still no copy"
+        assert np.array_equal(data.numpy(), expected[0][0])
+
+
+@pytest.mark.parametrize(
+    ("workers", "prefetch", "max_tiles", "batch", "slots"), [(1, 1, 20, 7, 5), (2, 2, 140, 32, 20)]
+)
+def test_slot_count_covers_the_window(workers: int, prefetch: int, max_tiles: int, batch: int, slots: int) -> None:
+    assert n_batch_slots(workers, prefetch, max_tiles, batch) == slots
+
+
+def test_batch_rows_follow_the_epochs_tile_sequence() -> None:
+    plan = make_plan([(70, 90)] * 5, seed=0, epoch=0, tile=16, batch_size=7)
+    n_slots = 4
+    seen: dict[tuple[int, int], int] = {}
+    for job in plan.jobs:
+        for offset, (slot, row) in enumerate(batch_rows(job, 7, n_slots)):
+            j = job.first_tile + offset
+            assert (slot, row) == ((j // 7) % n_slots, j % 7)
+            seen[(j // 7, row)] = j
+    # every (batch, row) of the epoch written exactly once
+    assert sorted(seen.values()) == list(range(plan.n_tiles))
+
+
+def test_many_breaks_with_work_in_flight(dataset: Path, expected: list) -> None:
+    # An abandoned epoch's images still being written must not land in the next epoch's slots.
+    config = CFG.replace(workers=2, prefetch=2)
+    with make_generator("shm_zerocopy", dataset, config) as gen:
+        for limit in (1, 4, 2):
+            for k, _ in enumerate(gen):
+                if k + 1 == limit:
+                    break
+        epoch = [(np.array(d), np.array(m)) for d, m in gen]
+    with make_generator("baseline", dataset, config.replace(epoch=3)) as gen:
+        want = [(d.copy(), m.copy()) for d, m in gen]
+    assert len(epoch) == len(want)
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(epoch, want, strict=True))
