@@ -30,7 +30,9 @@ generator alive through reference cycles).
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,6 +41,7 @@ from .config import LoaderConfig
 from .dataset import Dataset, open_dataset
 from .errors import LoaderClosedError
 from .plan import EpochPlan, make_plan, max_tiles_per_image
+from .stages import StageClock, summed
 from .work import ProcessedImage
 
 
@@ -96,6 +99,8 @@ class BatchGenerator(ABC):
         self._current: ProcessedImage | None = None
         self._offset = 0
         self._closed = False
+        self.clock = StageClock()  # main-process stages (strategies.stages)
+        self._worker_stages: dict[int, tuple[float, ...]] = {}  # latest totals each worker sent
 
     # -- the producer hooks ---------------------------------------------------
     def _begin_epoch(self, plan: EpochPlan) -> None:  # noqa: B027 - optional hook
@@ -197,8 +202,10 @@ class BatchGenerator(ABC):
             image = self._current
             assert image is not None
             take = min(size - filled, image.n_tiles - self._offset)
+            start = time.perf_counter()
             data[filled : filled + take] = image.data[self._offset : self._offset + take]
             masks[filled : filled + take] = image.masks[self._offset : self._offset + take]
+            self.clock.since("assemble", start)
             filled += take
             self._offset += take
         return data, masks
@@ -236,6 +243,13 @@ class BatchGenerator(ABC):
     def worker_pids(self) -> list[int]:
         """Process ids of this generator's workers (none for a single-process strategy)."""
         return []
+
+    def stage_times(self) -> dict[str, float]:
+        """Cumulative seconds per stage since creation, main process plus workers (``strategies.stages``)."""
+        return summed(self.clock, self._worker_totals())
+
+    def _worker_totals(self) -> Iterable[tuple[float, ...]]:
+        return self._worker_stages.values()
 
     # -- lifetime -------------------------------------------------------------
     def _check_open(self) -> None:

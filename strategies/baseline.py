@@ -39,7 +39,9 @@ class BaselineGenerator(BatchGenerator):
         self._jobs = iter(plan.jobs)
 
     def _next_image(self) -> ProcessedImage:
-        return self._processor.process(next(self._jobs), self._data_buffer, self._masks_buffer)
+        job = next(self._jobs)
+        with self.clock.timing("compute"):
+            return self._processor.process(job, self._data_buffer, self._masks_buffer)
 
     def _end_epoch(self) -> None:
         self._jobs = iter(())

@@ -48,6 +48,7 @@ class ImageDone:
     image_index: int
     n_tiles: int
     slot: int = 0
+    stages: tuple[float, ...] = ()  # the worker's cumulative stage totals (strategies.stages)
 
 
 @dataclass(frozen=True, slots=True)

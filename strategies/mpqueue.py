@@ -44,6 +44,7 @@ import functools
 import multiprocessing as mp
 import multiprocessing.util as mp_util
 import queue
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -59,6 +60,7 @@ from .framing import MessageReader
 from .messages import Job, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob
+from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
 
@@ -72,6 +74,8 @@ class ImageResult:
     image_index: int
     data: np.ndarray
     masks: np.ndarray
+    worker_id: int = 0
+    stages: tuple[float, ...] = ()  # the worker's cumulative stage totals (strategies.stages)
 
 
 class QueueWorker:
@@ -86,8 +90,11 @@ class QueueWorker:
         oldest_wanted: Any,
         timeout: float,
     ) -> None:
+        self.worker_id = worker_id
         self.conn = conn
         self.processor = make_processor(dataset, config)
+        self.clock = StageClock()
+        time_queue_pickling(self.clock)  # the feeder thread's pickling counts as serialize
         self.tasks, self.results = tasks, results
         self.oldest_wanted = oldest_wanted
         self.timeout = timeout
@@ -101,10 +108,20 @@ class QueueWorker:
             if job.generation < self.oldest_wanted.value:
                 result: Any = Skipped(job.generation, job.image.position)
             else:
-                image = self.processor.process(job.image)  # fresh arrays: see the module docstring
-                result = ImageResult(job.generation, image.position, image.image_index, image.data, image.masks)
+                with self.clock.timing("compute"):
+                    image = self.processor.process(job.image)  # fresh arrays: see the module docstring
+                result = ImageResult(
+                    job.generation,
+                    image.position,
+                    image.image_index,
+                    image.data,
+                    image.masks,
+                    self.worker_id,
+                    self.clock.totals(),
+                )
             # The window keeps the queue below maxsize; a full queue means the main process is stuck.
-            self.results.put(result, timeout=self.timeout)
+            with self.clock.timing("transfer"):
+                self.results.put(result, timeout=self.timeout)
 
 
 class QueueGenerator(ProcessGenerator):
@@ -149,11 +166,17 @@ class QueueGenerator(ProcessGenerator):
         return True
 
     def _receive(self) -> list[tuple[int, ProcessedImage | None]]:
+        start = time.perf_counter()
         self._wait_for_result()
-        message = ForkingPickler.loads(self.result_reader.recv())
+        start = self.clock.since("wait", start)
+        payload = self.result_reader.recv()
+        start = self.clock.since("transfer", start)
+        message = ForkingPickler.loads(payload)
+        self.clock.since("serialize", start)
         self.results._sem.release()  # what Queue.get() does after reading a message
         if isinstance(message, Skipped):
             return [(message.generation, None)]
+        self._worker_stages[message.worker_id] = message.stages
         return [
             (message.generation, ProcessedImage(message.position, message.image_index, message.data, message.masks))
         ]

@@ -44,12 +44,14 @@ class PipeWorker(RequestWorker):
         self.buffers = tile_buffers(self.max_tiles, dataset.channels, config.tile)
 
     def deliver(self, job: Job) -> None:
-        image = self.processor.process(job.image, *self.buffers)
-        self.conn.send(ImageDone(job.generation, image.position, image.image_index, image.n_tiles))
-        # As flat bytes: send_bytes frames a multi-dimensional uint8 view by its
-        # first dimension (len(), not nbytes), which would truncate the masks.
-        self.conn.send_bytes(memoryview(image.data).cast("B"))
-        self.conn.send_bytes(memoryview(image.masks).cast("B"))
+        with self.clock.timing("compute"):
+            image = self.processor.process(job.image, *self.buffers)
+        with self.clock.timing("transfer"):
+            self.conn.send(self.done(job))
+            # As flat bytes: send_bytes frames a multi-dimensional uint8 view by its
+            # first dimension (len(), not nbytes), which would truncate the masks.
+            self.conn.send_bytes(memoryview(image.data).cast("B"))
+            self.conn.send_bytes(memoryview(image.masks).cast("B"))
 
 
 class PipeGenerator(RequestGenerator):

@@ -24,6 +24,7 @@ narrows that to its free slots. How a result's pixels travel is the subclass's
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from contextlib import ExitStack
 from multiprocessing.connection import Connection
@@ -34,6 +35,7 @@ from .dataset import Dataset
 from .messages import ImageDone, Job, Reset, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob, max_tiles_per_image
+from .stages import StageClock
 from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
 
@@ -47,10 +49,16 @@ class RequestWorker:
         self.processor = make_processor(dataset, config)
         self.max_tiles = max_tiles_per_image(dataset.shapes, config.tile)
         self.oldest_wanted = 0  # requests of earlier generations are stale
+        self.clock = StageClock()
 
     def deliver(self, job: Job) -> None:
         """Process ``job`` and hand the result to the main process."""
         raise NotImplementedError
+
+    def done(self, job: Job, slot: int = 0) -> ImageDone:
+        """The note announcing ``job``'s result, with this worker's stage totals so far."""
+        image = job.image
+        return ImageDone(job.generation, image.position, image.image_index, image.n_tiles, slot, self.clock.totals())
 
     def run(self) -> None:
         backlog: deque[Job] = deque()
@@ -126,7 +134,10 @@ class RequestGenerator(ProcessGenerator):
         if not busy:
             raise RuntimeError(f"{self.name}: waiting for image {self._wanted} but no request is outstanding")
         results: list[tuple[int, ProcessedImage | None]] = []
-        for conn in self.pool.wait(busy, waiting_for=f"image {self._wanted} of epoch {self.epoch}"):
+        start = time.perf_counter()
+        ready = self.pool.wait(busy, waiting_for=f"image {self._wanted} of epoch {self.epoch}")
+        start = self.clock.since("wait", start)
+        for conn in ready:
             worker_id = self._worker_of[conn]
             message = self.pool.read(worker_id)
             self.outstanding[worker_id] -= 1
@@ -134,9 +145,11 @@ class RequestGenerator(ProcessGenerator):
                 self._skipped(worker_id, message)
                 results.append((message.generation, None))
             elif isinstance(message, ImageDone):
+                self._worker_stages[worker_id] = message.stages
                 results.append((message.generation, self._collect(worker_id, message)))
             else:
                 raise RuntimeError(f"{self.name}: unexpected message {message!r} from worker {worker_id}")
+        self.clock.since("transfer", start)
         return results
 
     def _abandon(self) -> None:

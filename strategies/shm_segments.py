@@ -58,11 +58,12 @@ def check_free_space(needed: int, *, directory: str = SHM_DIR) -> None:
 class Segment:
     """One mapped shared-memory segment; ``buf`` is its mmap."""
 
-    def __init__(self, name: str, size: int, buf: mmap.mmap, *, owner: bool) -> None:
+    def __init__(self, name: str, size: int, buf: mmap.mmap, *, owner: bool, tracker_pid: int | None = None) -> None:
         self.name = name
         self.size = size
         self.buf = buf
         self.owner = owner
+        self._tracker_pid = tracker_pid  # the resource tracker that holds our registration
         self._unlinked = False
 
     @classmethod
@@ -85,7 +86,7 @@ class Segment:
         finally:
             os.close(fd)
         resource_tracker.register("/" + name, "shared_memory")
-        return cls(name, size, buf, owner=True)
+        return cls(name, size, buf, owner=True, tracker_pid=resource_tracker._resource_tracker._pid)
 
     @classmethod
     def attach(cls, name: str, size: int) -> Segment:
@@ -105,7 +106,21 @@ class Segment:
             _posixshmem.shm_unlink("/" + self.name)
         except FileNotFoundError:
             pass  # already removed (by the resource tracker after a crash, or by hand)
-        resource_tracker.unregister("/" + self.name, "shared_memory")
+        if _tracker_holds(self._tracker_pid):
+            resource_tracker.unregister("/" + self.name, "shared_memory")
+
+
+def _tracker_holds(registered_with: int | None) -> bool:
+    """Whether the resource tracker our segment was registered with still runs.
+
+    If it was killed, ``unregister`` would launch a new one (warning "resource_tracker:
+    process died unexpectedly, relaunching") only for it to print a ``KeyError``
+    traceback for a name it never held (CPython 3.11-3.13 ``resource_tracker.main``
+    removes unknown names unguarded). Nobody is left to tell, so we tell nobody.
+    ``_pid`` is None in a process that inherited its tracker; then liveness alone decides.
+    """
+    tracker = resource_tracker._resource_tracker
+    return tracker._fd is not None and tracker._pid == registered_with and tracker._check_alive()
 
 
 def stale_segments(directory: str = SHM_DIR) -> list[str]:

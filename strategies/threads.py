@@ -63,6 +63,7 @@ from .constants import STOP_GRACE_S
 from .dataset import Dataset
 from .errors import WorkerError, WorkerTimeoutError
 from .plan import EpochPlan, ImageJob
+from .stages import StageClock
 from .work import ProcessedImage, make_processor, tile_buffers
 
 THREAD_PREFIX = "ipcbench-threads"
@@ -78,7 +79,7 @@ class Task:
     masks: np.ndarray
 
 
-def _serve(worker_id: int, tasks: queue.SimpleQueue, dataset: Dataset, config: LoaderConfig) -> None:
+def _serve(worker_id: int, tasks: queue.SimpleQueue, dataset: Dataset, config: LoaderConfig, clock: StageClock) -> None:
     """Worker thread ``worker_id``: process tasks until a ``None`` arrives."""
     processor = make_processor(dataset, config)
     while True:
@@ -90,7 +91,8 @@ def _serve(worker_id: int, tasks: queue.SimpleQueue, dataset: Dataset, config: L
         if not task.future.set_running_or_notify_cancel():
             continue  # cancelled: an abandoned epoch's image not yet started
         try:
-            image = processor.process(task.job, task.data, task.masks)
+            with clock.timing("compute"):
+                image = processor.process(task.job, task.data, task.masks)
         except BaseException as exc:  # every failure reaches the waiting main thread
             pid = os.getpid()
             error = WorkerError(
@@ -136,10 +138,11 @@ class ThreadGenerator(BatchGenerator):
         self._stale: list[Task] = []  # an abandoned epoch's images, until their threads are done
         self._stock: list[tuple[np.ndarray, np.ndarray]] = []  # free output buffers
         self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._clocks = [StageClock() for _ in range(config.workers)]  # one per thread
         self._threads = [
             threading.Thread(
                 target=_serve,
-                args=(i, self._tasks, self.dataset, config),
+                args=(i, self._tasks, self.dataset, config, self._clocks[i]),
                 name=f"{THREAD_PREFIX}-{i}",
                 daemon=True,
             )
@@ -149,6 +152,9 @@ class ThreadGenerator(BatchGenerator):
         self._finalizer = weakref.finalize(self, _stop_threads, self._tasks, self._threads)
         for thread in self._threads:
             thread.start()
+
+    def _worker_totals(self) -> list[tuple[float, ...]]:
+        return [clock.totals() for clock in self._clocks]
 
     def worker_threads(self) -> list[threading.Thread]:
         """The worker threads (``worker_pids()`` is empty: they live in this process)."""
@@ -180,7 +186,8 @@ class ThreadGenerator(BatchGenerator):
         self._stale = busy
 
     def _await(self, futures: list[Future], waiting_for: str, return_when: str = "ALL_COMPLETED") -> None:
-        done, _ = wait(futures, timeout=self.config.timeout, return_when=return_when)
+        with self.clock.timing("wait"):
+            done, _ = wait(futures, timeout=self.config.timeout, return_when=return_when)
         if not done:
             alive = [t.name for t in self._threads if t.is_alive()]
             raise WorkerTimeoutError(

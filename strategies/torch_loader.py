@@ -37,7 +37,8 @@ DataLoader settings, and why:
   0.1 s), paid once per generator, timed apart from batches/s.
 - ``timeout=config.timeout``: torch's longest wait for one item; it raises
   ``RuntimeError("DataLoader timed out ...")``, mapped to ``WorkerTimeoutError``.
-- ``pin_memory=False``: pinning only pays for a host-to-GPU copy (issue 6, item 4).
+- ``pin_memory=False``: ``LoaderConfig.pin_memory`` pins the assembled batch, as for every
+  strategy (``BatchGenerator._deliver``); torch's would pin each image's tiles before assembly.
 - ``collate_fn=as_is``: no ``default_convert`` walk over the item.
 - ``generator=torch.Generator()``: torch draws a seed from it at every ``iter()``;
   with the default it would advance the user's global torch RNG each epoch.
@@ -127,6 +128,7 @@ from .dataset import Dataset
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .messages import WorkerFailure
 from .plan import EpochPlan, ImageJob
+from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, Processor, make_processor, tile_buffers
 from .workers import FORKSERVER_PRELOAD, watch_parent
 
@@ -156,6 +158,8 @@ class ImageTensors:
     image_index: int
     data: Any  # torch.Tensor (or np.ndarray for the "numpy" payload)
     masks: Any
+    worker_id: int = 0
+    stages: tuple[float, ...] = ()  # the worker's cumulative stage totals (strategies.stages)
 
 
 class JobSampler:
@@ -191,6 +195,7 @@ class ImageDataset:
         self.tile = config.tile
         self.payload = payload
         self._processor: Processor | None = None  # made in the worker, on first use
+        self.clock = StageClock()
 
     def __getitem__(self, tagged: TaggedJob) -> ImageTensors | WorkerFailure:
         import torch
@@ -198,18 +203,24 @@ class ImageDataset:
         try:
             if self._processor is None:
                 self._processor = make_processor(self.dataset, self.config)
+                time_queue_pickling(self.clock)  # torch's data queue is a multiprocessing Queue
             job, t = tagged.job, self.tile
             n, channels = job.n_tiles, self.dataset.entries[job.image_index].channels
-            if self.payload == "shm":
-                data = _shared_tensor(torch, (n, channels, t, t), torch.uint16)
-                masks = _shared_tensor(torch, (n, t, t), torch.uint8)
-                self._processor.process(job, data.numpy(), masks.numpy())
-            else:
-                data, masks = tile_buffers(n, channels, t)
-                self._processor.process(job, data, masks)
-                if self.payload == "tensor":
-                    data, masks = torch.from_numpy(data), torch.from_numpy(masks)
-            return ImageTensors(tagged.generation, job.position, job.image_index, data, masks)
+            with self.clock.timing("compute"):
+                if self.payload == "shm":
+                    data = _shared_tensor(torch, (n, channels, t, t), torch.uint16)
+                    masks = _shared_tensor(torch, (n, t, t), torch.uint8)
+                    self._processor.process(job, data.numpy(), masks.numpy())
+                else:
+                    data, masks = tile_buffers(n, channels, t)
+                    self._processor.process(job, data, masks)
+                    if self.payload == "tensor":
+                        data, masks = torch.from_numpy(data), torch.from_numpy(masks)
+            info = torch.utils.data.get_worker_info()
+            worker_id = 0 if info is None else info.id
+            return ImageTensors(
+                tagged.generation, job.position, job.image_index, data, masks, worker_id, self.clock.totals()
+            )
         except Exception as exc:  # travels as data, raised as WorkerError in the main process
             info = torch.utils.data.get_worker_info()
             return WorkerFailure(
@@ -415,7 +426,8 @@ class TorchGenerator(BatchGenerator):
     def _next_image(self) -> ProcessedImage:
         waiting_for = f"image {self._wanted} of epoch {self.epoch}"
         self._check_workers(waiting_for)
-        with self._torch_errors(waiting_for):
+        # torch reads and unpickles inside next(): main-side transfer and serialize count as wait here.
+        with self._torch_errors(waiting_for), self.clock.timing("wait"):
             try:
                 item = next(self._state.iterator)
             except StopIteration:
@@ -433,6 +445,7 @@ class TorchGenerator(BatchGenerator):
                 f"waiting for {waiting_for} (generation {self.generation})"
             )
         self._wanted += 1
+        self._worker_stages[item.worker_id] = item.stages
         data, masks = item.data, item.masks
         if not isinstance(data, np.ndarray):
             data, masks = data.numpy(), masks.numpy()  # views; they keep the shared tensors alive
