@@ -646,6 +646,62 @@ count in PSS (split between the two, so once over the tree) and no longer in USS
     ),
     ("code", """figure("memory", only(run, "pipe", "queue", "shm"))"""),
     ("code", """figure("memory_trace", only(run, "pipe", "queue", "shm"))"""),
+    (
+        "md",
+        """\
+## One copy fewer: workers assemble the batches
+
+`shm` still copies every tile once in the main process, from the slot into the batch. With `zero_copy=True`
+(the `shm_zerocopy` strategy) the slots hold *batches* instead of images: tile `j` of the epoch goes to row
+`j % batch_size` of batch `j // batch_size`, which lives in slot `batch % n_slots`. A worker works out where
+each of its image's tiles goes and writes it there; two workers may share a slot (a batch spanning two
+images), never a row. The main process only waits for the notes and yields views of the slot.
+
+```
+main --Job(generation, image)--> worker i   writes each tile straight into its row of a batch slot
+main <--ImageDone(...)---------- worker i   its rows are written
+main yields batch k as views of slot k % n_slots once every image with tiles in batch k is done
+```
+
+The price is a rule for the training loop: a batch is valid until the next `next()`, when its slot may be
+rewritten for batch `k + n_slots`. Below, on a tiny dataset: batches are views (`owndata` is False), a batch
+kept past its `next()` shows a later batch, a copy stays valid, and the main process's `assemble` stage
+(the time it spends copying tiles into batches, `gen.stage_times()`) stays at zero.""",
+    ),
+    (
+        "code",
+        compose(
+            """\
+import shutil
+import tempfile
+
+import numpy as np
+
+from harness.datasets import ensure_dataset
+from strategies import LoaderConfig, make_generator""",
+            TINY_DATASET,
+            """\
+config = LoaderConfig(batch_size=4, tile=128, workers=1, prefetch=1)  # 12 batches an epoch, 8 slots
+with make_generator("shm", tiny, config, zero_copy=True) as gen:
+    print(f"{type(gen).__name__}: {gen.n_slots} batch slots of {config.batch_size} tiles")
+    kept, copies = [], []
+    for data, _ in gen:
+        kept.append(data)  # a view: only valid until the next next()
+        copies.append(np.array(data))  # a copy: valid for good
+    first_view_now_shows = [k for k, c in enumerate(copies) if k and np.array_equal(kept[0], c)]
+    assert first_view_now_shows and first_view_now_shows[0] % gen.n_slots == 0, first_view_now_shows
+    print(f"batch 0 is a view: {not kept[0].flags.owndata}; kept past its next(), it now shows batch "
+          f"{first_view_now_shows[0]} (0 + n_slots)")
+    assert gen.stage_times()["assemble"] == 0.0
+    print("main-process seconds spent copying tiles into batches:", gen.stage_times()["assemble"])
+shutil.rmtree(scratch)""",
+        ),
+    ),
+    (
+        "code",
+        """\
+medians(only(run, "shm", "shm_zerocopy"), "batches_per_s", "cpu_s_per_batch", "pss_peak_mb", "shm_peak_mb")""",
+    ),
 ]
 
 # -- 5: shutting down gracefully -------------------------------------------------------------------
