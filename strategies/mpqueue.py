@@ -56,7 +56,7 @@ import numpy as np
 from .config import LoaderConfig
 from .constants import KILL_GRACE_S
 from .dataset import Dataset
-from .framing import MessageReader
+from .framing import MessageReader, widen
 from .messages import Job, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob
@@ -94,7 +94,10 @@ class QueueWorker:
         self.conn = conn
         self.processor = make_processor(dataset, config)
         self.clock = StageClock()
-        time_queue_pickling(self.clock)  # the feeder thread's pickling counts as serialize
+        # Protocol 5 (PEP 574): an ndarray goes into the pickle as one buffer copy; the
+        # default, protocol 4, copies it twice (tobytes(), then into the pickle). The
+        # feeder thread's pickling is timed as serialize.
+        time_queue_pickling(self.clock, protocol=5)
         self.tasks, self.results = tasks, results
         self.oldest_wanted = oldest_wanted
         self.timeout = timeout
@@ -137,6 +140,7 @@ class QueueGenerator(ProcessGenerator):
         self.results = ctx.Queue(maxsize=self.window)
         self.oldest_wanted = ctx.Value("q", 0, lock=False)  # one aligned int64: reads and writes are atomic
         resources.callback(_close_queues, self.tasks, self.results)
+        widen(self.results._reader)  # one pipe: its size holds for every worker's end too
         self.result_reader = MessageReader(self.results._reader, self._wait_for_result)
         pool = WorkerPool(
             name=self.name,

@@ -68,20 +68,23 @@ def summed(main: StageClock, workers: Iterable[tuple[float, ...]]) -> dict[str, 
     return out
 
 
-def time_queue_pickling(clock: StageClock) -> None:
+def time_queue_pickling(clock: StageClock, protocol: int | None = None) -> None:
     """Count this process's ``multiprocessing.Queue`` pickling as ``serialize`` in ``clock``.
 
     ``Queue.put`` only appends to a buffer; a feeder thread pickles the object later
     with ``multiprocessing.queues._ForkingPickler.dumps``. Rebinding that name, in a
-    worker process only, is the one way to time it without pickling twice.
+    worker process only, is the one way to time it without pickling twice, and the
+    one place to choose the pickle ``protocol`` (None: multiprocessing's default).
     """
     from multiprocessing import queues
     from multiprocessing.reduction import ForkingPickler
+
+    chosen = protocol
 
     class _TimedPickler(ForkingPickler):
         @classmethod
         def dumps(cls, obj: Any, protocol: int | None = None) -> memoryview:
             with clock.timing("serialize"):
-                return ForkingPickler.dumps(obj, protocol)
+                return ForkingPickler.dumps(obj, protocol if chosen is None else chosen)
 
     queues._ForkingPickler = _TimedPickler  # type: ignore[attr-defined]

@@ -63,7 +63,7 @@ from typing import Any, Protocol
 
 from .constants import KILL_GRACE_S, PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRACE_S
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
-from .framing import MessageReader, send_message
+from .framing import MessageReader, send_message, widen
 from .messages import Ready, Stop, WorkerFailure
 
 # Modules the fork server imports before it forks any worker ("__main__" is
@@ -166,6 +166,8 @@ class WorkerPool:
         try:
             for worker_id in range(workers):
                 main_end, worker_end = ctx.Pipe(duplex=True)
+                for end in (main_end, worker_end):  # pixels flow in ~1 MiB steps, not 200 KiB (framing.widen)
+                    widen(end)
                 process = ctx.Process(
                     target=worker_main,
                     args=(worker_cls, worker_id, worker_end, args),

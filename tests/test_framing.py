@@ -246,3 +246,26 @@ def test_send_message_gives_up_when_wait_writable_raises() -> None:
     finally:
         main_end.close()
         worker_end.close()
+
+
+def test_widen_gives_pipes_and_sockets_a_larger_kernel_buffer() -> None:
+    import fcntl
+    import socket
+
+    from strategies.framing import WIDE_BUFFER_BYTES, widen
+
+    reader, writer = multiprocessing.Pipe(duplex=False)  # an os.pipe: what a Queue reads from
+    a, b = multiprocessing.Pipe(duplex=True)  # a socket pair: a worker's Pipe
+    try:
+        widen(reader)
+        assert fcntl.fcntl(reader.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032)) == WIDE_BUFFER_BYTES
+        widen(a)
+        with socket.socket(fileno=os.dup(a.fileno())) as sock:
+            # Linux reports double what was asked (bookkeeping overhead), capped by wmem_max.
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= WIDE_BUFFER_BYTES
+        # Still the same connection: a message goes through.
+        a.send_bytes(b"x" * 300_000)
+        assert b.recv_bytes() == b"x" * 300_000
+    finally:
+        for conn in (reader, writer, a, b):
+            conn.close()
