@@ -40,6 +40,7 @@ own is left blocked on a full pipe (``cancel_join_thread``).
 
 from __future__ import annotations
 
+import _multiprocessing
 import functools
 import multiprocessing as mp
 import multiprocessing.util as mp_util
@@ -47,6 +48,7 @@ import queue
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -60,6 +62,7 @@ from .framing import MessageReader, widen
 from .messages import Job, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob
+from .shm_segments import tracker_holds, tracker_pid
 from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
@@ -139,7 +142,8 @@ class QueueGenerator(ProcessGenerator):
         self.tasks = ctx.Queue(maxsize=self.window + c.workers)
         self.results = ctx.Queue(maxsize=self.window)
         self.oldest_wanted = ctx.Value("q", 0, lock=False)  # one aligned int64: reads and writes are atomic
-        resources.callback(_close_queues, self.tasks, self.results)
+        # Under spawn/forkserver the queues' semaphores are registered with this tracker.
+        resources.callback(_close_queues, self.tasks, self.results, tracker_pid())
         widen(self.results._reader)  # one pipe: its size holds for every worker's end too
         self.result_reader = MessageReader(self.results._reader, self._wait_for_result)
         pool = WorkerPool(
@@ -189,7 +193,7 @@ class QueueGenerator(ProcessGenerator):
         self.oldest_wanted.value = self.generation + 1
 
 
-def _close_queues(tasks: mp.Queue, results: mp.Queue) -> None:
+def _close_queues(tasks: mp.Queue, results: mp.Queue, registered_with: int | None) -> None:
     """After the workers are gone: empty the task queue so our feeder thread can finish, close both."""
     try:
         while True:
@@ -199,19 +203,24 @@ def _close_queues(tasks: mp.Queue, results: mp.Queue) -> None:
     tasks.cancel_join_thread()
     tasks.close()
     results.close()
-    _release_semaphores(tasks, results)
+    _release_semaphores(registered_with, tasks, results)
 
 
-def _release_semaphores(*queues: mp.Queue) -> None:
+def _release_semaphores(registered_with: int | None, *queues: mp.Queue) -> None:
     """Unlink the queues' named semaphores now, not whenever the Queue objects are collected.
 
     Under spawn and forkserver each Queue holds three named POSIX semaphores
     (``/dev/shm/sem.mp-*``: its read lock, write lock and slot count), unlinked by a
     ``multiprocessing.util.Finalize`` when the object dies. A closed generator that
     is still referenced (a traceback, a test's variable) would keep them in
-    /dev/shm. The workers are gone, so nobody needs the names any more: run those
-    finalizers (each runs once, then leaves the registry). Under fork the names
-    were unlinked at creation and there is nothing to do.
+    /dev/shm. The workers are gone, so nobody needs the names any more: unlink them
+    and cancel those finalizers. Under fork the names were unlinked at creation and
+    there is nothing to do.
+
+    The finalizers would also unregister the names from the resource tracker; if
+    that tracker was killed, doing so relaunches one that prints a ``KeyError`` per
+    name it never held, so we unregister only while the tracker we registered with
+    runs (``shm_segments.tracker_holds``).
     """
     names = set()
     for q in queues:
@@ -221,7 +230,15 @@ def _release_semaphores(*queues: mp.Queue) -> None:
                 names.add(name)
     for finalizer in list(mp_util._finalizer_registry.values()):
         if finalizer._args and finalizer._args[0] in names:
-            finalizer()
+            finalizer.cancel()
+    tracked = tracker_holds(registered_with)
+    for name in names:
+        try:
+            _multiprocessing.sem_unlink(name)
+        except FileNotFoundError:
+            pass  # already gone
+        if tracked:
+            resource_tracker.unregister(name, "semaphore")
 
 
 def _stop_workers(tasks: mp.Queue, oldest_wanted: Any, workers: int) -> None:

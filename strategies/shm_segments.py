@@ -86,7 +86,7 @@ class Segment:
         finally:
             os.close(fd)
         resource_tracker.register("/" + name, "shared_memory")
-        return cls(name, size, buf, owner=True, tracker_pid=resource_tracker._resource_tracker._pid)
+        return cls(name, size, buf, owner=True, tracker_pid=tracker_pid())
 
     @classmethod
     def attach(cls, name: str, size: int) -> Segment:
@@ -106,12 +106,17 @@ class Segment:
             _posixshmem.shm_unlink("/" + self.name)
         except FileNotFoundError:
             pass  # already removed (by the resource tracker after a crash, or by hand)
-        if _tracker_holds(self._tracker_pid):
+        if tracker_holds(self._tracker_pid):
             resource_tracker.unregister("/" + self.name, "shared_memory")
 
 
-def _tracker_holds(registered_with: int | None) -> bool:
-    """Whether the resource tracker our segment was registered with still runs.
+def tracker_pid() -> int | None:
+    """The pid of this process's resource tracker (None if it inherited one or has none yet)."""
+    return resource_tracker._resource_tracker._pid
+
+
+def tracker_holds(registered_with: int | None) -> bool:
+    """Whether the resource tracker a name was registered with still runs.
 
     If it was killed, ``unregister`` would launch a new one (warning "resource_tracker:
     process died unexpectedly, relaunching") only for it to print a ``KeyError``
