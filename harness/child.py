@@ -15,7 +15,15 @@ hand) does, in order::
                                                            -> event "closed"
 
 Events are JSON lines written to the file descriptor ``spec.event_fd`` (a pipe to
-the runner; stdout stays free for whatever libraries print). An exception becomes
+the runner; stdout stays free for whatever libraries print). Each epoch event also
+lists the dataset indices of the epoch's images (``images``, from the generator's own
+plan, computed before the epoch starts).
+
+With ``spec.gate_fd`` (``ipcbench run --distributed``: harness.distributed) the
+process stops before each epoch: it sends a "gate" event and waits for one byte on
+that descriptor, ``GATE_GO`` to measure the epoch, anything else (or the end of the
+pipe) to stop with an error. The rank that started it answers after a collective
+with the other ranks, so every rank measures the same window. An exception becomes
 an "error" event with its traceback and exit status 1. SIGINT (the runner forwards
 Ctrl-C) stops the epoch in progress; the generator is still closed and measured,
 "closed" and then "interrupted" are sent, and the exit status is 130.
@@ -25,6 +33,9 @@ else: ``next()``, then an optional ``sleep(step_ms)`` standing in for the GPU st
 Per batch it also adds a few microseconds of bookkeeping (lengths, a sampled
 checksum: see :class:`harness.measure.SampleChecksum`); the warm-up epoch hashes
 every byte as well, which is why its timing is flagged and never aggregated.
+A generator with ``stage_times()`` (cumulative seconds by stage) is read just before
+``iter()`` and just after the last batch; the difference over the epoch's batches is
+its ``stage_ms_per_batch``.
 """
 
 from __future__ import annotations
@@ -55,6 +66,8 @@ from .measure import (
     memory_stats,
     shm_segments,
     shm_used_bytes,
+    stage_ms_per_batch,
+    stage_timer,
     wait_stats,
 )
 
@@ -66,6 +79,7 @@ LEFTOVER_GRACE_S = 2.0
 WARMUP_SAMPLER_INTERVAL_S = 0.05
 WARMUP_SAMPLER_MAX_CPU_FRACTION = 0.25
 GONE_POLL_S = 0.002  # shutdown_s resolution while waiting for workers to vanish
+GATE_GO = b"g"  # on spec.gate_fd: measure the next epoch
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +93,7 @@ class ChildSpec:
     step_ms: float = 0.0
     sampler_interval_s: float = 0.2
     event_fd: int = -1  # filled in by the launcher
+    gate_fd: int = -1  # >= 0: wait for GATE_GO on it before each epoch (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -167,12 +182,20 @@ def time_epoch(
 
 
 def epoch_record(
-    index: int, timing: EpochTiming, *, step_ms: float, samples: Sequence[TreeSample], shm_base: int, cpu_s: float
+    index: int,
+    timing: EpochTiming,
+    *,
+    step_ms: float,
+    samples: Sequence[TreeSample],
+    shm_base: int,
+    cpu_s: float,
+    stages: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The measured fields of one epoch's samples.jsonl line (the runner adds identity and shutdown).
 
     ``samples``: the tree samples of the epoch, from the one taken just before ``iter()``
-    to the one taken just after the last batch.
+    to the one taken just after the last batch. ``stages``: ms per batch by stage
+    (:func:`harness.measure.stage_ms_per_batch`), None for a strategy without stage timers.
     """
     seconds = max(timing.seconds, 1e-12)
     memory = memory_stats(samples, timing.t_start, shm_base)
@@ -198,6 +221,7 @@ def epoch_record(
         "shm_peak_mb": memory.shm_peak_mb,
         "cpu_s_per_batch": cpu_s / timing.batches if timing.batches else 0.0,
         "memory_trace": [list(row) for row in memory.trace],
+        "stage_ms_per_batch": stages,
         "checksum": timing.checksum,
         "checksum_full": timing.checksum_full,
     }
@@ -282,9 +306,14 @@ def measure(spec: ChildSpec, events: Events) -> None:
         gen = make_generator(spec.strategy, spec.dataset, config)
         startup_s = time.perf_counter() - t0
         worker_pids = list(getattr(gen, "worker_pids", lambda: [])())
+        stage_times = stage_timer(gen)  # read just outside each timed epoch: its cost is never timed
         events.emit("ready", startup_s=startup_s, batches_per_epoch=len(gen), worker_pids=worker_pids, pid=os.getpid())
         try:
             for index in range(1 + spec.epochs):
+                images = [job.image_index for job in gen.plan_for(config.epoch + index).jobs]
+                if spec.gate_fd >= 0:
+                    events.emit("gate", epoch=index)
+                    wait_at_gate(spec.gate_fd, index)
                 main_cpu = time.thread_time()
                 before = sampler.sample_now()
                 # Reading the tree starts with this process's CPU counter, so nearly all
@@ -294,7 +323,9 @@ def measure(spec: ChildSpec, events: Events) -> None:
                 dense = index == 0 and spec.sampler_interval_s > 0
                 if dense:
                     sampler.configure(**_WARMUP_PACE)
+                stages_before = stage_times() if stage_times is not None else None
                 timing = time_epoch(gen, step_ms=spec.step_ms, full_checksum=index == 0)
+                stages_after = stage_times() if stage_times is not None else None
                 if dense:  # back to the capped pace before anything is timed; its wake-up sample is taken now
                     sampler.configure(interval_s=spec.sampler_interval_s, max_cpu_fraction=MAX_CPU_FRACTION)
                 after = sampler.sample_now()
@@ -302,14 +333,35 @@ def measure(spec: ChildSpec, events: Events) -> None:
                 # The sampler thread's CPU is the instrument's, not the strategy's.
                 cpu_s = max(0.0, after.cpu_s - before.cpu_s - sampler_cpu_s - boundary_cpu_s)
                 window = sampler.between(before.t_s, after.t_s)
+                stages = None
+                if stages_before is not None and stages_after is not None:
+                    stages = stage_ms_per_batch(stages_before, stages_after, timing.batches)
                 record = epoch_record(
-                    index, timing, step_ms=spec.step_ms, samples=window, shm_base=shm_base, cpu_s=cpu_s
+                    index,
+                    timing,
+                    step_ms=spec.step_ms,
+                    samples=window,
+                    shm_base=shm_base,
+                    cpu_s=cpu_s,
+                    stages=stages,
                 )
-                events.emit("epoch", sampler_cpu_s=sampler_cpu_s, **record)
+                events.emit("epoch", sampler_cpu_s=sampler_cpu_s, images=images, **record)
         finally:
             events.emit("closed", **close_and_check(gen, worker_pids, shm_before, sampler.tree.seen_pids()))
     finally:
         sampler.stop()
+
+
+def wait_at_gate(fd: int, index: int) -> None:
+    """Block until the launcher lets epoch ``index`` start; raise if it says stop or is gone.
+
+    No timeout of its own: the launcher's watchdog bounds this wait like any other
+    silence, and a launcher that dies closes the pipe (its end is not inherited).
+    """
+    answer = os.read(fd, 1)
+    if answer != GATE_GO:
+        reason = "its launcher is gone" if not answer else "the launcher said stop (another rank failed)"
+        raise RuntimeError(f"stopped before epoch {index}: {reason}")
 
 
 def die_with_parent() -> None:

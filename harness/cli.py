@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "report": "harness.commands.report",
     "compare": "harness.commands.compare",
     "faults": "harness.commands.faults",
+    "soak": "harness.commands.soak",
 }
 
 

@@ -409,6 +409,27 @@ def wait_stats(waits_ms: Sequence[float]) -> WaitStats:
     return WaitStats(float(p50), float(p95), float(p99), float(max(waits_ms)))
 
 
+# -- stages ------------------------------------------------------------------------
+StageTimes = Callable[[], dict[str, float]]
+
+
+def stage_timer(gen: object) -> StageTimes | None:
+    """The generator's ``stage_times()`` (cumulative seconds by stage), or None for a strategy without one."""
+    stage_times = getattr(gen, "stage_times", None)
+    return stage_times if callable(stage_times) else None
+
+
+def stage_ms_per_batch(before: dict[str, float], after: dict[str, float], batches: int) -> dict[str, float] | None:
+    """Milliseconds per batch each stage took between two ``stage_times()`` readings (None without batches).
+
+    The readings are cumulative, so an epoch's share is their difference; a stage
+    first reported in ``after`` started from zero.
+    """
+    if batches <= 0:
+        return None
+    return {stage: (seconds - before.get(stage, 0.0)) * 1000.0 / batches for stage, seconds in after.items()}
+
+
 # -- checksums ---------------------------------------------------------------------
 SAMPLE_ROWS = 2  # rows of the first and last tile that the per-batch sample hashes
 

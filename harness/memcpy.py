@@ -6,7 +6,10 @@ strategy's MB/s as a fraction of what one core can copy (``np.copyto`` between t
 64 MiB buffers, already touched so no page faults are timed) says how close to the
 limit it runs. ``batch_copies_per_s_one_core`` puts the same number in the
 benchmark's own unit: how many batches of the run's size one core could copy per
-second if copying were all it did.
+second if copying were all it did. That rate is R of issue 7: a strategy's batches/s
+over R is the fraction of one core's copy bandwidth its transfer reaches. A batch's
+bytes are what the training loop receives, data and masks; a run with several batch
+sizes records R for each (``by_batch_size``).
 
 GB here is 1e9 bytes of payload copied (each byte is read once and written once).
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,12 +39,24 @@ class MemcpyResult:
             raise ValueError(f"{batch_bytes=} must be > 0")
         return self.gb_per_s * 1e9 / batch_bytes
 
-    def as_dict(self, batch_bytes: int) -> dict[str, object]:
+    def as_dict(self, batch_bytes: int, by_batch_size: Mapping[int, int] | None = None) -> dict[str, object]:
+        """env.json ``memcpy``: R for ``batch_bytes`` (the run's first batch size) and for each of ``by_batch_size``.
+
+        ``by_batch_size`` maps tiles per batch to that batch's bytes.
+        """
         return {
             "bytes": self.bytes,
             "gb_per_s": self.gb_per_s,
             "batch_bytes": batch_bytes,
             "batch_copies_per_s_one_core": self.batch_copies_per_s(batch_bytes),
+            "by_batch_size": [
+                {
+                    "batch_size": size,
+                    "batch_bytes": nbytes,
+                    "batch_copies_per_s_one_core": self.batch_copies_per_s(nbytes),
+                }
+                for size, nbytes in sorted((by_batch_size or {}).items())
+            ],
             "samples": list(self.samples),
             "method": "np.copyto between two pre-touched buffers, median of repeats, GB = 1e9 bytes",
         }

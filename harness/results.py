@@ -19,7 +19,19 @@ them): ``checksum_full`` (hash of every byte, warm-up epochs only, else null),
 ``sampler_cpu_s`` (the sampler thread's CPU time during the epoch, already
 subtracted from ``cpu_s_per_batch``), ``orphans_after_exit`` and
 ``leaked_shm_after_exit`` (processes of the measurement's process group, and new
-ipcbench_*/psm_* segments, found after the measurement process exited).
+ipcbench_*/psm_* segments, found after the measurement process exited), ``images``
+(the dataset indices of the epoch's images, in plan order: what a rank's shard was),
+``stage_ms_per_batch`` (where the time went, per batch: the change of the
+generator's ``stage_times()`` over the epoch divided by its batches, in ms, by
+stage; null for a strategy without stage timers; see :data:`STAGES`).
+
+Old files stay readable: a sample without ``workload`` is a ``full`` one (the only
+workload there was), which :mod:`harness.report.load` fills in.
+
+``rank`` is a cell key: ``"all"`` (:data:`ALL_RANKS`) for the figures of a whole run,
+or ``"0"``, ``"1"``, ... for one rank's share of an ``ipcbench run --distributed``
+(harness.distributed), whose ``"all"`` rows combine the ranks. It is a string so
+that one column holds both.
 """
 
 from __future__ import annotations
@@ -38,7 +50,19 @@ ENV_FILE = "env.json"
 SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "summary.csv"
 
-CELL_KEYS = ("strategy", "workers", "prefetch", "start_method", "batch_size", "tile", "dataset", "workload", "step_ms")
+CELL_KEYS = (
+    "strategy",
+    "workers",
+    "prefetch",
+    "start_method",
+    "batch_size",
+    "tile",
+    "dataset",
+    "workload",
+    "step_ms",
+    "rank",
+)
+ALL_RANKS = "all"  # the rank of a whole run's figures (see the module docstring)
 SUMMARY_METRICS = (
     "batches_per_s",
     "mb_per_s",
@@ -61,6 +85,11 @@ SUMMARY_METRICS = (
 PER_PROCESS_METRICS = ("startup_s", "shutdown_s")
 COUNTERS = ("leaked_shm", "leftover_processes", "orphans_after_exit", "leaked_shm_after_exit")
 UNSTABLE_CV = 0.10  # pyperf's threshold: a spread over 10% of the mean is a warning
+# The stages a generator's stage_times() may report, in the order a batch meets them.
+# Worker-side stages (compute, serialize, the worker's half of transfer) are summed
+# over workers, which run in parallel with the main process; main-side ones (the
+# main's half of transfer, assemble, wait) are wall time of the main process.
+STAGES = ("compute", "serialize", "transfer", "assemble", "wait")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +107,7 @@ class EpochSample:
     dataset: str
     workload: str
     step_ms: float
+    rank: str = ALL_RANKS
     repeat: int
     epoch: int
     warmup: bool
@@ -109,6 +139,8 @@ class EpochSample:
     sampler_cpu_s: float = 0.0
     orphans_after_exit: int = 0
     leaked_shm_after_exit: int = 0
+    stage_ms_per_batch: dict[str, float] | None = None
+    images: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,45 +221,80 @@ def write_json(path: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
+def stage_column(stage: str) -> str:
+    """The flat column of one stage: ``stage_compute_ms_per_batch``."""
+    return f"stage_{stage}_ms_per_batch"
+
+
+def stages_of(frame) -> list[str]:  # frame: pandas.DataFrame
+    """The stages any row's ``stage_ms_per_batch`` names: :data:`STAGES` order first, then others sorted."""
+    if "stage_ms_per_batch" not in frame:
+        return []
+    named = {key for value in frame["stage_ms_per_batch"] if isinstance(value, dict) for key in value}
+    return [s for s in STAGES if s in named] + sorted(named - set(STAGES))
+
+
+def with_stage_columns(frame):  # pandas.DataFrame -> pandas.DataFrame
+    """``frame`` with one float column per stage (NaN where a row has no stage times), for aggregation."""
+    stages = stages_of(frame)
+    if not stages:
+        return frame
+    columns = {
+        stage_column(stage): frame["stage_ms_per_batch"].map(
+            lambda value, stage=stage: float(value[stage]) if isinstance(value, dict) and stage in value else math.nan
+        )
+        for stage in stages
+    }
+    return frame.assign(**columns)
+
+
 def summarize(samples: Iterable[Mapping[str, Any]]):  # -> pandas.DataFrame (imported lazily)
     """One row per cell over the measured (non-warm-up) epochs.
 
     Columns: the cell keys, ``n`` (measured epochs), and per metric ``M_median``,
     ``M_q25``, ``M_q75``, ``M_iqr``, ``M_cv`` (sample std / mean; NaN for n < 2),
-    then ``unstable`` (``batches_per_s_cv > 0.10``), ``checksums_consistent`` (every
+    the same for each ``stage_<stage>_ms_per_batch`` that any sample reports, then
+    ``unstable`` (``batches_per_s_cv > 0.10``), ``checksums_consistent`` (every
     repeat yielded the same batches at the same epoch index), and ``<counter>_max``.
     Quantiles are pandas' (linear interpolation). Per-process metrics (startup,
     shutdown) are taken once per (cell, repeat).
     """
     import pandas as pd
 
-    frame = pd.DataFrame(list(samples))
+    frame = with_stage_columns(pd.DataFrame(list(samples)))
+    metrics = (*SUMMARY_METRICS, *(stage_column(stage) for stage in stages_of(frame)))
     columns = [
         "n",
-        *(f"{m}_{s}" for m in SUMMARY_METRICS for s in ("median", "q25", "q75", "iqr", "cv")),
+        *(f"{m}_{s}" for m in metrics for s in ("median", "q25", "q75", "iqr", "cv")),
         "unstable",
         "checksums_consistent",
         *(f"{c}_max" for c in COUNTERS),
     ]
     if frame.empty or "warmup" not in frame:
         return pd.DataFrame(columns=[*CELL_KEYS, *columns])
+    if "rank" not in frame:  # samples written before ranks were recorded: whole-run figures
+        frame["rank"] = ALL_RANKS
+    # Samples written before workloads were recorded ran the full one.
+    frame["workload"] = frame["workload"].fillna("full") if "workload" in frame else "full"
     rows = frame[~frame["warmup"].astype(bool)]
     if rows.empty:
         return pd.DataFrame(columns=[*CELL_KEYS, *columns])
     keys = list(CELL_KEYS)
     grouped = rows.groupby(keys, sort=True, dropna=False)
-    summary = grouped.size().rename("n").to_frame()
+    n = grouped.size()
     per_process = rows.drop_duplicates([*keys, "repeat"]).groupby(keys, sort=True, dropna=False)
-    for metric in SUMMARY_METRICS:
+    # Every column is built first and joined once: inserting ~100 columns one by one fragments the frame.
+    stats = {"n": n}
+    for metric in metrics:
         values = (per_process if metric in PER_PROCESS_METRICS else grouped)[metric]
-        summary[f"{metric}_median"] = values.median()
-        summary[f"{metric}_q25"] = values.quantile(0.25)
-        summary[f"{metric}_q75"] = values.quantile(0.75)
-        summary[f"{metric}_iqr"] = summary[f"{metric}_q75"] - summary[f"{metric}_q25"]
+        stats[f"{metric}_median"] = values.median()
+        stats[f"{metric}_q25"] = values.quantile(0.25)
+        stats[f"{metric}_q75"] = values.quantile(0.75)
+        stats[f"{metric}_iqr"] = stats[f"{metric}_q75"] - stats[f"{metric}_q25"]
         mean = values.mean()
-        summary[f"{metric}_cv"] = values.std(ddof=1) / mean.where(mean != 0)
-    summary["unstable"] = summary["batches_per_s_cv"].gt(UNSTABLE_CV)
-    summary["checksums_consistent"] = (
+        stats[f"{metric}_cv"] = values.std(ddof=1) / mean.where(mean != 0)
+    stats["unstable"] = stats["batches_per_s_cv"].gt(UNSTABLE_CV)
+    stats["checksums_consistent"] = (
         rows.groupby([*keys, "epoch"], sort=True, dropna=False)["checksum"]
         .nunique()
         .le(1)
@@ -235,8 +302,8 @@ def summarize(samples: Iterable[Mapping[str, Any]]):  # -> pandas.DataFrame (imp
         .all()
     )
     for counter in COUNTERS:
-        summary[f"{counter}_max"] = grouped[counter].max() if counter in rows else 0
-    return summary.reset_index()[[*CELL_KEYS, *columns]]
+        stats[f"{counter}_max"] = grouped[counter].max() if counter in rows else pd.Series(0, index=n.index)
+    return pd.DataFrame(stats).reset_index()[[*CELL_KEYS, *columns]]
 
 
 def write_summary(run_dir: Path) -> Path:

@@ -4,7 +4,8 @@
 
     plan        for repeat in range(R): for cell in cells: one measurement
                 (A B C D, A B C D, ...: a slow drift of the machine spreads over
-                every cell instead of biasing the ones that ran last)
+                every cell instead of biasing the ones that ran last); a cell is
+                (strategy, workers, workload, batch size)
     measurement python -m harness.child SPEC_JSON, in its own session (process group)
                    events  <- JSON lines on a pipe: ready, epoch..., closed
                    watchdog: no event for watchdog_s -> SIGTERM the group, then SIGKILL
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from strategies import LoaderConfig
+from strategies.config import WORKLOADS
 from strategies.work import tile_nbytes
 
 from . import envinfo
@@ -79,6 +81,40 @@ FAILURES_FILE = "failures.jsonl"
 
 
 # -- the plan -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """The per-image work and the batch size of some cells (``LoaderConfig.workload``, ``batch_size``).
+
+    ``full`` is the real work; ``transfer`` hands over tiles computed once per worker,
+    so only the IPC path is measured, at batch sizes given in MiB of image data
+    (``batch_mib``; :func:`batch_size_for_mib` turns them into tiles).
+    """
+
+    name: str
+    batch_size: int
+    batch_mib: float | None = None  # the size asked for, when it was given in MiB
+
+    def __post_init__(self) -> None:
+        if self.name not in WORKLOADS:
+            raise ValueError(f"Workload.name={self.name!r} must be one of {WORKLOADS}")
+        if self.batch_size < 1:
+            raise ValueError(f"Workload.batch_size={self.batch_size} must be >= 1")
+
+
+def batch_size_for_mib(mib: float, channels: int, tile: int) -> int:
+    """Tiles in a batch holding ``mib`` MiB of image data (uint16, masks not counted), rounded.
+
+    The real dataset (1 channel, tile 256): 4 MiB -> 32 tiles, 16 MiB -> 128.
+    """
+    data, _ = tile_nbytes(channels, tile)
+    size = round(mib * 2**20 / data)
+    if size < 1:
+        raise ValueError(
+            f"a batch of {mib:g} MiB holds no whole tile of {channels} x {tile} x {tile} uint16 ({data} bytes)"
+        )
+    return size
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunOptions:
     """Everything one ``ipcbench run`` measures, validated."""
@@ -92,7 +128,8 @@ class RunOptions:
     repeats: int = 3
     epochs: int = 2
     step_ms: float = 0.0
-    workload: str = "full"
+    # Every (workload, batch size) each strategy runs at; empty: the loader's own, one cell per strategy x workers.
+    workloads: tuple[Workload, ...] = ()
     sampler_interval_s: float = DEFAULT_SAMPLER_INTERVAL_S
     watchdog_s: float = DEFAULT_WATCHDOG_S
     quick: bool = False
@@ -114,6 +151,14 @@ class RunOptions:
             raise ValueError(f"RunOptions.sampler_interval_s={self.sampler_interval_s} must be >= 0")
         if self.watchdog_s <= 0:
             raise ValueError(f"RunOptions.watchdog_s={self.watchdog_s} must be > 0")
+        keys = [(w.name, w.batch_size) for w in self.workloads]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"RunOptions.workloads={keys} has duplicates")
+
+    @property
+    def cell_workloads(self) -> tuple[Workload, ...]:
+        """The (workload, batch size) variants of every strategy x workers cell."""
+        return self.workloads or (Workload(self.loader.workload, self.loader.batch_size),)
 
     def config_dict(self) -> dict[str, Any]:
         """env.json ``config``: the LoaderConfig fields, then the run options (``workers`` is the list)."""
@@ -125,15 +170,16 @@ class RunOptions:
             "epochs": self.epochs,
             "warmup_epochs": 1,
             "step_ms": self.step_ms,
-            "workload": self.workload,
+            "workloads": [dataclasses.asdict(w) for w in self.cell_workloads],
             "quick": self.quick,
             "sampler_interval_s": self.sampler_interval_s,
             "watchdog_s": self.watchdog_s,
         }
 
-    def batch_bytes(self, channels: int) -> int:
+    def batch_bytes(self, channels: int, batch_size: int | None = None) -> int:
+        """Bytes of one whole batch, data and masks: what the timed loop receives per ``next()``."""
         data, mask = tile_nbytes(channels, self.loader.tile)
-        return self.loader.batch_size * (data + mask)
+        return (batch_size or self.loader.batch_size) * (data + mask)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,20 +190,36 @@ class Measurement:
     repeat: int
     strategy: str
     workers: int
+    workload: str | None = None  # None: the loader's
+    batch_size: int | None = None  # None: the loader's
 
 
 def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
     """Interleaved: every cell once per repeat, cells in the same order each time."""
-    cells = [(s, w) for s in options.strategies for w in options.workers]
+    cells = [
+        (s, w, load.name, load.batch_size)
+        for s in options.strategies
+        for w in options.workers
+        for load in options.cell_workloads
+    ]
     plan = []
     for repeat in range(options.repeats):
-        for strategy, workers in cells:
-            plan.append(Measurement(len(plan), repeat, strategy, workers))
+        for strategy, workers, workload, batch_size in cells:
+            plan.append(Measurement(len(plan), repeat, strategy, workers, workload, batch_size))
     return tuple(plan)
 
 
+def measurement_loader(options: RunOptions, measurement: Measurement) -> LoaderConfig:
+    """The LoaderConfig one measurement runs with: the run's, with the cell's workers, workload, batch size."""
+    return options.loader.replace(
+        workers=measurement.workers,
+        workload=measurement.workload or options.loader.workload,
+        batch_size=measurement.batch_size or options.loader.batch_size,
+    )
+
+
 def child_spec(options: RunOptions, measurement: Measurement) -> ChildSpec:
-    loader = options.loader.replace(workers=measurement.workers)
+    loader = measurement_loader(options, measurement)
     return ChildSpec(
         strategy=measurement.strategy,
         dataset=options.dataset,
@@ -277,7 +339,7 @@ def run_child(
             proc = subprocess.Popen(
                 argv,
                 env=env,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd,) if spec.gate_fd < 0 else (write_fd, spec.gate_fd),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -419,7 +481,7 @@ def samples_from(
     if not outcome.complete:
         return []
     assert outcome.closed is not None
-    loader = options.loader
+    loader = measurement_loader(options, measurement)
     identity = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -430,7 +492,7 @@ def samples_from(
         "batch_size": loader.batch_size,
         "tile": loader.tile,
         "dataset": options.dataset_name,
-        "workload": options.workload,
+        "workload": loader.workload,
         "step_ms": float(options.step_ms),
         "repeat": measurement.repeat,
     }
@@ -448,6 +510,7 @@ def samples_from(
         fields = {**identity, **process, **{k: v for k, v in epoch.items() if k in known}}
         fields["wait_ms"] = tuple(fields["wait_ms"])
         fields["memory_trace"] = tuple(tuple(row) for row in fields["memory_trace"])
+        fields["images"] = tuple(fields.get("images", ()))
         samples.append(EpochSample(**fields))
     return samples
 
@@ -544,7 +607,7 @@ def run_plan(
             if outcome.error is not None:
                 failure = Failure(measurement, outcome.error, outcome.detail)
                 failures.append(failure)
-                _append_failure(run_dir, failure, run_id)
+                append_failure(run_dir, failure, run_id)
             notify(Progress("done", measurement, len(plan), clock() - started, outcome=outcome))
             if outcome.interrupted or flag.count:
                 interrupted = True
@@ -552,7 +615,8 @@ def run_plan(
     return RunResult(run_dir, len(plan), finished, writer.count, interrupted, tuple(failures), clock() - started)
 
 
-def _append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
+def append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
+    """One line of failures.jsonl: which measurement died, and why."""
     m = failure.measurement
     line = dumps_line(
         {
@@ -560,6 +624,8 @@ def _append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
             "run_id": run_id,
             "strategy": m.strategy,
             "workers": m.workers,
+            "workload": m.workload,
+            "batch_size": m.batch_size,
             "repeat": m.repeat,
             "error": failure.error,
             "detail": failure.detail,

@@ -5,7 +5,9 @@ heavy in memory and start-up), warm-up epochs flagged, per-batch wait lists and
 memory traces, an independently computed summary.csv (NumPy, not the report's
 pandas code) and an optional faults.jsonl with a few dirty cells. Knobs plant what a
 test needs: ``factors`` scales a strategy's throughput (a regression), ``noise`` sets
-the epoch-to-epoch spread, ``noisy`` makes chosen strategies unstable.
+the epoch-to-epoch spread, ``noisy`` makes chosen strategies unstable,
+``transfer_sizes`` adds ``transfer``-workload cells at those batch sizes (tiles),
+``stage_strategies`` gives those strategies stage times per batch.
 
 Also a script, to look at a report by eye::
 
@@ -40,6 +42,15 @@ PSS_MB = {
     "threads": (260, 0),
 }
 CPU_S = {"baseline": 0.022, "pipe": 0.030, "queue": 0.038, "shm": 0.025, "torch": 0.032, "threads": 0.026}
+# transfer workload: batches/s of a 32-tile batch at two workers (inversely proportional to the batch size)
+TRANSFER_RATE = {"baseline": 900.0, "pipe": 200.0, "queue": 90.0, "shm": 1100.0, "torch": 120.0, "threads": 700.0}
+GB_PER_S = 9.9  # the fixture machine's memcpy
+# ms per batch by stage; the baseline computes inline, so it has only compute and assemble
+STAGE_MS = {
+    "baseline": {"compute": 20.0, "assemble": 1.5},
+    "pipe": {"compute": 24.0, "serialize": 2.0, "transfer": 6.0, "assemble": 1.5, "wait": 3.0},
+    "shm": {"compute": 24.0, "transfer": 2.5, "assemble": 1.5, "wait": 4.0},
+}
 
 
 def write_results(
@@ -57,6 +68,8 @@ def write_results(
     faults: bool = True,
     summary: bool = True,
     run_id: str = "synthetic",
+    transfer_sizes: tuple[int, ...] = (),
+    stage_strategies: tuple[str, ...] = (),
 ) -> Path:
     """Write env.json, samples.jsonl, summary.csv (optional), faults.jsonl (optional) into ``root``.
 
@@ -68,14 +81,15 @@ def write_results(
     factors, noisy = factors or {}, noisy or {}
     root.mkdir(parents=True, exist_ok=True)
     records = []
+    loads = [("full", BATCH_SIZE), *(("transfer", size) for size in transfer_sizes)]
     for repeat in range(repeats):
         for strategy in strategies:  # interleaved: A B C ..., A B C ...
             for count in (min(workers),) if strategy == "baseline" else workers:
-                startup_s = STARTUP_S[strategy] * (1 + 0.25 * (count - 1)) * (1 + 0.05 * rng.standard_normal())
-                shutdown_s = SHUTDOWN_S[strategy] * (1 + 0.1 * rng.standard_normal())
-                for epoch in range(epochs):
-                    records.append(
-                        _epoch(
+                for workload, batch_size in loads:
+                    startup_s = STARTUP_S[strategy] * (1 + 0.25 * (count - 1)) * (1 + 0.05 * rng.standard_normal())
+                    shutdown_s = SHUTDOWN_S[strategy] * (1 + 0.1 * rng.standard_normal())
+                    for epoch in range(epochs):
+                        record = _epoch(
                             rng,
                             run_id,
                             strategy,
@@ -88,14 +102,51 @@ def write_results(
                             factors.get(strategy, 1.0),
                             noisy.get(strategy, noise),
                         )
-                    )
+                        if workload == "transfer":
+                            _as_transfer(record, batch_size, count)
+                        if strategy in stage_strategies:
+                            record["stage_ms_per_batch"] = STAGE_MS.get(strategy, STAGE_MS["pipe"])
+                        records.append(record)
     (root / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (root / "env.json").write_text(json.dumps(_env(run_id, strategies, workers, repeats, epochs), indent=2))
+    env = _env(run_id, strategies, workers, repeats, epochs)
+    if transfer_sizes:
+        env["config"]["workloads"] = [{"name": name, "batch_size": size, "batch_mib": None} for name, size in loads]
+        for entry in env["config"]["workloads"][1:]:
+            entry["batch_mib"] = entry["batch_size"] * CHANNELS * TILE * TILE * 2 / 2**20
+        env["memcpy"]["by_batch_size"] = [
+            {"batch_size": size, "batch_bytes": batch_bytes(size), "batch_copies_per_s_one_core": copies_per_s(size)}
+            for size in sorted({size for _, size in loads})
+        ]
+    (root / "env.json").write_text(json.dumps(env, indent=2))
     if summary:
         write_summary(root)  # the runner's own writer: the fixture stays in step with it
     if faults:
         _write_faults(root / "faults.jsonl", strategies)
     return root
+
+
+def batch_bytes(batch_size: int) -> int:
+    return batch_size * BATCH_BYTES // BATCH_SIZE
+
+
+def copies_per_s(batch_size: int) -> float:
+    """The fixture's R: batches of ``batch_size`` one core copies per second."""
+    return GB_PER_S * 1e9 / batch_bytes(batch_size)
+
+
+def _as_transfer(record: dict, batch_size: int, workers: int) -> None:
+    """Turn a full-workload epoch record into a transfer one at ``batch_size`` (rates scaled, same noise)."""
+    scale = record["batches_per_s"] / (RATE[record["strategy"]] * GAIN[record["strategy"]] ** np.log2(workers))
+    rate = TRANSFER_RATE[record["strategy"]] * BATCH_SIZE / batch_size * scale
+    record.update(
+        workload="transfer",
+        batch_size=batch_size,
+        batches_per_s=rate,
+        seconds=record["batches"] / rate,
+        bytes=record["batches"] * batch_bytes(batch_size),
+        mb_per_s=batch_bytes(batch_size) * rate / 1e6,
+        checksum=record["checksum"] + f"-transfer{batch_size}",
+    )
 
 
 def _epoch(
@@ -217,7 +268,7 @@ def _env(run_id: str, strategies: tuple[str, ...], workers: tuple[int, ...], rep
         },
         "memcpy": {
             "bytes": 67108864,
-            "gb_per_s": 9.9,
+            "gb_per_s": GB_PER_S,
             "batch_copies_per_s_one_core": 9.9e9 / BATCH_BYTES,
             "samples": 7,
         },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -149,3 +150,55 @@ def test_progress_redraws_one_line_on_a_terminal():
     text = stream.getvalue()
     assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
     assert "epoch 0 (warm-up): 50.0 batches/s" in text and "80.0 batches/s" in text
+
+
+def test_workloads_and_batch_sizes_in_mib_are_cells_with_r_for_each(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(harness.report, "build_report", lambda run_dir: run_dir / "report.md")
+    out = tmp_path / "run"
+    # 1 channel x 32 x 32 uint16 = 2 KiB per tile: 1/128 MiB = 4 tiles, 1/32 MiB = 16 tiles.
+    extra = ("--workers", "1", "--workload", "full,transfer", "--batch-mib", "0.0078125,0.03125")
+    assert main(run_args(dataset, out, *extra)) == 0
+    env = json.loads((out / "env.json").read_text())
+    assert [(w["name"], w["batch_size"]) for w in env["config"]["workloads"]] == [
+        ("full", 4),
+        ("transfer", 4),
+        ("transfer", 16),
+    ]
+    by_size = {e["batch_size"]: e for e in env["memcpy"]["by_batch_size"]}
+    assert set(by_size) == {4, 16}
+    assert by_size[4]["batch_bytes"] == 4 * (2048 + 1024)  # data and masks: what the loop receives
+    assert by_size[4]["batch_copies_per_s_one_core"] == pytest.approx(4 * by_size[16]["batch_copies_per_s_one_core"])
+    command = env["command"]
+    assert command[command.index("--workload") + 1] == "full,transfer"
+    assert command[command.index("--batch-mib") + 1] == "0.0078125,0.03125"
+    assert command[command.index("--batch-size") + 1] == "4"
+    records = [r for r in read_samples(out / SAMPLES_FILE) if not r["warmup"]]
+    assert sorted((r["workload"], r["batch_size"]) for r in records) == [("full", 4), ("transfer", 4), ("transfer", 16)]
+    # The transfer workload hands over other tiles than the full one: checksums differ between them.
+    assert len({r["checksum"] for r in records if r["batch_size"] == 4}) == 2
+    printed = capsys.readouterr().out
+    transfer_lines = [line for line in printed.splitlines() if " transfer " in line]
+    assert len(transfer_lines) == 2 and all(re.search(r"\] +\d+\.\d\d ", line) for line in transfer_lines)
+    assert "R " in printed and "(16 tiles)" in printed
+
+
+def test_batch_options_must_match_the_workloads(dataset, tmp_path, capsys):
+    assert main(run_args(dataset, tmp_path / "a", "--workload", "transfer")) == 2  # run_args sets --batch-size
+    assert "--batch-size sets the full workload's batch" in capsys.readouterr().err
+    assert main([*run_args(dataset, tmp_path / "b"), "--batch-mib", "4"]) == 2
+    assert "add transfer to --workload" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*run_args(dataset, tmp_path / "c"), "--workload", "decode"])
+    assert "unknown workload decode" in capsys.readouterr().err
+
+
+def test_summary_lines_show_transfer_cells_as_a_fraction_of_r():
+    rows = [
+        make_sample(workload=w, batch_size=32, repeat=r, epoch=1, batches_per_s=rate).as_dict()
+        for w, rate in (("full", 100.0), ("transfer", 500.0))
+        for r in range(2)
+    ]
+    lines = summary_lines(summarize(rows), copies_per_s={32: 1000.0})
+    assert "of R" in lines[0]
+    full, transfer = (next(line for line in lines if f" {w} " in line) for w in ("full", "transfer"))
+    assert " 0.50 " in transfer and " 0.50 " not in full

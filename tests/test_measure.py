@@ -26,6 +26,8 @@ from harness.measure import (
     segment_pid,
     shm_segments,
     shm_used_bytes,
+    stage_ms_per_batch,
+    stage_timer,
     wait_stats,
 )
 
@@ -266,3 +268,21 @@ def test_sampler_pace_can_change_while_it_runs():
             sampler.configure(interval_s=0, max_cpu_fraction=0.5)
     finally:
         sampler.stop()
+
+
+def test_stage_ms_per_batch_is_the_change_over_the_epoch_per_batch():
+    before = {"compute": 1.0, "wait": 0.5}
+    after = {"compute": 1.4, "wait": 0.5, "assemble": 0.02}  # assemble first reported now: it started at zero
+    assert stage_ms_per_batch(before, after, batches=4) == pytest.approx(
+        {"compute": 100.0, "wait": 0.0, "assemble": 5.0}
+    )
+    assert stage_ms_per_batch(before, after, batches=0) is None
+
+
+def test_stage_timer_is_the_generators_method_or_none():
+    class Timed:
+        def stage_times(self) -> dict[str, float]:
+            return {"compute": 2.0}
+
+    assert stage_timer(Timed())() == {"compute": 2.0}
+    assert stage_timer(object()) is None

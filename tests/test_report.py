@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from report_fixtures import STRATEGIES, write_results
+from report_fixtures import STRATEGIES, copies_per_s, write_results
 
 from harness.cli import main
 from harness.errors import IpcbenchError
@@ -19,6 +19,8 @@ from harness.report.document import escape
 from harness.report.html import inline
 from harness.report.load import load_run
 from harness.report.summary import summarize
+from harness.report.targets import copies_per_s as copies_per_s_of_env
+from harness.report.targets import issue7_targets
 
 ALL_PLOTS = {"throughput", "wait_ecdf", "memory", "memory_trace", "lifecycle", "cpu_per_batch", "faults"}
 
@@ -226,7 +228,8 @@ def test_truncated_last_line_is_dropped_with_a_note(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda d: (d / "samples.jsonl").unlink(), "samples.jsonl is missing"),
+        # (faults.jsonl alone would be a faults-only folder, which is fine)
+        (lambda d: [(d / name).unlink() for name in ("samples.jsonl", "faults.jsonl")], "samples.jsonl is missing"),
         (lambda d: (d / "env.json").write_text('{"schema_version": 2}'), "schema_version 2 is not supported"),
         (lambda d: (d / "faults.jsonl").write_text('{"scenario": "x"}\n'), "lack field"),
     ],
@@ -246,3 +249,85 @@ def test_report_arguments_are_validated(tmp_path: Path, capsys: pytest.CaptureFi
     assert "exactly one" in capsys.readouterr().err
     assert main(["report", "--benchmark-json", str(tmp_path / "nope.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def transfer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Full and transfer cells (2 channels x 256 px: 16 tiles = 4 MiB, 64 = 16 MiB), stage times for two strategies."""
+    run = write_results(
+        tmp_path_factory.mktemp("transfer") / "run",
+        strategies=("baseline", "queue", "shm", "torch"),
+        workers=(2,),
+        epochs=4,
+        transfer_sizes=(16, 64),
+        stage_strategies=("baseline", "shm"),
+        faults=False,
+    )
+    build_report(run)
+    return run
+
+
+def test_transfer_cells_are_shown_as_a_fraction_of_r(transfer_run: Path) -> None:
+    run = load_run(transfer_run)
+    text = (transfer_run / "report.md").read_text()
+    assert "### Transfer workload against the memcpy limit" in text
+    shm = run.summary[(run.summary["strategy"] == "shm") & (run.summary["batch_size"] == 64)].iloc[0]
+    fraction = shm["batches_per_s_median"] / copies_per_s(64)
+    row = next(line for line in text.splitlines() if line.startswith("| shm | 6 | 64 | 16 |"))
+    assert row.endswith(f"| {fraction:.2f} |")
+    assert "| baseline | 6 | 32 |" not in text.split("### Transfer")[1].split("###")[0]  # full cells not in it
+
+
+def test_stage_times_get_a_figure_and_a_table_and_untimed_strategies_are_named(transfer_run: Path) -> None:
+    assert png_size(transfer_run / "plots" / "stages.png")[0] >= 1000
+    text = (transfer_run / "report.md").read_text()
+    section = text.split("### Where the time goes per batch")[1].split("###")[0]
+    assert "summed over workers" in section and "wall time in the main process" in section
+    assert "Strategies without stage timers (not in the table): queue, torch." in section
+    assert "| shm | 16 | transfer | 6 | 24.0 [0] | 2.50 [0] | 1.50 [0] | 4.00 [0] | 0.46 |" in section
+    assert "](plots/stages.png)" in text
+
+
+def test_targets_are_ratios_of_the_runs_own_cells(transfer_run: Path) -> None:
+    run = load_run(transfer_run)
+    targets = {t.key: t for t in issue7_targets(run)}
+    summary = run.summary.set_index(["strategy", "workload", "batch_size"])["batches_per_s_median"]
+    assert targets["copying_shm_per_r"].value == pytest.approx(summary["shm", "transfer", 16] / copies_per_s(16))
+    assert targets["best_shm_per_torch"].value == pytest.approx(
+        summary["shm", "transfer", 16] / summary["torch", "transfer", 16]
+    )
+    assert (
+        targets["zero_copy_shm_per_r"].value is None and "shm_zerocopy missing" in targets["zero_copy_shm_per_r"].basis
+    )
+    assert targets["best_full_per_baseline"].value == pytest.approx(
+        summary["shm", "full", 32] / summary["baseline", "full", 32]
+    )
+    assert targets["slowest_multiprocess_full_per_baseline"].value == pytest.approx(
+        summary["queue", "full", 32] / summary["baseline", "full", 32]
+    )
+    assert targets["stage_timed_share"].value == 0.5 and not targets["stage_timed_share"].met
+    text = (transfer_run / "report.md").read_text()
+    assert "### Performance targets" in text and "| 1 | copying shm / R | >= 0.75 |" in text
+
+
+def test_benchmark_json_stage_times_and_r_reach_the_report(tmp_path: Path) -> None:
+    bench = {
+        "group": "shm",
+        "name": "test_transfer[shm-4MiB]",
+        "params": {"strategy": "shm", "size": "4MiB"},
+        "stats": {"data": [0.1, 0.11, 0.12], "median": 0.11, "rounds": 3},
+        "extra_info": {
+            "workload": "transfer",
+            "batch_size": 32,
+            "batches": 10,
+            "stage_ms_per_batch": {"transfer": 2.0, "wait": 0.5},
+            "memcpy_gb_per_s": 6.0,
+            "r_copies_per_s": 954.0,
+        },
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"benchmarks": [bench]}))
+    run = load_benchmark_json(path)
+    row = run.summary.iloc[0]
+    assert row["workload"] == "transfer" and row["stage_transfer_ms_per_batch_median"] == pytest.approx(2.0)
+    assert copies_per_s_of_env(run.env, 32) == 954.0  # R travels in extra_info, so the report can use it

@@ -210,3 +210,26 @@ def test_write_summary_from_samples_file(tmp_path):
     SamplesWriter(tmp_path / SAMPLES_FILE).append([make_sample(epoch=e, repeat=r) for r in range(2) for e in (1, 2)])
     frame = pd.read_csv(write_summary(tmp_path))
     assert len(frame) == 1 and frame.loc[0, "n"] == 4
+
+
+def test_summary_has_stage_columns_per_cell_and_workload_and_batch_size_are_cells():
+    timed = _samples("shm", [10.0, 10.0, 10.0, 10.0], workload="transfer", batch_size=128)
+    for i, row in enumerate(timed):
+        row["stage_ms_per_batch"] = {"transfer": 1.0 + i, "wait": 0.5}
+    untimed = _samples("shm", [20.0, 20.0])  # the full workload, batch 32, no stage timers
+    summary = summarize(timed + untimed).set_index(["workload", "batch_size"])
+    assert len(summary) == 2  # the workload and the batch size make separate cells
+    transfer = summary.loc[("transfer", 128)]
+    assert transfer["stage_transfer_ms_per_batch_median"] == pytest.approx(3.5)  # 2, 3, 4, 5: warm-up left out
+    assert transfer["stage_wait_ms_per_batch_median"] == pytest.approx(0.5)
+    assert math.isnan(summary.loc[("full", 32), "stage_transfer_ms_per_batch_median"])
+    assert [c for c in summary.columns if c.startswith("stage_") and c.endswith("_median")] == [
+        "stage_transfer_ms_per_batch_median",
+        "stage_wait_ms_per_batch_median",
+    ]  # the stages' own order (STAGES), and only the stages some sample reports
+
+
+def test_samples_without_a_workload_are_full_ones():
+    old = [{k: v for k, v in row.items() if k != "workload"} for row in _samples("pipe", [10.0, 12.0])]
+    row = summarize(old + _samples("pipe", [11.0, 13.0]))  # an old file appended to by a newer runner
+    assert list(row["workload"]) == ["full"] and row.loc[0, "n"] == 4

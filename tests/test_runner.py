@@ -13,7 +13,7 @@ import pytest
 from harness import runner
 from harness.child import ChildSpec
 from harness.measure import is_alive
-from harness.results import SAMPLES_FILE, read_samples
+from harness.results import SAMPLES_FILE, STAGES, read_samples
 from harness.runner import (
     ChildOutcome,
     Escalation,
@@ -181,6 +181,8 @@ def test_run_child_measures_baseline_end_to_end(tiny_dataset):
     assert warmup["checksum_full"] and measured["checksum_full"] is None
     assert measured["batches"] == len(measured["wait_ms"]) > 0
     assert measured["pss_peak_mb"] > 10 and measured["memory_trace"]
+    # The baseline times its own stages: the per-image work dominates, the stage names are the known ones.
+    assert set(measured["stage_ms_per_batch"]) <= set(STAGES) and measured["stage_ms_per_batch"]["compute"] > 0
     assert outcome.closed["leftover_processes"] == 0 and outcome.closed["leaked_shm"] == 0
 
 
@@ -271,3 +273,49 @@ def test_sampler_overhead_is_a_ratio_of_totals_over_measured_epochs():
     assert runner.sampler_overhead(samples) == pytest.approx(0.03 / 2.0)
     assert runner.sampler_overhead(samples, "a") == pytest.approx(0.02 / 1.0)
     assert runner.sampler_overhead([]) is None
+
+
+# -- workloads and batch sizes ------------------------------------------------------------
+def test_workloads_are_cells_of_the_plan_and_reach_the_child_and_the_samples(tmp_path):
+    loads = (runner.Workload("full", 8), runner.Workload("transfer", 4, 0.25), runner.Workload("transfer", 16, 1.0))
+    opts = options(tmp_path, strategies=("a",), workers=(2,), repeats=2, workloads=loads)
+    plan = plan_measurements(opts)
+    assert [(m.workload, m.batch_size) for m in plan] == [("full", 8), ("transfer", 4), ("transfer", 16)] * 2
+    specs = []
+
+    def launch(spec, interrupt, on_event):
+        specs.append(spec)
+        return fake_outcome()
+
+    run_plan(opts, tmp_path, "run1", launch=launch)
+    assert [(s.loader["workload"], s.loader["batch_size"]) for s in specs[:3]] == [
+        ("full", 8),
+        ("transfer", 4),
+        ("transfer", 16),
+    ]
+    records = read_samples(tmp_path / SAMPLES_FILE)
+    assert {(r["workload"], r["batch_size"]) for r in records} == {("full", 8), ("transfer", 4), ("transfer", 16)}
+    assert opts.config_dict()["workloads"][1] == {"name": "transfer", "batch_size": 4, "batch_mib": 0.25}
+
+
+def test_without_workloads_the_loader_is_the_one_cell(tmp_path):
+    opts = options(tmp_path, loader=LoaderConfig(batch_size=8, tile=32, workload="transfer"))
+    assert opts.cell_workloads == (runner.Workload("transfer", 8),)
+    assert {m.batch_size for m in plan_measurements(opts)} == {8}
+
+
+def test_batch_size_for_mib_counts_image_bytes_only():
+    assert runner.batch_size_for_mib(4, channels=1, tile=256) == 32  # the real dataset: 128 KiB per tile
+    assert runner.batch_size_for_mib(16, channels=1, tile=256) == 128
+    assert runner.batch_size_for_mib(4, channels=2, tile=256) == 16
+    with pytest.raises(ValueError, match="holds no whole tile"):
+        runner.batch_size_for_mib(0.01, channels=1, tile=256)
+
+
+def test_workloads_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="duplicates"):
+        options(tmp_path, workloads=(runner.Workload("full", 8), runner.Workload("full", 8)))
+    with pytest.raises(ValueError, match="must be one of"):
+        runner.Workload("decode", 8)
+    with pytest.raises(ValueError, match="batch_size"):
+        runner.Workload("transfer", 0)

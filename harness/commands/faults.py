@@ -27,14 +27,15 @@ class FaultsCommand:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> FaultsCommand:
         return cls(
-            strategies=_split(args.strategies),
-            start_methods=_split(args.start_methods),
-            scenarios=_split(args.scenarios),
+            strategies=names_list(args.strategies),
+            start_methods=names_list(args.start_methods),
+            scenarios=names_list(args.scenarios),
             out=args.out,
         )
 
 
-def _split(value: str | None) -> tuple[str, ...] | None:
+def names_list(value: str | None) -> tuple[str, ...] | None:
+    """``"a, b"`` -> ``("a", "b")``; None (the option was not given) stays None."""
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 

@@ -6,6 +6,13 @@
                                                # workers 1 and 2, 3 repeats x 2 epochs
     ipcbench run --quick                       # 1 repeat x 1 epoch: a check in about a minute
     ipcbench run --dataset synth --strategies pipe,shm --workers 2 --step-ms 20
+    ipcbench run --workload transfer           # the IPC path alone, batches of 4 and 16 MiB
+    ipcbench run --workload full,transfer --batch-mib 4 --workers 2   # issue 7's targets, one run
+
+Workloads (``--workload``, a cell key): ``full`` is the real per-image work at
+``--batch-size`` tiles (default 32); ``transfer`` hands over tiles computed once per
+worker, at each of ``--batch-mib`` (MiB of image data per batch, default 4 and 16).
+memcpy's R (batch copies per second on one core) is recorded for every batch size.
 
 Steps: prepare the dataset (cached), measure memcpy, write ``env.json``, run the
 interleaved plan (harness.runner; one fresh process per measurement), write
@@ -29,6 +36,8 @@ HELP = "Measure every strategy in fresh processes and write a results folder (en
 DEFAULT_WORKERS = (1, 2)
 DEFAULT_REPEATS, DEFAULT_EPOCHS = 5, 2  # 10 measured epochs per cell, in 5 fresh processes (DESIGN.md section 7: >= 6)
 QUICK_REPEATS, QUICK_EPOCHS = 1, 1
+DEFAULT_WORKLOADS = ("full",)
+DEFAULT_TRANSFER_MIB = (4.0, 16.0)  # issue 7: the transfer workload's batch sizes
 RESULTS_DIR = Path("results")
 INTERRUPTED_EXIT = 130
 
@@ -41,6 +50,26 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected one or more sizes > 0, got {text!r}")
+    return values
+
+
+def _workload_list(text: str) -> tuple[str, ...]:
+    from strategies.config import WORKLOADS
+
+    names = _name_list(text)
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+    return tuple(dict.fromkeys(names))
 
 
 def _name_list(text: str) -> tuple[str, ...]:
@@ -86,7 +115,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, metavar="DIR", help="results folder (default: results/<UTC time>)")
     parser.add_argument("--prefetch", type=int, metavar="P", help="processed images in flight per worker")
-    parser.add_argument("--batch-size", type=int, metavar="B", help="tiles per batch")
+    parser.add_argument(
+        "--workload",
+        type=_workload_list,
+        default=DEFAULT_WORKLOADS,
+        metavar="full|transfer",
+        help="per-image work: full (real decode and masks) and/or transfer (tiles computed once per worker, "
+        "the IPC path alone); comma-separated for both (default: full)",
+    )
+    parser.add_argument(
+        "--batch-mib",
+        type=_float_list,
+        metavar="X,Y",
+        help="batch sizes of the transfer workload, in MiB of image data "
+        f"(default: {','.join(f'{m:g}' for m in DEFAULT_TRANSFER_MIB)})",
+    )
+    parser.add_argument("--batch-size", type=int, metavar="B", help="tiles per batch of the full workload")
     parser.add_argument("--tile", type=int, metavar="T", help="tile size in pixels")
     parser.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), help="multiprocessing start method")
     parser.add_argument(
@@ -102,6 +146,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="kill a measurement that reports nothing for this long (default: 120)",
     )
     parser.add_argument("--no-report", action="store_true", help="skip building report.md and plots")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one rank of a torchrun launch: each rank runs its shard, rank 0 writes one results folder "
+        "(see harness.distributed)",
+    )
 
 
 def resolve_dataset(spec: str, progress: Any) -> tuple[Path, str]:
@@ -116,7 +166,27 @@ def resolve_dataset(spec: str, progress: Any) -> tuple[Path, str]:
     return path, "dir"
 
 
-def build_options(args: argparse.Namespace, dataset: Path, source: str):  # -> RunOptions
+def build_workloads(args: argparse.Namespace, batch_size: int, channels: int, tile: int):  # -> tuple[Workload, ...]
+    """The (workload, batch size) variants of every cell: full at ``batch_size``, transfer at each ``--batch-mib``."""
+    from ..runner import Workload, batch_size_for_mib
+
+    names = args.workload
+    if args.batch_size is not None and "full" not in names:
+        raise IpcbenchError("--batch-size sets the full workload's batch; the transfer workload's is --batch-mib")
+    if args.batch_mib is not None and "transfer" not in names:
+        raise IpcbenchError("--batch-mib sets the transfer workload's batch sizes; add transfer to --workload")
+    workloads = []
+    for name in names:
+        if name == "full":
+            workloads.append(Workload("full", batch_size))
+        else:
+            for mib in args.batch_mib or DEFAULT_TRANSFER_MIB:
+                workloads.append(Workload("transfer", batch_size_for_mib(mib, channels, tile), mib))
+    return tuple(workloads)
+
+
+def build_options(args: argparse.Namespace, dataset: Path, source: str, channels: int):  # -> RunOptions
+    """RunOptions from the arguments; ``channels`` (of the dataset's images) turns ``--batch-mib`` into tiles."""
     from strategies import STRATEGIES, LoaderConfig
 
     from ..runner import DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S, RunOptions
@@ -137,6 +207,9 @@ def build_options(args: argparse.Namespace, dataset: Path, source: str):  # -> R
     }
     try:
         loader = LoaderConfig().replace(workers=args.workers[0], **overrides)
+        workloads = build_workloads(args, loader.batch_size, channels, loader.tile)
+        # The loader env.json records is the first cell's; every cell's is in config.workloads.
+        loader = loader.replace(workload=workloads[0].name, batch_size=workloads[0].batch_size)
         return RunOptions(
             dataset=str(dataset),
             dataset_name=dataset.name,
@@ -147,6 +220,7 @@ def build_options(args: argparse.Namespace, dataset: Path, source: str):  # -> R
             repeats=args.repeats if args.repeats is not None else (QUICK_REPEATS if args.quick else DEFAULT_REPEATS),
             epochs=args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS),
             step_ms=args.step_ms,
+            workloads=workloads,
             quick=args.quick,
             sampler_interval_s=(
                 args.sampler_interval_s if args.sampler_interval_s is not None else DEFAULT_SAMPLER_INTERVAL_S
@@ -167,7 +241,8 @@ class ProgressLine:
 
     def __call__(self, progress: Any) -> None:
         m, total = progress.measurement, progress.total
-        head = f"[{m.index + 1:>{len(str(total))}}/{total}] {m.strategy} workers={m.workers} repeat={m.repeat}"
+        cell = f" {m.workload} batch={m.batch_size}" if m.batch_size else ""
+        head = f"[{m.index + 1:>{len(str(total))}}/{total}] {m.strategy} workers={m.workers}{cell} repeat={m.repeat}"
         eta = format_eta(m.index + (progress.kind == "done"), total, progress.elapsed_s)
         if progress.kind == "done":
             outcome = progress.outcome
@@ -230,11 +305,30 @@ def _fmt(value: Any, digits: int) -> str:
     return "-" if number != number else f"{number:,.{digits}f}"
 
 
-def summary_lines(summary: Any) -> list[str]:
-    """One line per cell: strategy, workers, batches/s median [IQR], MB/s, PSS MB, TTFB s, shutdown s, flags."""
-    header = ("strategy", "workers", "batches/s median [q25-q75]", "MB/s", "PSS MB", "TTFB s", "shutdown s", "n", "")
+def summary_lines(summary: Any, copies_per_s: dict[int, float] | None = None) -> list[str]:
+    """One line per cell: strategy, workers, workload, batch, batches/s median [IQR], MB/s, PSS MB, TTFB s,
+    shutdown s, n, flags; with ``copies_per_s`` (memcpy's R by batch size) also transfer cells' batches/s / R.
+    """
+    header = (
+        "strategy",
+        "workers",
+        "workload",
+        "batch",
+        "batches/s median [q25-q75]",
+        "of R",
+        "MB/s",
+        "PSS MB",
+        "TTFB s",
+        "shutdown s",
+        "n",
+        "",
+    )
     rows = [header]
     for _, r in summary.iterrows():
+        r_rate = (copies_per_s or {}).get(int(r["batch_size"]))
+        of_r = "-"
+        if r["workload"] == "transfer" and r_rate:
+            of_r = f"{float(r['batches_per_s_median']) / r_rate:.2f}"
         flags = []
         if bool(r["unstable"]):
             flags.append(f"unstable (cv {float(r['batches_per_s_cv']):.0%})")
@@ -246,8 +340,11 @@ def summary_lines(summary: Any) -> list[str]:
             (
                 str(r["strategy"]),
                 str(int(r["workers"])),
+                str(r["workload"]),
+                str(int(r["batch_size"])),
                 f"{_fmt(r['batches_per_s_median'], 1)} [{_fmt(r['batches_per_s_q25'], 1)}-"
                 f"{_fmt(r['batches_per_s_q75'], 1)}]",
+                of_r,
                 _fmt(r["mb_per_s_median"], 0),
                 _fmt(r["pss_peak_mb_median"], 0),
                 _fmt(r["time_to_first_batch_s_median"], 3),
@@ -257,7 +354,7 @@ def summary_lines(summary: Any) -> list[str]:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = {1, 2, 3, 4, 5, 6, 7}
+    right = {1, 3, 4, 5, 6, 7, 8, 9, 10}
     return [
         "  ".join(
             cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
@@ -269,6 +366,9 @@ def summary_lines(summary: Any) -> list[str]:
 def canonical_command(options: Any, dataset: str) -> list[str]:
     """The command that repeats this run, every option spelled out (argv may be a test's or make's)."""
     loader = options.loader
+    workloads = options.cell_workloads
+    full = [w.batch_size for w in workloads if w.name == "full"]
+    mibs = [f"{w.batch_mib:g}" for w in workloads if w.name == "transfer" and w.batch_mib is not None]
     command = [
         "ipcbench",
         "run",
@@ -286,8 +386,10 @@ def canonical_command(options: Any, dataset: str) -> list[str]:
         f"{options.step_ms:g}",
         "--prefetch",
         str(loader.prefetch),
-        "--batch-size",
-        str(loader.batch_size),
+        "--workload",
+        ",".join(dict.fromkeys(w.name for w in workloads)),
+        *(["--batch-size", str(full[0])] if full else []),
+        *(["--batch-mib", ",".join(mibs)] if mibs else []),
         "--tile",
         str(loader.tile),
         "--start-method",
@@ -299,6 +401,10 @@ def canonical_command(options: Any, dataset: str) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.distributed:
+        from ..distributed import run_distributed
+
+        return run_distributed(args)
     from ..child import WARMUP_SAMPLER_INTERVAL_S, WARMUP_SAMPLER_MAX_CPU_FRACTION
     from ..envinfo import collect_env, dataset_info, run_id_for, utc_now
     from ..measure import MAX_CPU_FRACTION
@@ -311,12 +417,14 @@ def main(args: argparse.Namespace) -> int:
     created = utc_now()
     run_id = run_id_for(created)
     dataset, source = resolve_dataset(args.dataset, progress=lambda line: print(f"dataset: {line}", file=err))
-    options = build_options(args, dataset, source)
+    info = dataset_info(dataset, source)
+    channels = info["shape"][0]
+    options = build_options(args, dataset, source, channels)
     run_dir = prepare_run_dir(args.out if args.out is not None else RESULTS_DIR / run_id)
 
-    info = dataset_info(dataset, source)
     memcpy = measure_memcpy()
-    batch_bytes = options.batch_bytes(info["shape"][0])
+    batch_bytes = options.batch_bytes(channels)
+    by_batch_size = {w.batch_size: options.batch_bytes(channels, w.batch_size) for w in options.cell_workloads}
     env = collect_env(
         run_id=run_id,
         created=created,
@@ -324,7 +432,7 @@ def main(args: argparse.Namespace) -> int:
         start_method=options.loader.start_method,
         dataset=info,
         config=options.config_dict(),
-        memcpy=memcpy.as_dict(batch_bytes),
+        memcpy=memcpy.as_dict(batch_bytes, by_batch_size),
         sampler={
             "interval_s": options.sampler_interval_s,
             "max_cpu_fraction": MAX_CPU_FRACTION,
@@ -336,11 +444,12 @@ def main(args: argparse.Namespace) -> int:
         },
     )
     write_json(run_dir / ENV_FILE, env)
-    plan_size = len(options.strategies) * len(options.workers) * options.repeats
+    variants = len(options.cell_workloads)
+    plan_size = len(options.strategies) * len(options.workers) * variants * options.repeats
     print(
         f"ipcbench run {run_id}: {plan_size} measurements ({len(options.strategies)} strategies x "
-        f"{len(options.workers)} worker counts x {options.repeats} repeats, 1 warm-up + {options.epochs} epochs "
-        f"each) on {dataset} -> {run_dir}",
+        f"{len(options.workers)} worker counts x {variants} workload/batch sizes x {options.repeats} repeats, "
+        f"1 warm-up + {options.epochs} epochs each) on {dataset} -> {run_dir}",
         file=err,
     )
 
@@ -353,11 +462,15 @@ def main(args: argparse.Namespace) -> int:
 
     summary = summarize(read_samples(run_dir / SAMPLES_FILE))
     out = sys.stdout
+    copies_per_s = {size: memcpy.batch_copies_per_s(nbytes) for size, nbytes in by_batch_size.items()}
     if len(summary):
-        print("\n".join(summary_lines(summary)), file=out)
+        print("\n".join(summary_lines(summary, copies_per_s)), file=out)
+    rates = ", ".join(
+        f"{copies_per_s[size]:,.0f} of a {nbytes / 1e6:.1f} MB batch ({size} tiles)"
+        for size, nbytes in sorted(by_batch_size.items())
+    )
     print(
-        f"memcpy {memcpy.gb_per_s:.1f} GB/s = {memcpy.batch_copies_per_s(batch_bytes):,.0f} copies/s of a "
-        f"{batch_bytes / 1e6:.1f} MB batch on one core; sampler overhead "
+        f"memcpy {memcpy.gb_per_s:.1f} GB/s on one core = R {rates} per second; sampler overhead "
         f"{_fmt(100 * (final_env['sampler']['overhead_fraction'] or 0), 2)}% of one core",
         file=out,
     )

@@ -11,7 +11,7 @@ For each cell::
 Clean (DESIGN.md section 8): the expected error surfaced, within the timeout, naming the
 worker (and with its traceback where the worker raised); no process of the group is
 left (workers, and after ``kill_main`` the fork server and resource tracker too); no
-new ``ipcbench_*``/``psm_*`` entry in /dev/shm; stderr has no resource_tracker or
+new ``ipcbench_*``/``psm_*``/``sem.mp-*`` entry in /dev/shm; stderr has no resource_tracker or
 "leaked" warning and no traceback; the scenario exited by itself within its bound.
 Leftovers are killed and unlinked after they are recorded, so one cell cannot spoil
 the next.
@@ -46,6 +46,7 @@ AFTERMATH_S = 5.0
 POLL_S = 0.05
 WORKER_IDENTITY = re.compile(r"worker \d+ \(pid \d+\)")
 STDERR_MARKERS = ("resource_tracker", "leaked", "Traceback")
+STDERR_QUOTE_CHARS = 160  # how much of the offending stderr line a reason quotes
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +134,12 @@ def shm_entries() -> set[str]:
 
 
 def new_segments(before: set[str], pids: set[int]) -> list[str]:
-    """New ``psm_*`` entries, and new ``ipcbench_<pid>_*`` ones of this cell's processes."""
+    """New ``psm_*`` and ``sem.mp-*`` entries (names without a pid: SharedMemory, and the named
+    semaphores of multiprocessing locks and queues under spawn/forkserver), and new
+    ``ipcbench_<pid>_*`` ones of this cell's processes."""
     found = []
     for name in sorted(shm_entries() - before):
-        if name.startswith("psm_"):
+        if name.startswith(("psm_", "sem.mp-")):
             found.append(name)
         elif name.startswith("ipcbench_"):
             pid = name.removeprefix("ipcbench_").split("_", 1)[0]
@@ -226,7 +229,7 @@ def run_cell(scenario_name: str, strategy: str, start_method: str, dataset: Path
     # After kill_main the resource tracker's "leaked shared_memory" warning is the rescue
     # working (it unlinks what the dead main process registered); the segment check judges it.
     markers = STDERR_MARKERS[2:] if scenario.action == "kill_main" else STDERR_MARKERS
-    problems += [f"stderr shows {m!r}" for m in markers if m in stderr]
+    problems += [_stderr_finding(stderr, m) for m in markers if m in stderr]
     if scenario.action == "kill_main":
         if acted_at is None:
             problems.append("the scenario never said it was ready to be killed")
@@ -255,6 +258,15 @@ def run_cell(scenario_name: str, strategy: str, start_method: str, dataset: Path
         error_type=result.get("error_type"),
         error_message=result.get("error_message"),
     )
+
+
+def _stderr_finding(stderr: str, marker: str) -> str:
+    """Say which stderr line showed ``marker``: for a traceback, its last line (the exception)."""
+    lines = stderr.splitlines()
+    at = next(i for i, line in enumerate(lines) if marker in line)
+    if marker == "Traceback":
+        at = next((i for i in range(at + 1, len(lines)) if lines[i] and not lines[i][0].isspace()), at)
+    return f"stderr shows {marker!r}: {lines[at].strip()[:STDERR_QUOTE_CHARS]}"
 
 
 def judge_error(scenario_name: str, strategy: str, result: dict[str, Any]) -> list[str]:
@@ -299,8 +311,8 @@ def run_matrix(
     created = utc_now()
     records: list[FaultRecord] = []
     with tempfile.TemporaryDirectory(prefix="ipcbench-faults-data-") as tmp:
-        # Six zlib images of 256 x 320: an image's tiles (400 KiB) overfill a pipe, so a
-        # killed worker dies mid-write; garbled strips fail to decode (no zlib header).
+        # Six zlib images of 256 x 320 (400 KiB of tiles each): garbled strips fail to
+        # decode (no zlib header); sigkill_mid_transfer cuts a message in half on purpose.
         dataset = Path(tmp) / "faults"
         build(dataset, SynthParams(images=6, height=256, width=320, compression="zlib"), lambda line: None)
         env = collect_env(
@@ -328,32 +340,28 @@ def run_matrix(
                 )
     env["loadavg_after"] = loadavg()
     (out_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
-    write_report(out_dir)
+    write_report(out_dir, records)
     return records
 
 
-def write_report(out_dir: Path) -> None:
-    """The report of a faults-only folder (the report loader wants samples.jsonl; see below)."""
-    from harness.report import build_report
+def write_report(out_dir: Path, records: list[FaultRecord]) -> None:
+    """report.md and plots/faults.png of a faults folder.
+
+    ``ipcbench report DIR`` (:func:`harness.report.build_report`) reads a faults-only
+    folder too, but its table says only clean or not per cell; this report keeps each
+    cell's time to error and shutdown time.
+    """
+    from harness.report import build_report, style, write_atomic
+    from harness.report.faultmatrix import faults
+    from harness.report.load import load_run
 
     if (out_dir / "samples.jsonl").is_file():
         build_report(out_dir)
         return
-    # harness.report.load_run requires samples.jsonl, which a faults run has none of:
-    # draw the matrix figure and the table directly from the same functions.
-    import pandas as pd
-
-    from harness.report import style, write_atomic
-    from harness.report.faultmatrix import faults
-    from harness.report.load import RunData, faults_frame, read_jsonl
-
-    records, _ = read_jsonl(out_dir / "faults.jsonl", forgive_last=False)
-    frame = faults_frame(records, out_dir / "faults.jsonl")
-    run = RunData(out_dir, {}, pd.DataFrame(), pd.DataFrame(), None, frame, "faults", ())
     style.apply()
     (out_dir / "plots").mkdir(exist_ok=True)
-    faults(run).savefig(out_dir / "plots" / "faults.png")
-    write_atomic(out_dir / "report.md", "\n".join(summary_lines(records)).encode() + b"\n")
+    faults(load_run(out_dir)).savefig(out_dir / "plots" / "faults.png")
+    write_atomic(out_dir / "report.md", ("\n".join(summary_lines(records)) + "\n").encode())
 
 
 def summary_lines(records: list[dict[str, Any]] | list[FaultRecord]) -> list[str]:

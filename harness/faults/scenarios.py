@@ -14,13 +14,19 @@ START_METHOD JSON`` in its own session and reads the JSON lines it prints::
 The matrix judges cleanliness from the outside (process group, /dev/shm, stderr,
 exit status); this process only says what it saw. Each :class:`Scenario` is data
 (which strategies it applies to, which error it expects, what the matrix does); its
-``play`` function runs here. This module is also the ``__main__`` that ``spawn``
-children and the fork server import, so its top level stays cheap; with
-``FAIL_INIT_ENV`` set it makes every worker class raise in ``__init__`` (start-up failure).
+``play`` function runs here. This module is also the ``__main__`` that ``spawn`` and
+``forkserver`` children import (as ``__mp_main__``), so its top level stays cheap (it
+imports ``strategies``, which every worker imports anyway). Faults that must happen
+*inside* a worker are armed there from the environment: with ``FAIL_INIT_ENV`` set
+every worker class raises in ``__init__`` (start-up failure); with ``INJECT_ENV`` set
+one worker kills itself mid-transfer or after writing shared memory, or hangs
+ignoring SIGTERM (:func:`_inject`). Under ``fork`` the children inherit the armed
+classes from this process, which arms them in :func:`main` before any worker starts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -35,11 +41,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strategies import STRATEGIES
+
 FAIL_INIT_ENV = "IPCBENCH_FAULTS_FAIL_WORKER_INIT"
 FAIL_INIT_MESSAGE = "injected start-up failure"
-PROCESS_STRATEGIES = ("pipe", "queue", "shm", "torch")
-ALL_STRATEGIES = ("baseline", "threads", *PROCESS_STRATEGIES)
-WITH_WORKERS = ("threads", *PROCESS_STRATEGIES)
+# "FAULT:STRATEGY": the fault every worker process of this scenario arms (see _inject).
+INJECT_ENV = "IPCBENCH_FAULTS_INJECT"
+# The victim strikes at its second image: one image of the epoch has got through first.
+VICTIM_IMAGE = 2
+# Every registered strategy runs in the matrix; those with worker processes are all
+# but these two, so a new one (shm_zerocopy) joins every process scenario by registering.
+IN_PROCESS = ("baseline", "threads")
+ALL_STRATEGIES = tuple(STRATEGIES)
+PROCESS_STRATEGIES = tuple(s for s in STRATEGIES if s not in IN_PROCESS)
+WITH_WORKERS = tuple(s for s in STRATEGIES if s != "baseline")
+# Workers that write their tiles straight into shared memory (ImageProcessor.write_tiles
+# into a slot or a shared tensor), then announce them.
+SHARED_MEMORY = tuple(s for s in ("shm", "shm_zerocopy", "torch") if s in STRATEGIES)
 # Longest an endless-iteration scenario waits for the matrix's signal before giving up.
 AWAIT_SIGNAL_S = 30.0
 # Bound on waiting for workers to disappear after close() or garbage collection.
@@ -93,6 +111,7 @@ class Scenario:
     action: str | None = None  # "sigint_group" or "kill_main", after the ready line
     config: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    inject: str | None = None  # a fault the workers arm (see _inject)
     hidden: bool = False  # self-test scenarios: only when named
 
     def expected_error(self, strategy: str) -> str | None:
@@ -298,6 +317,86 @@ def play_startup_failure(ctx: Context, probe: Probe) -> None:
         probe.error, probe.error_at = exc, time.monotonic()
 
 
+def _struck_at() -> float | None:
+    """Monotonic time the victim worker struck (its marker file's mtime), None if none did."""
+    try:
+        mtime = _victim_marker().stat().st_mtime
+    except FileNotFoundError:
+        return None
+    return time.monotonic() - (time.time() - mtime)
+
+
+def play_victim_dies(ctx: Context, probe: Probe) -> None:
+    """A worker armed by ``_inject`` kills itself at its second image; the loop must get the error."""
+    gen = make(ctx, probe)
+    try:
+        drain(gen)
+    except Exception as exc:  # the error under test: recorded, judged by the matrix
+        probe.error, probe.error_at = exc, time.monotonic()
+    probe.fault_at = _struck_at()
+    if probe.fault_at is None:
+        probe.problems.append(f"the fault never struck: no worker reached image {VICTIM_IMAGE}")
+    probe.close(gen)
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has SIGTERM ignored (its SigIgn mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+
+def play_ignores_sigterm(ctx: Context, probe: Probe) -> None:
+    """A worker ignores SIGTERM and hangs: a timeout error, then close() must get to SIGKILL in time.
+
+    The generator closes itself on the error, inside ``next()``: that close is the one
+    timed (until every worker is gone), and before it runs the victim must be seen
+    ignoring SIGTERM, or the scenario would prove nothing.
+    """
+    gen = make(ctx, probe)
+    close = gen.close
+
+    def timed_close() -> None:
+        if probe.shutdown_s is not None:
+            return close()
+        if not any(_ignores_sigterm(pid) for pid in probe.pids):
+            probe.problems.append("no worker ignored SIGTERM when close() began: the fault did not take")
+        started = time.monotonic()
+        close()
+        survivors = wait_until_gone(probe.pids)
+        probe.shutdown_s = time.monotonic() - started
+        if survivors:
+            probe.problems.append(f"workers alive {GONE_WAIT_S:g} s after close(): {survivors}")
+
+    gen.close = timed_close  # the instance attribute shadows the method, also for _close_after
+    try:
+        drain(gen)
+    except Exception as exc:  # the error under test
+        probe.error, probe.error_at = exc, time.monotonic()
+    probe.fault_at = _struck_at()
+    if probe.fault_at is None:
+        probe.problems.append(f"the fault never struck: no worker reached image {VICTIM_IMAGE}")
+    gen.close()
+
+
+def play_tracker_killed(ctx: Context, probe: Probe) -> None:
+    """SIGKILL the resource tracker after the first batch, then finish two epochs and close."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()  # under fork, pipe and torch would start none
+    gen = make(ctx, probe)
+    next(gen)
+    tracker = resource_tracker._resource_tracker._pid
+    os.kill(tracker, signal.SIGKILL)
+    probe.fault()
+    if wait_until_gone([tracker]):
+        probe.problems.append(f"the resource tracker (pid {tracker}) survived SIGKILL")
+    expect_error(gen, probe)
+
+
 def play_selftest_leak(ctx: Context, probe: Probe) -> None:
     """Self-test: leave a segment and a process behind, to prove the matrix notices."""
     import subprocess
@@ -360,11 +459,27 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "startup_failure",
             play_startup_failure,
-            ("pipe", "queue", "shm"),
+            tuple(s for s in PROCESS_STRATEGIES if s != "torch"),
             "WorkerError",
             traceback=True,
             env={FAIL_INIT_ENV: "1"},
         ),
+        Scenario(
+            "sigkill_mid_transfer", play_victim_dies, PROCESS_STRATEGIES, "WorkerDiedError", inject="kill_mid_transfer"
+        ),
+        Scenario(
+            "sigkill_after_shm_write", play_victim_dies, SHARED_MEMORY, "WorkerDiedError", inject="kill_after_write"
+        ),
+        # One worker, as for worker_hangs.
+        Scenario(
+            "hang_ignoring_sigterm",
+            play_ignores_sigterm,
+            PROCESS_STRATEGIES,
+            "WorkerTimeoutError",
+            config={"timeout": 2.0, "workers": 1},
+            inject="ignore_sigterm_hang",
+        ),
+        Scenario("tracker_killed", play_tracker_killed, PROCESS_STRATEGIES),
         Scenario("selftest_leak", play_selftest_leak, ALL_STRATEGIES, hidden=True),
         Scenario("selftest_hang", play_selftest_hang, ALL_STRATEGIES, hidden=True),
     )
@@ -399,6 +514,21 @@ def result_fields(probe: Probe) -> dict[str, Any]:
     }
 
 
+def preload_torch() -> None:
+    """Start the fork server with torch imported, so torch's workers start in milliseconds.
+
+    Otherwise each imports torch itself (seconds on a loaded 2-core machine), and the
+    2-s timeout of the hang scenarios would catch the start-up, not the fault.
+    """
+    import multiprocessing as mp
+    from multiprocessing import forkserver
+
+    from strategies.workers import FORKSERVER_PRELOAD
+
+    mp.get_context("forkserver").set_forkserver_preload([*FORKSERVER_PRELOAD, "torch"])
+    forkserver.ensure_running()
+
+
 def main(argv: list[str]) -> int:
     from strategies import LoaderConfig
 
@@ -407,10 +537,20 @@ def main(argv: list[str]) -> int:
     args = json.loads(raw)
     config = LoaderConfig(**{**BASE_CONFIG, **scenario.config, "start_method": start_method})
     probe = Probe()
+    if scenario.inject:
+        # Set before any worker or fork server starts: spawn and forkserver children
+        # import this module afresh, with their parent's (or the fork server's)
+        # environment, and arm the fault from it; fork children inherit the armed classes.
+        os.environ[INJECT_ENV] = f"{scenario.inject}:{strategy}"
+        _inject(scenario.inject, strategy)
+    if strategy == "torch" and start_method == "forkserver":
+        preload_torch()  # after the environment is complete: the fork server's children inherit its own
     try:
         scenario.play(Context(strategy, Path(args["dataset"]), config), probe)
     except Exception as exc:  # an error the scenario did not provoke on purpose: a finding
         probe.problems.append(f"unexpected {type(exc).__name__}: {exc}")
+    finally:
+        _victim_marker().unlink(missing_ok=True)
     emit(**result_fields(probe))
     return 0
 
@@ -427,8 +567,143 @@ def _patch_worker_init() -> None:
         cls.__init__ = failing_init  # type: ignore[method-assign]
 
 
+# -- faults armed inside the workers -----------------------------------------------------
+_images_seen = 0
+
+
+def _strikes() -> bool:
+    """Count this worker's images; True at its ``VICTIM_IMAGE``-th if it is the scenario's one victim.
+
+    The victim is the first worker process to get there: it claims a marker file named
+    after the process group (the scenario's own session, shared by every worker), so
+    exactly one worker breaks, whichever strategy decides who gets which image.
+    """
+    import multiprocessing as mp
+
+    global _images_seen
+    if mp.parent_process() is None:
+        return False  # the main process never breaks itself
+    _images_seen += 1
+    if _images_seen != VICTIM_IMAGE:
+        return False
+    try:
+        os.close(os.open(_victim_marker(), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _victim_marker() -> Path:
+    return Path(tempfile.gettempdir()) / f"ipcbench-fault-victim-{os.getpgid(0)}"
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _send_half(fd: int, payload: bytes | memoryview) -> None:
+    """Start a ``send_bytes`` message on ``fd``: its full-length header, then half its bytes."""
+    import struct
+
+    payload = memoryview(payload).cast("B")
+    _write_all(fd, struct.pack("!i", len(payload)))
+    _write_all(fd, payload[: len(payload) // 2])
+
+
+def _inject(fault: str, strategy: str) -> None:
+    """Arm ``fault`` in this process's worker classes (and, through fork or re-import, its workers').
+
+    - ``kill_mid_transfer``: the victim SIGKILLs itself half-way through handing over
+      an image: ``pipe`` after half the pixel bytes (the header promised them all),
+      ``queue`` half-way through writing the pickled result into the shared result
+      pipe while it holds the queue's write lock, the shared-memory strategies after
+      writing half the tiles into their slot or tensor;
+    - ``kill_after_write``: the victim writes every tile into shared memory, then
+      SIGKILLs itself before it announces them (``ImageDone``, or torch's data queue);
+    - ``ignore_sigterm_hang``: the victim ignores SIGTERM, then blocks for good in the
+      middle of its work, so only SIGKILL ends it.
+    """
+    from strategies.mpqueue import QueueWorker
+    from strategies.pipe import PipeWorker
+    from strategies.work import ImageProcessor
+
+    write_tiles = ImageProcessor.write_tiles
+
+    def killed_mid_write(self: Any, job: Any, data_rows: Any, mask_rows: Any) -> None:
+        if not _strikes():
+            return write_tiles(self, job, data_rows, mask_rows)
+        half = job.n_tiles // 2
+        write_tiles(
+            self,
+            dataclasses.replace(job, tiles=job.tiles[:half], augmentations=job.augmentations[:half]),
+            data_rows,
+            mask_rows,
+        )
+        _die()
+
+    def killed_after_write(self: Any, job: Any, data_rows: Any, mask_rows: Any) -> None:
+        write_tiles(self, job, data_rows, mask_rows)
+        if _strikes():
+            _die()
+
+    def hung_ignoring_sigterm(self: Any, job: Any, data_rows: Any, mask_rows: Any) -> None:
+        if _strikes():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            while True:
+                time.sleep(3600)
+        write_tiles(self, job, data_rows, mask_rows)
+
+    deliver = PipeWorker.deliver
+
+    def pipe_killed_mid_send(self: Any, job: Any) -> None:
+        if not _strikes():
+            return deliver(self, job)
+        image = self.processor.process(job.image, *self.buffers)
+        self.conn.send(self.done(job))
+        _send_half(self.conn.fileno(), memoryview(image.data))
+        _die()
+
+    queue_init = QueueWorker.__init__
+
+    def queue_killed_mid_put(self: Any, *args: Any) -> None:
+        queue_init(self, *args)
+        put = self.results.put
+
+        def put_or_die(obj: Any, block: bool = True, timeout: float | None = None) -> None:
+            if type(obj).__name__ == "Skipped" or not _strikes():
+                return put(obj, block, timeout)
+            from multiprocessing.reduction import ForkingPickler
+
+            # What Queue.put and its feeder thread do, stopped half-way through the write.
+            self.results._sem.acquire(timeout=timeout)
+            self.results._wlock.acquire()
+            _send_half(self.results._writer.fileno(), ForkingPickler.dumps(obj))
+            _die()
+
+        self.results.put = put_or_die
+
+    if fault == "kill_mid_transfer" and strategy == "pipe":
+        PipeWorker.deliver = pipe_killed_mid_send  # type: ignore[method-assign]
+    elif fault == "kill_mid_transfer" and strategy == "queue":
+        QueueWorker.__init__ = queue_killed_mid_put  # type: ignore[method-assign]
+    else:
+        ImageProcessor.write_tiles = {  # type: ignore[method-assign]
+            "kill_mid_transfer": killed_mid_write,
+            "kill_after_write": killed_after_write,
+            "ignore_sigterm_hang": hung_ignoring_sigterm,
+        }[fault]
+
+
 if os.environ.get(FAIL_INIT_ENV):
     _patch_worker_init()
+if os.environ.get(INJECT_ENV):
+    _inject(*os.environ[INJECT_ENV].split(":"))
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""Bar charts: memory peaks, start-up / first batch / shutdown, CPU per batch.
+"""Bar charts: memory peaks, start-up / first batch / shutdown, CPU per batch, stages per batch.
 
 Each function takes a RunData and returns a matplotlib Figure. Bars are medians with
 IQR whiskers; groups along x are the run's *variants* (usually the worker count),
@@ -11,10 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from . import style
 from .load import RunData
-from .summary import variant_keys, variant_label
+from .summary import stage_medians, variant_keys, variant_label
+
+STAGE_BAR_HEIGHT_IN = 0.32  # per cell of the stages figure, which grows with the run
 
 
 def _grouped_bars(ax, summary: pd.DataFrame, metric: str, *, scale: float = 1.0) -> None:
@@ -111,4 +115,50 @@ def cpu_per_batch(run: RunData) -> Figure:
     ax.set_title("CPU time per batch (user + system, all processes)")
     ax.set_ylabel("CPU ms per batch")
     style.legend_below(figure, *style.patch_handles(run.summary["strategy"]))
+    return figure
+
+
+def stage_cells(summary: pd.DataFrame) -> pd.DataFrame:
+    """The cells of the stages figure and table: strategies in canonical order, then their variants."""
+    order = {name: i for i, name in enumerate(style.order_strategies(summary["strategy"]))}
+    keys = [k for k in variant_keys(summary) if k != "strategy"]
+    return summary.assign(_order=summary["strategy"].map(order)).sort_values(["_order", *keys]).drop(columns="_order")
+
+
+def stages(run: RunData) -> Figure:
+    """Milliseconds per batch by stage, stacked, one bar per cell at the most workers; a tick at the wall time.
+
+    Only each strategy's most-workers cells: the figure is about where a batch's time
+    goes, and one worker count keeps it readable for a run of many workloads and batch
+    sizes (the table beside it has every cell).
+    """
+    most = run.summary.groupby("strategy")["workers"].transform("max")
+    summary = stage_cells(run.summary[run.summary["workers"] == most])
+    columns = stage_medians(summary)
+    keys = [k for k in variant_keys(summary) if k != "workers"]
+    figure, axes = style.new_figure(1, height_in=1.6 + STAGE_BAR_HEIGHT_IN * len(summary))
+    ax = axes[0, 0]
+    labels = []
+    for y, (_, row) in enumerate(summary.iterrows()):
+        labels.append(row["strategy"] + (f", {variant_label(row, keys)}" if keys else ""))
+        left = 0.0
+        for stage, column in columns:
+            value = row[column]
+            if pd.notna(value) and value > 0:
+                ax.barh(y, value, left=left, height=0.7, color=style.stage_colour(stage))
+                left += value
+        if left == 0.0:
+            ax.annotate("no stage timers", (0, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+        wall_ms = 1000.0 / row["batches_per_s_median"] if row.get("batches_per_s_median", 0) > 0 else None
+        if wall_ms is not None:
+            ax.plot(wall_ms, y, marker="|", markersize=14, markeredgewidth=2, color="black", linestyle="none")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()  # the first cell on top, as in the table
+    ax.set_xlim(left=0)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("ms per batch (worker stages summed over workers)")
+    figure.suptitle("Where the time goes per batch (each strategy at its most workers)")
+    handles = [Patch(color=style.stage_colour(stage)) for stage, _ in columns]
+    handles.append(Line2D([], [], marker="|", markersize=10, markeredgewidth=2, color="black", linestyle="none"))
+    style.legend_below(figure, handles, [stage for stage, _ in columns] + ["wall time per batch"])
     return figure

@@ -13,7 +13,8 @@ measured sample:
 - every other numeric ``extra_info`` field named like a samples.jsonl field
   (``pss_peak_mb``, ``startup_s``, ...) is copied onto each round, and a
   ``wait_ms`` list (or ``memory_trace``) onto the first round only, so an ECDF
-  counts each wait once.
+  counts each wait once;
+- ``stage_ms_per_batch`` (a dict: ms per batch by stage) onto each round.
 
 Cell keys come from ``params``, then ``extra_info``; the strategy falls back to the
 benchmark's ``group`` and the workload to the test's name plus any params that are
@@ -30,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import IpcbenchError
+from harness.results import ALL_RANKS
 
 from .load import RunData, read_json_object
 from .summary import CELL_KEYS, METRICS, summarize
@@ -93,6 +95,8 @@ def _rounds(bench: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], di
             if isinstance(extra.get(count), int | float) and seconds > 0:
                 scale = 1e-6 if name == "mb_per_s" else 1.0
                 row[name] = extra[count] / seconds * scale
+        if isinstance(extra.get("stage_ms_per_batch"), dict):
+            row["stage_ms_per_batch"] = dict(extra["stage_ms_per_batch"])
         for name in PER_BENCHMARK_LISTS:
             if isinstance(extra.get(name), list):
                 row[name] = list(extra[name]) if number == 0 else []
@@ -115,6 +119,7 @@ def _cell(bench: dict[str, Any], params: dict[str, Any], extra: dict[str, Any]) 
         "start_method": str(pick("start_method", "n/a")),
         "dataset": str(pick("dataset", "n/a")),
         "workload": str(workload),
+        "rank": ALL_RANKS,
     }
     for key, default in NUMERIC_KEYS.items():
         value = pick(key, default)
@@ -152,4 +157,20 @@ def _env(document: dict[str, Any], path: Path) -> dict[str, Any]:
         "python": machine.get("python_version"),
         "packages": {"pytest-benchmark": document.get("version")},
         "git": {"commit": commit.get("id"), "dirty": commit.get("dirty"), "branch": commit.get("branch")},
+        **_memcpy(document.get("benchmarks") or []),
     }
+
+
+def _memcpy(benchmarks: list[Any]) -> dict[str, Any]:
+    """env.json ``memcpy`` from the transfer benchmarks' ``memcpy_gb_per_s`` and R per batch size, if any."""
+    extras = [b.get("extra_info") or {} for b in benchmarks if isinstance(b, dict)]
+    rates = {
+        int(e["batch_size"]): float(e["r_copies_per_s"])
+        for e in extras
+        if isinstance(e.get("r_copies_per_s"), int | float) and isinstance(e.get("batch_size"), int)
+    }
+    speeds = [float(e["memcpy_gb_per_s"]) for e in extras if isinstance(e.get("memcpy_gb_per_s"), int | float)]
+    if not rates or not speeds:
+        return {}
+    by_size = [{"batch_size": size, "batch_copies_per_s_one_core": rate} for size, rate in sorted(rates.items())]
+    return {"memcpy": {"gb_per_s": speeds[0], "by_batch_size": by_size}}

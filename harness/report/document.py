@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from . import style
+from .barcharts import stage_cells
 from .load import RunData
 from .plots import FigureSpec
 from .provenance import (
@@ -31,7 +32,16 @@ from .provenance import (
     n_text,
     provenance_items,
 )
-from .summary import HEADLINE, METRICS, UNSTABLE_CV, checksum_mismatches, variant_keys, variant_label
+from .summary import (
+    HEADLINE,
+    METRICS,
+    UNSTABLE_CV,
+    checksum_mismatches,
+    stage_medians,
+    variant_keys,
+    variant_label,
+)
+from .targets import copies_per_s, issue7_targets
 
 SERIES = "Live-Dead Assay"
 MIN_SAMPLES = 6  # DESIGN.md section 7: at least 6 measured epochs per cell for a full run
@@ -109,6 +119,9 @@ def build_document(run: RunData, figures: list[FigureSpec]) -> Document:
     blocks: list[Block] = [Paragraph(_lede(run))]
     blocks += [Heading(2, "Provenance"), Bullets(tuple(f"**{k}:** {v}" for k, v in provenance_items(run)))]
     blocks += _summary_section(run)
+    blocks += _transfer_section(run)
+    blocks += _stages_section(run)
+    blocks += _targets_section(run)
     blocks.append(Heading(2, "Figures"))
     for number, spec in enumerate(figures, 1):
         blocks.append(Heading(3, spec.title))
@@ -242,6 +255,111 @@ def _summary_section(run: RunData) -> list[Block]:
             rows.append(tuple(cells))
         blocks += [Heading(3, title), Table(tuple(header), tuple(rows), tuple(numeric))]
     return blocks
+
+
+def _transfer_section(run: RunData) -> list[Block]:
+    """Transfer cells' batches/s as a fraction of R, memcpy's batch copies per second on one core."""
+    summary = run.summary
+    rows = summary[summary["workload"] == "transfer"]
+    if rows.empty:
+        return []
+    keys = [k for k in variant_keys(rows) if k not in ("workload", "batch_size")]
+    mib = {
+        int(w["batch_size"]): w.get("batch_mib")
+        for w in lookup(run.env, "config.workloads", default=[])
+        if isinstance(w, dict) and w.get("name") == "transfer"
+    }
+    table_rows = []
+    for _, row in rows.sort_values(["batch_size", "strategy"]).iterrows():
+        size = int(row["batch_size"])
+        r_rate = copies_per_s(run.env, size)
+        rate = row[f"{HEADLINE}_median"]
+        given = mib.get(size)
+        table_rows.append(
+            (
+                str(row["strategy"]),
+                *(str(_plain(row[k])) for k in keys),
+                str(int(row["n"])),
+                str(size),
+                "–" if given is None else f"{float(given):g}",
+                _cell(row, HEADLINE),
+                _cell(row, "mb_per_s"),
+                "–" if r_rate is None else fmt_number(r_rate),
+                "–" if r_rate is None or pd.isna(rate) else f"{rate / r_rate:.2f}",
+            )
+        )
+    header = ("strategy", *keys, "n", "batch (tiles)", "MiB of pixels", "batches/s", "MB/s", "R (copies/s)", "of R")
+    return [
+        Heading(3, "Transfer workload against the memcpy limit"),
+        Paragraph(
+            "The *transfer* workload hands over tiles computed once per worker (no decode, no mask work), so only "
+            "the path from worker to training loop is measured. R is this run's memcpy bandwidth on one core "
+            "(env.json) expressed in batches: how many batches of that size (data and masks) one core copies per "
+            "second. A strategy at 1.0 R moves batches as fast as one core can copy them; zero-copy designs, "
+            "whose workers write in parallel and whose main process copies nothing, can exceed it."
+        ),
+        Table(header, tuple(table_rows), (False, *[True] * (len(header) - 1))),
+    ]
+
+
+def _stages_section(run: RunData) -> list[Block]:
+    """Milliseconds per batch by stage, from the strategies' own timers."""
+    summary = run.summary
+    columns = stage_medians(summary)
+    if not columns:
+        return []
+    keys = variant_keys(summary)
+    timed = summary[[column for _, column in columns]].notna().any(axis=1)
+    untimed = style.order_strategies(set(summary.loc[~timed, "strategy"]) - set(summary.loc[timed, "strategy"]))
+    rows = []
+    for _, row in stage_cells(summary[timed]).iterrows():
+        cells = [_cell(row, column.removesuffix("_median")) for _, column in columns]
+        rate = row[f"{HEADLINE}_median"]
+        wall = fmt_number(1000.0 / rate) if pd.notna(rate) and rate > 0 else "–"
+        rows.append((str(row["strategy"]), *(str(_plain(row[k])) for k in keys), str(int(row["n"])), *cells, wall))
+    header = ("strategy", *keys, "n", *(f"{stage} (ms)" for stage, _ in columns), "wall (ms/batch)")
+    text = (
+        "Milliseconds per batch in each stage, measured by the strategies' own timers (the change of "
+        "`stage_times()` over each measured epoch divided by its batches; median [IQR]). **compute**: the "
+        "per-image work; **serialize**: pickling and framing in workers; **transfer**: writing the pixels into the "
+        "IPC channel in workers plus reading or copying them out in the main process; **assemble**: the main "
+        "process copying tiles into batches; **wait**: the main process blocked on a result. Worker stages are "
+        "summed over workers, which run in parallel with the main process, so they can add up to more than the "
+        "wall time per batch; main-side stages are wall time in the main process."
+    )
+    if untimed:
+        text += f" Strategies without stage timers (not in the table): {', '.join(untimed)}."
+    return [
+        Heading(3, "Where the time goes per batch"),
+        Paragraph(text),
+        Table(header, tuple(rows), (False, *[True] * (len(header) - 1))),
+    ]
+
+
+def _targets_section(run: RunData) -> list[Block]:
+    """Issue 7's targets, each a ratio of this run's own cells (see :mod:`.targets`)."""
+    targets = [t for t in issue7_targets(run) if t.value is not None]
+    if not targets:
+        return []
+    rows = tuple(
+        (
+            str(t.number),
+            t.what,
+            t.goal,
+            fmt_number(t.value),
+            "met" if t.met else "**not met**",
+            escape(t.basis),
+        )
+        for t in targets
+    )
+    return [
+        Heading(3, "Performance targets"),
+        Paragraph(
+            "The targets of ipcbench issue 7, each a ratio of two medians of this run (2 workers), so machine "
+            "drift cancels. Targets whose cells the run lacks are left out."
+        ),
+        Table(("#", "target", "goal", "measured", "", "from"), rows, (True, False, False, True, False, False)),
+    ]
 
 
 def _shown(summary: pd.DataFrame, metric: str) -> bool:

@@ -6,7 +6,8 @@
     RUN/samples.jsonl   -> RunData.samples     (one row per epoch, warm-up flagged)
                         -> RunData.summary     (recomputed here, see summary.py)
     RUN/summary.csv     -> RunData.stored_summary  (optional; only checked)
-    RUN/faults.jsonl    -> RunData.faults      (optional)
+    RUN/faults.jsonl    -> RunData.faults      (optional; alone, without samples.jsonl, it is
+                                                a faults-only folder of ``ipcbench faults``)
 
 Extra fields in any file are kept and ignored, so the runner may add fields without
 breaking reports. A file that is missing, unreadable, or of another schema version
@@ -29,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import IpcbenchError
+from harness.results import ALL_RANKS
 
 from .summary import CELL_KEYS, check_stored_summary, summarize
 
@@ -43,6 +45,7 @@ KEY_FILL: dict[str, Any] = {
     "dataset": "n/a",
     "workload": "full",
     "step_ms": 0.0,
+    "rank": ALL_RANKS,
 }
 
 
@@ -56,7 +59,7 @@ class RunData:
     summary: pd.DataFrame  # recomputed from samples, one row per cell
     stored_summary: pd.DataFrame | None
     faults: pd.DataFrame | None
-    source: str  # "samples" or "pytest-benchmark"
+    source: str  # "samples", "pytest-benchmark", or "faults" (a faults-only folder: no samples, empty summary)
     notes: tuple[str, ...] = ()  # what the loader noticed (dropped lines, disagreeing summary.csv); plain text
 
 
@@ -71,13 +74,15 @@ def load(path: Path) -> RunData:
 
 
 def load_run(run_dir: Path) -> RunData:
-    """Read a results folder written by ``ipcbench run``."""
+    """Read a results folder written by ``ipcbench run`` (or ``ipcbench faults``: faults.jsonl alone)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise IpcbenchError(f"{run_dir} is not a results folder (no such directory)")
     notes: list[str] = []
     env = read_json_object(run_dir / "env.json")
     check_schema(env.get("schema_version"), run_dir / "env.json")
+    if not (run_dir / "samples.jsonl").exists() and (run_dir / "faults.jsonl").is_file():
+        return load_faults_only(run_dir, env)
     records, dropped = read_jsonl(run_dir / "samples.jsonl", forgive_last=True)
     if dropped:
         notes.append(f"samples.jsonl: dropped a truncated last line ({dropped})")
@@ -107,9 +112,18 @@ def load_run(run_dir: Path) -> RunData:
             notes.append(f"failures.jsonl: {len(failures)} measurement(s) failed: {listed}{more}")
     faults = None
     if (run_dir / "faults.jsonl").is_file():
-        fault_records, _ = read_jsonl(run_dir / "faults.jsonl", forgive_last=False)
-        faults = faults_frame(fault_records, run_dir / "faults.jsonl")
+        faults = read_faults(run_dir / "faults.jsonl")
     return RunData(run_dir, env, samples, summary, stored, faults, "samples", tuple(notes))
+
+
+def load_faults_only(run_dir: Path, env: dict[str, Any]) -> RunData:
+    """A folder of ``ipcbench faults``: its matrix, with empty samples and summary that have every column."""
+    faults = read_faults(run_dir / "faults.jsonl")
+    columns = dict.fromkeys([*REQUIRED_SAMPLE_FIELDS, *CELL_KEYS])
+    samples = pd.DataFrame({column: pd.Series(dtype=object) for column in columns})
+    samples["warmup"] = pd.Series(dtype=bool)
+    note = "faults-only results folder: no samples.jsonl, so no throughput or memory figures"
+    return RunData(run_dir, env, samples, summarize(samples), None, faults, "faults", (note,))
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -177,6 +191,11 @@ def samples_frame(records: list[dict[str, Any]], path: Path) -> pd.DataFrame:
     if samples["warmup"].all():
         raise IpcbenchError(f"{path}: every epoch is a warm-up epoch; nothing was measured")
     return samples
+
+
+def read_faults(path: Path) -> pd.DataFrame:
+    records, _ = read_jsonl(path, forgive_last=False)
+    return faults_frame(records, path)
 
 
 def faults_frame(records: list[dict[str, Any]], path: Path) -> pd.DataFrame:

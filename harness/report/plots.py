@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
-from .barcharts import cpu_per_batch, lifecycle, memory
+from .barcharts import cpu_per_batch, lifecycle, memory, stages
 from .faultmatrix import faults
 from .linecharts import memory_trace, throughput, wait_ecdf
 from .load import RunData
@@ -87,6 +87,17 @@ FIGURES: tuple[FigureSpec, ...] = (
         "User + system CPU time of the main process and all workers during an epoch, divided by its "
         "batches; bars are medians, whiskers the IQR; a stub on the axis marks a value too small to see.",
     ),
+    FigureSpec(
+        "stages",
+        "Where the time goes per batch",
+        stages,
+        ("stage_ms_per_batch",),
+        "Milliseconds per batch in each stage, from the strategies' own timers (the change of "
+        "stage_times() over an epoch divided by its batches; medians per stage, stacked). Worker stages "
+        "(compute, serialize, the workers' share of transfer) are summed over workers, which run in parallel "
+        "with the main process, so a bar can be longer than the wall time per batch (the black tick); "
+        "main-side stages (the main's share of transfer, assemble, wait) are wall time in the main process.",
+    ),
 )
 FAULTS_FIGURE = FigureSpec(
     "faults",
@@ -109,6 +120,6 @@ def available(run: RunData) -> list[FigureSpec]:
 def _has(run: RunData, column: str) -> bool:
     if f"{column}_median" in run.summary:
         return bool(run.summary[f"{column}_median"].notna().any())
-    if column in run.samples:
-        return bool(measured(run.samples)[column].map(lambda v: isinstance(v, list) and len(v) > 0).any())
+    if column in run.samples:  # a raw list (waits, a memory trace) or dict (stage times) per epoch
+        return bool(measured(run.samples)[column].map(lambda v: isinstance(v, list | dict) and len(v) > 0).any())
     return False

@@ -181,7 +181,13 @@ def provenance_items(run: RunData) -> list[tuple[str, str]]:
     if gb_per_s is not None:
         text = f"{float(gb_per_s):.1f} GB/s"
         copies = lookup(env, "memcpy.batch_copies_per_s_one_core")
-        if copies is not None:
+        by_size = [e for e in lookup(env, "memcpy.by_batch_size", default=[]) if isinstance(e, dict)]
+        if len(by_size) > 1:  # R for each batch size of the run
+            rates = ", ".join(
+                f"{float(e['batch_copies_per_s_one_core']):,.0f} of {e['batch_size']} tiles" for e in by_size
+            )
+            text += f" (batch copies/s on one core: {rates})"
+        elif copies is not None:
             text += f" ({float(copies):,.0f} batch copies/s on one core)"
         items.append(("memcpy", text))
     before, after = lookup(env, "loadavg_before"), lookup(env, "loadavg_after")

@@ -24,6 +24,7 @@ STRATEGY_COLOURS: dict[str, str] = {
     "pipe": "#0072B2",
     "queue": "#E69F00",
     "shm": "#009E73",
+    "shm_zerocopy": "#56B4E9",
     "torch": "#D55E00",
     "threads": "#CC79A7",
 }
@@ -32,11 +33,21 @@ STRATEGY_MARKERS: dict[str, str] = {
     "pipe": "s",
     "queue": "^",
     "shm": "D",
+    "shm_zerocopy": "d",
     "torch": "v",
     "threads": "P",
 }
 STRATEGY_ORDER: tuple[str, ...] = tuple(STRATEGY_COLOURS)
-FALLBACK_COLOURS: tuple[str, ...] = ("#56B4E9", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF")
+FALLBACK_COLOURS: tuple[str, ...] = ("#F0E442", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF")
+# The stages of a batch's journey ("where the time goes"): worker-side stages in
+# colours, main-side waiting in grey because it is idle time, not work.
+STAGE_COLOURS: dict[str, str] = {
+    "compute": "#0072B2",
+    "serialize": "#E69F00",
+    "transfer": "#009E73",
+    "assemble": "#CC79A7",
+    "wait": "#BBBBBB",
+}
 FALLBACK_MARKERS: tuple[str, ...] = ("X", "*", "h", "<", ">")
 
 CLEAN_COLOUR = "#B7E4C7"  # pale green: readable black text on top
@@ -62,6 +73,11 @@ def _fallback_index(name: str) -> int:
 def colour(strategy: str) -> str:
     """The strategy's colour; unknown strategies get a stable fallback."""
     return STRATEGY_COLOURS.get(strategy) or FALLBACK_COLOURS[_fallback_index(strategy)]
+
+
+def stage_colour(stage: str) -> str:
+    """The stage's colour; a stage this module does not name gets a stable fallback."""
+    return STAGE_COLOURS.get(stage) or FALLBACK_COLOURS[_fallback_index(stage)]
 
 
 def marker(strategy: str) -> str:

@@ -23,7 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.results import CELL_KEYS, UNSTABLE_CV  # one definition of a cell and of "unstable"
+from harness.results import (  # one definition of a cell, of "unstable" and of the stages
+    ALL_RANKS,
+    CELL_KEYS,
+    STAGES,
+    UNSTABLE_CV,
+    stage_column,
+    stages_of,
+    with_stage_columns,
+)
 
 HEADLINE = "batches_per_s"
 
@@ -80,8 +88,17 @@ def variant_label(row: pd.Series, keys: list[str]) -> str:
         "batch_size": lambda v: f"batch {v}",
         "tile": lambda v: f"tile {v}",
         "step_ms": lambda v: f"step {v:g} ms",
+        "rank": lambda v: "all ranks" if v == ALL_RANKS else f"rank {v}",
     }
     return ", ".join(phrases.get(k, str)(row[k]) for k in keys) or "all cells"
+
+
+def stage_medians(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(stage, median column)`` for every stage the summary holds, in :data:`harness.results.STAGES` order."""
+    prefix, suffix = "stage_", "_ms_per_batch_median"
+    found = {c[len(prefix) : -len(suffix)] for c in summary.columns if c.startswith(prefix) and c.endswith(suffix)}
+    ordered = [s for s in STAGES if s in found] + sorted(found - set(STAGES))
+    return [(stage, f"{stage_column(stage)}_median") for stage in ordered]
 
 
 def measured(samples: pd.DataFrame) -> pd.DataFrame:
@@ -112,22 +129,28 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: ``n``, and ``M_median``/``_q25``/``_q75``/``_iqr``/``_cv`` per metric.
 
     Also ``unstable`` (headline cv > 10%) and ``leaked_shm_max`` /
-    ``leftover_processes_max``. Sorted by cell keys.
+    ``leftover_processes_max``; per stage that the samples report,
+    ``stage_<stage>_ms_per_batch_median`` and its quartiles. Sorted by cell keys.
     """
+    samples = with_stage_columns(samples)
     keys = cell_keys(samples)
     rows = measured(samples)
-    summary = rows.groupby(keys, sort=True, dropna=False).size().rename("n").to_frame()
-    for name in (m for m in METRICS if m in rows.columns):
+    n = rows.groupby(keys, sort=True, dropna=False).size()
+    # Columns are collected and joined once: inserting ~100 one by one fragments the frame.
+    stats: dict[str, pd.Series] = {"n": n}
+    stages = [stage_column(stage) for stage in stages_of(rows)]
+    for name in [*(m for m in METRICS if m in rows.columns), *stages]:
         values = metric_values(samples, name).groupby(keys, sort=True, dropna=False)[name]
-        summary[f"{name}_median"] = values.median()
-        summary[f"{name}_q25"] = values.quantile(0.25)
-        summary[f"{name}_q75"] = values.quantile(0.75)
-        summary[f"{name}_iqr"] = summary[f"{name}_q75"] - summary[f"{name}_q25"]
+        stats[f"{name}_median"] = values.median()
+        stats[f"{name}_q25"] = values.quantile(0.25)
+        stats[f"{name}_q75"] = values.quantile(0.75)
+        stats[f"{name}_iqr"] = stats[f"{name}_q75"] - stats[f"{name}_q25"]
         mean = values.mean()
         # std of one sample is undefined (NaN), and cv of a zero mean is meaningless: both stay NaN.
-        summary[f"{name}_cv"] = values.std(ddof=1) / mean.where(mean != 0)
+        stats[f"{name}_cv"] = values.std(ddof=1) / mean.where(mean != 0)
     for name in (c for c in COUNTERS if c in rows.columns):
-        summary[f"{name}_max"] = rows.groupby(keys, sort=True, dropna=False)[name].max()
+        stats[f"{name}_max"] = rows.groupby(keys, sort=True, dropna=False)[name].max()
+    summary = pd.DataFrame(stats, index=n.index)
     headline = f"{HEADLINE}_cv"
     summary["unstable"] = summary[headline].gt(UNSTABLE_CV) if headline in summary else False
     return summary.reset_index()
@@ -137,12 +160,14 @@ def checksum_mismatches(samples: pd.DataFrame) -> list[str] | None:
     """Epoch groups whose batch checksums differ across strategies or repeats (None: no checksums).
 
     DESIGN.md section 3: for one dataset and config, every strategy yields the same
-    batches, so epoch ``k`` of every process must hash the same. Warm-up epochs count
+    batches, so epoch ``k`` of every process must hash the same (per workload: the
+    ``transfer`` workload hands over other tiles than the ``full`` one). Warm-up epochs count
     too: they carry the same batches as any other epoch ``k``.
     """
     if "checksum" not in samples.columns or samples["checksum"].isna().all():
         return None
-    keys = [k for k in ("dataset", "batch_size", "tile", "epoch") if k in samples.columns]
+    # A rank of a distributed run yields its own shard's batches: compare like with like.
+    keys = [k for k in ("dataset", "workload", "batch_size", "tile", "rank", "epoch") if k in samples.columns]
     counts = samples.dropna(subset=["checksum"]).groupby(keys, sort=True)["checksum"].nunique()
     return [", ".join(f"{k} {v}" for k, v in zip(keys, index, strict=True)) for index in counts[counts > 1].index]
 
