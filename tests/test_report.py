@@ -331,3 +331,18 @@ def test_benchmark_json_stage_times_and_r_reach_the_report(tmp_path: Path) -> No
     row = run.summary.iloc[0]
     assert row["workload"] == "transfer" and row["stage_transfer_ms_per_batch_median"] == pytest.approx(2.0)
     assert copies_per_s_of_env(run.env, 32) == 954.0  # R travels in extra_info, so the report can use it
+
+
+def test_every_multiprocess_strategy_below_baseline_gets_a_measured_explanation() -> None:
+    from harness.report.load import load_run
+    from harness.report.targets import IN_PROCESS, below_baseline_explanations, first_batch_line
+
+    run = load_run(Path(__file__).resolve().parents[1] / "results" / "reference-targets")
+    full = run.summary[(run.summary["workload"] == "full") & (run.summary["workers"] == 2)]
+    rates = dict(zip(full["strategy"], full["batches_per_s_median"], strict=True))
+    below = sorted(s for s, r in rates.items() if s not in IN_PROCESS and r < rates["baseline"])
+    lines = below_baseline_explanations(run)
+    assert [line.split(":")[0] for line in lines] == below
+    for line in lines:
+        assert "ms of CPU per batch" in line and "cores cap it at" in line, line
+    assert first_batch_line(run).count(" s") >= len(rates) - len(IN_PROCESS)

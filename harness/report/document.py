@@ -41,7 +41,7 @@ from .summary import (
     variant_keys,
     variant_label,
 )
-from .targets import copies_per_s, issue7_targets
+from .targets import below_baseline_explanations, copies_per_s, first_batch_line, issue7_targets
 
 SERIES = "Live-Dead Assay"
 MIN_SAMPLES = 6  # DESIGN.md section 7: at least 6 measured epochs per cell for a full run
@@ -359,6 +359,7 @@ def _targets_section(run: RunData) -> list[Block]:
             "drift cancels. Targets whose cells the run lacks are left out."
         ),
         Table(("#", "target", "goal", "measured", "", "from"), rows, (True, False, False, True, False, False)),
+        *[Paragraph(escape(line)) for line in (first_batch_line(run), *below_baseline_explanations(run)) if line],
     ]
 
 

@@ -279,6 +279,68 @@ def stage_target(run: RunData) -> Target:
     )
 
 
+def below_baseline_explanations(run: RunData) -> list[str]:
+    """Target 2's proviso: for each multi-process strategy below the baseline (full, 2 workers), why, measured.
+
+    The explanation is CPU: a strategy whose processes together spend ``c`` seconds of
+    CPU per batch cannot deliver more than ``cores / c`` batches/s, however its work is
+    spread. The baseline's own line is the check that the bound is tight (one core,
+    its own CPU per batch). The stage timers say which stages the extra CPU goes to.
+    """
+    rows = _cells(run.summary, "full")
+    full = run.summary[run.summary["workload"] == "full"]
+    base = _median(rows, "baseline", "batches_per_s") or _median(full, "baseline", "batches_per_s")
+    base_cpu = _median(rows, "baseline", "cpu_s_per_batch") or _median(full, "baseline", "cpu_s_per_batch")
+    cores = lookup(run.env, "machine.cores_logical")
+    if not base or not base_cpu or not cores:
+        return []
+    stages = stage_medians(run)
+    lines = []
+    for strategy in sorted(rows["strategy"].unique()):
+        rate, cpu = _median(rows, strategy, "batches_per_s"), _median(rows, strategy, "cpu_s_per_batch")
+        if strategy in IN_PROCESS or rate is None or cpu is None or rate >= base:
+            continue
+        own = stages.get(strategy, {})
+        extra = {k: v for k, v in own.items() if k in ("serialize", "transfer") and v > 0}
+        where = ", ".join(f"{k} {v:.1f} ms" for k, v in extra.items())
+        lines.append(
+            f"{strategy}: {rate:.1f} batches/s = {rate / base:.2f}x baseline. Its processes spend "
+            f"{cpu * 1e3:.1f} ms of CPU per batch (baseline {base_cpu * 1e3:.1f} ms), so {cores} cores cap it at "
+            f"{cores / cpu:.0f} batches/s (the baseline's one core: {1 / base_cpu:.0f}, measured {base:.0f})"
+            + (f"; per batch its stage timers show {where} moving the pixels" if where else "")
+            + "."
+        )
+    return lines
+
+
+def first_batch_line(run: RunData) -> str | None:
+    """Target 3 per strategy: every multi-process strategy's first batch minus the baseline's."""
+    first = first_batch_s(run)
+    base = first.get("baseline")
+    late = {s: t - base for s, t in sorted(first.items()) if s not in IN_PROCESS and base is not None}
+    if not late:
+        return None
+    return (
+        "First batch minus the baseline's, start-up included (target 3): "
+        + ", ".join(f"{s} {d:+.2f} s" for s, d in late.items())
+        + "."
+    )
+
+
+def stage_medians(run: RunData) -> dict[str, dict[str, float]]:
+    """Median ms per batch of each stage, per strategy (full workload, 2 workers)."""
+    rows = measured(run.samples)
+    rows = rows[(rows["workload"] == "full") & (rows["workers"] == WORKERS)]
+    if "stage_ms_per_batch" not in rows:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for strategy, group in rows.groupby("strategy"):
+        table = pd.DataFrame([v for v in group["stage_ms_per_batch"] if isinstance(v, dict) and v])
+        if not table.empty:
+            out[str(strategy)] = {str(k): float(v) for k, v in table.median().items()}
+    return out
+
+
 def issue7_targets(run: RunData, transfer_mib: float = TRANSFER_MIB) -> list[Target]:
     """Every target, in the issue's order (target 1 at ``transfer_mib`` MiB batches)."""
     return [*transfer_targets(run, transfer_mib), *full_targets(run), stage_target(run)]

@@ -159,8 +159,6 @@ def test_epoch_batch_size(benchmark, bench_setup, strategy, batch_size):
 @pytest.mark.parametrize("size", ["4MiB", "16MiB"])
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_transfer(benchmark, bench_setup, memcpy, strategy, size):
-    if strategy == "torch" and not bench_setup.timed:
-        pytest.skip("smoke run: torch's worker start-up (seconds) is smoke-tested once by test_epoch")
     mib = bench_setup.transfer_mib[["4MiB", "16MiB"].index(size)]
     batch_size = bench_setup.transfer_batch_size(mib)
     run_epochs(benchmark, bench_setup, strategy, TRANSFER_WORKERS, batch_size, workload="transfer", memcpy=memcpy)
