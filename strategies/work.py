@@ -19,6 +19,7 @@ so that a benchmark measures how the pixels travel and nothing else.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -165,16 +166,27 @@ class TransferProcessor:
 
     It measures the IPC path alone: the first job runs the real per-image work on
     the dataset's largest image once (per worker); every job then gets the first
-    ``n_tiles`` of those tiles, with no decode and no mask work. Given output rows,
-    it copies the tiles into them (for ``shm`` that copy *is* the hand-over); without,
-    it returns read-only views of its own tiles (``queue`` pickles them from there).
-    The batches are still the same for every strategy, so checksums still compare.
+    ``n_tiles`` of those tiles, with no decode and no mask work. The batches are
+    still the same for every strategy, so checksums still compare.
+
+    Where the tiles are handed over is the strategy's design, as in the full
+    workload: without output arrays, they are read-only views of the processor's own
+    tiles (``queue`` pickles them from there). An output array a strategy keeps and
+    passes again (a ``pipe`` worker's send buffer, an ``shm`` slot) is filled once:
+    the image is already processed *there*, and handing it over is the strategy's
+    own path (``send_bytes``, the copy out of the slot). Fresh arrays (``torch``'s
+    shared tensors) and per-tile rows (zero-copy ``shm``'s batch slots, which change
+    with every job) are written every time: that writing is their hand-over. An
+    array counts as filled only while it is the very same object (a weak
+    reference), so memory recycled into a new array is never taken for filled.
+    Output arrays must be written by this processor only (true of every strategy).
     """
 
     def __init__(self, dataset: Dataset, tile: int) -> None:
         self.dataset = dataset
         self.tile = tile
         self._bank: tuple[np.ndarray, np.ndarray] | None = None
+        self._filled: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 
     def _tiles(self) -> tuple[np.ndarray, np.ndarray]:
         if self._bank is None:
@@ -195,8 +207,11 @@ class TransferProcessor:
         data, masks = self._tiles()
         if data_out is None or masks_out is None:
             return ProcessedImage(job.position, job.image_index, data[:n], masks[:n])
-        data_out[:n] = data[:n]
-        masks_out[:n] = masks[:n]
+        for out, tiles in ((data_out, data), (masks_out, masks)):
+            if self._filled.get(id(out)) is not out:
+                size = min(len(out), len(tiles))
+                out[:size] = tiles[:size]
+                self._filled[id(out)] = out
         return ProcessedImage(job.position, job.image_index, data_out[:n], masks_out[:n])
 
     def write_tiles(self, job: ImageJob, data_rows: TileRows, mask_rows: TileRows) -> None:

@@ -148,3 +148,13 @@ def test_eight_workers(strategy: str, many_images: Path) -> None:
     # More workers than cores (2 here) and than some epochs need: idle workers must not matter.
     config = CFG.replace(workers=8, prefetch=2, start_method="forkserver")
     assert_same(baseline_protocol(many_images, config), run_and_check_clean(strategy, many_images, config))
+
+
+@pytest.mark.parametrize("strategy", [*MULTI, "threads", "torch"])
+def test_transfer_workload_is_the_same_for_every_strategy(strategy: str, dataset: Path) -> None:
+    # The transfer workload hands over tiles computed once; its batches still must not
+    # depend on how they travel (or the benchmark would compare different work).
+    config = CFG.replace(workers=2, prefetch=2, start_method="fork", workload="transfer")
+    expected = baseline_protocol(dataset, config)
+    with make_generator(strategy, dataset, config) as gen:
+        assert_same(expected, protocol(gen))

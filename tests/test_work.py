@@ -239,3 +239,25 @@ def test_file_changed_after_open(tiny: Path) -> None:
     tifffile.imwrite(tiny / "images" / "a.tif", np.zeros((5, 5), np.uint16))
     with pytest.raises(DatasetError, match=str(tiny / "images" / "a.tif")):
         ImageProcessor(ds, 2).process(job(CORNERS, 0))
+
+
+def test_transfer_processor_fills_a_kept_array_once_and_every_new_one(tmp_path: Path) -> None:
+    from conftest import write_dataset
+
+    from strategies.work import TransferProcessor, tile_buffers
+
+    dataset = open_dataset(write_dataset(tmp_path / "ds", images=2))
+    processor = TransferProcessor(dataset, 16)
+    plan = make_plan(dataset.shapes, seed=0, epoch=0, tile=16, batch_size=7)
+    job = plan.jobs[0]
+    bank = processor.process(job)  # no output arrays: views of the processor's own tiles
+    assert not bank.data.flags.writeable
+    kept = tile_buffers(plan.jobs[0].n_tiles + 3, dataset.channels, 16)
+    first = processor.process(job, *kept)
+    assert np.array_equal(first.data, bank.data) and np.array_equal(first.masks, bank.masks)
+    kept[0][...] = 7  # nobody else writes a strategy's output array; if someone did, it shows:
+    again = processor.process(job, *kept)
+    assert (again.data == 7).all(), "a kept array is filled once, not on every job"
+    for _ in range(3):  # a fresh array each time (torch's tensors): always filled
+        fresh = processor.process(job, *tile_buffers(job.n_tiles, dataset.channels, 16))
+        assert np.array_equal(fresh.data, bank.data)
