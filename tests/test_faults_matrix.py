@@ -180,7 +180,9 @@ def test_report_reads_a_faults_only_folder(tmp_path: Path, capsys: pytest.Captur
     assert str(tmp_path / "report.md") in capsys.readouterr().out
     report = (tmp_path / "report.md").read_text()
     assert "1 of 2 fault runs ended clean" in report and "stderr shows 'Traceback'" in report
-    assert "faults-only results folder" in report
+    # The fault report alone: each cell with its times, and no empty throughput sections.
+    assert "| sigkill_idle | shm |" in report and "time to error (s)" in report
+    assert "## Summary" not in report and "batches/s" not in report
     assert (tmp_path / "plots" / "faults.png").stat().st_size > 0
     # Without faults.jsonl it is no results folder, and the error says which file is missing.
     (tmp_path / "faults.jsonl").unlink()

@@ -340,28 +340,15 @@ def run_matrix(
                 )
     env["loadavg_after"] = loadavg()
     (out_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
-    write_report(out_dir, records)
+    write_report(out_dir)
     return records
 
 
-def write_report(out_dir: Path, records: list[FaultRecord]) -> None:
-    """report.md and plots/faults.png of a faults folder.
+def write_report(out_dir: Path) -> None:
+    """report.md and plots/faults.png of a faults folder: the same report ``ipcbench report DIR`` builds."""
+    from harness.report import build_report
 
-    ``ipcbench report DIR`` (:func:`harness.report.build_report`) reads a faults-only
-    folder too, but its table says only clean or not per cell; this report keeps each
-    cell's time to error and shutdown time.
-    """
-    from harness.report import build_report, style, write_atomic
-    from harness.report.faultmatrix import faults
-    from harness.report.load import load_run
-
-    if (out_dir / "samples.jsonl").is_file():
-        build_report(out_dir)
-        return
-    style.apply()
-    (out_dir / "plots").mkdir(exist_ok=True)
-    faults(load_run(out_dir)).savefig(out_dir / "plots" / "faults.png")
-    write_atomic(out_dir / "report.md", ("\n".join(summary_lines(records)) + "\n").encode())
+    build_report(out_dir)
 
 
 def summary_lines(records: list[dict[str, Any]] | list[FaultRecord]) -> list[str]:

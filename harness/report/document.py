@@ -116,6 +116,8 @@ def fmt_number(value: float) -> str:
 
 def build_document(run: RunData, figures: list[FigureSpec]) -> Document:
     """The whole report for ``run``, with ``figures`` (already drawn to plots/NAME.png)."""
+    if run.source == "faults":
+        return _faults_document(run, figures)
     blocks: list[Block] = [Paragraph(_lede(run))]
     blocks += [Heading(2, "Provenance"), Bullets(tuple(f"**{k}:** {v}" for k, v in provenance_items(run)))]
     blocks += _summary_section(run)
@@ -452,6 +454,50 @@ def _stability_section(run: RunData) -> list[Block]:
         Paragraph(lead + " Checks in the manner of pyperf's warnings:"),
         Bullets(tuple(items)),
     ]
+
+
+def _faults_document(run: RunData, figures: list[FigureSpec]) -> Document:
+    """A faults-only folder (``ipcbench faults``): the matrix, then every cell with its times."""
+    frame = run.faults
+    blocks: list[Block] = [
+        Paragraph(
+            f"Fault matrix of run `{lookup(run.env, 'run_id', default=run.root.name)}` on {cpu_name(run.env)} "
+            f"({cores_text(run.env)}): each scenario broke a generator on purpose in a fresh process."
+        ),
+        Heading(2, "Provenance"),
+        # No samples: the loader config lives in each cell (the scenarios' own settings).
+        Bullets(tuple(f"**{k}:** {v}" for k, v in provenance_items(run) if k != "Config")),
+        *_faults_section(run),
+    ]
+    for number, spec in enumerate(figures, 1):
+        blocks.append(Image(f"plots/{spec.name}.png", spec.title, _caption(run, spec, number)))
+
+    def seconds(value: Any) -> str:
+        return "–" if value is None or pd.isna(value) else f"{float(value):.2f}"
+
+    rows = tuple(
+        (
+            str(r.get("scenario")),
+            str(r.get("strategy")),
+            str(r.get("start_method", "–")),
+            "yes" if r["clean"] else "**no**",
+            seconds(r.get("time_to_error_s")),
+            seconds(r.get("shutdown_s")),
+            escape(str(r.get("reason") or "")),
+        )
+        for r in frame.to_dict("records")
+    )
+    header = ("scenario", "strategy", "start method", "clean", "time to error (s)", "shutdown (s)", "reason")
+    blocks += [Heading(2, "Every cell"), Table(header, rows, (False, False, False, False, True, True, False))]
+    strategies = style.order_strategies(frame["strategy"])
+    front = {
+        "title": f"ipcbench faults: {', '.join(strategies)}",
+        "date": str(lookup(run.env, "created") or datetime.now(UTC).isoformat(timespec="seconds")),
+        "description": "Which loaders shut down cleanly when a worker dies, hangs or the main process is killed.",
+        "series": [SERIES],
+        "tags": ["ipcbench", "faults", "multiprocessing", *strategies],
+    }
+    return Document(front, tuple(blocks))
 
 
 def _faults_section(run: RunData) -> list[Block]:

@@ -305,8 +305,9 @@ def below_baseline_explanations(run: RunData) -> list[str]:
         where = ", ".join(f"{k} {v:.1f} ms" for k, v in extra.items())
         lines.append(
             f"{strategy}: {rate:.1f} batches/s = {rate / base:.2f}x baseline. Its processes spend "
-            f"{cpu * 1e3:.1f} ms of CPU per batch (baseline {base_cpu * 1e3:.1f} ms), so {cores} cores cap it at "
-            f"{cores / cpu:.0f} batches/s (the baseline's one core: {1 / base_cpu:.0f}, measured {base:.0f})"
+            f"{cpu * 1e3:.1f} ms of CPU per batch, {cpu / base_cpu:.1f}x the baseline's {base_cpu * 1e3:.1f} ms, "
+            f"so even spread perfectly over {cores} cores it could not pass {cores / cpu:.0f} batches/s (the "
+            f"same bound for the baseline's one core: {1 / base_cpu:.0f}, measured {base:.0f})"
             + (f"; per batch its stage timers show {where} moving the pixels" if where else "")
             + "."
         )
