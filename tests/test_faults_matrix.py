@@ -72,7 +72,7 @@ def test_every_scenario_is_clean_for_shm(tmp_path: Path) -> None:
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["schema_version"] == 1 and env["loadavg_after"] is not None and env["dataset"]["images"] == 6
     assert (tmp_path / "plots" / "faults.png").stat().st_size > 0
-    assert f"{len(records)} of {len(records)} fault cells ended clean" in (tmp_path / "report.md").read_text()
+    assert f"{len(records)} of {len(records)} fault runs ended clean" in (tmp_path / "report.md").read_text()
 
 
 def test_a_few_cells_of_the_other_strategies(tmp_path: Path) -> None:
