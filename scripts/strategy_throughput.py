@@ -7,6 +7,7 @@ rounds that interleave the strategies (A B C D, A B C D, ...); the medians over
 rounds are printed.
 
     python scripts/strategy_throughput.py --dataset data/real --workers 2 --rounds 3
+    python scripts/strategy_throughput.py --workload transfer --epochs 8
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--start-method", default="forkserver")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workload", default="full", choices=["full", "transfer"])
     args = parser.parse_args()
     config = LoaderConfig(
         batch_size=args.batch_size,
@@ -55,6 +57,7 @@ def main() -> None:
         workers=args.workers,
         prefetch=args.prefetch,
         start_method=args.start_method,
+        workload=args.workload,
     )
     names = args.strategies.split(",")
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
@@ -63,15 +66,16 @@ def main() -> None:
             results[name].append(measure(name, args.dataset, config, args.epochs))
     print(
         f"{args.dataset}: workers={args.workers} prefetch={args.prefetch} batch={args.batch_size} "
-        f"tile={args.tile} {args.start_method}; medians of {args.rounds} rounds x {args.epochs} epochs"
+        f"tile={args.tile} {args.start_method} workload={args.workload}; "
+        f"medians of {args.rounds} rounds x {args.epochs} epochs"
     )
-    print(f"{'strategy':10} {'batches/s':>10} {'x baseline':>10} {'startup s':>10} {'shutdown s':>11}")
+    print(f"{'strategy':12} {'batches/s':>10} {'x baseline':>10} {'startup s':>10} {'shutdown s':>11}")
     base = statistics.median(r["batches_per_s"] for r in results.get("baseline", [])) if "baseline" in results else None
     for name, runs in results.items():
         bps = statistics.median(r["batches_per_s"] for r in runs)
         ratio = f"{bps / base:10.2f}" if base else f"{'-':>10}"
         print(
-            f"{name:10} {bps:10.1f} {ratio} {statistics.median(r['startup_s'] for r in runs):10.2f} "
+            f"{name:12} {bps:10.1f} {ratio} {statistics.median(r['startup_s'] for r in runs):10.2f} "
             f"{statistics.median(r['shutdown_s'] for r in runs):11.3f}"
         )
 
