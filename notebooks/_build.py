@@ -873,9 +873,10 @@ COMPARISON = [
 # 6 · The full comparison
 
 Every strategy of the reference run side by side: the baseline and the three designs of the series (pipe,
-queue, shared memory), plus two for context when the run has them: `threads` (a thread pool in the training
-process) and `torch` (`torch.utils.data.DataLoader`). The figures are the report's own
-(`harness.report.plots`); the same run's `report.md` shows them with tables.""",
+queue, shared memory), zero-copy shared memory (`shm_zerocopy`: workers assemble whole batches, notebook 4),
+plus two for context when the run has them: `threads` (a thread pool in the training process) and `torch`
+(`torch.utils.data.DataLoader`). The figures are the report's own (`harness.report.plots`); the same run's
+`report.md` shows them with tables.""",
     ),
     ("code", SETUP),
     (
@@ -943,6 +944,18 @@ processes were doing with it during the run.""",
 CPU time of every process per delivered batch: what a batch costs on a machine whose cores are shared.""",
     ),
     ("code", """figure("cpu_per_batch")"""),
+    (
+        "md",
+        """\
+## Where the time goes per batch
+
+Each strategy's own stage timers (`gen.stage_times()`): compute (the per-image work), serialize (pickling),
+transfer (moving the pixels through the channel), assemble (the main process copying tiles into batches) and
+wait (the main process blocked on a result). Worker stages are summed over workers, which run in parallel
+with the main process, so a bar can be longer than the wall time per batch (the black tick). Zero-copy shared
+memory is the one with no assemble at all.""",
+    ),
+    ("code", """figure("stages")"""),
     (
         "md",
         """\
