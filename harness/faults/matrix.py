@@ -136,13 +136,13 @@ def shm_entries() -> set[str]:
 def new_segments(before: set[str], pids: set[int]) -> list[str]:
     """New ``psm_*`` and ``sem.mp-*`` entries (names without a pid: SharedMemory, and the named
     semaphores of multiprocessing locks and queues under spawn/forkserver), and new
-    ``ipcbench_<pid>_*`` ones of this cell's processes."""
+    ``ipcbench_<pid>_*`` and ``torch_<pid>_*`` (torch's shared tensors) ones of this cell's processes."""
     found = []
     for name in sorted(shm_entries() - before):
         if name.startswith(("psm_", "sem.mp-")):
             found.append(name)
-        elif name.startswith("ipcbench_"):
-            pid = name.removeprefix("ipcbench_").split("_", 1)[0]
+        elif name.startswith(("ipcbench_", "torch_")):
+            pid = name.split("_", 2)[1]
             if pid.isdigit() and int(pid) in pids:
                 found.append(name)
     return found
