@@ -248,6 +248,23 @@ def with_stage_columns(frame):  # pandas.DataFrame -> pandas.DataFrame
     return frame.assign(**columns)
 
 
+def spread_stats(name: str, values: Any) -> dict[str, Any]:
+    """``name``'s median, quartiles, IQR and cv per cell, from a grouped column (pandas SeriesGroupBy).
+
+    cv is the sample std over the mean: NaN for one value (std undefined) and for a
+    zero mean (meaningless). The one definition behind summary.csv and the report's
+    recomputation of it.
+    """
+    q25, q75, mean = values.quantile(0.25), values.quantile(0.75), values.mean()
+    return {
+        f"{name}_median": values.median(),
+        f"{name}_q25": q25,
+        f"{name}_q75": q75,
+        f"{name}_iqr": q75 - q25,
+        f"{name}_cv": values.std(ddof=1) / mean.where(mean != 0),
+    }
+
+
 def summarize(samples: Iterable[Mapping[str, Any]]):  # -> pandas.DataFrame (imported lazily)
     """One row per cell over the measured (non-warm-up) epochs.
 
@@ -286,13 +303,7 @@ def summarize(samples: Iterable[Mapping[str, Any]]):  # -> pandas.DataFrame (imp
     # Every column is built first and joined once: inserting ~100 columns one by one fragments the frame.
     stats = {"n": n}
     for metric in metrics:
-        values = (per_process if metric in PER_PROCESS_METRICS else grouped)[metric]
-        stats[f"{metric}_median"] = values.median()
-        stats[f"{metric}_q25"] = values.quantile(0.25)
-        stats[f"{metric}_q75"] = values.quantile(0.75)
-        stats[f"{metric}_iqr"] = stats[f"{metric}_q75"] - stats[f"{metric}_q25"]
-        mean = values.mean()
-        stats[f"{metric}_cv"] = values.std(ddof=1) / mean.where(mean != 0)
+        stats.update(spread_stats(metric, (per_process if metric in PER_PROCESS_METRICS else grouped)[metric]))
     stats["unstable"] = stats["batches_per_s_cv"].gt(UNSTABLE_CV)
     stats["checksums_consistent"] = (
         rows.groupby([*keys, "epoch"], sort=True, dropna=False)["checksum"]

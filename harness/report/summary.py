@@ -28,6 +28,7 @@ from harness.results import (  # one definition of a cell, of "unstable" and of 
     CELL_KEYS,
     STAGES,
     UNSTABLE_CV,
+    spread_stats,
     stage_column,
     stages_of,
     with_stage_columns,
@@ -140,14 +141,7 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
     stats: dict[str, pd.Series] = {"n": n}
     stages = [stage_column(stage) for stage in stages_of(rows)]
     for name in [*(m for m in METRICS if m in rows.columns), *stages]:
-        values = metric_values(samples, name).groupby(keys, sort=True, dropna=False)[name]
-        stats[f"{name}_median"] = values.median()
-        stats[f"{name}_q25"] = values.quantile(0.25)
-        stats[f"{name}_q75"] = values.quantile(0.75)
-        stats[f"{name}_iqr"] = stats[f"{name}_q75"] - stats[f"{name}_q25"]
-        mean = values.mean()
-        # std of one sample is undefined (NaN), and cv of a zero mean is meaningless: both stay NaN.
-        stats[f"{name}_cv"] = values.std(ddof=1) / mean.where(mean != 0)
+        stats.update(spread_stats(name, metric_values(samples, name).groupby(keys, sort=True, dropna=False)[name]))
     for name in (c for c in COUNTERS if c in rows.columns):
         stats[f"{name}_max"] = rows.groupby(keys, sort=True, dropna=False)[name].max()
     summary = pd.DataFrame(stats, index=n.index)
