@@ -30,6 +30,7 @@ from .provenance import (
     dataset_text,
     lookup,
     n_text,
+    plain,
     provenance_items,
 )
 from .summary import (
@@ -246,7 +247,7 @@ def _summary_section(run: RunData) -> list[Block]:
                     extra.append(counter)
         rows = []
         for _, row in summary.iterrows():
-            cells = [str(row["strategy"]), *(str(_plain(row[k])) for k in keys), str(int(row["n"]))]
+            cells = [str(row["strategy"]), *(str(plain(row[k])) for k in keys), str(int(row["n"]))]
             cells += [_cell(row, m, scale) for m, _, scale in present]
             for column in extra:
                 if column == "stability":
@@ -280,7 +281,7 @@ def _transfer_section(run: RunData) -> list[Block]:
         table_rows.append(
             (
                 str(row["strategy"]),
-                *(str(_plain(row[k])) for k in keys),
+                *(str(plain(row[k])) for k in keys),
                 str(int(row["n"])),
                 str(size),
                 "–" if given is None else f"{float(given):g}",
@@ -318,7 +319,7 @@ def _stages_section(run: RunData) -> list[Block]:
         cells = [_cell(row, column.removesuffix("_median")) for _, column in columns]
         rate = row[f"{HEADLINE}_median"]
         wall = fmt_number(1000.0 / rate) if pd.notna(rate) and rate > 0 else "–"
-        rows.append((str(row["strategy"]), *(str(_plain(row[k])) for k in keys), str(int(row["n"])), *cells, wall))
+        rows.append((str(row["strategy"]), *(str(plain(row[k])) for k in keys), str(int(row["n"])), *cells, wall))
     header = ("strategy", *keys, "n", *(f"{stage} (ms)" for stage, _ in columns), "wall (ms/batch)")
     text = (
         "Milliseconds per batch in each stage, measured by the strategies' own timers (the change of "
@@ -527,11 +528,3 @@ def _faults_section(run: RunData) -> list[Block]:
         ),
         Table(("scenario", *strategies), tuple(rows), tuple([False] * (1 + len(strategies)))),
     ]
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value

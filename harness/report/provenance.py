@@ -100,7 +100,7 @@ def config_text(samples: pd.DataFrame) -> str:
     """``"batch 32, tile 256 px, prefetch 2, forkserver, step 0 ms"``; varying keys are named as varying."""
     parts = []
     for key, phrase in CONFIG_PHRASES:
-        values = sorted({_plain(v) for v in samples[key].unique()}, key=str)
+        values = sorted({plain(v) for v in samples[key].unique()}, key=str)
         if len(values) == 1 and values[0] in NOT_RECORDED.get(key, ()):
             continue
         if len(values) == 1:
@@ -171,7 +171,7 @@ def provenance_items(run: RunData) -> list[tuple[str, str]]:
     items.append(("Dataset", dataset))
     items.append(("Config", config_text(run.samples)))
     options = [
-        f"{key} {_plain(value)}"
+        f"{key} {plain(value)}"
         for key in ("start_method", "repeats", "epochs", "timeout", "seed", "shuffle", "augment")
         if (value := lookup(env, f"config.{key}", f"config.loader.{key}")) is not None
     ]
@@ -223,7 +223,7 @@ def _loadavg(value: Any) -> str:
     return UNKNOWN if value is None else str(value)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """0.0 -> 0, numpy scalars -> Python, for phrases."""
     if hasattr(value, "item"):
         value = value.item()

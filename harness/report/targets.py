@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results import ALL_RANKS
+from harness.results import ALL_RANKS, stage_column
 
 from .load import RunData
 from .provenance import lookup
@@ -294,15 +294,14 @@ def below_baseline_explanations(run: RunData) -> list[str]:
     cores = lookup(run.env, "machine.cores_logical")
     if not base or not base_cpu or not cores:
         return []
-    stages = stage_medians(run)
     lines = []
     for strategy in sorted(rows["strategy"].unique()):
         rate, cpu = _median(rows, strategy, "batches_per_s"), _median(rows, strategy, "cpu_s_per_batch")
         if strategy in IN_PROCESS or rate is None or cpu is None or rate >= base:
             continue
-        own = stages.get(strategy, {})
-        extra = {k: v for k, v in own.items() if k in ("serialize", "transfer") and v > 0}
-        where = ", ".join(f"{k} {v:.1f} ms" for k, v in extra.items())
+        # The summary's median ms per batch of the stages that move the pixels.
+        moving = {stage: _median(rows, strategy, stage_column(stage)) for stage in ("serialize", "transfer")}
+        where = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in moving.items() if ms)
         lines.append(
             f"{strategy}: {rate:.1f} batches/s = {rate / base:.2f}x baseline. Its processes spend "
             f"{cpu * 1e3:.1f} ms of CPU per batch, {cpu / base_cpu:.1f}x the baseline's {base_cpu * 1e3:.1f} ms, "
@@ -326,20 +325,6 @@ def first_batch_line(run: RunData) -> str | None:
         + ", ".join(f"{s} {d:+.2f} s" for s, d in late.items())
         + "."
     )
-
-
-def stage_medians(run: RunData) -> dict[str, dict[str, float]]:
-    """Median ms per batch of each stage, per strategy (full workload, 2 workers)."""
-    rows = measured(run.samples)
-    rows = rows[(rows["workload"] == "full") & (rows["workers"] == WORKERS)]
-    if "stage_ms_per_batch" not in rows:
-        return {}
-    out: dict[str, dict[str, float]] = {}
-    for strategy, group in rows.groupby("strategy"):
-        table = pd.DataFrame([v for v in group["stage_ms_per_batch"] if isinstance(v, dict) and v])
-        if not table.empty:
-            out[str(strategy)] = {str(k): float(v) for k, v in table.median().items()}
-    return out
 
 
 def issue7_targets(run: RunData, transfer_mib: float = TRANSFER_MIB) -> list[Target]:
