@@ -70,6 +70,20 @@ from .messages import Ready, Stop, WorkerFailure
 # multiprocessing's own default).
 FORKSERVER_PRELOAD = ["__main__", "strategies"]
 
+
+def start_fork_server(preload: list[str]) -> None:
+    """Start this program's fork server now, importing ``preload``, unless it already runs.
+
+    The server is one per program and keeps the preload it started with: a later
+    call changes nothing. Started early, it imports while the caller goes on (the
+    ``torch`` strategy's main process imports torch meanwhile).
+    """
+    from multiprocessing import forkserver
+
+    mp.get_context("forkserver").set_forkserver_preload(preload)
+    forkserver.ensure_running()
+
+
 # Exit status of a worker that noticed its parent had died.
 EXIT_PARENT_DIED = 3
 

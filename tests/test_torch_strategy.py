@@ -76,6 +76,34 @@ def test_import_strategies_does_not_import_torch() -> None:
     assert out.stdout.split() == ["False", "True"]
 
 
+# A fresh program creates ``first``'s generator (it starts the fork server), then
+# asks the fork server for a process that says whether torch came with the fork.
+FORK_SERVER_PROBE = """
+import multiprocessing as mp, sys
+from strategies import LoaderConfig, make_generator
+if __name__ == "__main__":
+    cfg = LoaderConfig(batch_size=7, tile=16, workers=1, start_method="forkserver", timeout=60.0)
+    gen = make_generator(sys.argv[1], sys.argv[2], cfg)
+    probe = mp.get_context("forkserver").Process(target=exec, args=("import sys; print('torch' in sys.modules)",))
+    probe.start()
+    probe.join()
+    gen.close()
+"""
+
+
+@pytest.mark.parametrize(("first", "torch_preloaded"), [("torch", "True"), ("shm", "False")])
+def test_fork_server_preloads_torch_when_torch_starts_it(dataset: Path, first: str, torch_preloaded: str) -> None:
+    """torch starts the fork server with torch imported (its workers fork ready); others never load torch."""
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_SERVER_PROBE, first, str(dataset)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.split() == [torch_preloaded], out.stderr
+
+
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 def test_matches_baseline_for_every_start_method(dataset: Path, expected: list, start_method: str) -> None:
     assert_same_batches(epochs_with_a_break("torch", dataset, CFG.replace(start_method=start_method)), expected)
