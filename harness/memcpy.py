@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +32,7 @@ class MemcpyResult:
     bytes: int
     gb_per_s: float  # median of the repeats
     samples: tuple[float, ...]  # GB/s of each repeat
+    rounds: tuple[float, ...] = ()  # median GB/s of each round, when several were combined
 
     def batch_copies_per_s(self, batch_bytes: int) -> float:
         """Batches of ``batch_bytes`` one core could copy per second at this bandwidth."""
@@ -58,7 +59,9 @@ class MemcpyResult:
                 for size, nbytes in sorted((by_batch_size or {}).items())
             ],
             "samples": list(self.samples),
-            "method": "np.copyto between two pre-touched buffers, median of repeats, GB = 1e9 bytes",
+            "rounds_gb_per_s": list(self.rounds or (self.gb_per_s,)),
+            "method": "np.copyto between two pre-touched buffers, median of the repeats of every round "
+            "(ipcbench run: one at its start, one at its end), GB = 1e9 bytes",
         }
 
 
@@ -78,3 +81,15 @@ def measure_memcpy(
         elapsed = clock() - t0
         samples.append(nbytes / max(elapsed, 1e-9) / 1e9)
     return MemcpyResult(nbytes, statistics.median(samples), tuple(samples))
+
+
+def combine(results: Sequence[MemcpyResult]) -> MemcpyResult:
+    """One bandwidth from several rounds: the median of all their repeats.
+
+    ``ipcbench run`` measures at its start and at its end, so that R describes the
+    minutes its cells ran in, not only its first second: this VM's bandwidth drifts.
+    """
+    if not results or len({r.bytes for r in results}) != 1:
+        raise ValueError("combine needs one or more rounds of the same buffer size")
+    samples = tuple(s for r in results for s in r.samples)
+    return MemcpyResult(results[0].bytes, statistics.median(samples), samples, tuple(r.gb_per_s for r in results))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import statistics
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from test_results import SCHEMA_FIELDS, make_sample
 import harness.report
 from harness.cli import main
 from harness.commands.run import ProgressLine, format_eta, summary_lines
+from harness.memcpy import DEFAULT_REPEATS
 from harness.results import SAMPLES_FILE, read_samples, summarize
 from harness.runner import ChildOutcome, Measurement, Progress
 
@@ -72,6 +74,10 @@ def test_quick_run_writes_a_complete_results_folder(dataset, tmp_path, capsys, m
     assert env["config"]["tile"] == 32 and env["config"]["repeats"] == 1 and env["config"]["epochs"] == 1
     assert env["dataset"]["images"] == 2 and env["dataset"]["shape"] == [1, 96, 128]
     assert env["memcpy"]["gb_per_s"] > 0 and env["memcpy"]["batch_copies_per_s_one_core"] > 0
+    # R describes the whole run: a round at its start and one at its end, pooled.
+    memcpy = env["memcpy"]
+    assert len(memcpy["rounds_gb_per_s"]) == 2 and len(memcpy["samples"]) == 2 * DEFAULT_REPEATS
+    assert memcpy["gb_per_s"] == pytest.approx(statistics.median(memcpy["samples"]))
     assert env["loadavg_after"] is not None and env["thread_env"]["OMP_NUM_THREADS"] == "1"
     assert env["outcome"] == {**env["outcome"], "planned": 2, "finished": 2, "interrupted": False}
     assert env["command"][:2] == ["ipcbench", "run"] and "--quick" in env["command"]

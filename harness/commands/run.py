@@ -408,7 +408,7 @@ def main(args: argparse.Namespace) -> int:
     from ..child import WARMUP_SAMPLER_INTERVAL_S, WARMUP_SAMPLER_MAX_CPU_FRACTION
     from ..envinfo import collect_env, dataset_info, run_id_for, utc_now
     from ..measure import MAX_CPU_FRACTION
-    from ..memcpy import measure_memcpy
+    from ..memcpy import combine, measure_memcpy
     from ..results import ENV_FILE, SUMMARY_FILE, read_samples, summarize, write_json
     from ..runner import SAMPLES_FILE, finish_env, prepare_run_dir, run_plan
 
@@ -458,6 +458,9 @@ def main(args: argparse.Namespace) -> int:
         result = run_plan(options, run_dir, run_id, on_progress=progress)
     finally:
         progress.end()
+    if not result.interrupted:  # R of the whole run: a second round now, at the run's end
+        memcpy = combine([memcpy, measure_memcpy()])
+        env = {**env, "memcpy": memcpy.as_dict(batch_bytes, by_batch_size)}
     final_env = finish_env(run_dir, env, result)
 
     summary = summarize(read_samples(run_dir / SAMPLES_FILE))

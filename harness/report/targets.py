@@ -8,7 +8,8 @@ drift with them)::
        per second on one core, from env.json):
          copying shm / R >= 0.75;  zero-copy shm / R >= 1.0;  best shm / torch >= 10
     2  full workload, 2 workers: best strategy / baseline >= 1.7, and no multi-process
-       strategy below 1.0x baseline
+       strategy below 1.0x baseline without a measured explanation
+       (:func:`below_baseline_explanations`, printed under the table)
     3  first batch (start-up + the first epoch's wait for its first batch, per process)
        of every multi-process strategy <= baseline's + 0.5 s
     4  peak PSS of shm <= peak PSS of torch (full workload, same prefetch)
@@ -23,7 +24,7 @@ values into pytest-benchmark's ``extra_info``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -175,6 +176,7 @@ def full_targets(run: RunData) -> list[Target]:
     multi = {s: r for s, r in rates.items() if s not in IN_PROCESS}
     slowest = min(multi, key=multi.__getitem__) if multi else None
     below = sorted(s for s, r in multi.items() if base and r < base)
+    explained = {line.split(":")[0] for line in below_baseline_explanations(run)}
     first = first_batch_s(run)
     base_first = first.get("baseline")
     late = {s: t - base_first for s, t in first.items() if s not in IN_PROCESS and base_first is not None}
@@ -182,6 +184,26 @@ def full_targets(run: RunData) -> list[Target]:
     shm_pss, torch_pss = _median(rows, COPYING_SHM, "pss_peak_mb"), _median(rows, "torch", "pss_peak_mb")
     best_rate = rates.get(best) if best else None
     slowest_rate = multi.get(slowest) if slowest else None
+    slowest_target = _ratio(
+        2,
+        "slowest_multiprocess_full_per_baseline",
+        "slowest multi-process full / baseline",
+        slowest_rate,
+        base,
+        f"{where}: {slowest or 'no multi-process strategy'} {_fmt(slowest_rate, '/s')}"
+        + (f"; below baseline: {', '.join(below)}" if below else ""),
+        at_least=1.0,
+    )
+    if below and slowest_target.value is not None:
+        # The issue's words: none below 1.0x "without a measured explanation in the report".
+        unexplained = [s for s in below if s not in explained]
+        slowest_target = replace(
+            slowest_target,
+            goal=">= 1, or explained",
+            met=not unexplained,
+            basis=slowest_target.basis
+            + (f" (not explained: {', '.join(unexplained)})" if unexplained else ", each explained below the table"),
+        )
     targets = [
         _ratio(
             2,
@@ -192,16 +214,7 @@ def full_targets(run: RunData) -> list[Target]:
             f"{where}: {best or 'no strategy'} {_fmt(best_rate, '/s')}, baseline {_fmt(base, '/s')}",
             at_least=1.7,
         ),
-        _ratio(
-            2,
-            "slowest_multiprocess_full_per_baseline",
-            "slowest multi-process full / baseline",
-            slowest_rate,
-            base,
-            f"{where}: {slowest or 'no multi-process strategy'} {_fmt(slowest_rate, '/s')}"
-            + (f"; below baseline: {', '.join(below)}" if below else ""),
-            at_least=1.0,
-        ),
+        slowest_target,
     ]
     if latest is None:
         goal = f"<= {FIRST_BATCH_SLACK_S:g}"
@@ -299,18 +312,37 @@ def below_baseline_explanations(run: RunData) -> list[str]:
         rate, cpu = _median(rows, strategy, "batches_per_s"), _median(rows, strategy, "cpu_s_per_batch")
         if strategy in IN_PROCESS or rate is None or cpu is None or rate >= base:
             continue
-        # The summary's median ms per batch of the stages that move the pixels.
-        moving = {stage: _median(rows, strategy, stage_column(stage)) for stage in ("serialize", "transfer")}
-        where = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in moving.items() if ms)
+        extra = _extra_stages(rows, full, strategy)
+        where = ", ".join(f"{stage} +{ms - base_ms:.1f} ms ({ms:.1f} vs {base_ms:.1f})" for stage, ms, base_ms in extra)
         lines.append(
             f"{strategy}: {rate:.1f} batches/s = {rate / base:.2f}x baseline. Its processes spend "
             f"{cpu * 1e3:.1f} ms of CPU per batch, {cpu / base_cpu:.1f}x the baseline's {base_cpu * 1e3:.1f} ms, "
             f"so even spread perfectly over {cores} cores it could not pass {cores / cpu:.0f} batches/s (the "
             f"same bound for the baseline's one core: {1 / base_cpu:.0f}, measured {base:.0f})"
-            + (f"; per batch its stage timers show {where} moving the pixels" if where else "")
+            + (f"; its stage timers put the extra per batch in {where}" if where else "")
             + "."
         )
     return lines
+
+
+# A stage counts as where a strategy's extra time goes when it exceeds the baseline's by this much per batch.
+EXTRA_STAGE_MS = 0.5
+
+
+def _extra_stages(rows: pd.DataFrame, full: pd.DataFrame, strategy: str) -> list[tuple[str, float, float]]:
+    """(stage, strategy's ms, baseline's ms) per batch for the CPU stages where ``strategy`` exceeds the baseline.
+
+    ``wait`` is left out: it is time blocked, not CPU. Summary medians, full workload.
+    """
+    out = []
+    for stage in ("compute", "serialize", "transfer", "assemble"):
+        ms = _median(rows, strategy, stage_column(stage))
+        base_ms = _median(rows, "baseline", stage_column(stage))
+        if base_ms is None:
+            base_ms = _median(full, "baseline", stage_column(stage))
+        if ms is not None and ms - (base_ms or 0.0) > EXTRA_STAGE_MS:
+            out.append((stage, ms, base_ms or 0.0))
+    return out
 
 
 def first_batch_line(run: RunData) -> str | None:
