@@ -228,6 +228,24 @@ def test_sampler_thread_samples_and_measures_itself():
     assert len(sampler.samples) == count  # stopped
 
 
+def test_short_lived_shared_memory_between_samples_reaches_the_next_sample(monkeypatch):
+    """/dev/shm is polled between the (costly, rare) tree samples: a segment that came and went counts."""
+    import harness.measure as measure
+
+    in_use = {"bytes": 1_000}
+    monkeypatch.setattr(measure, "shm_used_bytes", lambda path=measure.SHM_DIR: in_use["bytes"])
+    sampler = Sampler(ProcessTree(), interval_s=60.0).start()  # no tree sample for a minute: only polls
+    try:
+        in_use["bytes"] = 64 << 20  # a segment appears ...
+        time.sleep(10 * measure.SHM_POLL_S)
+        in_use["bytes"] = 1_000  # ... and is gone before the next sample
+        first = sampler.sample_now()
+        second = sampler.sample_now()  # nothing came and went since the first
+    finally:
+        sampler.stop()
+    assert first.shm_bytes == 64 << 20 and second.shm_bytes == 1_000
+
+
 def test_sampler_interval_zero_samples_only_on_demand():
     sampler = Sampler(ProcessTree(), interval_s=0).start()
     sampler.sample_now()
