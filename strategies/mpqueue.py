@@ -40,15 +40,12 @@ own is left blocked on a full pipe (``cancel_join_thread``).
 
 from __future__ import annotations
 
-import _multiprocessing
 import functools
 import multiprocessing as mp
-import multiprocessing.util as mp_util
 import queue
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -62,7 +59,7 @@ from .framing import MessageReader, widen
 from .messages import Job, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob
-from .shm_segments import tracker_holds, tracker_pid
+from .shm_segments import release_semaphores, tracker_pid
 from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
@@ -203,42 +200,7 @@ def _close_queues(tasks: mp.Queue, results: mp.Queue, registered_with: int | Non
     tasks.cancel_join_thread()
     tasks.close()
     results.close()
-    _release_semaphores(registered_with, tasks, results)
-
-
-def _release_semaphores(registered_with: int | None, *queues: mp.Queue) -> None:
-    """Unlink the queues' named semaphores now, not whenever the Queue objects are collected.
-
-    Under spawn and forkserver each Queue holds three named POSIX semaphores
-    (``/dev/shm/sem.mp-*``: its read lock, write lock and slot count), unlinked by a
-    ``multiprocessing.util.Finalize`` when the object dies. A closed generator that
-    is still referenced (a traceback, a test's variable) would keep them in
-    /dev/shm. The workers are gone, so nobody needs the names any more: unlink them
-    and cancel those finalizers. Under fork the names were unlinked at creation and
-    there is nothing to do.
-
-    The finalizers would also unregister the names from the resource tracker; if
-    that tracker was killed, doing so relaunches one that prints a ``KeyError`` per
-    name it never held, so we unregister only while the tracker we registered with
-    runs (``shm_segments.tracker_holds``).
-    """
-    names = set()
-    for q in queues:
-        for lock in (q._rlock, q._wlock, q._sem):
-            name = getattr(getattr(lock, "_semlock", None), "name", None)
-            if name is not None:
-                names.add(name)
-    for finalizer in list(mp_util._finalizer_registry.values()):
-        if finalizer._args and finalizer._args[0] in names:
-            finalizer.cancel()
-    tracked = tracker_holds(registered_with)
-    for name in names:
-        try:
-            _multiprocessing.sem_unlink(name)
-        except FileNotFoundError:
-            pass  # already gone
-        if tracked:
-            resource_tracker.unregister(name, "semaphore")
+    release_semaphores(registered_with, tasks, results)
 
 
 def _stop_workers(tasks: mp.Queue, oldest_wanted: Any, workers: int) -> None:

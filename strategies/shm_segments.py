@@ -22,12 +22,14 @@ segments can be found and attributed: :func:`stale_segments`.
 
 from __future__ import annotations
 
+import _multiprocessing
 import _posixshmem
 import errno
 import mmap
 import os
 import secrets
 from multiprocessing import resource_tracker
+from multiprocessing import util as mp_util
 
 from .constants import SHM_HEADROOM_BYTES, SHM_PREFIX
 from .errors import SharedMemorySpaceError
@@ -126,6 +128,52 @@ def tracker_holds(registered_with: int | None) -> bool:
     """
     tracker = resource_tracker._resource_tracker
     return tracker._fd is not None and tracker._pid == registered_with and tracker._check_alive()
+
+
+# Where multiprocessing's objects keep their SemLocks: Queue (_rlock, _wlock, _sem),
+# Event (_cond, _flag), Condition (_lock, _sleeping_count, _woken_count, _wait_semaphore).
+_SEMLOCK_HOLDERS = ("_rlock", "_wlock", "_sem", "_cond", "_flag", "_lock", "_sleeping_count", "_woken_count")
+_SEMLOCK_HOLDERS += ("_wait_semaphore",)
+
+
+def semaphore_names(obj: object) -> set[str]:
+    """Names of the POSIX semaphores behind a multiprocessing Lock, Semaphore, Queue, Event or Condition."""
+    name = getattr(getattr(obj, "_semlock", None), "name", None)
+    names = {name} if name is not None else set()  # None under fork: unlinked at creation
+    for attribute in _SEMLOCK_HOLDERS:
+        inner = getattr(obj, attribute, None)
+        if inner is not None and inner is not obj:
+            names |= semaphore_names(inner)
+    return names
+
+
+def release_semaphores(registered_with: int | None, *objects: object) -> None:
+    """Unlink the named semaphores of ``objects`` now, not whenever the objects are collected.
+
+    Under spawn and forkserver each multiprocessing Lock, Semaphore, Queue (three) or
+    Event (five) holds named POSIX semaphores (``/dev/shm/sem.mp-*``), unlinked by a
+    ``multiprocessing.util.Finalize`` when the object dies. Call this once every
+    process that used them is gone: a closed generator that is still referenced (a
+    traceback, a test's variable) would keep them in /dev/shm. The finalizers are
+    cancelled. They would also unregister the names from the resource tracker; if
+    that tracker was killed, doing so relaunches one that prints a ``KeyError`` per
+    name it never held, so names are unregistered only while the tracker they were
+    registered with (``registered_with``, :func:`tracker_pid` at creation) runs.
+    """
+    names: set[str] = set()
+    for obj in objects:
+        names |= semaphore_names(obj)
+    for finalizer in list(mp_util._finalizer_registry.values()):
+        if finalizer._args and finalizer._args[0] in names:
+            finalizer.cancel()
+    tracked = tracker_holds(registered_with)
+    for name in names:
+        try:
+            _multiprocessing.sem_unlink(name)
+        except FileNotFoundError:
+            pass  # already gone
+        if tracked:
+            resource_tracker.unregister(name, "semaphore")
 
 
 def stale_segments(directory: str = SHM_DIR) -> list[str]:

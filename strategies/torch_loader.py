@@ -112,11 +112,12 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -131,6 +132,7 @@ from .dataset import Dataset
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .messages import WorkerFailure
 from .plan import EpochPlan, ImageJob
+from .shm_segments import release_semaphores, tracker_pid
 from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, Processor, make_processor, tile_buffers
 from .workers import FORKSERVER_PRELOAD, start_fork_server, watch_parent
@@ -235,12 +237,37 @@ class ImageDataset:
             )
 
 
+# How long a worker's excepthook waits to see whether a reset connection means the main process died.
+ORPHAN_CHECK_S = 0.5
+
+
 def _init_worker(worker_id: int) -> None:
-    """Each DataLoader worker exits within PARENT_POLL_S of the main process's death.
+    """Each DataLoader worker exits within PARENT_POLL_S of the main process's death, quietly.
 
     Torch's own check (``ManagerWatchdog``) runs every 5 s, between items only.
     """
-    watch_parent()
+    _quiet_when_orphaned(watch_parent())
+
+
+def _quiet_when_orphaned(main_gone: Callable[[float], bool]) -> None:
+    """Do not print a traceback for a connection the dead main process reset.
+
+    A tensor's file descriptor crosses to the main process through
+    ``multiprocessing.resource_sharer``: a thread of the worker hands it over when the
+    main process connects. If the main process dies during that handshake, the thread
+    reports the reset connection through ``sys.excepthook``: a traceback on stderr
+    next to the real news (the main process died), from a worker that is about to
+    exit anyway. Any other error, or a reset while the main process lives, is
+    printed as before.
+    """
+    report = sys.excepthook
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if issubclass(exc_type, ConnectionError) and main_gone(ORPHAN_CHECK_S):
+            return
+        report(exc_type, exc, tb)
+
+    sys.excepthook = hook
 
 
 class WatchedQueue:
@@ -334,6 +361,7 @@ class _LoaderState:
         self.loader: Any = None
         self.iterator: Any = None
         self.broken = False  # a worker died or timed out: no graceful shutdown
+        self.tracker: int | None = None  # the resource tracker the iterator's semaphores went to
 
 
 def _close_loader(state: _LoaderState) -> None:
@@ -366,6 +394,11 @@ def _close_loader(state: _LoaderState) -> None:
         deadline = time.monotonic() + KILL_GRACE_S
         for w in workers:
             w.join(max(0.0, deadline - time.monotonic()))
+        # The iterator's queues and done event hold 14 named semaphores (2 workers) under
+        # spawn/forkserver; the workers are gone, so their names go now (as queue's do).
+        release_semaphores(
+            state.tracker, *iterator._index_queues, iterator._worker_result_queue, iterator._workers_done_event
+        )
 
 
 class TorchGenerator(BatchGenerator):
@@ -409,6 +442,7 @@ class TorchGenerator(BatchGenerator):
         try:
             with self._torch_errors("the first answer of every worker"):
                 iterator = self._state.iterator = iter(self._state.loader)  # starts the workers
+                self._state.tracker = tracker_pid()
                 # Death is watched where we wait (WatchedQueue), not by torch's SIGCHLD
                 # handler, which would raise anywhere in the main thread.
                 if iterator._worker_pids_set:

@@ -96,24 +96,36 @@ class Worker(Protocol):
     def run(self) -> None: ...
 
 
-def watch_parent() -> None:
-    """Exit this worker process within ``PARENT_POLL_S`` once the main process is gone."""
+def main_process_watch() -> Callable[[float], bool]:
+    """``gone(timeout)``: whether the main process has exited, waiting up to ``timeout`` seconds to see."""
     parent = os.getppid()
     # spawn and forkserver: a pipe whose write end only the main process holds. The
     # fork server is no proof of life: every worker it forks holds its "alive" pipe.
     parent_process = mp.parent_process()
     sentinel = parent_process.sentinel if parent_process is not None else None
 
+    def gone(timeout: float) -> bool:
+        if sentinel is not None:
+            if wait([sentinel], timeout):
+                return True
+        else:
+            time.sleep(timeout)
+        return os.getppid() != parent  # fork: re-parented once the main process died
+
+    return gone
+
+
+def watch_parent() -> Callable[[float], bool]:
+    """Exit this worker process within ``PARENT_POLL_S`` once the main process is gone; return its ``gone``."""
+    gone = main_process_watch()
+
     def watch() -> None:
-        while True:
-            if sentinel is not None and wait([sentinel], PARENT_POLL_S):
-                os._exit(EXIT_PARENT_DIED)
-            if sentinel is None:
-                time.sleep(PARENT_POLL_S)
-            if os.getppid() != parent:
-                os._exit(EXIT_PARENT_DIED)
+        while not gone(PARENT_POLL_S):
+            pass
+        os._exit(EXIT_PARENT_DIED)
 
     threading.Thread(target=watch, name="ipcbench-parent-watch", daemon=True).start()
+    return gone
 
 
 def worker_main(worker_cls: type[Worker], worker_id: int, conn: Connection, args: tuple[Any, ...]) -> None:

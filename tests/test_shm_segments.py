@@ -167,3 +167,23 @@ def test_check_free_space_names_need_free_and_fix() -> None:
     assert f"+{SHM_HEADROOM_BYTES / 2**20:.1f} MiB headroom" in message
     assert "but /dev/shm has only" in message and "MiB free" in message  # what is there
     assert "Lower prefetch" in message and "--shm-size" in message  # the fix
+
+
+def test_release_semaphores_unlinks_every_semaphore_of_queues_and_events() -> None:
+    """Queue (3) and Event (5) semaphores are gone from /dev/shm at once, and their finalizers with them."""
+    import multiprocessing as mp
+    from multiprocessing import util as mp_util
+
+    from strategies.shm_segments import release_semaphores, semaphore_names, tracker_pid
+
+    ctx = mp.get_context("spawn")  # named semaphores, registered with the resource tracker
+    queue, event = ctx.Queue(), ctx.Event()
+    names = semaphore_names(queue) | semaphore_names(event)
+    assert len(names) == 8
+    files = [Path("/dev/shm") / f"sem.{name.lstrip('/')}" for name in names]
+    assert all(f.exists() for f in files)
+    release_semaphores(tracker_pid(), queue, event)
+    assert not any(f.exists() for f in files)
+    pending = {f._args[0] for f in mp_util._finalizer_registry.values() if f._args}
+    assert not names & pending
+    queue.close()

@@ -223,3 +223,28 @@ def test_stopped_worker_raises_timeout(dataset: Path) -> None:
     finally:
         if psutil.pid_exists(pids[0]):
             os.kill(pids[0], signal.SIGCONT)
+
+
+@pytest.mark.parametrize(
+    ("error", "main_gone", "printed"),
+    [
+        (ConnectionResetError("reset by peer"), True, False),  # the dead main process reset it: noise
+        (ConnectionResetError("reset by peer"), False, True),  # the main process lives: a real error
+        (ValueError("a bug"), True, True),  # anything else is always reported
+    ],
+)
+def test_worker_stays_quiet_about_connections_its_dead_main_process_reset(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    main_gone: bool,
+    printed: bool,
+) -> None:
+    from strategies import torch_loader
+
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)  # restored after the test
+    asked = []
+    torch_loader._quiet_when_orphaned(lambda timeout: asked.append(timeout) or main_gone)
+    sys.excepthook(type(error), error, None)  # what multiprocessing.resource_sharer's thread calls
+    assert ("Error" in capsys.readouterr().err) is printed
+    assert asked == ([torch_loader.ORPHAN_CHECK_S] if isinstance(error, ConnectionError) else [])
