@@ -8,15 +8,27 @@ rounds are printed.
 
     python scripts/strategy_throughput.py --dataset data/real --workers 2 --rounds 3
     python scripts/strategy_throughput.py --workload transfer --epochs 8
+
+The CPU columns say where the cores went during the timed epochs: the main
+process's and the workers' CPU time (user + system, psutil) as a share of one core,
+the workers' summed; "busy" is their sum over the machine's cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
+import psutil
+
 from strategies import STRATEGIES, LoaderConfig, make_generator
+
+
+def cpu_s(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds of ``processes`` so far."""
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
 def measure(name: str, dataset: str, config: LoaderConfig, epochs: int) -> dict[str, float]:
@@ -26,16 +38,26 @@ def measure(name: str, dataset: str, config: LoaderConfig, epochs: int) -> dict[
     try:
         for _ in gen:  # warm-up epoch
             pass
+        main = [psutil.Process()]
+        workers = [psutil.Process(pid) for pid in getattr(gen, "worker_pids", list)()]
+        main_cpu, workers_cpu = cpu_s(main), cpu_s(workers)
         batches, t1 = 0, time.perf_counter()
         for _ in range(epochs):
             for _ in gen:
                 batches += 1
         seconds = time.perf_counter() - t1
+        main_cpu, workers_cpu = cpu_s(main) - main_cpu, cpu_s(workers) - workers_cpu
     finally:
         t2 = time.perf_counter()
         gen.close()
         shutdown_s = time.perf_counter() - t2
-    return {"startup_s": startup_s, "batches_per_s": batches / seconds, "shutdown_s": shutdown_s}
+    return {
+        "startup_s": startup_s,
+        "batches_per_s": batches / seconds,
+        "shutdown_s": shutdown_s,
+        "main_cpu": main_cpu / seconds,
+        "workers_cpu": workers_cpu / seconds,
+    }
 
 
 def main() -> None:
@@ -69,14 +91,20 @@ def main() -> None:
         f"tile={args.tile} {args.start_method} workload={args.workload}; "
         f"medians of {args.rounds} rounds x {args.epochs} epochs"
     )
-    print(f"{'strategy':12} {'batches/s':>10} {'x baseline':>10} {'startup s':>10} {'shutdown s':>11}")
+    print(
+        f"{'strategy':12} {'batches/s':>10} {'x baseline':>10} {'startup s':>10} {'shutdown s':>11} "
+        f"{'main CPU':>9} {'workers CPU':>12} {'busy':>6}"
+    )
     base = statistics.median(r["batches_per_s"] for r in results.get("baseline", [])) if "baseline" in results else None
+    cores = len(os.sched_getaffinity(0))
     for name, runs in results.items():
         bps = statistics.median(r["batches_per_s"] for r in runs)
         ratio = f"{bps / base:10.2f}" if base else f"{'-':>10}"
+        main_cpu, workers_cpu = (statistics.median(r[key] for r in runs) for key in ("main_cpu", "workers_cpu"))
         print(
             f"{name:12} {bps:10.1f} {ratio} {statistics.median(r['startup_s'] for r in runs):10.2f} "
-            f"{statistics.median(r['shutdown_s'] for r in runs):11.3f}"
+            f"{statistics.median(r['shutdown_s'] for r in runs):11.3f} {main_cpu:9.0%} {workers_cpu:12.0%} "
+            f"{(main_cpu + workers_cpu) / cores:6.0%}"
         )
 
 

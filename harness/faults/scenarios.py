@@ -534,6 +534,11 @@ def main(argv: list[str]) -> int:
 
     name, strategy, start_method, raw = argv
     scenario = SCENARIOS[name]
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in the background without job control (``cmd &`` in a script), this
+        # process inherited SIGINT ignored: Ctrl-C must reach it as it reaches a training
+        # program, as KeyboardInterrupt, or ``sigint_group`` tests nothing.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = json.loads(raw)
     config = LoaderConfig(**{**BASE_CONFIG, **scenario.config, "start_method": start_method})
     probe = Probe()
