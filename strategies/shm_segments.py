@@ -132,8 +132,17 @@ def tracker_holds(registered_with: int | None) -> bool:
 
 # Where multiprocessing's objects keep their SemLocks: Queue (_rlock, _wlock, _sem),
 # Event (_cond, _flag), Condition (_lock, _sleeping_count, _woken_count, _wait_semaphore).
-_SEMLOCK_HOLDERS = ("_rlock", "_wlock", "_sem", "_cond", "_flag", "_lock", "_sleeping_count", "_woken_count")
-_SEMLOCK_HOLDERS += ("_wait_semaphore",)
+_SEMLOCK_HOLDERS = (
+    "_rlock",
+    "_wlock",
+    "_sem",
+    "_cond",
+    "_flag",
+    "_lock",
+    "_sleeping_count",
+    "_woken_count",
+    "_wait_semaphore",
+)
 
 
 def semaphore_names(obj: object) -> set[str]:

@@ -355,6 +355,7 @@ def _targets_section(run: RunData) -> list[Block]:
         )
         for t in targets
     )
+    notes = (first_batch_line(run), *below_baseline_explanations(run).values())
     return [
         Heading(3, "Performance targets"),
         Paragraph(
@@ -362,7 +363,7 @@ def _targets_section(run: RunData) -> list[Block]:
             "drift cancels. Targets whose cells the run lacks are left out."
         ),
         Table(("#", "target", "goal", "measured", "", "from"), rows, (True, False, False, True, False, False)),
-        *[Paragraph(escape(line)) for line in (first_batch_line(run), *below_baseline_explanations(run)) if line],
+        *[Paragraph(escape(line)) for line in notes if line],
     ]
 
 

@@ -176,7 +176,7 @@ def full_targets(run: RunData) -> list[Target]:
     multi = {s: r for s, r in rates.items() if s not in IN_PROCESS}
     slowest = min(multi, key=multi.__getitem__) if multi else None
     below = sorted(s for s, r in multi.items() if base and r < base)
-    explained = {line.split(":")[0] for line in below_baseline_explanations(run)}
+    explained = below_baseline_explanations(run)
     first = first_batch_s(run)
     base_first = first.get("baseline")
     late = {s: t - base_first for s, t in first.items() if s not in IN_PROCESS and base_first is not None}
@@ -292,8 +292,8 @@ def stage_target(run: RunData) -> Target:
     )
 
 
-def below_baseline_explanations(run: RunData) -> list[str]:
-    """Target 2's proviso: for each multi-process strategy below the baseline (full, 2 workers), why, measured.
+def below_baseline_explanations(run: RunData) -> dict[str, str]:
+    """Target 2's proviso: each multi-process strategy below the baseline (full, 2 workers) -> why, measured.
 
     The explanation is CPU: a strategy whose processes together spend ``c`` seconds of
     CPU per batch cannot deliver more than ``cores / c`` batches/s, however its work is
@@ -306,15 +306,15 @@ def below_baseline_explanations(run: RunData) -> list[str]:
     base_cpu = _median(rows, "baseline", "cpu_s_per_batch") or _median(full, "baseline", "cpu_s_per_batch")
     cores = lookup(run.env, "machine.cores_logical")
     if not base or not base_cpu or not cores:
-        return []
-    lines = []
+        return {}
+    explanations: dict[str, str] = {}
     for strategy in sorted(rows["strategy"].unique()):
         rate, cpu = _median(rows, strategy, "batches_per_s"), _median(rows, strategy, "cpu_s_per_batch")
         if strategy in IN_PROCESS or rate is None or cpu is None or rate >= base:
             continue
         extra = _extra_stages(rows, full, strategy)
         where = ", ".join(f"{stage} +{ms - base_ms:.1f} ms ({ms:.1f} vs {base_ms:.1f})" for stage, ms, base_ms in extra)
-        lines.append(
+        explanations[strategy] = (
             f"{strategy}: {rate:.1f} batches/s = {rate / base:.2f}x baseline. Its processes spend "
             f"{cpu * 1e3:.1f} ms of CPU per batch, {cpu / base_cpu:.1f}x the baseline's {base_cpu * 1e3:.1f} ms, "
             f"so even spread perfectly over {cores} cores it could not pass {cores / cpu:.0f} batches/s (the "
@@ -322,7 +322,7 @@ def below_baseline_explanations(run: RunData) -> list[str]:
             + (f"; its stage timers put the extra per batch in {where}" if where else "")
             + "."
         )
-    return lines
+    return explanations
 
 
 # A stage counts as where a strategy's extra time goes when it exceeds the baseline's by this much per batch.
