@@ -263,7 +263,7 @@ baseline_rate = run.summary.loc[run.summary["strategy"] == "baseline", "batches_
 copies_per_s = provenance.lookup(run.env, "memcpy.batch_copies_per_s_one_core")
 print(f"Baseline: {baseline_rate:.1f} batches/s, {1000 / baseline_rate:.1f} ms per batch.")
 if copies_per_s:
-    print(f"Copying one batch (memcpy, measured at the start of the run) takes {1000 / copies_per_s:.2f} ms: "
+    print(f"Copying one batch (memcpy, measured at the start and the end of the run) takes {1000 / copies_per_s:.2f} ms: "
           f"{baseline_rate / copies_per_s:.0%} of the baseline's time per batch.")
     print("The rest goes to the per-image work (read, mask, tiles) and the loop around it.")""",
     ),
