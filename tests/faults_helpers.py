@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 # One implementation for the tests and the `ipcbench faults` matrix.
-from harness.faults.scenarios import _strips, alive, garble_strips, infrastructure_pids, wait_until_gone
+from harness.faults.scenarios import _strips, alive, garble_strips, hear_ctrl_c, infrastructure_pids, wait_until_gone
 
 __all__ = ["alive", "garble_strips", "infrastructure_pids", "wait_until_gone"]
 
@@ -278,4 +278,5 @@ if os.environ.get(FAIL_INIT_ENV):
     _patch_worker_init()
 
 if __name__ == "__main__":
+    hear_ctrl_c()
     SCENARIOS[sys.argv[1]](json.loads(sys.argv[2]))

@@ -529,16 +529,23 @@ def preload_torch() -> None:
     forkserver.ensure_running()
 
 
+def hear_ctrl_c() -> None:
+    """Let SIGINT raise KeyboardInterrupt here, as in a training program, even if it came in ignored.
+
+    A process started in the background without job control (``cmd &`` in a script,
+    some CI runners) inherits SIGINT ignored, and Python keeps it so: a scenario that
+    sends Ctrl-C would then test nothing and time out.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str]) -> int:
     from strategies import LoaderConfig
 
     name, strategy, start_method, raw = argv
     scenario = SCENARIOS[name]
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        # Started in the background without job control (``cmd &`` in a script), this
-        # process inherited SIGINT ignored: Ctrl-C must reach it as it reaches a training
-        # program, as KeyboardInterrupt, or ``sigint_group`` tests nothing.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    hear_ctrl_c()
     args = json.loads(raw)
     config = LoaderConfig(**{**BASE_CONFIG, **scenario.config, "start_method": start_method})
     probe = Probe()
