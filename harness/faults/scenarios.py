@@ -514,21 +514,6 @@ def result_fields(probe: Probe) -> dict[str, Any]:
     }
 
 
-def preload_torch() -> None:
-    """Start the fork server with torch imported, so torch's workers start in milliseconds.
-
-    Otherwise each imports torch itself (seconds on a loaded 2-core machine), and the
-    2-s timeout of the hang scenarios would catch the start-up, not the fault.
-    """
-    import multiprocessing as mp
-    from multiprocessing import forkserver
-
-    from strategies.workers import FORKSERVER_PRELOAD
-
-    mp.get_context("forkserver").set_forkserver_preload([*FORKSERVER_PRELOAD, "torch"])
-    forkserver.ensure_running()
-
-
 def hear_ctrl_c() -> None:
     """Let SIGINT raise KeyboardInterrupt here, as in a training program, even if it came in ignored.
 
@@ -555,8 +540,6 @@ def main(argv: list[str]) -> int:
         # environment, and arm the fault from it; fork children inherit the armed classes.
         os.environ[INJECT_ENV] = f"{scenario.inject}:{strategy}"
         _inject(scenario.inject, strategy)
-    if strategy == "torch" and start_method == "forkserver":
-        preload_torch()  # after the environment is complete: the fork server's children inherit its own
     try:
         scenario.play(Context(strategy, Path(args["dataset"]), config), probe)
     except Exception as exc:  # an error the scenario did not provoke on purpose: a finding

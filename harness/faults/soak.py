@@ -190,10 +190,6 @@ def soak(strategy: str, dataset: Path, *, cycles: int, warmup: int, start_method
 def main(argv: list[str]) -> int:
     strategy, raw = argv
     args = json.loads(raw)
-    if strategy == "torch" and args["start_method"] == "forkserver":
-        from .scenarios import preload_torch
-
-        preload_torch()
     record = soak(
         strategy, Path(args["dataset"]), cycles=args["cycles"], warmup=args["warmup"], start_method=args["start_method"]
     )
