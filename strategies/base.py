@@ -1,4 +1,4 @@
-"""BatchGenerator: the one interface every strategy implements (DESIGN.md section 2).
+"""BatchGenerator: the one interface every strategy implements (docs/design.md, "Python API").
 
 The blog's DataGenerator, made into a contract::
 
@@ -21,25 +21,58 @@ plus ``_shutdown()``, called once by ``close()``. The baseline implements the ho
 by doing the work inline, which is why it is the same interface and not a special
 case (as torchdata's ``Mapper`` is ``ParallelMapper`` with no workers).
 
-Release of resources: ``close()`` is idempotent and bounded; a generator that is
+Iteration, as torch's DataLoader does it: ``iter(gen)`` starts the next epoch and
+returns that epoch's :class:`EpochIterator`, whose own ``iter()`` is itself. So::
+
+    it = iter(gen)
+    first = next(it)          # peek at one batch
+    for batch in it:          # ... then finish *the same* epoch
+        ...
+
+and every ``for batch in gen`` is the next epoch. An epoch's iterator is exhausted
+once the generator has moved on to another epoch. ``next(gen)`` continues the
+current epoch (and starts the first one if none has begun).
+
+Threads: ``next()`` may be called from several threads; a lock makes each call
+take the next batch of the plan whole, so the batches the threads get are the
+plan's, in plan order, each exactly once (which thread gets which is theirs to
+race for). ``close()`` may come from any thread: a ``next()`` blocked in another
+thread wakes at once and raises :class:`LoaderClosedError`
+(:mod:`strategies.close_signal`), and the channels are shut only after it left.
+
+Processes: a generator belongs to the process that made it. A forked child that
+inherited one cannot use it (its workers answer the parent) and gets a clear
+error; it makes its own. A daemonic process (a ``multiprocessing.Pool`` worker)
+may not start processes, so a strategy with worker processes refuses to start
+there and says what to use instead.
+
+Release of resources: ``close()`` is idempotent and bounded, and releases
+everything (processes, descriptors, mappings, segments, semaphores) before it
+returns, whoever still holds a reference to the generator. A generator that is
 garbage-collected without ``close()`` is released by a ``weakref.finalize`` that
 subclasses register for their resources (never ``__del__``, which would keep the
-generator alive through reference cycles).
+generator alive through reference cycles); the finalizer does nothing in any
+process but the generator's own.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .close_signal import CloseSignal
 from .config import LoaderConfig
+from .constants import STOP_GRACE_S
 from .dataset import Dataset, open_dataset
-from .errors import LoaderClosedError
+from .errors import LoaderClosedError, ProcessContextError
 from .plan import EpochPlan, make_plan, max_tiles_per_image
 from .stages import StageClock, summed
 from .work import ProcessedImage
@@ -62,10 +95,56 @@ def check_torch_device(config: LoaderConfig) -> None:
         )
 
 
+def owner_only(func: Callable[..., Any], *args: Any) -> Callable[[], None]:
+    """``func(*args)``, run only in the process that called this: a finalizer a forked child must not run.
+
+    A child made with ``os.fork()`` inherits the parent's generators and their
+    ``weakref.finalize`` objects; at its exit it would stop the parent's workers and
+    unlink the parent's shared memory. The resources are the parent's, so it may not.
+    """
+    owner = os.getpid()
+
+    def call() -> None:
+        if os.getpid() == owner:
+            func(*args)
+
+    return call
+
+
+class EpochIterator:
+    """One epoch of a generator: what ``iter(gen)`` returns; its own ``iter()`` is itself."""
+
+    __slots__ = ("_generator", "_n_batches", "_serial", "epoch")
+
+    def __init__(self, generator: BatchGenerator, serial: int, plan: EpochPlan) -> None:
+        self._generator = generator
+        self._serial = serial  # which start of an epoch this is (the generator counts them)
+        self._n_batches = plan.n_batches
+        self.epoch = plan.epoch
+
+    def __iter__(self) -> EpochIterator:
+        return self
+
+    def __next__(self) -> tuple[Any, Any]:
+        return self._generator._next_batch(self._serial)
+
+    def __len__(self) -> int:
+        """Batches in this iterator's epoch."""
+        return self._n_batches
+
+    def __repr__(self) -> str:
+        return f"<EpochIterator epoch={self.epoch} of {self._generator!r}>"
+
+
 class BatchGenerator(ABC):
     """Yields ``(data, masks)`` batches: uint16 (B, C, T, T) and uint8 (B, T, T)."""
 
     name: ClassVar[str]
+    # What a strategy is, declared once and read by the harness, its reports and the tests:
+    # True where the per-image work runs in worker processes (False: in this process);
+    worker_processes: ClassVar[bool] = False
+    # True where workers hand images over through shared memory (/dev/shm);
+    shared_memory: ClassVar[bool] = False
     # True where batches are views into the producer's memory (zero-copy ``shm``).
     zero_copy: ClassVar[bool] = False
 
@@ -74,6 +153,13 @@ class BatchGenerator(ABC):
             raise ValueError(
                 f"zero_copy=True is an option of the shm strategy (batches as views into shared memory); "
                 f"the {self.name} strategy copies every batch"
+            )
+        if self.worker_processes and mp.current_process().daemon:
+            raise ProcessContextError(
+                f"the {self.name} strategy starts worker processes, and this process "
+                f"({mp.current_process().name}, pid {os.getpid()}) is daemonic: a multiprocessing.Pool "
+                f"worker or a Process(daemon=True), which Python does not allow to have children. "
+                f"Use the 'baseline' or 'threads' strategy here, or make the loader in a non-daemonic process"
             )
         if config.pin_memory or config.device is not None:
             check_torch_device(config)
@@ -91,14 +177,25 @@ class BatchGenerator(ABC):
                 f"world_size={config.world_size}: some ranks would get none"
             )
         self.max_tiles = max_tiles_per_image(self.dataset.shapes, config.tile)
+        # Images in flight per worker: no more than an epoch can ever have for one worker,
+        # so a huge ``prefetch`` costs no slots, semaphores or loop iterations it cannot use.
+        self.prefetch = min(config.prefetch, -(-len(self.dataset) // config.workers))
+        self._owner_pid = os.getpid()
         self._next_epoch = config.epoch
         self._upcoming: EpochPlan | None = None
         self._plan: EpochPlan | None = None
+        self._serial = 0  # epochs started so far: an EpochIterator knows which one is its own
         self._active = False
         self._batch_index = 0
         self._current: ProcessedImage | None = None
         self._offset = 0
         self._closed = False
+        self._shut = False
+        # One next() or iter() at a time; close() takes it too, once a waiting next() has left.
+        self._lock = threading.RLock()
+        self._close_lock = threading.Lock()
+        self.close_signal = CloseSignal()
+        self._signal_finalizer = weakref.finalize(self, self.close_signal.close)
         self.clock = StageClock()  # main-process stages (strategies.stages)
         self._worker_stages: dict[int, tuple[float, ...]] = {}  # latest totals each worker sent
 
@@ -146,15 +243,30 @@ class BatchGenerator(ABC):
 
     def __len__(self) -> int:
         """Batches in the current epoch, or in the next one when none is running."""
-        if self._active and self._plan is not None:
-            return self._plan.n_batches
-        if self._upcoming is None or self._upcoming.epoch != self._next_epoch:
-            self._upcoming = self.plan_for(self._next_epoch)
-        return self._upcoming.n_batches
+        plan = self._plan
+        if self._active and plan is not None:
+            return plan.n_batches
+        upcoming = self._upcoming
+        if upcoming is None or upcoming.epoch != self._next_epoch:
+            upcoming = self._upcoming = self.plan_for(self._next_epoch)
+        return upcoming.n_batches
 
     # -- iterator protocol ----------------------------------------------------
-    def __iter__(self) -> BatchGenerator:
-        """Start the next epoch (abandoning the current one if it is unfinished)."""
+    def __iter__(self) -> EpochIterator:
+        """Start the next epoch (abandoning the current one if it is unfinished); return its iterator."""
+        with self._lock:
+            self._start_epoch()
+            assert self._plan is not None
+            return EpochIterator(self, self._serial, self._plan)
+
+    def __next__(self) -> tuple[Any, Any]:
+        """The next batch of the current epoch; before any epoch, starts the first."""
+        with self._lock:
+            if self._plan is None:
+                self._start_epoch()
+            return self._next_batch(self._serial)
+
+    def _start_epoch(self) -> None:
         self._check_open()
         if self._active:
             self._finish_epoch()
@@ -162,33 +274,43 @@ class BatchGenerator(ABC):
         self._plan = plan or self.plan_for(self._next_epoch)
         self._upcoming = None
         self._next_epoch += 1
+        self._serial += 1
         self._batch_index = 0
         self._active = True
         try:
             self._begin_epoch(self._plan)
         except BaseException as exc:
-            self._close_after(exc)
-            raise
-        return self
+            self._fail(exc, "the start of an epoch")
 
-    def __next__(self) -> tuple[Any, Any]:
-        self._check_open()
-        if self._plan is None:
-            iter(self)
-        assert self._plan is not None
-        if not self._active or self._batch_index >= self._plan.n_batches:
-            if self._active:
+    def _next_batch(self, serial: int) -> tuple[Any, Any]:
+        """The next batch of the epoch started as ``serial``; StopIteration once it is over or superseded."""
+        with self._lock:
+            self._check_open()
+            plan = self._plan
+            if serial != self._serial or not self._active or plan is None:
+                raise StopIteration
+            if self._batch_index >= plan.n_batches:
                 self._finish_epoch()
-            raise StopIteration
-        try:
-            batch = self._assemble(self._plan.batch_size_at(self._batch_index))
-        except BaseException as exc:
-            # A worker error, a timeout or a KeyboardInterrupt: nothing half-done
-            # stays behind, whether or not the caller closes us.
+                raise StopIteration
+            try:
+                batch = self._assemble(plan.batch_size_at(self._batch_index))
+            except BaseException as exc:
+                self._fail(exc, f"batch {self._batch_index} of epoch {plan.epoch}")
+            self._batch_index += 1
+            return self._deliver(*batch)
+
+    def _fail(self, exc: BaseException, waiting_for: str) -> None:
+        """An epoch was interrupted by ``exc``: nothing half-done stays behind; re-raise it."""
+        if self._closed and not isinstance(exc, LoaderClosedError):
+            # close() from another thread broke our wait: that, not the broken wait, is the news.
+            raise LoaderClosedError(
+                f"{self.name} generator was closed (by another thread) while waiting for {waiting_for}"
+            ) from exc
+        if not self._closed:
+            # A worker error, a timeout or a KeyboardInterrupt: release everything,
+            # whether or not the caller closes us.
             self._close_after(exc)
-            raise
-        self._batch_index += 1
-        return self._deliver(*batch)
+        raise exc
 
     def _assemble(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Copy the next ``size`` tiles, across image boundaries, into fresh arrays."""
@@ -212,6 +334,7 @@ class BatchGenerator(ABC):
 
     def _advance_image(self) -> None:
         self._drop_current()
+        self.close_signal.check("the next image")
         self._current = self._next_image()
         self._offset = 0
 
@@ -255,21 +378,46 @@ class BatchGenerator(ABC):
     def _check_open(self) -> None:
         if self._closed:
             raise LoaderClosedError(f"{self.name} generator is closed")
+        if os.getpid() != self._owner_pid:
+            raise ProcessContextError(
+                f"this {self.name} generator belongs to process {self._owner_pid}; process {os.getpid()} "
+                f"inherited it through fork and cannot use it (its workers answer their parent). "
+                f"Make a generator in this process instead"
+            )
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def close(self) -> None:
-        """Stop every process and thread and free every buffer. Idempotent, bounded in time."""
-        if self._closed:
-            return
-        self._closed = True
-        self._active = False
-        self._current = None
-        self._shutdown()
+        """Stop every process and thread and free every buffer. Idempotent, bounded in time, any thread.
+
+        A ``next()`` blocked in another thread raises :class:`LoaderClosedError`; the
+        shutdown starts once it has left (it leaves at once: every wait watches
+        :attr:`close_signal`), or after ``STOP_GRACE_S`` if it is busy computing.
+        """
+        self._closed = True  # from now on next() and iter() raise LoaderClosedError
+        if os.getpid() != self._owner_pid:
+            return  # an inherited copy: the processes and memory are the parent's
+        self.close_signal.fire()
+        with self._close_lock:  # a second close() returns only once the first has released everything
+            if self._shut:
+                return
+            inside = self._lock.acquire(timeout=STOP_GRACE_S)
+            try:
+                self._active = False
+                self._current = None
+                self._shutdown()
+            finally:
+                self._shut = True
+                if inside:
+                    self._lock.release()
+                    self._signal_finalizer()  # no thread waits on the signal any more
+                # else: a thread still works in next() (an image being computed in this
+                # process); the signal's descriptors go when the generator does.
 
     def __enter__(self) -> BatchGenerator:
+        self._check_open()
         return self
 
     def __exit__(self, *exc_info: object) -> None:

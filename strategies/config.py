@@ -8,13 +8,15 @@ same batches, whatever ``workers``, ``prefetch`` and ``start_method`` are.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 START_METHODS = ("fork", "spawn", "forkserver")
 OUTPUTS = ("numpy", "torch")
 WORKLOADS = ("full", "transfer")
+# The longest single wait: poll() takes whole milliseconds in a C int (2**31 - 1 ms is
+# 24.8 days); a longer ``timeout`` (math.inf included) waits this long.
+MAX_WAIT_S = 2_000_000.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,7 +30,8 @@ class LoaderConfig:
     Fields that only change how batches travel: ``workers``, ``prefetch`` (processed
     images in flight per worker, the backpressure knob every strategy honours),
     ``start_method``, ``timeout`` (longest wait in seconds for any one result or
-    for the workers to become ready), ``output`` (``"numpy"`` or ``"torch"``),
+    for the workers to become ready; ``math.inf`` for no limit, capped at
+    ``MAX_WAIT_S``, about 23 days), ``output`` (``"numpy"`` or ``"torch"``),
     ``zero_copy`` (``shm`` only: workers assemble whole batches in shared memory and
     the batches are views, valid until the next ``next()``), ``pin_memory`` and
     ``device`` (``output="torch"`` only: batches in page-locked memory, or moved to
@@ -96,13 +99,19 @@ class LoaderConfig:
                 f"LoaderConfig.pin_memory={self.pin_memory} / device={self.device!r} need output='torch' "
                 f"(NumPy batches live in ordinary host memory); got output={self.output!r}"
             )
-        if (
-            isinstance(self.timeout, bool)
-            or not isinstance(self.timeout, int | float)
-            or not 0 < self.timeout < math.inf
-        ):
-            # finite: every wait in this package must end (DESIGN.md section 8)
-            raise ValueError(f"LoaderConfig.timeout={self.timeout!r} must be a finite number of seconds > 0")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or not self.timeout > 0:
+            raise ValueError(
+                f"LoaderConfig.timeout={self.timeout!r} must be a number of seconds > 0 (math.inf: no limit)"
+            )
+
+    @property
+    def wait_timeout(self) -> float:
+        """``timeout`` as every wait uses it: capped at ``MAX_WAIT_S`` (the system's longest poll).
+
+        A wait that reaches the cap raises as a timeout would; every wait also watches
+        the workers, so a dead one is reported at once, whatever the timeout.
+        """
+        return min(float(self.timeout), MAX_WAIT_S)
 
     def replace(self, **overrides: Any) -> LoaderConfig:
         """A copy with some fields changed; an unknown field is a ValueError."""

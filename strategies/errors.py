@@ -19,6 +19,10 @@ class LoaderClosedError(RuntimeError):
     """The generator was used after ``close()`` (or after a worker failure closed it)."""
 
 
+class ProcessContextError(RuntimeError):
+    """The generator cannot work in this process: a daemonic one, or a fork child that inherited it."""
+
+
 class RemoteTraceback(Exception):
     """The formatted traceback of an exception raised in a worker process."""
 

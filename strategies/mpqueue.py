@@ -59,7 +59,7 @@ from .framing import MessageReader, widen
 from .messages import Job, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob
-from .shm_segments import release_semaphores, tracker_pid
+from .shm_segments import queue_feeder, release_semaphores, tracker_pid
 from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
@@ -146,12 +146,13 @@ class QueueGenerator(ProcessGenerator):
         pool = WorkerPool(
             name=self.name,
             worker_cls=QueueWorker,
-            args=(self.dataset, c, self.tasks, self.results, self.oldest_wanted, c.timeout),
+            args=(self.dataset, c, self.tasks, self.results, self.oldest_wanted, c.wait_timeout),
             workers=c.workers,
             start_method=c.start_method,
-            timeout=c.timeout,
+            timeout=c.wait_timeout,
             stop=functools.partial(_stop_workers, self.tasks, self.oldest_wanted, c.workers),
             drain=[MessageReader(self.results._reader, _no_wait)],
+            close_signal=self.close_signal,
         )
         resources.callback(pool.close)
         return pool
@@ -167,7 +168,7 @@ class QueueGenerator(ProcessGenerator):
         return f"image {self._wanted} of epoch {self.epoch}"
 
     def _dispatch(self, job: ImageJob) -> bool:
-        self.tasks.put(Job(self.generation, job), timeout=self.config.timeout)
+        self.tasks.put(Job(self.generation, job), timeout=self.config.wait_timeout)
         return True
 
     def _receive(self) -> list[tuple[int, ProcessedImage | None]]:
@@ -189,6 +190,11 @@ class QueueGenerator(ProcessGenerator):
     def _abandon(self) -> None:
         self.oldest_wanted.value = self.generation + 1
 
+    def _shutdown(self) -> None:
+        super()._shutdown()
+        # The queues' semaphores stay mapped while their objects live: let them go now.
+        del self.tasks, self.results, self.oldest_wanted, self.result_reader
+
 
 def _close_queues(tasks: mp.Queue, results: mp.Queue, registered_with: int | None) -> None:
     """After the workers are gone: empty the task queue so our feeder thread can finish, close both."""
@@ -198,8 +204,17 @@ def _close_queues(tasks: mp.Queue, results: mp.Queue, registered_with: int | Non
     except (queue.Empty, OSError, EOFError):
         pass  # empty (or already broken by a killed worker): nothing more to take out
     tasks.cancel_join_thread()
-    tasks.close()
+    tasks.close()  # our feeder thread closes the task pipe's ends once it has flushed
+    feeder = queue_feeder(tasks)
+    if feeder is not None:
+        feeder.join(KILL_GRACE_S)
     results.close()
+    # No feeder ever ran for the result queue here (only workers put), so nothing would
+    # close its pipe before the garbage collector: close both ends now. The task pipe's
+    # too if its feeder is stuck (it is not while our workers are gone): leave those to it.
+    for channel in (results, *(() if feeder is not None and feeder.is_alive() else (tasks,))):
+        channel._reader.close()
+        channel._writer.close()
     release_semaphores(registered_with, tasks, results)
 
 

@@ -35,7 +35,7 @@ from abc import abstractmethod
 from collections import deque
 from contextlib import ExitStack
 
-from .base import BatchGenerator
+from .base import BatchGenerator, owner_only
 from .config import LoaderConfig
 from .dataset import Dataset
 from .errors import WorkerError
@@ -45,6 +45,8 @@ from .workers import WorkerPool
 
 
 class ProcessGenerator(BatchGenerator):
+    worker_processes = True
+
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)
         self.generation = 0
@@ -52,9 +54,9 @@ class ProcessGenerator(BatchGenerator):
         self._ready: dict[int, ProcessedImage] = {}
         self._wanted = 0
         self.in_flight = 0
-        self.window = config.workers * config.prefetch
+        self.window = config.workers * self.prefetch
         self.resources = ExitStack()
-        self._finalizer = weakref.finalize(self, self.resources.close)
+        self._finalizer = weakref.finalize(self, owner_only(self.resources.close))
         try:
             self.pool = self._start(self.resources)
         except BaseException:

@@ -19,7 +19,8 @@ smallest shard's), so every rank yields the same number of batches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,14 +30,52 @@ N_AUGMENTATIONS = 8
 
 
 @dataclass(frozen=True, slots=True)
+class TileDraw:
+    """Everything that decides an image's tiles and augmentation codes in one epoch.
+
+    :func:`draw_tiles` turns it into the arrays, always the same ones: a job crosses
+    to a worker as this (a few dozen bytes), not as its arrays (9 bytes a tile: 340 KB
+    for 16-px tiles of a 2700 x 3600 image, more than a socket's default buffer).
+    """
+
+    height: int
+    width: int
+    tile: int
+    seed: int
+    epoch: int
+    image_index: int
+    shuffle: bool
+    augment: bool
+    n_tiles: int  # the first n of the image's grid (an epoch may keep fewer than all)
+
+
+def draw_tiles(draw: TileDraw) -> tuple[np.ndarray, np.ndarray]:
+    """The tiles (N, 2) int32 and augmentation codes (N,) uint8 that ``draw`` describes."""
+    # One generator per (seed, epoch, image): an image's tiles do not depend on
+    # which rank draws it or on what came before it.
+    rng = np.random.default_rng([draw.seed, draw.epoch, draw.image_index, 1])
+    tiles = image_tiles(draw.height, draw.width, draw.tile, rng if draw.shuffle else None)[: draw.n_tiles]
+    if draw.augment:
+        augmentations = rng.integers(0, N_AUGMENTATIONS, size=len(tiles), dtype=np.uint8)
+    else:
+        augmentations = np.zeros(len(tiles), dtype=np.uint8)
+    return tiles, augmentations
+
+
+@dataclass(frozen=True, slots=True)
 class ImageJob:
-    """The work for one image: cut ``tiles`` (N x 2 top-left y, x) and augment each."""
+    """The work for one image: cut ``tiles`` (N x 2 top-left y, x) and augment each.
+
+    A job of a plan pickles as its :class:`TileDraw` and is drawn again where it is
+    unpickled (a worker), so a job message is small whatever the tile count.
+    """
 
     position: int  # place of this image in the epoch's sequence
     image_index: int  # index into Dataset.entries
     tiles: np.ndarray  # (N, 2) int32
     augmentations: np.ndarray  # (N,) uint8 codes, see N_AUGMENTATIONS
     first_tile: int = 0  # index of this image's first tile in the epoch's tile sequence
+    draw: TileDraw | None = field(default=None, compare=False)  # how tiles and codes were drawn
 
     @property
     def end_tile(self) -> int:
@@ -46,6 +85,16 @@ class ImageJob:
     @property
     def n_tiles(self) -> int:
         return len(self.tiles)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.draw is None:
+            return (ImageJob, (self.position, self.image_index, self.tiles, self.augmentations, self.first_tile))
+        return (_drawn_job, (self.position, self.image_index, self.first_tile, self.draw))
+
+
+def _drawn_job(position: int, image_index: int, first_tile: int, draw: TileDraw) -> ImageJob:
+    """Unpickle a job from its draw."""
+    return ImageJob(position, image_index, *draw_tiles(draw), first_tile, draw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,17 +192,11 @@ def make_plan(
         if remaining <= 0:
             break
         height, width = shapes[image_index]
-        # One generator per (seed, epoch, image): an image's tiles do not depend on
-        # which rank draws it or on what came before it.
-        rng = np.random.default_rng([seed, epoch, int(image_index), 1])
-        tiles = image_tiles(height, width, tile, rng if shuffle else None)[:remaining]
-        if augment:
-            augmentations = rng.integers(0, N_AUGMENTATIONS, size=len(tiles), dtype=np.uint8)
-        else:
-            augmentations = np.zeros(len(tiles), dtype=np.uint8)
-        if len(tiles):
-            jobs.append(ImageJob(len(jobs), int(image_index), tiles, augmentations, kept - remaining))
-            remaining -= len(tiles)
+        n_tiles = min(tiles_per_image(height, width, tile), remaining)
+        draw = TileDraw(height, width, tile, seed, epoch, int(image_index), shuffle, augment, n_tiles)
+        if n_tiles:
+            jobs.append(ImageJob(len(jobs), int(image_index), *draw_tiles(draw), kept - remaining, draw))
+            remaining -= n_tiles
 
     n_batches = -(-kept // batch_size)
     return EpochPlan(epoch, batch_size, tile, tuple(jobs), kept, n_batches)

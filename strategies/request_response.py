@@ -100,7 +100,8 @@ class RequestGenerator(ProcessGenerator):
             args=self._worker_args(),
             workers=c.workers,
             start_method=c.start_method,
-            timeout=c.timeout,
+            timeout=c.wait_timeout,
+            close_signal=self.close_signal,
         )
         resources.callback(pool.close)
         self._worker_of = {conn: i for i, conn in enumerate(pool.conns)}
@@ -108,7 +109,7 @@ class RequestGenerator(ProcessGenerator):
 
     def capacity(self, worker_id: int) -> int:
         """How many more requests worker ``worker_id`` may take now."""
-        return self.config.prefetch - self.outstanding[worker_id]
+        return self.prefetch - self.outstanding[worker_id]
 
     def _take_slot(self, worker_id: int) -> int:
         """The slot a new request of this worker writes into (``shm``); 0 when unused."""

@@ -18,8 +18,10 @@ Only the pixels' tiles cross through shared memory; the pipe carries a ~100-byte
 note per image. The main process then copies each tile once, into the batch.
 
 Shutdown: the pool stops and reaps the workers first; then the main process, the
-segments' only owner, unlinks them (also after a worker was killed mid-write). If
-the main process itself is killed, the resource tracker unlinks them. Before
+segments' only owner, unlinks them (also after a worker was killed mid-write) and
+unmaps them, so their memory and descriptors are free when ``close()`` returns, not
+when the generator object is collected. If the main process itself is killed, the
+resource tracker unlinks them. Before
 creating anything, the free space of /dev/shm is checked against what the slots
 need, and the space is reserved, so a small /dev/shm (Docker's 64 MB default) is
 a clear error, never a SIGBUS (``shm_segments``).
@@ -64,11 +66,23 @@ class SlotLayout:
         return -(-raw // _ALIGN) * _ALIGN
 
     def views(self, buf: Any, n_slots: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Data and mask arrays of each slot of ``buf`` (a segment's mmap).
+
+        Made with ``np.frombuffer``, whose arrays hold a buffer export of the mmap as
+        long as they live: ``mmap.close()`` then refuses (``BufferError``) instead of
+        unmapping memory under them. (``np.ndarray(buffer=...)`` holds none: a view kept
+        past ``close()`` would then crash the process when read.)
+        """
         t = self.tile
+        data_count, mask_count = self.max_tiles * self.channels * t * t, self.max_tiles * t * t
         return [
             (
-                np.ndarray((self.max_tiles, self.channels, t, t), np.uint16, buf, s * self.slot_bytes),
-                np.ndarray((self.max_tiles, t, t), np.uint8, buf, s * self.slot_bytes + self.data_bytes),
+                np.frombuffer(buf, np.uint16, data_count, s * self.slot_bytes).reshape(
+                    self.max_tiles, self.channels, t, t
+                ),
+                np.frombuffer(buf, np.uint8, mask_count, s * self.slot_bytes + self.data_bytes).reshape(
+                    self.max_tiles, t, t
+                ),
             )
             for s in range(n_slots)
         ]
@@ -105,18 +119,18 @@ class ShmGenerator(RequestGenerator):
     def _start(self, resources: ExitStack) -> WorkerPool:
         c = self.config
         layout = SlotLayout(self.max_tiles, self.dataset.channels, c.tile)
-        check_free_space(c.workers * c.prefetch * layout.slot_bytes)
+        check_free_space(c.workers * self.prefetch * layout.slot_bytes)
         self.segments: list[Segment] = []
         for worker_id in range(c.workers):
-            segment = Segment.create(c.prefetch * layout.slot_bytes, f"w{worker_id}")
-            resources.callback(segment.unlink)  # LIFO: runs after the pool is closed
+            segment = Segment.create(self.prefetch * layout.slot_bytes, f"w{worker_id}")
+            resources.callback(segment.release)  # LIFO: runs after the pool is closed
             self.segments.append(segment)
-        self.slots = [layout.views(s.buf, c.prefetch) for s in self.segments]
-        self.free_slots = [deque(range(c.prefetch)) for _ in range(c.workers)]
+        self.slots = [layout.views(s.buf, self.prefetch) for s in self.segments]
+        self.free_slots = [deque(range(self.prefetch)) for _ in range(c.workers)]
         return super()._start(resources)
 
     def _worker_args(self) -> tuple[Any, ...]:
-        return (self.dataset, self.config, [s.name for s in self.segments], self.config.prefetch)
+        return (self.dataset, self.config, [s.name for s in self.segments], self.prefetch)
 
     def capacity(self, worker_id: int) -> int:
         return len(self.free_slots[worker_id])
@@ -137,5 +151,5 @@ class ShmGenerator(RequestGenerator):
         self.free_slots[worker_id].append(skipped.slot)
 
     def _shutdown(self) -> None:
+        self.slots = []  # our views go first, so that closing the pool can unmap the segments
         super()._shutdown()
-        self.slots = []  # drop our views so the mappings can go

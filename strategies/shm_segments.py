@@ -28,8 +28,11 @@ import errno
 import mmap
 import os
 import secrets
+import threading
+from collections.abc import Iterable
 from multiprocessing import resource_tracker
 from multiprocessing import util as mp_util
+from multiprocessing.synchronize import SemLock
 
 from .constants import SHM_HEADROOM_BYTES, SHM_PREFIX
 from .errors import SharedMemorySpaceError
@@ -98,6 +101,18 @@ class Segment:
         finally:
             os.close(fd)
         return cls(name, size, buf, owner=False)
+
+    def release(self) -> None:
+        """Unlink the name (owner only) and unmap this process's mapping, closing its descriptor.
+
+        The mapping stays while arrays still view it (``mmap.close`` refuses; the
+        zero-copy batches a caller kept): it goes with the last of them.
+        """
+        self.unlink()
+        try:
+            self.buf.close()
+        except BufferError:
+            pass  # views of it live on (a kept zero-copy batch): the mapping ends with them
 
     def unlink(self) -> None:
         """Remove the name (owner only, once). The memory goes when the last mapping does."""
@@ -173,7 +188,9 @@ def release_semaphores(registered_with: int | None, *objects: object) -> None:
     for obj in objects:
         names |= semaphore_names(obj)
     for finalizer in list(mp_util._finalizer_registry.values()):
-        if finalizer._args and finalizer._args[0] in names:
+        # Only the semaphores' own finalizers: other objects' (a Queue's feeder, whose
+        # arguments are a deque and a Condition) are not ours to touch, nor hashable.
+        if getattr(finalizer, "_callback", None) is SemLock._cleanup and finalizer._args[0] in names:
             finalizer.cancel()
     tracked = tracker_holds(registered_with)
     for name in names:
@@ -183,6 +200,32 @@ def release_semaphores(registered_with: int | None, *objects: object) -> None:
             pass  # already gone
         if tracked:
             resource_tracker.unregister(name, "semaphore")
+
+
+def queue_feeder(channel: object) -> threading.Thread | None:
+    """The feeder thread of a ``multiprocessing.Queue`` in this process (None if it never started)."""
+    return getattr(channel, "_thread", None)
+
+
+def remove_segments(prefix: str, pids: Iterable[int], directory: str = SHM_DIR) -> list[str]:
+    """Unlink the entries named ``<prefix><pid>_...`` of processes ``pids`` (gone); return their names.
+
+    For segments that another library's workers name after themselves and unlink at
+    once (torch's ``torch_<pid>_...``), which a worker that failed in between leaves.
+    """
+    wanted = tuple(f"{prefix}{pid}_" for pid in pids)
+    if not wanted:
+        return []
+    try:
+        names = [name for name in os.listdir(directory) if name.startswith(wanted)]
+    except OSError:
+        return []
+    for name in names:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except FileNotFoundError:
+            pass  # gone meanwhile
+    return names
 
 
 def stale_segments(directory: str = SHM_DIR) -> list[str]:

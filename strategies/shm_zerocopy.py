@@ -112,10 +112,10 @@ class ShmZeroCopyGenerator(RequestGenerator):
     def _start(self, resources: ExitStack) -> WorkerPool:
         c = self.config
         layout = SlotLayout(c.batch_size, self.dataset.channels, c.tile)
-        self.n_slots = n_batch_slots(c.workers, c.prefetch, self.max_tiles, c.batch_size)
+        self.n_slots = n_batch_slots(c.workers, self.prefetch, self.max_tiles, c.batch_size)
         check_free_space(self.n_slots * layout.slot_bytes)
         self.segment = Segment.create(self.n_slots * layout.slot_bytes, "batches")
-        resources.callback(self.segment.unlink)  # LIFO: runs after the pool is closed
+        resources.callback(self.segment.release)  # LIFO: runs after the pool is closed
         self.segments = [self.segment]
         self.slots = layout.views(self.segment.buf, self.n_slots)
         self._held = 0  # the batch the loop holds or is asking for: its slot is never written
@@ -161,5 +161,5 @@ class ShmZeroCopyGenerator(RequestGenerator):
         return data[:size], masks[:size]
 
     def _shutdown(self) -> None:
+        self.slots = []  # our views go first; views the caller still holds keep the mapping alive
         super()._shutdown()
-        self.slots = []  # our views go; views the caller still holds keep the mapping alive

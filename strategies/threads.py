@@ -57,7 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import BatchGenerator
+from .base import BatchGenerator, owner_only
 from .config import LoaderConfig
 from .constants import STOP_GRACE_S
 from .dataset import Dataset
@@ -131,7 +131,7 @@ class ThreadGenerator(BatchGenerator):
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)
-        self.window = config.workers * config.prefetch
+        self.window = config.workers * self.prefetch
         self.in_flight = 0  # dispatched and not yet back in the stock (stale ones included)
         self._pending: deque[ImageJob] = deque()  # this epoch's images not yet dispatched
         self._window: deque[Task] = deque()  # this epoch's dispatched images, in plan order
@@ -149,7 +149,7 @@ class ThreadGenerator(BatchGenerator):
             for i in range(config.workers)
         ]
         # The finalizer and the threads hold the queue and the dataset, never the generator.
-        self._finalizer = weakref.finalize(self, _stop_threads, self._tasks, self._threads)
+        self._finalizer = weakref.finalize(self, owner_only(_stop_threads, self._tasks, self._threads))
         for thread in self._threads:
             thread.start()
 
@@ -185,9 +185,13 @@ class ThreadGenerator(BatchGenerator):
                 busy.append(task)
         self._stale = busy
 
-    def _await(self, futures: list[Future], waiting_for: str, return_when: str = "ALL_COMPLETED") -> None:
+    def _await(self, futures: list[Future], waiting_for: str) -> None:
+        """Wait until one of ``futures`` is done, or ``close()`` from another thread fires its signal."""
         with self.clock.timing("wait"):
-            done, _ = wait(futures, timeout=self.config.timeout, return_when=return_when)
+            done, _ = wait(
+                [*futures, self.close_signal.future], timeout=self.config.wait_timeout, return_when=FIRST_COMPLETED
+            )
+        self.close_signal.check(waiting_for)
         if not done:
             alive = [t.name for t in self._threads if t.is_alive()]
             raise WorkerTimeoutError(
@@ -205,7 +209,7 @@ class ThreadGenerator(BatchGenerator):
         while not self._window:  # the window is full of an abandoned epoch's images
             if not self._stale:
                 raise RuntimeError(f"{self.name}: waiting for an {waiting_for} but none is dispatched")
-            self._await([t.future for t in self._stale], f"stale image to finish before {waiting_for}", FIRST_COMPLETED)
+            self._await([t.future for t in self._stale], f"stale image to finish before {waiting_for}")
             self._fill()
         task = self._window.popleft()
         self._await([task.future], f"image {task.job.position} of epoch {self.epoch}")

@@ -125,16 +125,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import BatchGenerator
+from .base import BatchGenerator, owner_only
+from .close_signal import CloseSignal
 from .config import LoaderConfig
 from .constants import KILL_GRACE_S, TERMINATE_GRACE_S
 from .dataset import Dataset
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .messages import WorkerFailure
 from .plan import EpochPlan, ImageJob
-from .shm_segments import release_semaphores, tracker_pid
+from .shm_segments import check_free_space, release_semaphores, remove_segments, tracker_pid
 from .stages import StageClock, time_queue_pickling
-from .work import ProcessedImage, Processor, make_processor, tile_buffers
+from .work import ProcessedImage, Processor, make_processor, tile_buffers, tile_nbytes
 from .workers import FORKSERVER_PRELOAD, start_fork_server, watch_parent
 
 # What torch's worker loop imports, for the fork server to import once (torch.utils.data
@@ -148,6 +149,8 @@ TORCH_PRELOAD = ["torch", "torch.utils.data"]
 #           shared memory when it pickles them;
 # "numpy": fresh NumPy arrays, pickled whole through the data queue's pipe.
 PAYLOADS = ("shm", "tensor", "numpy")
+# Torch's shared tensors are named torch_<pid of the process that made them>_<random>.
+TORCH_SEGMENT_PREFIX = "torch_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +242,8 @@ class ImageDataset:
 
 # How long a worker's excepthook waits to see whether a reset connection means the main process died.
 ORPHAN_CHECK_S = 0.5
+# How often a stuck fetch of an image's tensors looks whether close() was called from another thread.
+FETCH_POLL_S = 0.05
 
 
 def _init_worker(worker_id: int) -> None:
@@ -280,14 +285,16 @@ class WatchedQueue:
     the fork server's children, not ours) and raises wherever the main thread is.
     """
 
-    def __init__(self, inner: Any, workers: list[mp.process.BaseProcess]) -> None:
+    def __init__(self, inner: Any, workers: list[mp.process.BaseProcess], close_signal: CloseSignal) -> None:
         self.inner = inner
         self.workers = workers
+        self.close_signal = close_signal  # close() from another thread: LoaderClosedError, through torch
 
     def get(self, timeout: float | None = None) -> Any:
         reader = self.inner._reader
         sentinels = {w.sentinel: w for w in self.workers}
-        ready = wait([reader, *sentinels], timeout)
+        ready = wait([reader, *sentinels, self.close_signal], timeout)
+        self.close_signal.check("an image from the DataLoader")
         self._raise_if_gone([sentinels[r] for r in ready if r in sentinels])
         if reader not in ready:
             raise queue.Empty
@@ -323,7 +330,10 @@ class WatchedQueue:
 
         fetcher = threading.Thread(target=fetch, name="ipcbench-torch-fetch", daemon=True)
         fetcher.start()
-        fetcher.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while fetcher.is_alive() and (deadline is None or time.monotonic() < deadline):
+            fetcher.join(FETCH_POLL_S)
+            self.close_signal.check("an image's tensors from the DataLoader")
         if not outcome:
             raise queue.Empty  # torch reports "DataLoader timed out", mapped to WorkerTimeoutError
         ok, value = outcome[0]
@@ -399,16 +409,31 @@ def _close_loader(state: _LoaderState) -> None:
         release_semaphores(
             state.tracker, *iterator._index_queues, iterator._worker_result_queue, iterator._workers_done_event
         )
+        # Torch names each shared tensor torch_<worker pid>_... and unlinks the name at once;
+        # a worker that failed in between (no space left, killed) leaves it behind.
+        remove_segments(TORCH_SEGMENT_PREFIX, [w.pid for w in workers])
+
+
+def image_tile_bytes(dataset: Dataset, config: LoaderConfig) -> int:
+    """Bytes of one tile's data and mask: a processed image takes ``n_tiles`` times this."""
+    return sum(tile_nbytes(dataset.channels, config.tile))
 
 
 class TorchGenerator(BatchGenerator):
     """A persistent ``DataLoader`` produces processed images; the base class assembles batches."""
 
     name = "torch"
+    worker_processes = True
+    shared_memory = True
     payload: ClassVar[str] = "shm"  # one of PAYLOADS
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)
+        if self.payload != "numpy":
+            # A full window of images in shared tensors, plus the one being assembled: a
+            # small /dev/shm (Docker's 64 MB) is a clear error now, not torch's ENOSPC later.
+            images = config.workers * self.prefetch + 1
+            check_free_space(images * self.max_tiles * image_tile_bytes(self.dataset, config))
         if config.start_method == "forkserver":
             # Workers forked from a server that has imported torch start in ~20 ms,
             # instead of each importing it (~2 s); the server imports it while we do.
@@ -430,15 +455,15 @@ class TorchGenerator(BatchGenerator):
             sampler=self._sampler,
             collate_fn=as_is,
             num_workers=c.workers,
-            prefetch_factor=c.prefetch,
+            prefetch_factor=self.prefetch,
             persistent_workers=True,
             multiprocessing_context=c.start_method,
-            timeout=c.timeout,
+            timeout=c.wait_timeout,
             pin_memory=False,
             generator=torch.Generator(),
             worker_init_fn=_init_worker,
         )
-        self._finalizer = weakref.finalize(self, _close_loader, self._state)
+        self._finalizer = weakref.finalize(self, owner_only(_close_loader, self._state))
         try:
             with self._torch_errors("the first answer of every worker"):
                 iterator = self._state.iterator = iter(self._state.loader)  # starts the workers
@@ -448,7 +473,7 @@ class TorchGenerator(BatchGenerator):
                 if iterator._worker_pids_set:
                     signal_handling._remove_worker_pids(id(iterator))
                     iterator._worker_pids_set = False
-                iterator._data_queue = WatchedQueue(iterator._data_queue, list(iterator._workers))
+                iterator._data_queue = WatchedQueue(iterator._data_queue, list(iterator._workers), self.close_signal)
                 # An empty epoch: torch sends every worker a resume message and
                 # waits for its answer, so the generator is ready when we return.
                 iter(self._state.loader)

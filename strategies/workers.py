@@ -61,6 +61,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Protocol
 
+from .close_signal import CloseSignal
 from .constants import KILL_GRACE_S, PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRACE_S
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .framing import MessageReader, send_message, widen
@@ -80,8 +81,43 @@ def start_fork_server(preload: list[str]) -> None:
     """
     from multiprocessing import forkserver
 
+    forget_inherited_fork_server()
     mp.get_context("forkserver").set_forkserver_preload(preload)
     forkserver.ensure_running()
+
+
+def forget_inherited_fork_server() -> None:
+    """In a child forked from a program that ran a fork server, let the child start its own.
+
+    The child inherits the parent's record of its fork server (pid, address, the
+    "alive" pipe). CPython's ``forkserver.ensure_running`` then checks on that server
+    with ``os.waitpid``, which fails in the child (``ChildProcessError: No child
+    processes``: it is not the child's child), so no process could start there. A
+    server that is not this process's child (or has exited) is forgotten here, as
+    ``ensure_running`` forgets a dead one, and the next start launches a server of
+    the child's own.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    with server._lock:
+        pid = server._forkserver_pid
+        if pid is None:
+            return
+        try:
+            exited, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            exited = pid  # the parent's server: not ours to use or to wait for
+        if not exited:
+            return  # our own, alive
+        if server._forkserver_alive_fd is not None:
+            try:
+                os.close(server._forkserver_alive_fd)
+            except OSError:
+                pass  # already closed
+        server._forkserver_address = None
+        server._forkserver_alive_fd = None
+        server._forkserver_pid = None
 
 
 # Exit status of a worker that noticed its parent had died.
@@ -170,11 +206,14 @@ class WorkerPool:
         timeout: float,
         stop: Callable[[], None] | None = None,
         drain: Sequence[MessageReader] = (),
+        close_signal: CloseSignal | None = None,
     ) -> None:
         self.name = name
         self.timeout = timeout
         self._stop = stop
         self._drain = list(drain)
+        # Watched by every wait: close() from another thread fires it (strategies.close_signal).
+        self.close_signal = close_signal
         self._closed = False
         # Set when a worker is known dead, hung or failed: close() then skips Stop
         # and the grace period and goes straight to SIGTERM.
@@ -185,6 +224,7 @@ class WorkerPool:
         self.pids: list[int] = []
         ctx = mp.get_context(start_method)
         if start_method == "forkserver":
+            forget_inherited_fork_server()
             # The fork server imports these once; each worker forked from it then
             # starts in ~20 ms instead of importing numpy and tifffile (~0.3 s).
             # Takes effect when the server starts, i.e. for the first pool.
@@ -226,7 +266,10 @@ class WorkerPool:
         """
         timeout = self.timeout if timeout is None else timeout
         sentinels = {p.sentinel: i for i, p in enumerate(self.processes)}
-        ready = wait([*readers, *sentinels], timeout)
+        signal = [self.close_signal] if self.close_signal is not None else []
+        ready = wait([*readers, *sentinels, *signal], timeout)
+        if self.close_signal is not None:
+            self.close_signal.check(waiting_for)
         readable = [r for r in ready if r not in sentinels]
         if readable:
             return readable
@@ -267,6 +310,8 @@ class WorkerPool:
         """Send ``message`` to worker ``worker_id``, waiting (bounded) while its pipe is full."""
         try:
             send_message(self.conns[worker_id], bytes(ForkingPickler.dumps(message)), self._writable(worker_id))
+        except WorkerError:
+            raise  # a timeout (an OSError too, as TimeoutError) or a death, already said precisely
         except OSError:
             raise self._died(worker_id) from None
 
@@ -280,7 +325,11 @@ class WorkerPool:
             sentinels = {p.sentinel: i for i, p in enumerate(self.processes)}
             for sentinel in sentinels:
                 poller.register(sentinel, select.POLLIN)
+            if self.close_signal is not None:
+                poller.register(self.close_signal.fileno(), select.POLLIN)
             events = dict(poller.poll(self.timeout * 1000))
+            if self.close_signal is not None:
+                self.close_signal.check(f"room in the pipe of worker {worker_id}")
             if events.get(conn.fileno(), 0) & select.POLLOUT:
                 return
             for fd in events:
@@ -367,9 +416,16 @@ class WorkerPool:
             self._join(time.monotonic() + KILL_GRACE_S)
             for conn in self.conns:
                 conn.close()
+            survivors = []
             for process in self.processes:
-                if process.exitcode is not None:
+                if process.exitcode is None:
+                    survivors.append(process)  # still dying (uninterruptible I/O): its sentinel stays
+                else:
                     process.close()
+            # What the stop and drain callables and the processes' arguments hold (a
+            # strategy's queues, whose semaphores stay mapped while they live) goes now.
+            self._stop, self._drain = None, []
+            self.processes = survivors
 
     def _join_draining(self, deadline: float) -> None:
         readers = {r.fd: r for r in [*self.readers, *self._drain]}
