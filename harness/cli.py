@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
-from strategies import DatasetError
+from strategies import DatasetError, exit_on_sigterm
 
 from .errors import IpcbenchError
 
@@ -44,6 +46,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C (every generator and measurement closes), then exits 143.
+    previous = exit_on_sigterm() if threading.current_thread() is threading.main_thread() else None
     try:
         return int(modules[args.command].main(args) or 0)
     except (IpcbenchError, DatasetError) as exc:
@@ -52,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ipcbench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

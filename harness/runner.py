@@ -253,30 +253,34 @@ class ChildOutcome:
 
 
 class InterruptFlag:
-    """Counts Ctrl-C (SIGINT) while active instead of raising KeyboardInterrupt.
+    """Counts Ctrl-C (SIGINT) and SIGTERM while active instead of raising.
 
-    The runner then stops the child in order and keeps what was measured. Only the
-    main thread can own signal handlers; elsewhere the flag is inert.
+    The runner then stops the child in order and keeps what was measured; SIGTERM
+    (``kill``, a scheduler's time limit) is handled as Ctrl-C is, and remembered
+    (:attr:`terminated`) so that the command exits 143, as a terminated program
+    does. Only the main thread can own signal handlers; elsewhere the flag is inert.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.count = 0
-        self._previous: Any = None
-        self._installed = False
+        self.terminated = False
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: object) -> None:
         self.count += 1
+        self.terminated = self.terminated or signum == signal.SIGTERM
 
     def __enter__(self) -> InterruptFlag:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 @dataclass(slots=True)
@@ -544,6 +548,7 @@ class RunResult:
     interrupted: bool
     failures: tuple[Failure, ...] = field(default=())
     wall_s: float = 0.0
+    terminated: bool = False  # the interruption was SIGTERM, not Ctrl-C
 
 
 Launcher = Callable[[ChildSpec, InterruptFlag, Callable[[dict[str, Any]], None]], ChildOutcome]
@@ -612,7 +617,8 @@ def run_plan(
             if outcome.interrupted or flag.count:
                 interrupted = True
                 break
-    return RunResult(run_dir, len(plan), finished, writer.count, interrupted, tuple(failures), clock() - started)
+    wall_s = clock() - started
+    return RunResult(run_dir, len(plan), finished, writer.count, interrupted, tuple(failures), wall_s, flag.terminated)
 
 
 def append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:

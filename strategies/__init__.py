@@ -23,7 +23,9 @@ from .config import LoaderConfig
 from .dataset import Dataset, ImageEntry, open_dataset
 from .errors import (
     DatasetError,
+    DescriptorLimitError,
     LoaderClosedError,
+    ProcessContextError,
     RemoteTraceback,
     SharedMemorySpaceError,
     WorkerDiedError,
@@ -35,6 +37,7 @@ from .pipe import PipeGenerator
 from .plan import EpochPlan, ImageJob, make_plan
 from .shm import ShmGenerator
 from .shm_zerocopy import ShmZeroCopyGenerator
+from .signals import exit_on_sigterm
 from .threads import ThreadGenerator
 from .torch_loader import TorchGenerator
 
@@ -71,16 +74,19 @@ __all__ = [
     "BatchGenerator",
     "Dataset",
     "DatasetError",
+    "DescriptorLimitError",
     "EpochPlan",
     "ImageEntry",
     "ImageJob",
     "LoaderClosedError",
     "LoaderConfig",
+    "ProcessContextError",
     "RemoteTraceback",
     "SharedMemorySpaceError",
     "WorkerDiedError",
     "WorkerError",
     "WorkerTimeoutError",
+    "exit_on_sigterm",
     "make_generator",
     "make_plan",
     "open_dataset",

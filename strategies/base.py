@@ -76,6 +76,7 @@ from .errors import LoaderClosedError, ProcessContextError
 from .plan import EpochPlan, make_plan, max_tiles_per_image
 from .stages import StageClock, summed
 from .work import ProcessedImage
+from .workers import check_descriptor_room
 
 
 def check_torch_device(config: LoaderConfig) -> None:
@@ -161,6 +162,8 @@ class BatchGenerator(ABC):
                 f"worker or a Process(daemon=True), which Python does not allow to have children. "
                 f"Use the 'baseline' or 'threads' strategy here, or make the loader in a non-daemonic process"
             )
+        if self.worker_processes:
+            check_descriptor_room(config.workers, self.name)
         if config.pin_memory or config.device is not None:
             check_torch_device(config)
         self.dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)

@@ -154,9 +154,18 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
     Raises :class:`DatasetError` naming the file for: a missing folder, no images,
     an image without a label file, an unreadable or truncated TIFF, an image that
     is not uint16, a label image that is not integer or whose shape differs from its
-    image, images with different channel counts, and a malformed ``classes.csv``.
+    image, images with different channel counts, a malformed ``classes.csv``, and a
+    folder or file this process may not read (permissions).
     """
     root = Path(path)
+    try:
+        return _open_dataset(root)
+    except OSError as exc:  # a folder or file we may not list or read
+        where = exc.filename if exc.filename is not None else root
+        raise DatasetError(f"dataset {root}: cannot read {where}: {exc.strerror or exc}") from exc
+
+
+def _open_dataset(root: Path) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"dataset directory {root} does not exist (or is not a directory)")
     images_dir, labels_dir = root / "images", root / "labels"

@@ -59,3 +59,7 @@ class WorkerTimeoutError(WorkerError, TimeoutError):
 
 class SharedMemorySpaceError(OSError):
     """/dev/shm has less free space than the shared-memory slots need."""
+
+
+class DescriptorLimitError(OSError):
+    """The process may not open the file descriptors that the workers' pipes and sentinels need."""

@@ -59,7 +59,7 @@ from .framing import MessageReader, widen
 from .messages import Job, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob
-from .shm_segments import queue_feeder, release_semaphores, tracker_pid
+from .shm_segments import close_queue, release_semaphores, tracker_pid
 from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
@@ -204,17 +204,8 @@ def _close_queues(tasks: mp.Queue, results: mp.Queue, registered_with: int | Non
     except (queue.Empty, OSError, EOFError):
         pass  # empty (or already broken by a killed worker): nothing more to take out
     tasks.cancel_join_thread()
-    tasks.close()  # our feeder thread closes the task pipe's ends once it has flushed
-    feeder = queue_feeder(tasks)
-    if feeder is not None:
-        feeder.join(KILL_GRACE_S)
-    results.close()
-    # No feeder ever ran for the result queue here (only workers put), so nothing would
-    # close its pipe before the garbage collector: close both ends now. The task pipe's
-    # too if its feeder is stuck (it is not while our workers are gone): leave those to it.
-    for channel in (results, *(() if feeder is not None and feeder.is_alive() else (tasks,))):
-        channel._reader.close()
-        channel._writer.close()
+    for channel in (tasks, results):
+        close_queue(channel, KILL_GRACE_S)  # descriptors closed now, not when the queue is collected
     release_semaphores(registered_with, tasks, results)
 
 

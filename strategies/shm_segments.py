@@ -28,11 +28,11 @@ import errno
 import mmap
 import os
 import secrets
-import threading
 from collections.abc import Iterable
 from multiprocessing import resource_tracker
 from multiprocessing import util as mp_util
 from multiprocessing.synchronize import SemLock
+from typing import Any
 
 from .constants import SHM_HEADROOM_BYTES, SHM_PREFIX
 from .errors import SharedMemorySpaceError
@@ -202,9 +202,23 @@ def release_semaphores(registered_with: int | None, *objects: object) -> None:
             resource_tracker.unregister(name, "semaphore")
 
 
-def queue_feeder(channel: object) -> threading.Thread | None:
-    """The feeder thread of a ``multiprocessing.Queue`` in this process (None if it never started)."""
-    return getattr(channel, "_thread", None)
+def close_queue(channel: Any, grace_s: float) -> None:
+    """Close a ``multiprocessing.Queue`` in this process now, descriptors included.
+
+    ``Queue.close()`` only asks the queue's feeder thread (if a ``put`` started one)
+    to flush and then close the pipe's two ends, some time later; a queue that never
+    fed (one this process only reads) keeps both ends until it is collected. Here the
+    feeder gets up to ``grace_s`` to finish, then both ends are closed, unless the
+    feeder is still writing (a pipe nobody reads): then they are left to it.
+    """
+    channel.close()
+    feeder = getattr(channel, "_thread", None)
+    if feeder is not None:
+        feeder.join(grace_s)
+        if feeder.is_alive():
+            return
+    channel._reader.close()
+    channel._writer.close()
 
 
 def remove_segments(prefix: str, pids: Iterable[int], directory: str = SHM_DIR) -> list[str]:

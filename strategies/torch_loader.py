@@ -133,7 +133,7 @@ from .dataset import Dataset
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .messages import WorkerFailure
 from .plan import EpochPlan, ImageJob
-from .shm_segments import check_free_space, release_semaphores, remove_segments, tracker_pid
+from .shm_segments import check_free_space, close_queue, release_semaphores, remove_segments, tracker_pid
 from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, Processor, make_processor, tile_buffers, tile_nbytes
 from .workers import FORKSERVER_PRELOAD, start_fork_server, watch_parent
@@ -404,8 +404,12 @@ def _close_loader(state: _LoaderState) -> None:
         deadline = time.monotonic() + KILL_GRACE_S
         for w in workers:
             w.join(max(0.0, deadline - time.monotonic()))
-        # The iterator's queues and done event hold 14 named semaphores (2 workers) under
-        # spawn/forkserver; the workers are gone, so their names go now (as queue's do).
+        # The iterator's queues hold pipes, closed by feeder threads (or the collector)
+        # some time later, and with its done event 14 named semaphores (2 workers) under
+        # spawn/forkserver; the workers are gone, so all of it goes now (as queue's do).
+        for channel in (*iterator._index_queues, iterator._worker_result_queue):
+            channel.cancel_join_thread()
+            close_queue(channel, KILL_GRACE_S)
         release_semaphores(
             state.tracker, *iterator._index_queues, iterator._worker_result_queue, iterator._workers_done_event
         )

@@ -49,8 +49,10 @@ a sibling lives.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
+import resource
 import select
 import signal
 import threading
@@ -63,7 +65,7 @@ from typing import Any, Protocol
 
 from .close_signal import CloseSignal
 from .constants import KILL_GRACE_S, PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRACE_S
-from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
+from .errors import DescriptorLimitError, RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .framing import MessageReader, send_message, widen
 from .messages import Ready, Stop, WorkerFailure
 
@@ -122,6 +124,47 @@ def forget_inherited_fork_server() -> None:
 
 # Exit status of a worker that noticed its parent had died.
 EXIT_PARENT_DIED = 3
+
+# Descriptors the main process needs free to start a pool: per worker its pipe, its
+# sentinel and the transient ones of a start (a fork server's connection, the pipe
+# and descriptors passed to it); plus the fork server, the resource tracker and a
+# strategy's queues. Measured: 4 x workers + 10 to 18, by start-up with `ulimit -n`.
+DESCRIPTORS_PER_WORKER = 4
+DESCRIPTORS_PER_POOL = 24
+
+
+def check_descriptor_room(workers: int, name: str) -> None:
+    """Raise :class:`DescriptorLimitError` if this process cannot open what ``workers`` workers need.
+
+    Checked before anything starts: running out half-way makes the fork server die
+    with a traceback of its own and the pool fail with a bare ``EMFILE``.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    try:
+        in_use = len(os.listdir("/proc/self/fd")) - 1  # the listing's own descriptor
+    except OSError:
+        return  # no /proc: the EMFILE translation in WorkerPool is what is left
+    needed = DESCRIPTORS_PER_WORKER * workers + DESCRIPTORS_PER_POOL
+    if in_use + needed > soft:
+        raise DescriptorLimitError(
+            errno.EMFILE,
+            f"the {name} strategy with {workers} workers needs about {needed} more file descriptors, and this "
+            f"process has {in_use} open of its limit of {soft} (ulimit -n). Raise the limit (ulimit -n 4096, or "
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ...)), or use fewer workers",
+        )
+
+
+def descriptor_limit_error(exc: OSError, name: str, workers: int) -> DescriptorLimitError:
+    """The error for an ``EMFILE``/``ENFILE`` met while starting workers, naming the limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    which = "this system's" if exc.errno == errno.ENFILE else f"this process's limit of {soft} (ulimit -n)"
+    return DescriptorLimitError(
+        exc.errno,
+        f"the {name} strategy ran out of file descriptors starting {workers} workers: {which} is reached. "
+        f"Raise the limit or use fewer workers",
+    )
 
 
 class Worker(Protocol):
@@ -251,6 +294,11 @@ class WorkerPool:
                 if not isinstance(ready, Ready):
                     raise WorkerError(f"{name} worker {worker_id} sent {ready!r} before Ready", worker_id=worker_id)
                 self.pids.append(ready.pid)
+        except OSError as exc:
+            self.close()
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise descriptor_limit_error(exc, name, workers) from exc
+            raise
         except BaseException:
             self.close()
             raise

@@ -208,3 +208,26 @@ def test_summary_lines_show_transfer_cells_as_a_fraction_of_r():
     assert "of R" in lines[0]
     full, transfer = (next(line for line in lines if f" {w} " in line) for w in ("full", "transfer"))
     assert " 0.50 " in transfer and " 0.50 " not in full
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_exits_143(dataset, tmp_path):
+    """``kill PID`` (a scheduler's limit): the measurement closes, finished ones are kept, exit status 143."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    args = run_args(dataset, out, "--strategies", "baseline,shm", "--step-ms", "50", "--repeats", "3", "--no-report")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if re.match(r"\[\s*2/", line):  # two measurements done, the third under way
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 143, rest
+    assert "interrupted; kept the measurements that finished" in rest
+    assert "Traceback" not in rest and "leaked" not in rest
+    assert len(read_samples(out / SAMPLES_FILE)) >= 1

@@ -19,7 +19,8 @@ interleaved plan (harness.runner; one fresh process per measurement), write
 ``summary.csv``, print one line per cell, build the report if
 ``harness.report.build_report`` exists. Progress goes to stderr: one ``\\r``-updated
 line on a terminal, one line per measurement otherwise. Ctrl-C stops the current
-measurement cleanly, keeps what was measured, writes the summary and exits 130.
+measurement cleanly, keeps what was measured, writes the summary and exits 130;
+SIGTERM does the same and exits 143.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from strategies.signals import EXIT_STATUS_SIGTERM
+
 from ..errors import IpcbenchError
 
 HELP = "Measure every strategy in fresh processes and write a results folder (env, samples, summary, report)."
@@ -39,7 +42,7 @@ QUICK_REPEATS, QUICK_EPOCHS = 1, 1
 DEFAULT_WORKLOADS = ("full",)
 DEFAULT_TRANSFER_MIB = (4.0, 16.0)  # issue 7: the transfer workload's batch sizes
 RESULTS_DIR = Path("results")
-INTERRUPTED_EXIT = 130
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -489,7 +492,7 @@ def main(args: argparse.Namespace) -> int:
     )
     if result.interrupted:
         print("ipcbench: interrupted; kept the measurements that finished", file=err)
-        return INTERRUPTED_EXIT
+        return EXIT_STATUS_SIGTERM if result.terminated else INTERRUPTED_EXIT
     if result.failures and not result.finished:
         raise IpcbenchError(f"every measurement failed; the first: {result.failures[0].error}")
     return 1 if result.failures else 0

@@ -206,6 +206,8 @@ def run_cell(scenario_name: str, strategy: str, start_method: str, dataset: Path
                     acted_at = time.monotonic()
                     if scenario.action == "sigint_group":
                         os.killpg(pgid, signal.SIGINT)  # Ctrl-C: every process of the group
+                    elif scenario.action == "sigterm_main":
+                        os.kill(proc.pid, signal.SIGTERM)  # kill PID, a scheduler's time limit, docker stop
                     else:
                         os.kill(proc.pid, signal.SIGKILL)
                 time.sleep(POLL_S)
@@ -242,8 +244,8 @@ def run_cell(scenario_name: str, strategy: str, start_method: str, dataset: Path
         problems += judge_error(scenario_name, strategy, result)
         if result["shutdown_s"] is not None and result["shutdown_s"] > CLOSE_BOUND_S:
             problems.append(f"close took {result['shutdown_s']:.1f} s (bound {CLOSE_BOUND_S:g} s)")
-        if proc.returncode != 0:
-            problems.append(f"exit status {proc.returncode}")
+        if proc.returncode != scenario.exit_status:
+            problems.append(f"exit status {proc.returncode} (expected {scenario.exit_status})")
         shutdown_s = result["shutdown_s"]
     result = result or {}
     return FaultRecord(
@@ -285,7 +287,7 @@ def judge_error(scenario_name: str, strategy: str, result: dict[str, Any]) -> li
     took = result["time_to_error_s"]
     if took is not None and took > timeout_s + CLOSE_BOUND_S:
         problems.append(f"the error took {took:.1f} s (timeout {timeout_s:g} s + close {CLOSE_BOUND_S:g} s)")
-    if expected != "KeyboardInterrupt" and strategy != "baseline":
+    if scenario.names_worker and expected != "KeyboardInterrupt" and strategy != "baseline":
         message = result["error_message"] or ""
         # A timeout cannot always say which worker stalled (queue: any may hold the job); the pids alive do.
         if not WORKER_IDENTITY.search(message) and not any(str(pid) in message for pid in result["pids"]):

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from strategies import STRATEGIES
+from strategies.signals import EXIT_STATUS_SIGTERM, exit_on_sigterm
 
 FAIL_INIT_ENV = "IPCBENCH_FAULTS_FAIL_WORKER_INIT"
 FAIL_INIT_MESSAGE = "injected start-up failure"
@@ -60,6 +61,8 @@ WITH_WORKERS = tuple(s for s in STRATEGIES if s != "baseline")
 SHARED_MEMORY = tuple(s for s in ("shm", "shm_zerocopy", "torch") if s in STRATEGIES)
 # Longest an endless-iteration scenario waits for the matrix's signal before giving up.
 AWAIT_SIGNAL_S = 30.0
+# When the watchdog thread of close_from_thread closes the generator the main thread iterates.
+CLOSE_FROM_THREAD_AFTER_S = 0.3
 # Bound on waiting for workers to disappear after close() or garbage collection.
 GONE_WAIT_S = 5.0
 POLL_S = 0.02
@@ -80,8 +83,9 @@ class Probe:
     problems: list[str] = field(default_factory=list)  # contract breaches the play noticed itself
 
     def watch(self, gen: Any) -> Any:
-        self.pids = list(gen.worker_pids())
-        self.segments = [s.name for s in getattr(gen, "segments", [])]
+        """Add ``gen``'s workers and segments to what the matrix checks are gone at the end."""
+        self.pids += [p for p in gen.worker_pids() if p not in self.pids]
+        self.segments += [s.name for s in getattr(gen, "segments", []) if s.name not in self.segments]
         return gen
 
     def fault(self) -> None:
@@ -108,7 +112,9 @@ class Scenario:
     expect: str | None = None  # class name (or a base's) the error must have; None: no error
     expect_baseline: str | None = None  # the baseline raises in the main process: no WorkerError
     traceback: bool = False  # the error must carry the worker's traceback
-    action: str | None = None  # "sigint_group" or "kill_main", after the ready line
+    names_worker: bool = True  # the error must name the worker and its pid (a worker's error)
+    action: str | None = None  # "sigint_group", "sigterm_main" or "kill_main", after the ready line
+    exit_status: int = 0  # the scenario process's exit status when all went well
     config: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     inject: str | None = None  # a fault the workers arm (see _inject)
@@ -286,7 +292,7 @@ def play_until_signalled(ctx: Context, probe: Probe) -> None:
                     first = False
                     emit(event="ready", pids=probe.pids, segments=probe.segments, infrastructure=infrastructure_pids())
         probe.problems.append(f"no signal arrived within {AWAIT_SIGNAL_S:g} s")
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; SIGTERM through exit_on_sigterm
         probe.error, probe.error_at = exc, time.monotonic()
     probe.close(gen)
 
@@ -397,6 +403,217 @@ def play_tracker_killed(ctx: Context, probe: Probe) -> None:
     expect_error(gen, probe)
 
 
+# -- programs: how training programs use loaders, beyond one fault at a time ------------
+def batch_digests(batches: Iterable[Any]) -> list[str]:
+    """One short digest per batch (data and masks), to compare batch sequences across strategies."""
+    import hashlib
+
+    import numpy as np
+
+    out = []
+    for data, masks in batches:
+        digest = hashlib.blake2b(np.asarray(data).tobytes(), digest_size=8)
+        digest.update(np.asarray(masks).tobytes())
+        out.append(digest.hexdigest())
+    return out
+
+
+def baseline_digests(ctx: Context, epochs: int) -> list[list[str]]:
+    from strategies import make_generator
+
+    with make_generator("baseline", ctx.dataset, ctx.config) as gen:
+        return [batch_digests(gen) for _ in range(epochs)]
+
+
+def play_peek_then_loop(ctx: Context, probe: Probe) -> None:
+    """Peek at one batch, then loop over the same iterator; islice three, then list the rest."""
+    import itertools
+
+    expected = baseline_digests(ctx, 2)
+    gen = make(ctx, probe)
+    it = iter(gen)
+    got = batch_digests([next(it)]) + batch_digests(it)
+    if got != expected[0]:
+        probe.problems.append(f"peek then loop: {len(got)} batches (baseline {len(expected[0])}), or other batches")
+    it = iter(gen)
+    got = batch_digests(itertools.islice(it, 3)) + batch_digests(it)
+    if got != expected[1]:
+        probe.problems.append(f"islice then loop: {len(got)} batches (baseline {len(expected[1])}), or other batches")
+    probe.close(gen)
+
+
+def play_side_by_side(ctx: Context, probe: Probe) -> None:
+    """A train and a validation generator side by side, closed in either order: the other goes on."""
+    for closed_first in ("train", "validation"):
+        train = make(ctx, probe)
+        validation = probe.watch(
+            make(Context(ctx.strategy, ctx.dataset, ctx.config.replace(shuffle=False, augment=False)), probe)
+        )
+        for name, gen in (("train", train), ("validation", validation)):
+            if (seen := sum(1 for _ in gen)) != len(gen):
+                probe.problems.append(f"{name} yielded {seen} of {len(gen)} batches beside the other")
+        first, second = (train, validation) if closed_first == "train" else (validation, train)
+        first.close()
+        if (seen := sum(1 for _ in second)) != len(second):
+            probe.problems.append(f"closing the {closed_first} generator broke the other: {seen} of {len(second)}")
+        probe.close(second)
+
+
+def play_own_multiprocessing(ctx: Context, probe: Probe) -> None:
+    """The program's own Queue, Event and Pool in use before, during and after the generator's life."""
+    import multiprocessing as mp
+
+    import numpy as np
+
+    context = mp.get_context(ctx.config.start_method)
+    own_queue, own_event, pool = context.Queue(), context.Event(), context.Pool(1)
+
+    def use(moment: str) -> None:
+        try:
+            own_queue.put(np.arange(1000))
+            if int(own_queue.get(timeout=ctx.config.timeout).sum()) != 499_500:
+                probe.problems.append(f"the program's Queue returned another array {moment}")
+            own_event.set()
+            if not own_event.is_set() or not isinstance(pool.apply(os.getpid), int):
+                probe.problems.append(f"the program's Event or Pool misbehaved {moment}")
+            own_event.clear()
+        except Exception as exc:  # the finding: the generator broke the program's multiprocessing
+            probe.problems.append(f"the program's multiprocessing failed {moment}: {type(exc).__name__}: {exc}")
+
+    try:
+        use("before the generator")
+        gen = make(ctx, probe)
+        if (seen := sum(1 for _ in gen)) != len(gen):
+            probe.problems.append(f"the generator yielded {seen} of {len(gen)} batches")
+        use("while the generator lives")
+        probe.close(gen)
+        use("after the generator closed")
+    finally:
+        pool.close()
+        pool.join()
+        own_queue.close()
+        own_queue.join_thread()
+
+
+def play_close_from_thread(ctx: Context, probe: Probe) -> None:
+    """A watchdog thread closes the generator while the main thread iterates: LoaderClosedError, at once."""
+    import threading
+
+    gen = make(ctx, probe)
+    threads = list(getattr(gen, "worker_threads", lambda: [])())
+    timings: dict[str, float] = {}
+
+    def watchdog() -> None:
+        time.sleep(CLOSE_FROM_THREAD_AFTER_S)
+        probe.fault()
+        started = time.monotonic()
+        gen.close()
+        timings["close"] = time.monotonic() - started
+
+    closer = threading.Thread(target=watchdog, name="watchdog")
+    closer.start()
+    deadline = time.monotonic() + AWAIT_SIGNAL_S
+    try:
+        while time.monotonic() < deadline:
+            for _ in gen:
+                pass
+        probe.problems.append(f"no LoaderClosedError within {AWAIT_SIGNAL_S:g} s of iterating")
+    except Exception as exc:  # the error under test
+        probe.error, probe.error_at = exc, time.monotonic()
+    closer.join(GONE_WAIT_S * 2)
+    probe.shutdown_s = timings.get("close")
+    survivors = wait_until_gone(probe.pids) + [t.name for t in threads if not _joined(t)]
+    if survivors:
+        probe.problems.append(f"workers alive after close() from another thread: {survivors}")
+
+
+def _holdings() -> dict[str, Any]:
+    """What this process holds that a generator could leak: descriptors, /dev/shm mappings and entries."""
+    maps = Path("/proc/self/maps").read_text()
+    mapped = sorted({line.rsplit("/dev/shm/", 1)[1].split()[0] for line in maps.splitlines() if "/dev/shm/" in line})
+    own = sorted(n for n in os.listdir("/dev/shm") if n.startswith((f"ipcbench_{os.getpid()}_", "sem.mp-", "torch_")))
+    return {"descriptors": len(os.listdir("/proc/self/fd")), "mapped": mapped, "entries": own}
+
+
+def play_closed_but_referenced(ctx: Context, probe: Probe) -> None:
+    """Closed generators still referenced (a variable, a traceback) hold no descriptor, mapping or segment.
+
+    The cyclic garbage collector is off: what is released is what close() released.
+    """
+    warm = make(ctx, probe)  # what a process pays once: fork server, resource tracker, arenas
+    next(iter(warm))
+    warm.close()
+    del warm
+    gc.collect()
+    gc.disable()
+    try:
+        before = _holdings()
+        kept = []
+        for _ in range(3):
+            gen = make(ctx, probe)
+            next(iter(gen))
+            probe.close(gen)
+            kept.append(gen)
+        after = _holdings()
+    finally:
+        gc.enable()
+    for what in before:
+        if after[what] != before[what]:
+            probe.problems.append(
+                f"three closed, referenced generators still hold {what}: {before[what]} -> {after[what]}"
+            )
+
+
+def _child_makes_its_own(ctx: Context, results: Any) -> None:
+    from strategies import make_generator
+
+    try:
+        with make_generator(ctx.strategy, ctx.dataset, ctx.config) as gen:
+            results.put(("ok", sum(1 for _ in gen), gen.worker_pids()))
+    except Exception as exc:
+        results.put((type(exc).__name__, str(exc), []))
+
+
+def _child_uses_the_parents(gen: Any, results: Any) -> None:
+    try:
+        next(iter(gen))
+        results.put(("no error", "", []))
+    except Exception as exc:
+        results.put((type(exc).__name__, str(exc), []))
+    gen.close()  # must leave the parent's workers and memory alone
+
+
+def play_fork_child(ctx: Context, probe: Probe) -> None:
+    """After the parent used the strategy, a fork child makes a generator of its own; the parent's goes on."""
+    import multiprocessing as mp
+
+    gen = make(ctx, probe)
+    n = sum(1 for _ in gen)
+    fork = mp.get_context("fork")
+    results = fork.Queue()
+    try:
+        for target, args, wanted in (
+            (_child_makes_its_own, (ctx, results), "ok"),
+            (_child_uses_the_parents, (gen, results), "ProcessContextError"),
+        ):
+            child = fork.Process(target=target, args=args)
+            child.start()
+            try:
+                kind, detail, pids = results.get(timeout=AWAIT_SIGNAL_S)
+            except Exception as exc:  # queue.Empty: the child hung or died silently
+                kind, detail, pids = type(exc).__name__, "no answer from the fork child", []
+            child.join(GONE_WAIT_S)
+            probe.pids += [child.pid, *pids]
+            if kind != wanted or (wanted == "ok" and detail != n):
+                probe.problems.append(f"fork child ({target.__name__}): {kind} {detail}, expected {wanted}")
+        if (seen := sum(1 for _ in gen)) != n:
+            probe.problems.append(f"the parent's generator yielded {seen} of {n} batches after its fork children")
+    finally:
+        results.close()
+        results.join_thread()
+    probe.close(gen)
+
+
 def play_selftest_leak(ctx: Context, probe: Probe) -> None:
     """Self-test: leave a segment and a process behind, to prove the matrix notices."""
     import subprocess
@@ -480,6 +697,29 @@ SCENARIOS: dict[str, Scenario] = {
             inject="ignore_sigterm_hang",
         ),
         Scenario("tracker_killed", play_tracker_killed, PROCESS_STRATEGIES),
+        Scenario("peek_then_loop", play_peek_then_loop, ALL_STRATEGIES),
+        Scenario("train_and_validation", play_side_by_side, ALL_STRATEGIES),
+        Scenario("own_multiprocessing", play_own_multiprocessing, ALL_STRATEGIES),
+        Scenario(
+            "close_from_thread",
+            play_close_from_thread,
+            ALL_STRATEGIES,
+            "LoaderClosedError",
+            "LoaderClosedError",
+            names_worker=False,
+        ),
+        Scenario("closed_but_referenced", play_closed_but_referenced, ALL_STRATEGIES),
+        Scenario(
+            "sigterm_main",
+            play_until_signalled,
+            ALL_STRATEGIES,
+            "SystemExit",
+            "SystemExit",
+            names_worker=False,
+            action="sigterm_main",
+            exit_status=EXIT_STATUS_SIGTERM,
+        ),
+        Scenario("fork_child", play_fork_child, ALL_STRATEGIES),
         Scenario("selftest_leak", play_selftest_leak, ALL_STRATEGIES, hidden=True),
         Scenario("selftest_hang", play_selftest_hang, ALL_STRATEGIES, hidden=True),
     )
@@ -531,6 +771,8 @@ def main(argv: list[str]) -> int:
     name, strategy, start_method, raw = argv
     scenario = SCENARIOS[name]
     hear_ctrl_c()
+    if scenario.action == "sigterm_main":
+        exit_on_sigterm()  # what a training program opts into: SIGTERM unwinds, closing the generator
     args = json.loads(raw)
     config = LoaderConfig(**{**BASE_CONFIG, **scenario.config, "start_method": start_method})
     probe = Probe()
@@ -547,6 +789,8 @@ def main(argv: list[str]) -> int:
     finally:
         _victim_marker().unlink(missing_ok=True)
     emit(**result_fields(probe))
+    if isinstance(probe.error, SystemExit):
+        return int(probe.error.code or 0)  # exit as the unwound program would: 143 after SIGTERM
     return 0
 
 
