@@ -368,7 +368,7 @@ def die_with_parent() -> None:
     """Ask Linux to SIGTERM this process when the runner dies (PR_SET_PDEATHSIG).
 
     The child runs in its own session, so nothing else would stop a measurement whose
-    runner was killed; its workers exit by themselves when it dies (DESIGN.md section 8).
+    runner was killed; its workers exit by themselves when it dies (docs/design.md section 8).
     """
     parent = os.getppid()
     try:

@@ -1,4 +1,4 @@
-"""``ipcbench``: the command line (DESIGN.md section 5).
+"""``ipcbench``: the command line (docs/design.md section 5).
 
 Only this module prints errors or chooses exit codes: subcommands raise
 :class:`~harness.errors.IpcbenchError` (or a strategies error such as

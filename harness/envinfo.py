@@ -33,7 +33,7 @@ PACKAGES = (
     "torch",
     "pytest-benchmark",
 )
-# Pinned to 1 in every measurement process (DESIGN.md section 7): a BLAS or OpenMP
+# Pinned to 1 in every measurement process (docs/design.md section 7): a BLAS or OpenMP
 # pool per worker would oversubscribe the 2 cores and measure thread contention.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 PINNED_THREAD_ENV = dict.fromkeys(THREAD_ENV_VARS, "1")

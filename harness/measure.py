@@ -16,7 +16,7 @@ process's children directly (~0.2 ms for a whole tree), where psutil's
 (~2.3 ms here). Without ``smaps_rollup`` the tree falls back to psutil.
 
 RSS counts a shared page once per process that maps it; PSS divides it among them,
-so the PSS of a tree sums to the memory the tree really holds (DESIGN.md section 7).
+so the PSS of a tree sums to the memory the tree really holds (docs/design.md section 7).
 Shared-memory pages that a process maps count in its PSS too; ``/dev/shm`` usage is
 reported separately because a segment nobody maps still holds memory.
 

@@ -19,7 +19,7 @@ TERMINATE_GRACE_S = 1.0
 KILL_GRACE_S = 1.0
 
 # How often a worker checks that its parent is still alive. When the main process
-# is SIGKILLed, its workers exit within about this long (DESIGN.md section 8).
+# is SIGKILLed, its workers exit within about this long (docs/design.md section 8).
 PARENT_POLL_S = 0.2
 
 # Prefix of every shared-memory segment this project creates, so stale ones can be

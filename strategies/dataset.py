@@ -1,4 +1,4 @@
-"""Reading and validating a dataset folder (DESIGN.md section 4).
+"""Reading and validating a dataset folder (docs/design.md section 4).
 
 ::
 

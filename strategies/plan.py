@@ -2,7 +2,7 @@
 
 The plan is a pure function of ``(image shapes, seed, epoch, rank, world_size, tile,
 batch_size, shuffle, augment, drop_last)``. Every strategy executes the same plan,
-which is what makes their batch sequences bit-identical (DESIGN.md section 3).
+which is what makes their batch sequences bit-identical (docs/design.md section 3).
 
 An epoch is a sequence of :class:`ImageJob` s, one per image. Each job lists the
 top-left corners of its tiles (a regular grid, shifted by a seeded per-epoch offset

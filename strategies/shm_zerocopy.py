@@ -8,7 +8,7 @@
     main yields batch k as views of slot k % n_slots, once every image with tiles in batch k is done
 
 Where each tile goes: the epoch's tiles, image after image in plan order, are cut
-into batches of ``batch_size`` (DESIGN.md section 3). Tile ``j`` of the epoch goes to
+into batches of ``batch_size`` (docs/design.md section 3). Tile ``j`` of the epoch goes to
 batch ``j // B``, row ``j % B``; batch ``k`` lives in slot ``k % n_slots`` of one
 shared segment. An image's tiles are consecutive (``ImageJob.first_tile`` onwards),
 so a worker works out every destination itself. Two workers may write the same slot

@@ -4,7 +4,7 @@ This is the only place pixels are computed. Strategies differ only in *where* it
 runs (main process, worker process, thread) and *how* its output travels back; the
 output itself is always the same for the same :class:`~strategies.plan.ImageJob`.
 
-Mask assembly (DESIGN.md section 4): a pixel's class is looked up from its label in
+Mask assembly (docs/design.md section 4): a pixel's class is looked up from its label in
 the image's class table; labelled pixels whose label is not in the table (or every
 labelled pixel, when the dataset has no ``classes.csv``) are class 1; label 0 is
 background (class 0).
@@ -119,7 +119,7 @@ class ImageProcessor:
                 buffer = self._buffers.get(key)
                 if buffer is None:
                     buffer = self._buffers[key] = np.empty(shape, dtype)
-                # maxworkers=1: one decode thread per process, as DESIGN.md section 7 pins it.
+                # maxworkers=1: one decode thread per process, as docs/design.md section 7 pins it.
                 series.asarray(out=buffer, maxworkers=1)
         except DatasetError:
             raise

@@ -18,7 +18,7 @@ Who owns what: the pool owns the processes and the main-side ends of the per-wor
 duplex Pipes; strategies own their queues and shared memory and register their
 cleanup with the generator.
 
-Shutdown logic (DESIGN.md section 8), in :meth:`WorkerPool.close`:
+Shutdown logic (docs/design.md section 8), in :meth:`WorkerPool.close`:
 
 1. ask politely: the strategy's ``stop`` callable (default: ``Stop`` on every pipe);
 2. wait up to ``STOP_GRACE_S`` for the workers to exit, *draining* their pipes (and

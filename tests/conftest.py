@@ -17,7 +17,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """A plain ``pytest`` runs the benchmarks once, untimed, as smoke tests.
 
     ``--benchmark-disable`` cannot sit in ``addopts``: pytest-benchmark refuses it
-    together with ``--benchmark-only``, which DESIGN.md section 7 promises works.
+    together with ``--benchmark-only``, which docs/design.md section 7 promises works.
     """
     option = config.option
     if hasattr(option, "benchmark_disable") and not (option.benchmark_only or option.benchmark_enable):
@@ -34,7 +34,7 @@ def write_dataset(
     seed: int = 0,
     classes: bool = False,
 ) -> Path:
-    """A tiny dataset in the DESIGN.md section 4 format: random uint16 pixels, blocky labels."""
+    """A tiny dataset in the docs/design.md section 4 format: random uint16 pixels, blocky labels."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "labels").mkdir(parents=True, exist_ok=True)

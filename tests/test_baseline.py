@@ -1,4 +1,4 @@
-"""The baseline generator and, through it, the BatchGenerator contract (DESIGN.md section 2).
+"""The baseline generator and, through it, the BatchGenerator contract (docs/design.md section 2).
 
 Shapes and dtypes, ``len()`` against what is yielded, epochs and their determinism,
 batches that span images, torch output, and the lifetime rules (close, context

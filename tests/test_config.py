@@ -1,4 +1,4 @@
-"""LoaderConfig: the defaults DESIGN.md section 2 promises, frozen, and every bad value refused by name."""
+"""LoaderConfig: the defaults docs/design.md section 2 promises, frozen, and every bad value refused by name."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The equivalence contract (DESIGN.md section 3): every strategy yields the baseline's batches, bit for bit.
+"""The equivalence contract (docs/design.md section 3): every strategy yields the baseline's batches, bit for bit.
 
 One generator per (strategy, workers, prefetch, start method) plays the same protocol
 as a baseline generator: two whole epochs, an epoch abandoned in the middle of an

@@ -1,6 +1,6 @@
 """Fault tests: break a multi-process generator on purpose, check the error and the clean-up.
 
-DESIGN.md section 8: the error (if any) surfaces within the timeout as the right
+docs/design.md section 8: the error (if any) surfaces within the timeout as the right
 :class:`~strategies.WorkerError`, no process of the run is left, /dev/shm is as
 before, stderr shows no worker traceback and no resource_tracker leak warning.
 

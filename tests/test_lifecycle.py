@@ -1,4 +1,4 @@
-"""The lifetime contract of a generator (DESIGN.md sections 2 and 8), for every strategy.
+"""The lifetime contract of a generator (docs/design.md sections 2 and 8), for every strategy.
 
 Workers start once and persist across epochs; ``len()`` holds before, during and after
 an epoch; epochs can be abandoned at any point (even before their first batch) and the

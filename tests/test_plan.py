@@ -1,4 +1,4 @@
-"""The epoch plan: a pure function of its arguments (DESIGN.md section 3), and a correct one.
+"""The epoch plan: a pure function of its arguments (docs/design.md section 3), and a correct one.
 
 Pure: same arguments, identical arrays; a different seed or epoch, a different plan.
 Correct: tiles lie inside their image on a shifted grid, each grid tile once; counts

@@ -81,3 +81,26 @@ def test_cli_soaks_one_strategy(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert record["strategy"] == "baseline" and record["passed"] is True
     assert main(["soak", "--strategies", "shm", "--cycles", "2", "--out", str(out)]) == 2
     assert "must exceed" in capsys.readouterr().err
+
+
+def test_a_descriptor_only_the_garbage_collector_frees_breaks_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Release by the cyclic collector is not release by close(): counted before any collection."""
+
+    class Holder:
+        def __init__(self) -> None:
+            self.fd = os.open(os.devnull, os.O_RDONLY)
+            self.me = self  # a reference cycle: only the collector frees it
+
+        def __del__(self) -> None:
+            os.close(self.fd)
+
+    def cycle_leaving_garbage(*args: object) -> None:
+        Holder()
+
+    monkeypatch.setattr(soak_module, "cycle", cycle_leaving_garbage)
+    record = soak("baseline", tmp_path, cycles=6, warmup=2, start_method="fork")
+    assert not record.passed
+    assert "fds grew by 1 (bound 0)" in record.failures
+    assert record.end["fds"] == record.warm["fds"], "the collector freed it in the end"

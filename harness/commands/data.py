@@ -1,4 +1,4 @@
-"""``ipcbench data real|synth``: build (or reuse) a built-in dataset folder (DESIGN.md section 5).
+"""``ipcbench data real|synth``: build (or reuse) a built-in dataset folder (docs/design.md section 5).
 
 ::
 

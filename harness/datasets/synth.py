@@ -1,4 +1,4 @@
-"""``synth``: a seeded generator of live/dead assay images (DESIGN.md section 4).
+"""``synth``: a seeded generator of live/dead assay images (docs/design.md section 4).
 
 What one image shows, per channel::
 

@@ -8,7 +8,7 @@ For each cell::
                       --> wait for the process group to vanish, /dev/shm to be as before
                       --> FaultRecord(clean, reason, time_to_error_s, shutdown_s, error_*)
 
-Clean (DESIGN.md section 8): the expected error surfaced, within the timeout, naming the
+Clean (docs/design.md section 8): the expected error surfaced, within the timeout, naming the
 worker (and with its traceback where the worker raised); no process of the group is
 left (workers, and after ``kill_main`` the fork server and resource tracker too); no
 new ``ipcbench_*``/``psm_*``/``sem.mp-*`` entry in /dev/shm; stderr has no resource_tracker or
@@ -360,7 +360,7 @@ def summary_lines(records: list[dict[str, Any]] | list[FaultRecord]) -> list[str
     lines = [
         "# Shutdown cleanliness",
         "",
-        f"{clean} of {len(rows)} fault cells ended clean (DESIGN.md section 8).",
+        f"{clean} of {len(rows)} fault cells ended clean (docs/design.md section 8).",
         "",
         "![matrix](plots/faults.png)",
         "",

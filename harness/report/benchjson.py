@@ -2,7 +2,7 @@
 
 The benchmarks in ``tests/benchmarks/`` time one epoch per round with
 ``benchmark.pedantic`` (pool set-up outside the timed region) and put what a timer
-cannot see into ``extra_info`` (DESIGN.md section 7). Each round becomes one
+cannot see into ``extra_info`` (docs/design.md section 7). Each round becomes one
 measured sample:
 
 - ``seconds``: the round's time (``stats.data``; without raw data, one sample at the

@@ -45,7 +45,7 @@ from .summary import (
 from .targets import below_baseline_explanations, copies_per_s, first_batch_line, issue7_targets
 
 SERIES = "Live-Dead Assay"
-MIN_SAMPLES = 6  # DESIGN.md section 7: at least 6 measured epochs per cell for a full run
+MIN_SAMPLES = 6  # docs/design.md section 7: at least 6 measured epochs per cell for a full run
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,7 +436,7 @@ def _stability_section(run: RunData) -> list[Block]:
     if mismatches == []:
         items.append(
             "Checksums: every strategy and repeat delivered the same batches at each epoch index "
-            "(the equivalence contract, DESIGN.md section 3)."
+            "(the equivalence contract, docs/design.md section 3)."
         )
     elif mismatches:
         items.append(
@@ -525,7 +525,7 @@ def _faults_section(run: RunData) -> list[Block]:
         Heading(2, "Shutdown cleanliness"),
         Paragraph(
             f"{len(frame) - dirty} of {len(frame)} fault runs ended clean: the error surfaced within the timeout, no "
-            "process was left behind and /dev/shm was as before (DESIGN.md section 8)."
+            "process was left behind and /dev/shm was as before (docs/design.md section 8)."
         ),
         Table(("scenario", *strategies), tuple(rows), tuple([False] * (1 + len(strategies)))),
     ]

@@ -153,7 +153,7 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
 def checksum_mismatches(samples: pd.DataFrame) -> list[str] | None:
     """Epoch groups whose batch checksums differ across strategies or repeats (None: no checksums).
 
-    DESIGN.md section 3: for one dataset and config, every strategy yields the same
+    docs/design.md section 3: for one dataset and config, every strategy yields the same
     batches, so epoch ``k`` of every process must hash the same (per workload: the
     ``transfer`` workload hands over other tiles than the ``full`` one). Warm-up epochs count
     too: they carry the same batches as any other epoch ``k``.
