@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.report.load import RunData
 from harness.report.provenance import cores_text, cpu_name, lookup
-from harness.report.summary import CELL_KEYS, METRICS, iter_cells, variant_label
+from harness.results import CELL_KEYS, METRICS, RunData, iter_cells, variant_label
 
 KEY_METRICS: tuple[str, ...] = (
     "batches_per_s",

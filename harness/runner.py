@@ -55,11 +55,12 @@ from .errors import IpcbenchError
 from .measure import leaked_segments, process_group_members, shm_segments
 from .results import (
     ENV_FILE,
+    FAILURES_FILE,
     SAMPLES_FILE,
     SCHEMA_VERSION,
     EpochSample,
     SamplesWriter,
-    dumps_line,
+    append_lines,
     read_samples,
     write_json,
     write_summary,
@@ -77,7 +78,6 @@ TERMINATE_GRACE_S = 3.0  # SIGTERM -> SIGKILL of the child's group
 # their parent is gone and exit; wait this long before calling what is left orphans.
 ORPHAN_GRACE_S = 3.0
 POLL_S = 0.1  # how often the runner looks at the interrupt flag and the watchdog
-FAILURES_FILE = "failures.jsonl"
 
 
 # -- the plan -------------------------------------------------------------------
@@ -624,21 +624,22 @@ def run_plan(
 def append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
     """One line of failures.jsonl: which measurement died, and why."""
     m = failure.measurement
-    line = dumps_line(
-        {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": run_id,
-            "strategy": m.strategy,
-            "workers": m.workers,
-            "workload": m.workload,
-            "batch_size": m.batch_size,
-            "repeat": m.repeat,
-            "error": failure.error,
-            "detail": failure.detail,
-        }
+    append_lines(
+        run_dir / FAILURES_FILE,
+        [
+            {
+                "schema_version": SCHEMA_VERSION,
+                "run_id": run_id,
+                "strategy": m.strategy,
+                "workers": m.workers,
+                "workload": m.workload,
+                "batch_size": m.batch_size,
+                "repeat": m.repeat,
+                "error": failure.error,
+                "detail": failure.detail,
+            }
+        ],
     )
-    with open(run_dir / FAILURES_FILE, "a") as fh:
-        fh.write(line)
 
 
 def sampler_overhead(samples: Sequence[dict[str, Any]], strategy: str | None = None) -> float | None:

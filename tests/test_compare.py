@@ -10,7 +10,7 @@ from report_fixtures import write_results
 
 from harness.cli import main
 from harness.compare import CellChange, compare_runs, format_comparison, min_p_value, regressions
-from harness.report.load import load_run
+from harness.results import load_run
 
 CELL = ("shm", 2, 2, "forkserver", 32, 256, "synth", "full", 0.0, "all")  # the cell keys, rank last
 

@@ -25,7 +25,7 @@ from harness.faults.matrix import (
     run_matrix,
 )
 from harness.faults.scenarios import DEFAULT_SCENARIOS, SCENARIOS
-from harness.report.load import load_run
+from harness.results import load_run
 from strategies.constants import TERMINATE_GRACE_S
 
 pytestmark = pytest.mark.timeout(120)

@@ -7,9 +7,9 @@ ipcbench installed, and ``make setup``'s venv installs none of its own. The kern
 working directory is ``notebooks/``, as when a reader opens the notebook in Jupyter.
 
 A notebook passes when no cell raises (the failing cell's source and traceback are
-the failure message) and it drew at least one figure. ``notebooks/_build.py`` is the
-source of the notebooks: the committed .ipynb files must be what it writes, and must
-be committed without outputs.
+the failure message) and it drew at least one figure. The notebooks' sources are
+``notebooks/src/NAME.py`` (percent format), one per notebook; the committed .ipynb files
+must be what ``notebooks/build.py`` writes from them, and must be committed without outputs.
 """
 
 from __future__ import annotations
@@ -48,25 +48,47 @@ class ThisPythonKernels(KernelSpecManager):
 
 
 def load_builder():
-    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "_build.py")
+    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "build.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_every_post_has_a_notebook() -> None:
+def test_every_post_has_a_notebook_and_a_source() -> None:
     names = [path.stem for path in NOTEBOOK_PATHS]
-    assert names == sorted(load_builder().NOTEBOOKS), "notebooks/*.ipynb and notebooks/_build.py disagree"
+    sources = [path.stem for path in load_builder().sources()]
+    assert sources == [path.stem for path in sorted((NOTEBOOKS / "src").glob("*.py"))], "stray file in notebooks/src"
+    assert names == sources, "notebooks/*.ipynb and notebooks/src/*.py disagree: run notebooks/build.py"
     assert len(names) == 6
     listed = (NOTEBOOKS / "README.md").read_text()
     assert all(f"{name}.ipynb" in listed for name in names), "notebooks/README.md must list every notebook"
 
 
 def test_committed_notebooks_are_the_built_ones_without_outputs() -> None:
-    for path, text in load_builder().rendered().items():
-        assert path.read_text() == text, f"{path.name} differs from notebooks/_build.py: run it and commit"
+    builder = load_builder()
+    built = builder.rendered()
+    assert sorted(built) == NOTEBOOK_PATHS
+    assert builder.rendered() == built, "building twice must give identical notebooks"
+    for path, text in built.items():
+        assert path.read_text() == text, (
+            f"{path.name} differs from notebooks/src/{path.stem}.py: run notebooks/build.py"
+        )
         notebook = nbformat.reads(text, as_version=4)
-        assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+        assert [cell.id for cell in notebook.cells] == [f"cell-{n:02d}" for n in range(len(notebook.cells))]
+        assert all(not cell.get("outputs") and cell.get("execution_count") is None for cell in notebook.cells)
+    assert builder.main(["--check"]) == 0
+
+
+def test_builder_reads_percent_cells() -> None:
+    source = "# %% [markdown]\n# # Title\n#\n# text\n\n# %%\nx = 1\n\n\ndef f():\n    return x\n\n\n# %%\nf()\n"
+    assert load_builder().parse(source) == [
+        ("markdown", "# Title\n\ntext"),
+        ("code", "x = 1\n\n\ndef f():\n    return x"),
+        ("code", "f()"),
+    ]
+    for bad in ("x = 1\n# %%\n", "# %% [raw]\n", "# %% [markdown]\nnot a comment\n", ""):
+        with pytest.raises(ValueError):
+            load_builder().parse(bad)
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=[p.stem for p in NOTEBOOK_PATHS])

@@ -14,13 +14,11 @@ from report_fixtures import STRATEGIES, copies_per_s, write_results
 from harness.cli import main
 from harness.errors import IpcbenchError
 from harness.report import build_report
-from harness.report.benchjson import load_benchmark_json
 from harness.report.document import escape
 from harness.report.html import inline
-from harness.report.load import load_run
-from harness.report.summary import summarize
 from harness.report.targets import copies_per_s as copies_per_s_of_env
 from harness.report.targets import issue7_targets
+from harness.results import load_benchmark_json, load_run, summarize
 
 ALL_PLOTS = {"throughput", "wait_ecdf", "memory", "memory_trace", "lifecycle", "cpu_per_batch", "faults"}
 
@@ -340,8 +338,8 @@ def test_benchmark_json_stage_times_and_r_reach_the_report(tmp_path: Path) -> No
 
 
 def test_every_multiprocess_strategy_below_baseline_gets_a_measured_explanation() -> None:
-    from harness.report.load import load_run
     from harness.report.targets import IN_PROCESS, below_baseline_explanations, first_batch_line
+    from harness.results import load_run
 
     run = load_run(Path(__file__).resolve().parents[1] / "results" / "reference-targets")
     full = run.summary[(run.summary["workload"] == "full") & (run.summary["workers"] == 2)]

@@ -82,8 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     options = CompareOptions.from_args(args)
     from harness.compare import KEY_METRICS, compare_runs, format_comparison, regressions
-    from harness.report.load import load
-    from harness.report.summary import METRICS
+    from harness.results import METRICS, load
 
     if options.metric not in METRICS:
         raise IpcbenchError(f"--metric {options.metric!r} is not one of {', '.join(METRICS)}")

@@ -37,7 +37,10 @@ from ..errors import IpcbenchError
 
 HELP = "Measure every strategy in fresh processes and write a results folder (env, samples, summary, report)."
 DEFAULT_WORKERS = (1, 2)
-DEFAULT_REPEATS, DEFAULT_EPOCHS = 5, 2  # 10 measured epochs per cell, in 5 fresh processes (docs/design.md section 7: >= 6)
+DEFAULT_REPEATS, DEFAULT_EPOCHS = (
+    5,
+    2,
+)  # 10 measured epochs per cell, in 5 fresh processes (docs/design.md section 7: >= 6)
 QUICK_REPEATS, QUICK_EPOCHS = 1, 1
 DEFAULT_WORKLOADS = ("full",)
 DEFAULT_TRANSFER_MIB = (4.0, 16.0)  # issue 7: the transfer workload's batch sizes

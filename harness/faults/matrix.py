@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.results import ENV_FILE, FAULTS_FILE, SCHEMA_VERSION, FaultRecord, append_lines, write_json
 from strategies.constants import KILL_GRACE_S, STOP_GRACE_S, TERMINATE_GRACE_S
 
 from .scenarios import BASE_CONFIG, DEFAULT_SCENARIOS, SCENARIOS
@@ -47,22 +48,6 @@ POLL_S = 0.05
 WORKER_IDENTITY = re.compile(r"worker \d+ \(pid \d+\)")
 STDERR_MARKERS = ("resource_tracker", "leaked", "Traceback")
 STDERR_QUOTE_CHARS = 160  # how much of the offending stderr line a reason quotes
-
-
-@dataclass(frozen=True, slots=True)
-class FaultRecord:
-    """One line of faults.jsonl (results schema, version 1)."""
-
-    schema_version: int
-    scenario: str
-    strategy: str
-    start_method: str
-    clean: bool
-    reason: str
-    time_to_error_s: float | None
-    shutdown_s: float | None
-    error_type: str | None
-    error_message: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +234,7 @@ def run_cell(scenario_name: str, strategy: str, start_method: str, dataset: Path
         shutdown_s = result["shutdown_s"]
     result = result or {}
     return FaultRecord(
-        schema_version=1,
+        schema_version=SCHEMA_VERSION,
         scenario=scenario_name,
         strategy=strategy,
         start_method=start_method,
@@ -328,20 +313,19 @@ def run_matrix(
             sampler={},
         )
         cells = options.cells()
-        with open(out_dir / "faults.jsonl", "w") as sink:
-            for number, (scenario, strategy, method) in enumerate(cells, 1):
-                started = time.monotonic()
-                record = run_cell(scenario, strategy, method, dataset, options.cell_timeout_s)
-                sink.write(json.dumps(asdict(record)) + "\n")
-                sink.flush()
-                records.append(record)
-                verdict = "clean" if record.clean else f"NOT clean: {record.reason}"
-                progress(
-                    f"[{number}/{len(cells)}] {scenario} / {strategy} / {method}: {verdict} "
-                    f"({time.monotonic() - started:.1f} s)"
-                )
+        (out_dir / FAULTS_FILE).unlink(missing_ok=True)  # a rerun into the same folder starts afresh
+        for number, (scenario, strategy, method) in enumerate(cells, 1):
+            started = time.monotonic()
+            record = run_cell(scenario, strategy, method, dataset, options.cell_timeout_s)
+            append_lines(out_dir / FAULTS_FILE, [asdict(record)])  # a killed matrix keeps its finished cells
+            records.append(record)
+            verdict = "clean" if record.clean else f"NOT clean: {record.reason}"
+            progress(
+                f"[{number}/{len(cells)}] {scenario} / {strategy} / {method}: {verdict} "
+                f"({time.monotonic() - started:.1f} s)"
+            )
     env["loadavg_after"] = loadavg()
-    (out_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    write_json(out_dir / ENV_FILE, env)
     write_report(out_dir)
     return records
 

@@ -13,8 +13,10 @@ The cyclic garbage collector is off during the cycles: descriptors and this proc
 /dev/shm entries are counted after every cycle, before a collection runs, so what is
 measured is what ``close()`` itself released (a generator kept alive by a reference
 cycle must still hold nothing once closed), and the worst cycle counts. Collections
-run only between cycles, after that count (see :func:`snapshot` for RSS). A snapshot counts what a leak would grow: open file descriptors (``/proc/self/fd``),
-this process's entries in /dev/shm, Python threads (``threading``) and OS threads
+run only between cycles, after that count (see :func:`snapshot` for RSS).
+
+A snapshot counts what a leak would grow: open file descriptors (``/proc/self/fd``), this
+process's entries in /dev/shm, Python threads (``threading``) and OS threads
 (``/proc/self/task``: torch's and NumPy's native threads too), live child processes
 (``psutil``; the fork server and the resource tracker excepted: they serve every
 generator of the process and persist by design) and the resident set (RSS).
@@ -47,7 +49,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from harness.results import ENV_FILE, SCHEMA_VERSION, SOAK_FILE, SoakRecord, write_atomic, write_json
+
 SHM_DIR = Path("/dev/shm")
 # Allowed growth from the "warm" snapshot to the "end" one, whatever the cycle count.
 BOUNDS: dict[str, float] = {
@@ -81,25 +84,6 @@ class Snapshot:
     os_threads: int
     children: int
     rss_mb: float
-
-
-@dataclass(frozen=True, slots=True)
-class SoakRecord:
-    """One strategy's soak: one element of soak.json (schema version 1)."""
-
-    schema_version: int
-    strategy: str
-    start_method: str
-    cycles: int
-    warmup: int
-    batches_per_cycle: int
-    seconds: float
-    start: dict[str, float]
-    warm: dict[str, float]
-    end: dict[str, float]
-    growth: dict[str, float]  # end - warm (PER_CYCLE: the worst cycle - warm), judged against BOUNDS
-    passed: bool
-    failures: list[str]
 
 
 # -- in the soak process -----------------------------------------------------------------
@@ -299,7 +283,6 @@ def run_soak(
 ) -> list[SoakRecord]:
     """Soak every strategy into ``out_dir`` (soak.json, env.json, report.md)."""
     from harness.envinfo import collect_env, dataset_info, loadavg, run_id_for, utc_now
-    from harness.report import write_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     created = utc_now()
@@ -322,8 +305,8 @@ def run_soak(
             verdict = "pass" if record.passed else "FAIL: " + "; ".join(record.failures)
             progress(f"[{number}/{len(options.strategies)}] {strategy}: {verdict} ({record.seconds:.1f} s)")
     env["loadavg_after"] = loadavg()
-    (out_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
-    write_atomic(out_dir / "soak.json", (json.dumps([asdict(r) for r in records], indent=2) + "\n").encode())
+    write_json(out_dir / ENV_FILE, env)
+    write_json(out_dir / SOAK_FILE, [asdict(r) for r in records])
     write_atomic(out_dir / "report.md", ("\n".join(soak_lines(records)) + "\n").encode())
     return records
 

@@ -2,7 +2,7 @@
 
 ::
 
-    samples.jsonl, env.json,      load.py / benchjson.py     summary.py
+    samples.jsonl, env.json,      harness.results (load, benchjson, summary)
     summary.csv?, faults.jsonl?  ------------------------>  RunData (pandas; summary recomputed)
     or pytest-benchmark JSON                                    |
                                    plots.py (Figures) <---------+---------> document.py (blocks)
@@ -24,14 +24,11 @@ Public API: :func:`build_report` (also called at the end of ``ipcbench run``) an
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import IpcbenchError
-
-from .load import RunData, load_run
+from harness.results import RunData, load_benchmark_json, load_run, write_atomic
 
 FORMATS = ("md", "html")
 PLOTS_DIR = "plots"
@@ -60,8 +57,6 @@ def build_benchmark_report(json_path: Path, *, out_dir: Path | None = None, fmt:
 
     ``out_dir`` defaults to ``<json stem>-report/`` beside the JSON file.
     """
-    from .benchjson import load_benchmark_json
-
     json_path = Path(json_path)
     run = load_benchmark_json(json_path)
     out_dir = Path(out_dir) if out_dir is not None else json_path.with_name(f"{json_path.stem}-report")
@@ -112,19 +107,6 @@ def write_report(run: RunData, out_dir: Path, *, fmt: str = "md") -> Path:
     except OSError as exc:
         raise IpcbenchError(f"cannot write the report into {out_dir}: {exc}") from exc
     return out_dir / ("report.html" if fmt == "html" else "report.md")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; a report is for reading
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 __all__ = ["FORMATS", "RenderedReport", "build_benchmark_report", "build_report", "render_report", "write_report"]

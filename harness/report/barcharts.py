@@ -14,9 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from harness.results import RunData, stage_medians, variant_keys, variant_label
+
 from . import style
-from .load import RunData
-from .summary import stage_medians, variant_keys, variant_label
 
 STAGE_BAR_HEIGHT_IN = 0.32  # per cell of the stages figure, which grows with the run
 

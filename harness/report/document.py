@@ -18,9 +18,19 @@ from typing import Any
 
 import pandas as pd
 
+from harness.results import (
+    HEADLINE,
+    METRICS,
+    UNSTABLE_CV,
+    RunData,
+    checksum_mismatches,
+    stage_medians,
+    variant_keys,
+    variant_label,
+)
+
 from . import style
 from .barcharts import stage_cells
-from .load import RunData
 from .plots import FigureSpec
 from .provenance import (
     caption_context,
@@ -32,15 +42,6 @@ from .provenance import (
     n_text,
     plain,
     provenance_items,
-)
-from .summary import (
-    HEADLINE,
-    METRICS,
-    UNSTABLE_CV,
-    checksum_mismatches,
-    stage_medians,
-    variant_keys,
-    variant_label,
 )
 from .targets import below_baseline_explanations, copies_per_s, first_batch_line, issue7_targets
 

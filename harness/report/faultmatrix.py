@@ -12,8 +12,9 @@ import textwrap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from harness.results import RunData
+
 from . import style
-from .load import RunData
 
 
 def faults(run: RunData) -> Figure:

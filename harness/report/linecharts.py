@@ -16,10 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
+from harness.results import RunData, measured, variant_keys, variant_label
+
 from . import style
-from .load import RunData
 from .provenance import lookup
-from .summary import measured, variant_keys, variant_label
 
 WAIT_FLOOR_MS = 1e-3  # log axes cannot show 0: waits under 1 µs are drawn at 1 µs
 LINESTYLES = ("-", "--", ":", "-.")

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
+from harness.results import RunData, measured
+
 from .barcharts import cpu_per_batch, lifecycle, memory, stages
 from .faultmatrix import faults
 from .linecharts import memory_trace, throughput, wait_ecdf
-from .load import RunData
-from .summary import measured
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from .load import RunData
-from .summary import measured
+from harness.results import RunData, measured
 
 UNKNOWN = "unknown"
 

@@ -29,11 +29,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results import ALL_RANKS, stage_column
+from harness.results import ALL_RANKS, RunData, measured, stage_column
 
-from .load import RunData
 from .provenance import lookup
-from .summary import measured
 
 WORKERS = 2  # the issue's targets are for 2 workers on a 2-core machine
 TRANSFER_MIB = 4.0  # target 1's batch size

@@ -20,8 +20,8 @@ from __future__ import annotations
 import pytest
 
 from harness.cli import main
-from harness.report.load import load_run
 from harness.report.targets import issue7_targets
+from harness.results import load_run
 from strategies import STRATEGIES
 
 SMOKE_STRATEGIES = tuple(s for s in ("baseline", "shm", "shm_zerocopy") if s in STRATEGIES)

@@ -31,10 +31,11 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import IpcbenchError
-from harness.results import ALL_RANKS
 
-from .load import RunData, read_json_object
-from .summary import CELL_KEYS, METRICS, summarize
+from .io import read_json_object
+from .rundata import RunData
+from .schema import ALL_RANKS, CELL_KEYS, METRICS
+from .summary import summarize
 
 NUMERIC_KEYS = {"workers": 0, "prefetch": 0, "batch_size": 0, "tile": 0, "step_ms": 0.0}
 PER_ROUND_FROM_COUNTS = {"batches_per_s": "batches", "mb_per_s": "bytes"}

@@ -1,0 +1,120 @@
+"""The one results model: schema, records, files, summary and loading, for every command and report.
+
+::
+
+    schema.py    what a results folder holds; cell keys; every metric with its unit and direction
+    records.py   EpochSample, FaultRecord, SoakRecord (frozen dataclasses)
+    io.py        the writers (whole lines appended; other files atomically) and the one JSONL reader
+    summary.py   samples -> one row per cell (summary.csv, reports, compare)
+    rundata.py   RunData: one run as every reader sees it
+    load.py      a results folder -> RunData;   benchjson.py: pytest-benchmark JSON -> RunData
+
+It imports nothing from the rest of ``harness`` but its errors: the runner, the fault
+matrix, the reports and the commands import it, never the other way round.
+"""
+
+from .benchjson import load_benchmark_json
+from .io import (
+    SamplesWriter,
+    append_lines,
+    dumps_line,
+    read_json_object,
+    read_jsonl,
+    read_samples,
+    write_atomic,
+    write_json,
+)
+from .load import load, load_faults_only, load_run, read_faults, samples_frame
+from .records import EpochSample, FaultRecord, SoakRecord
+from .rundata import RunData
+from .schema import (
+    ALL_RANKS,
+    CELL_KEYS,
+    COUNTERS,
+    ENV_FILE,
+    FAILURES_FILE,
+    FAULTS_FILE,
+    HEADLINE,
+    KEY_FILL,
+    METRICS,
+    MIN_SAMPLES,
+    SAMPLES_FILE,
+    SCHEMA_VERSION,
+    SOAK_FILE,
+    STAGES,
+    SUMMARY_FILE,
+    UNSTABLE_CV,
+    Metric,
+    stage_column,
+)
+from .summary import (
+    cell_keys,
+    check_stored_summary,
+    checksum_mismatches,
+    iter_cells,
+    measured,
+    metric_values,
+    spread_stats,
+    stage_medians,
+    stages_of,
+    summarize,
+    variant_keys,
+    variant_label,
+    with_cell_keys,
+    with_stage_columns,
+    write_summary,
+)
+
+__all__ = [
+    "ALL_RANKS",
+    "CELL_KEYS",
+    "COUNTERS",
+    "ENV_FILE",
+    "FAILURES_FILE",
+    "FAULTS_FILE",
+    "HEADLINE",
+    "KEY_FILL",
+    "METRICS",
+    "MIN_SAMPLES",
+    "SAMPLES_FILE",
+    "SCHEMA_VERSION",
+    "SOAK_FILE",
+    "STAGES",
+    "SUMMARY_FILE",
+    "UNSTABLE_CV",
+    "EpochSample",
+    "FaultRecord",
+    "Metric",
+    "RunData",
+    "SamplesWriter",
+    "SoakRecord",
+    "append_lines",
+    "cell_keys",
+    "check_stored_summary",
+    "checksum_mismatches",
+    "dumps_line",
+    "iter_cells",
+    "load",
+    "load_benchmark_json",
+    "load_faults_only",
+    "load_run",
+    "measured",
+    "metric_values",
+    "read_faults",
+    "read_json_object",
+    "read_jsonl",
+    "read_samples",
+    "samples_frame",
+    "spread_stats",
+    "stage_column",
+    "stage_medians",
+    "stages_of",
+    "summarize",
+    "variant_keys",
+    "variant_label",
+    "with_cell_keys",
+    "with_stage_columns",
+    "write_atomic",
+    "write_json",
+    "write_summary",
+]

@@ -1,0 +1,257 @@
+"""Raw per-epoch samples -> one row per cell: the one aggregation behind summary.csv, reports and compare.
+
+Tables show the median and the inter-quartile range; a cell whose batches/s spread
+(sample std / mean) is over :data:`~.schema.UNSTABLE_CV` is flagged unstable, as
+pyperf does. Quantiles are pandas' (linear interpolation).
+
+Two metrics are properties of a *process*, not of an epoch: ``startup_s`` and
+``shutdown_s`` are measured once per generator and copied onto each of its epochs.
+Counting them once per epoch would pretend to more independent samples than exist
+(and inflate a significance test), so they are reduced to one value per
+``(cell, repeat)`` first (:func:`metric_values`).
+
+``summary.csv`` is written from :func:`summarize`; a report recomputes it from
+``samples.jsonl`` the same way and only checks the stored file against it
+(:func:`check_stored_summary`: a hand-edited or stale file is noticed, not believed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .io import read_samples, write_atomic
+from .schema import (
+    ALL_RANKS,
+    CELL_KEYS,
+    COUNTERS,
+    HEADLINE,
+    KEY_FILL,
+    METRICS,
+    SAMPLES_FILE,
+    STAGES,
+    SUMMARY_FILE,
+    UNSTABLE_CV,
+    stage_column,
+)
+
+STATS = ("median", "q25", "q75", "iqr", "cv")
+
+
+# -- columns --------------------------------------------------------------------------
+def with_cell_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every cell key present (older or partial files lack some) and ``warmup`` a bool."""
+    frame = frame.copy()
+    for key in CELL_KEYS:
+        if key not in frame.columns:
+            frame[key] = KEY_FILL.get(key, "n/a")
+        elif key in KEY_FILL and frame[key].isna().any():
+            frame[key] = frame[key].fillna(KEY_FILL[key])
+    if "warmup" in frame.columns:
+        frame["warmup"] = frame["warmup"].fillna(False).astype(bool)
+    return frame
+
+
+def stages_of(frame: pd.DataFrame) -> list[str]:
+    """The stages any row's ``stage_ms_per_batch`` names: :data:`STAGES` order first, then others sorted."""
+    if "stage_ms_per_batch" not in frame:
+        return []
+    named = {key for value in frame["stage_ms_per_batch"] if isinstance(value, dict) for key in value}
+    return [s for s in STAGES if s in named] + sorted(named - set(STAGES))
+
+
+def with_stage_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with one float column per stage (NaN where a row has no stage times), for aggregation."""
+    stages = stages_of(frame)
+    if not stages:
+        return frame
+    columns = {
+        stage_column(stage): frame["stage_ms_per_batch"].map(
+            lambda value, stage=stage: float(value[stage]) if isinstance(value, dict) and stage in value else math.nan
+        )
+        for stage in stages
+    }
+    return frame.assign(**columns)
+
+
+def cell_keys(frame: pd.DataFrame) -> list[str]:
+    """The cell keys present in ``frame``, in canonical order."""
+    return [key for key in CELL_KEYS if key in frame.columns]
+
+
+def variant_keys(summary: pd.DataFrame) -> list[str]:
+    """Cell keys other than the strategy that vary across the run's cells."""
+    return [k for k in CELL_KEYS if k != "strategy" and k in summary and summary[k].nunique(dropna=False) > 1]
+
+
+def variant_label(row: pd.Series, keys: list[str]) -> str:
+    phrases = {
+        "workers": lambda v: f"{v} worker" + ("" if v == 1 else "s"),
+        "prefetch": lambda v: f"prefetch {v}",
+        "batch_size": lambda v: f"batch {v}",
+        "tile": lambda v: f"tile {v}",
+        "step_ms": lambda v: f"step {v:g} ms",
+        "rank": lambda v: "all ranks" if v == ALL_RANKS else f"rank {v}",
+    }
+    return ", ".join(phrases.get(k, str)(row[k]) for k in keys) or "all cells"
+
+
+def stage_medians(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(stage, median column)`` for every stage the summary holds, in :data:`STAGES` order."""
+    prefix, suffix = "stage_", "_ms_per_batch_median"
+    found = {c[len(prefix) : -len(suffix)] for c in summary.columns if c.startswith(prefix) and c.endswith(suffix)}
+    ordered = [s for s in STAGES if s in found] + sorted(found - set(STAGES))
+    return [(stage, f"{stage_column(stage)}_median") for stage in ordered]
+
+
+# -- rows -----------------------------------------------------------------------------
+def measured(samples: pd.DataFrame) -> pd.DataFrame:
+    """The measured (non-warm-up) epochs."""
+    if "warmup" not in samples.columns:
+        return samples
+    return samples[~samples["warmup"].astype(bool)]
+
+
+def metric_values(samples: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of measured epochs holding ``metric``, one per process for per-process metrics."""
+    rows = measured(samples)
+    rows = rows[rows[metric].notna()]
+    spec = METRICS.get(metric)
+    if spec is not None and spec.per_process and "repeat" in rows.columns:
+        rows = rows.drop_duplicates([*cell_keys(rows), "repeat"])
+    return rows
+
+
+def iter_cells(samples: pd.DataFrame, metric: str) -> Iterator[tuple[tuple, np.ndarray]]:
+    """``(cell key tuple, values)`` for every cell with at least one value of ``metric``."""
+    keys = cell_keys(samples)
+    for key, group in metric_values(samples, metric).groupby(keys, sort=True, dropna=False):
+        yield tuple(key), group[metric].to_numpy(dtype=float)
+
+
+# -- the summary ----------------------------------------------------------------------
+def spread_stats(name: str, values: Any) -> dict[str, Any]:
+    """``name``'s median, quartiles, IQR and cv per cell, from a grouped column (pandas SeriesGroupBy).
+
+    cv is the sample std over the mean: NaN for one value (std undefined) and for a
+    zero mean (meaningless).
+    """
+    q25, q75, mean = values.quantile(0.25), values.quantile(0.75), values.mean()
+    return {
+        f"{name}_median": values.median(),
+        f"{name}_q25": q25,
+        f"{name}_q75": q75,
+        f"{name}_iqr": q75 - q25,
+        f"{name}_cv": values.std(ddof=1) / mean.where(mean != 0),
+    }
+
+
+def summarize(samples: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per cell over the measured (non-warm-up) epochs, sorted by the cell keys.
+
+    Columns: the cell keys, ``n`` (measured epochs), and per metric of :data:`METRICS`
+    that the samples carry ``M_median``, ``M_q25``, ``M_q75``, ``M_iqr``, ``M_cv``;
+    the same for each ``stage_<stage>_ms_per_batch`` that any sample reports; then
+    ``unstable`` (headline cv > :data:`UNSTABLE_CV`), ``checksums_consistent`` (every
+    repeat yielded the same batches at the same epoch index), and ``<counter>_max``
+    for every counter (0 where the samples do not carry it).
+    """
+    frame = samples if isinstance(samples, pd.DataFrame) else pd.DataFrame(list(samples))
+    frame = with_stage_columns(with_cell_keys(frame))
+    present = [m for m in METRICS if m in frame.columns] or list(METRICS)  # none: an empty input
+    metrics = [*present, *(stage_column(stage) for stage in stages_of(frame))]
+    columns = [
+        *CELL_KEYS,
+        "n",
+        *(f"{m}_{s}" for m in metrics for s in STATS),
+        "unstable",
+        "checksums_consistent",
+        *(f"{c}_max" for c in COUNTERS),
+    ]
+    rows = measured(frame) if "warmup" in frame.columns else frame.iloc[0:0]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    keys = list(CELL_KEYS)
+    grouped = rows.groupby(keys, sort=True, dropna=False)
+    n = grouped.size()
+    # Every column is built first and joined once: inserting ~100 columns one by one fragments the frame.
+    stats: dict[str, Any] = {"n": n}
+    for metric in metrics:
+        stats.update(spread_stats(metric, metric_values(frame, metric).groupby(keys, sort=True, dropna=False)[metric]))
+    headline = f"{HEADLINE}_cv"
+    stats["unstable"] = stats[headline].gt(UNSTABLE_CV) if headline in stats else pd.Series(False, index=n.index)
+    if "checksum" in rows.columns:
+        stats["checksums_consistent"] = (
+            rows.groupby([*keys, "epoch"], sort=True, dropna=False)["checksum"]
+            .nunique()
+            .le(1)
+            .groupby(level=keys, sort=True, dropna=False)
+            .all()
+        )
+    else:
+        stats["checksums_consistent"] = pd.Series(True, index=n.index)
+    for counter in COUNTERS:
+        stats[f"{counter}_max"] = grouped[counter].max() if counter in rows else pd.Series(0, index=n.index)
+    summary = pd.DataFrame(stats, index=n.index).reset_index()
+    return summary[columns]
+
+
+def checksum_mismatches(samples: pd.DataFrame) -> list[str] | None:
+    """Epoch groups whose batch checksums differ across strategies or repeats (None: no checksums).
+
+    docs/design.md section 3: for one dataset and config, every strategy yields the
+    same batches, so epoch ``k`` of every process must hash the same (per workload:
+    the ``transfer`` workload hands over other tiles than the ``full`` one). Warm-up
+    epochs count too: they carry the same batches as any other epoch ``k``.
+    """
+    if "checksum" not in samples.columns or samples["checksum"].isna().all():
+        return None
+    # A rank of a distributed run yields its own shard's batches: compare like with like.
+    keys = [k for k in ("dataset", "workload", "batch_size", "tile", "rank", "epoch") if k in samples.columns]
+    counts = samples.dropna(subset=["checksum"]).groupby(keys, sort=True)["checksum"].nunique()
+    return [", ".join(f"{k} {v}" for k, v in zip(keys, index, strict=True)) for index in counts[counts > 1].index]
+
+
+def check_stored_summary(computed: pd.DataFrame, stored: pd.DataFrame, rel_tol: float = 1e-6) -> list[str]:
+    """Where a stored ``summary.csv`` disagrees with the recomputed one (n and medians)."""
+    keys = [key for key in cell_keys(computed) if key in stored.columns]
+    if not keys:
+        return ["summary.csv has no cell key columns"]
+    columns = ["n", *(f"{m}_median" for m in METRICS)]
+    columns = [c for c in columns if c in computed.columns and c in stored.columns]
+    # Compare keys as strings: CSV round-trips 0.0 as "0.0" but JSON may give 0.
+    left = computed.assign(**{k: computed[k].map(_key_text) for k in keys}).set_index(keys)
+    right = stored.assign(**{k: stored[k].map(_key_text) for k in keys}).set_index(keys)
+    problems = []
+    missing = left.index.difference(right.index)
+    if len(missing):
+        problems.append(f"{len(missing)} cell(s) of samples.jsonl missing from summary.csv")
+    extra = right.index.difference(left.index)
+    if len(extra):
+        problems.append(f"{len(extra)} cell(s) in summary.csv have no measured samples")
+    common = left.index.intersection(right.index)
+    for column in columns:
+        a = left.loc[common, column].astype(float).to_numpy()
+        b = right.loc[common, column].astype(float).to_numpy()
+        bad = ~np.isclose(a, b, rtol=rel_tol, atol=1e-12, equal_nan=True)
+        if bad.any():
+            problems.append(f"{column} differs in {int(bad.sum())} cell(s)")
+    return problems
+
+
+def _key_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def write_summary(run_dir: Path) -> Path:
+    """Recompute ``summary.csv`` from ``samples.jsonl`` (also for a partial run), atomically."""
+    run_dir = Path(run_dir)
+    text = summarize(read_samples(run_dir / SAMPLES_FILE)).to_csv(index=False)
+    return write_atomic(run_dir / SUMMARY_FILE, text.encode())
