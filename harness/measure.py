@@ -91,7 +91,7 @@ def _read_rollup(pid: int) -> tuple[int, int]:
     return pss, uss
 
 
-def _read_stat(pid: int) -> tuple[str, int, float, int]:
+def read_stat(pid: int) -> tuple[str, int, float, int]:
     """(state, pgrp, user+sys CPU seconds, start time in ticks) from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat", "rb") as fh:
         raw = fh.read()
@@ -139,25 +139,10 @@ def descendants_of(pid: int) -> list[int]:
 def is_alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie (a zombie has freed everything)."""
     try:
-        state, *_ = _read_stat(pid)
+        state, *_ = read_stat(pid)
     except (OSError, ValueError, IndexError):
         return False
     return state not in ("Z", "X")
-
-
-def process_group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``: scans /proc once."""
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            state, pgrp, _, _ = _read_stat(int(name))
-        except (OSError, ValueError, IndexError):
-            continue
-        if pgrp == pgid and state not in ("Z", "X"):
-            members.append(int(name))
-    return members
 
 
 def cmdline(pid: int) -> str:
@@ -201,7 +186,7 @@ class ProcessTree:
             pss = uss = processes = 0
             for pid in self.pids():
                 try:
-                    state, _, cpu_s, start = _read_stat(pid)
+                    state, _, cpu_s, start = read_stat(pid)
                     self._last_cpu[(pid, start)] = cpu_s  # a zombie's stat holds its final CPU times
                     if state in ("Z", "X"):
                         continue

@@ -23,19 +23,18 @@ The child's environment pins OMP/MKL/OpenBLAS/numexpr to one thread. A failed
 measurement (an exception in the child, the watchdog) writes no samples; it is
 recorded in ``failures.jsonl`` and the run goes on with the next one.
 
-Timing logic that decides when to signal (:class:`Escalation`) takes a clock, so it
+Processes are started, signalled and reaped by :mod:`harness.supervisor`, whose
+:class:`~harness.supervisor.Escalation` takes a clock, so the timing of signals
 is tested without sleeping; the launcher is injected, so the plan, interleaving and
 interruption are tested without processes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import select
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,7 +51,7 @@ from strategies.work import tile_nbytes
 from . import envinfo
 from .child import ChildSpec
 from .errors import IpcbenchError
-from .measure import leaked_segments, process_group_members, shm_segments
+from .measure import leaked_segments, shm_segments
 from .results import (
     ENV_FILE,
     FAILURES_FILE,
@@ -65,18 +64,15 @@ from .results import (
     write_json,
     write_summary,
 )
+from .supervisor import GROUP_EXIT_GRACE_S, Escalation, ProcessGroup
 
 DEFAULT_SAMPLER_INTERVAL_S = 0.2  # the shortest wait; measure.MAX_CPU_FRACTION stretches it (see env.json sampler)
 # No event for this long means a hung child: the slowest step is one epoch of the
 # slowest strategy on the real dataset (a few seconds) or a start-up importing torch.
 DEFAULT_WATCHDOG_S = 120.0
-# After Ctrl-C the child closes its generator: bounded by the strategies' own
-# stop -> terminate -> kill grace (about 5 s), plus the time to finish the batch in hand.
-INTERRUPT_GRACE_S = 15.0
-TERMINATE_GRACE_S = 3.0  # SIGTERM -> SIGKILL of the child's group
-# After the child exits, multiprocessing's forkserver and resource tracker notice
-# their parent is gone and exit; wait this long before calling what is left orphans.
-ORPHAN_GRACE_S = 3.0
+# After the child exits, multiprocessing's fork server and resource tracker notice their
+# parent is gone and exit; wait this long before calling what is left orphans.
+ORPHAN_GRACE_S = GROUP_EXIT_GRACE_S
 POLL_S = 0.1  # how often the runner looks at the interrupt flag and the watchdog
 
 
@@ -283,42 +279,6 @@ class InterruptFlag:
         self._previous = {}
 
 
-@dataclass(slots=True)
-class Escalation:
-    """Signals to send, each ``delay_s`` after ``started``; :meth:`due` returns those whose time came."""
-
-    started: float
-    steps: tuple[tuple[float, str], ...]  # (delay_s, "sigint" | "sigterm" | "sigkill")
-    sent: int = 0
-
-    @classmethod
-    def for_interrupt(cls, now: float) -> Escalation:
-        return cls(
-            now, ((0.0, "sigint"), (INTERRUPT_GRACE_S, "sigterm"), (INTERRUPT_GRACE_S + TERMINATE_GRACE_S, "sigkill"))
-        )
-
-    @classmethod
-    def for_watchdog(cls, now: float) -> Escalation:
-        return cls(now, ((0.0, "sigterm"), (TERMINATE_GRACE_S, "sigkill")))
-
-    def due(self, now: float) -> list[str]:
-        actions = []
-        while self.sent < len(self.steps) and now - self.started >= self.steps[self.sent][0]:
-            actions.append(self.steps[self.sent][1])
-            self.sent += 1
-        return actions
-
-
-def _signal_child(proc: subprocess.Popen, action: str) -> None:
-    try:
-        if action == "sigint":
-            os.kill(proc.pid, signal.SIGINT)  # the child only: it closes its own workers
-        else:
-            os.killpg(proc.pid, signal.SIGTERM if action == "sigterm" else signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def run_child(
     spec: ChildSpec,
     *,
@@ -340,34 +300,31 @@ def run_child(
     started = clock()
     with tempfile.TemporaryFile() as log:
         try:
-            proc = subprocess.Popen(
+            group = ProcessGroup.start(
                 argv,
                 env=env,
                 pass_fds=(write_fd,) if spec.gate_fd < 0 else (write_fd, spec.gate_fd),
-                stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                start_new_session=True,
             )
         finally:
             os.close(write_fd)
         try:
-            events, reason = _collect(proc, read_fd, watchdog_s, interrupt, on_event, clock)
+            events, reason = _collect(group, read_fd, watchdog_s, interrupt, on_event, clock)
         finally:
             os.close(read_fd)
-            if proc.poll() is None:  # only on an error of the runner itself
-                _signal_child(proc, "sigkill")
-                proc.wait()
-        orphans = _reap_group(proc.pid, clock)
-        ours = {proc.pid, *(p for e in events if e.get("event") == "ready" for p in e.get("worker_pids", []))}
+            if group.running():  # only on an error of the runner itself
+                group.kill()
+        orphans = len(group.reap(ORPHAN_GRACE_S, clock))
+        ours = {group.pgid, *(p for e in events if e.get("event") == "ready" for p in e.get("worker_pids", []))}
         leaked = len(leaked_segments(shm_before, pids=ours))
         log.seek(0)
         tail = log.read()[-4000:].decode(errors="replace")
-    return _outcome(events, reason, proc.returncode, tail, orphans, leaked, clock() - started)
+    return _outcome(events, reason, group.returncode, tail, orphans, leaked, clock() - started)
 
 
 def _collect(
-    proc: subprocess.Popen,
+    group: ProcessGroup,
     read_fd: int,
     watchdog_s: float,
     interrupt: InterruptFlag | None,
@@ -405,15 +362,14 @@ def _collect(
                         if on_event is not None:
                             on_event(event)
         elif eof:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=POLL_S)
-        if proc.poll() is not None and (eof or not select.select([read_fd], [], [], 0)[0]):
+            group.wait(POLL_S)
+        if not group.running() and (eof or not select.select([read_fd], [], [], 0)[0]):
             # Exited, and nothing more to read (workers started with fork may still
             # hold the pipe open, so an exit without EOF is also the end).
             return events, reason
         now = clock()
         if interrupt is not None and interrupt.count >= 2 and reason == "interrupted":
-            _signal_child(proc, "sigkill")
+            group.send("sigkill")
         elif interrupt is not None and interrupt.count and escalation is None:
             reason, escalation = "interrupted", Escalation.for_interrupt(now)
         elif escalation is None and now - last_event > watchdog_s:
@@ -421,20 +377,7 @@ def _collect(
             escalation = Escalation.for_watchdog(now)
         if escalation is not None:
             for action in escalation.due(now):
-                _signal_child(proc, action)
-
-
-def _reap_group(pgid: int, clock: Callable[[], float]) -> int:
-    """Wait for the child's process group to empty; kill and count what remains."""
-    deadline = clock() + ORPHAN_GRACE_S
-    members = process_group_members(pgid)
-    while members and clock() < deadline:
-        time.sleep(0.05)
-        members = process_group_members(pgid)
-    if members:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-    return len(members)
+                group.send(action)
 
 
 def _outcome(

@@ -20,12 +20,12 @@ from harness.faults.matrix import (
     CLOSE_BOUND_S,
     MatrixOptions,
     _stderr_finding,
-    group_members,
     run_cell,
     run_matrix,
 )
 from harness.faults.scenarios import DEFAULT_SCENARIOS, SCENARIOS
 from harness.results import load_run
+from harness.supervisor import group_members
 from strategies.constants import TERMINATE_GRACE_S
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,19 +10,19 @@ import time
 
 import pytest
 
-from harness import runner
+from harness import runner, supervisor
 from harness.child import ChildSpec
 from harness.measure import is_alive
 from harness.results import SAMPLES_FILE, STAGES, read_samples
 from harness.runner import (
     ChildOutcome,
-    Escalation,
     InterruptFlag,
     RunOptions,
     plan_measurements,
     run_child,
     run_plan,
 )
+from harness.supervisor import Escalation
 from strategies import LoaderConfig
 
 
@@ -145,8 +145,8 @@ def test_a_failed_measurement_is_recorded_and_the_run_goes_on(tmp_path):
 def test_escalation_timeline_with_a_fake_clock():
     interrupt = Escalation.for_interrupt(now=100.0)
     assert interrupt.due(100.0) == ["sigint"]
-    assert interrupt.due(100.0 + runner.INTERRUPT_GRACE_S - 0.01) == []
-    assert interrupt.due(100.0 + runner.INTERRUPT_GRACE_S) == ["sigterm"]
+    assert interrupt.due(100.0 + supervisor.INTERRUPT_GRACE_S - 0.01) == []
+    assert interrupt.due(100.0 + supervisor.INTERRUPT_GRACE_S) == ["sigterm"]
     assert interrupt.due(1000.0) == ["sigkill"]
     assert interrupt.due(2000.0) == []
     watchdog = Escalation.for_watchdog(now=0.0)

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.results import ENV_FILE, FAULTS_FILE, SCHEMA_VERSION, FaultRecord, append_lines, write_json
+from harness.supervisor import GROUP_EXIT_GRACE_S, ProcessGroup
 from strategies.constants import KILL_GRACE_S, STOP_GRACE_S, TERMINATE_GRACE_S
 
 from .scenarios import BASE_CONFIG, DEFAULT_SCENARIOS, SCENARIOS
@@ -43,7 +43,14 @@ CLOSE_BOUND_S = STOP_GRACE_S + TERMINATE_GRACE_S + KILL_GRACE_S + 2.0
 # A scenario process: interpreter + imports (torch: seconds) + the play; far above a healthy cell.
 CELL_TIMEOUT_S = 60.0
 # After the scenario ends, how long its workers, fork server and tracker may take to follow.
-AFTERMATH_S = 5.0
+AFTERMATH_S = GROUP_EXIT_GRACE_S
+# What the matrix does to a scenario process once it says it is ready (Scenario.action):
+# the signal, and whether to the whole process group or to the main process alone.
+ACTIONS = {
+    "sigint_group": (signal.SIGINT, True),  # Ctrl-C in a terminal: every process of the group
+    "sigterm_main": (signal.SIGTERM, False),  # kill PID, a scheduler's time limit, docker stop
+    "kill_main": (signal.SIGKILL, False),  # the main process dies; nothing of the run may survive it
+}
 POLL_S = 0.05
 WORKER_IDENTITY = re.compile(r"worker \d+ \(pid \d+\)")
 STDERR_MARKERS = ("resource_tracker", "leaked", "Traceback")
@@ -85,35 +92,6 @@ class MatrixOptions:
 
 
 # -- the outside view --------------------------------------------------------------------
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of process group ``pgid``."""
-    import psutil
-
-    members = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
-                members.append(proc.info["pid"])
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return members
-
-
-def wait_group_gone(pgid: int, timeout_s: float) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while (left := group_members(pgid)) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-    return left
-
-
-def kill_group(pgid: int) -> None:
-    for sig in (signal.SIGCONT, signal.SIGKILL):  # SIGCONT first: a stopped worker is in the group too
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-
-
 def shm_entries() -> set[str]:
     return set(os.listdir(SHM_DIR)) if SHM_DIR.is_dir() else set()
 
@@ -171,44 +149,37 @@ def run_cell(scenario_name: str, strategy: str, start_method: str, dataset: Path
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             started = time.monotonic()
-            proc = subprocess.Popen(
+            group = ProcessGroup.start(
                 command,
                 stdout=out,
                 stderr=err,
-                start_new_session=True,
                 env={**os.environ, **scenario.env},
                 cwd=Path(__file__).resolve().parents[2],  # the checkout: -m finds harness/
             )
-            pgid = proc.pid
-            while proc.poll() is None:
+            while group.running():
                 if time.monotonic() - started > cell_timeout_s:
                     problems.append(
                         f"the scenario overran its {cell_timeout_s:g} s bound; its process group was killed"
                     )
-                    kill_group(pgid)
+                    group.kill()
                     break
                 if scenario.action and acted_at is None and any(r.get("event") == "ready" for r in _lines(out_path)):
                     acted_at = time.monotonic()
-                    if scenario.action == "sigint_group":
-                        os.killpg(pgid, signal.SIGINT)  # Ctrl-C: every process of the group
-                    elif scenario.action == "sigterm_main":
-                        os.kill(proc.pid, signal.SIGTERM)  # kill PID, a scheduler's time limit, docker stop
-                    else:
-                        os.kill(proc.pid, signal.SIGKILL)
+                    sig, whole_group = ACTIONS[scenario.action]
+                    group.signal(sig, whole_group=whole_group)
                 time.sleep(POLL_S)
-            proc.wait(timeout=AFTERMATH_S)
+            group.wait(AFTERMATH_S)
         records = _lines(out_path)
         ready = next((r for r in records if r.get("event") == "ready"), {})
         result = next((r for r in records if r.get("event") == "result"), None)
-        left = wait_group_gone(pgid, AFTERMATH_S)
+        left = group.reap(AFTERMATH_S)
         if scenario.action == "kill_main" and acted_at is not None:
             shutdown_s = time.monotonic() - acted_at if not left else None
-        pids = {pgid, *ready.get("pids", []), *(result or {}).get("pids", [])}
+        pids = {group.pgid, *ready.get("pids", []), *(result or {}).get("pids", [])}
         segments = wait_segments_gone(before, pids, AFTERMATH_S)
         stderr = err_path.read_text(errors="replace")
     if left:
-        problems.append(f"processes left: {left}")
-        kill_group(pgid)
+        problems.append(f"processes left: {left}")  # killed by reap()
     if segments:
         problems.append(f"segments left in /dev/shm: {', '.join(segments)}")
         for name in segments:
@@ -223,14 +194,14 @@ def run_cell(scenario_name: str, strategy: str, start_method: str, dataset: Path
     elif result is None:
         if not any("overran" in p for p in problems):
             tail = stderr.strip().splitlines()[-1:] or ["no stderr"]
-            problems.append(f"no result (exit status {proc.returncode}): {tail[0]}")
+            problems.append(f"no result (exit status {group.returncode}): {tail[0]}")
     else:
         problems += result["problems"]
         problems += judge_error(scenario_name, strategy, result)
         if result["shutdown_s"] is not None and result["shutdown_s"] > CLOSE_BOUND_S:
             problems.append(f"close took {result['shutdown_s']:.1f} s (bound {CLOSE_BOUND_S:g} s)")
-        if proc.returncode != scenario.exit_status:
-            problems.append(f"exit status {proc.returncode} (expected {scenario.exit_status})")
+        if group.returncode != scenario.exit_status:
+            problems.append(f"exit status {group.returncode} (expected {scenario.exit_status})")
         shutdown_s = result["shutdown_s"]
     result = result or {}
     return FaultRecord(

@@ -39,7 +39,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.results import ENV_FILE, SCHEMA_VERSION, SOAK_FILE, SoakRecord, write_atomic, write_json
+from harness.supervisor import ProcessGroup
 
 SHM_DIR = Path("/dev/shm")
 # Allowed growth from the "warm" snapshot to the "end" one, whatever the cycle count.
@@ -256,20 +256,23 @@ def run_strategy(strategy: str, dataset: Path, options: SoakOptions, timeout_s: 
         strategy,
         json.dumps({**args, "start_method": options.start_method}),
     ]
-    try:
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            cwd=Path(__file__).resolve().parents[2],  # the checkout: -m finds harness/
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise IpcbenchError(f"soak of {strategy} overran its {timeout_s:g} s bound") from exc
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no stderr"])[-1]
-        raise IpcbenchError(f"soak of {strategy} failed (exit status {done.returncode}): {tail}")
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        group = ProcessGroup.start(command, stdout=out, stderr=err, cwd=Path(__file__).resolve().parents[2])
+        finished = group.wait(timeout_s)
+        if not finished:
+            group.kill()
+        left = group.reap()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if not finished:
+        raise IpcbenchError(f"soak of {strategy} overran its {timeout_s:g} s bound")
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if group.returncode != 0 or not lines:
+        tail = (stderr.strip().splitlines() or ["no stderr"])[-1]
+        raise IpcbenchError(f"soak of {strategy} failed (exit status {group.returncode}): {tail}")
+    if left:
+        raise IpcbenchError(f"soak of {strategy} left processes behind after it exited: {left}")
     return SoakRecord(**json.loads(lines[-1]))
 
 
