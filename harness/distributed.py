@@ -46,31 +46,31 @@ import hashlib
 import os
 import signal
 import socket
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from strategies.signals import exit_on_sigterm
+
 from .child import GATE_GO
 from .errors import IpcbenchError
 from .measure import MAX_CPU_FRACTION, wait_stats
+from .plan import Measurement, RunOptions, plan_measurements
 from .results import ALL_RANKS, ENV_FILE, SAMPLES_FILE, EpochSample, SamplesWriter, read_samples, summarize, write_json
 from .runner import (
     Failure,
-    Measurement,
-    RunOptions,
     RunResult,
     append_failure,
     child_spec,
     finish_env,
-    plan_measurements,
     prepare_run_dir,
     run_child,
     samples_from,
 )
+from .session import RunRequest, build_options, build_report, canonical_command, resolve_dataset
 
 BACKEND = "gloo"  # CPU tensors only: the collectives carry flags and Python objects, not batches
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -315,8 +315,13 @@ def summary_table(summary: Any) -> list[str]:
     return lines
 
 
-def run_distributed(args: Any) -> int:
-    """``ipcbench run --distributed`` on this rank (see the module docstring)."""
+def run_distributed(request: RunRequest, *, say: Callable[[str], None], show: Callable[[str], None]) -> int:
+    """``ipcbench run --distributed`` on this rank (see the module docstring).
+
+    Rank 0 speaks for the run: ``say`` gets its progress lines, ``show`` the summary
+    table (the CLI prints them); the other ranks stay quiet, as torchrun would
+    interleave their lines.
+    """
     rank, world_size, local_rank = torchrun_env()
     try:
         import torch
@@ -324,20 +329,15 @@ def run_distributed(args: Any) -> int:
     except ImportError as exc:
         raise IpcbenchError(f"--distributed needs torch (torch.distributed): {exc}") from exc
     use_loopback_if_local()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # torchrun stops ranks with SIGTERM
+    previous = exit_on_sigterm()  # torchrun stops ranks with SIGTERM: unwind, closing the measurement
     try:
         dist.init_process_group(BACKEND, init_method="env://", timeout=COLLECTIVE_TIMEOUT)
         try:
-            return _run(args, rank, world_size, local_rank, Collectives(dist, torch))
+            return _run(request, rank, world_size, local_rank, Collectives(dist, torch), say, show)
         finally:
             dist.destroy_process_group()
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """Unwind (the measurement process is killed, the process group destroyed) instead of dying at once."""
-    sys.exit(128 + signum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,24 +355,25 @@ class Setup:
         return [r.host for r in self.ranks]
 
 
-def _set_up(args: Any, rank: int, world_size: int, local_rank: int, collectives: Collectives, say: Any) -> Setup:
+def _set_up(
+    request: RunRequest, rank: int, world_size: int, local_rank: int, collectives: Collectives, say: Any
+) -> Setup:
     """The dataset (built once per host), the options, and the run id and folder rank 0 chose."""
-    from .commands.run import RESULTS_DIR, build_options, resolve_dataset
     from .envinfo import dataset_info, run_id_for, utc_now
 
     # Local rank 0 builds a built-in dataset (once, cached); the others then find it.
     if local_rank != 0:
         collectives.all_ok(True)
-    dataset, source = resolve_dataset(args.dataset, progress=lambda line: say(f"dataset: {line}"))
+    dataset, source = resolve_dataset(request.dataset, progress=lambda line: say(f"dataset: {line}"))
     if local_rank == 0:
         collectives.all_ok(True)
     info = dataset_info(dataset, source)
-    options = build_options(args, dataset, source, info["shape"][0])
+    options = build_options(request, dataset, source, info["shape"][0])
     options = dataclasses.replace(options, loader=options.loader.replace(rank=rank, world_size=world_size))
     run_id = run_id_for(utc_now())
     run_dir = None
     if rank == 0:
-        run_dir = prepare_run_dir(args.out if args.out is not None else RESULTS_DIR / run_id)
+        run_dir = prepare_run_dir(request.run_dir(run_id))
     me = RankInfo(
         rank=rank,
         local_rank=local_rank,
@@ -391,9 +392,8 @@ def _set_up(args: Any, rank: int, world_size: int, local_rank: int, collectives:
     return Setup(options, info, ranks, ranks[0].run_id, Path(ranks[0].run_dir))
 
 
-def _write_env(args: Any, setup: Setup, world_size: int) -> dict[str, Any]:
+def _write_env(request: RunRequest, setup: Setup, world_size: int) -> dict[str, Any]:
     """Rank 0: env.json as ``ipcbench run`` writes it, with a ``distributed`` section."""
-    from .commands.run import canonical_command
     from .envinfo import collect_env, utc_now
     from .memcpy import measure_memcpy
 
@@ -401,7 +401,7 @@ def _write_env(args: Any, setup: Setup, world_size: int) -> dict[str, Any]:
     batch_bytes = options.batch_bytes(info["shape"][0])
     nodes = len(set(setup.hosts))
     launcher = ["torchrun", f"--nnodes={nodes}", f"--nproc-per-node={world_size // nodes}"]
-    ipcbench, run, *rest = canonical_command(options, args.dataset)
+    ipcbench, run, *rest = canonical_command(options, request.dataset)
     env = collect_env(
         run_id=setup.run_id,
         created=utc_now(),
@@ -424,19 +424,25 @@ def _write_env(args: Any, setup: Setup, world_size: int) -> dict[str, Any]:
     return env
 
 
-def _run(args: Any, rank: int, world_size: int, local_rank: int, collectives: Collectives) -> int:
-    from .commands.run import _build_report
-
+def _run(
+    request: RunRequest,
+    rank: int,
+    world_size: int,
+    local_rank: int,
+    collectives: Collectives,
+    tell: Callable[[str], None],
+    show: Callable[[str], None],
+) -> int:
     lead = rank == 0
     started = time.monotonic()
 
-    def say(line: str) -> None:  # rank 0 speaks for the run; torchrun would interleave the others' lines
+    def say(line: str) -> None:
         if lead:
-            print(line, file=sys.stderr, flush=True)
+            tell(line)
 
-    setup = _set_up(args, rank, world_size, local_rank, collectives, say)
+    setup = _set_up(request, rank, world_size, local_rank, collectives, say)
     run_dir, run_id, hosts = setup.run_dir, setup.run_id, setup.hosts
-    env = _write_env(args, setup, world_size) if lead else {}
+    env = _write_env(request, setup, world_size) if lead else {}
     # Start together: rank 0's memcpy measurement must not overlap another rank's start-up.
     collectives.all_ok(True)
     plan = plan_measurements(setup.options)
@@ -470,9 +476,9 @@ def _run(args: Any, rank: int, world_size: int, local_rank: int, collectives: Co
         finish_env(run_dir, env, result)
         summary = summarize(read_samples(run_dir / SAMPLES_FILE))
         if len(summary):
-            print("\n".join(summary_table(summary)), file=sys.stdout)
-        if not args.no_report and result.samples:
-            _build_report(run_dir, sys.stderr)
+            show("\n".join(summary_table(summary)))
+        if request.report and result.samples:
+            say(build_report(run_dir))
         say(f"{run_dir}: {finished}/{len(plan)} measurements on {world_size} ranks, {time.monotonic() - started:.0f} s")
     # torchrun stops every rank once one exits with an error: wait until rank 0 has written the folder.
     collectives.all_ok(True)

@@ -16,8 +16,9 @@ import harness.report
 from harness.cli import main
 from harness.commands.run import ProgressLine, format_eta, summary_lines
 from harness.memcpy import DEFAULT_REPEATS
+from harness.plan import Measurement
 from harness.results import SAMPLES_FILE, read_samples, summarize
-from harness.runner import ChildOutcome, Measurement, Progress
+from harness.runner import ChildOutcome, Progress
 
 ENV_KEYS = [
     "schema_version",

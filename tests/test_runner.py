@@ -13,12 +13,11 @@ import pytest
 from harness import runner, supervisor
 from harness.child import ChildSpec
 from harness.measure import is_alive
+from harness.plan import RunOptions, Workload, batch_size_for_mib, plan_measurements
 from harness.results import SAMPLES_FILE, STAGES, read_samples
 from harness.runner import (
     ChildOutcome,
     InterruptFlag,
-    RunOptions,
-    plan_measurements,
     run_child,
     run_plan,
 )
@@ -277,7 +276,7 @@ def test_sampler_overhead_is_a_ratio_of_totals_over_measured_epochs():
 
 # -- workloads and batch sizes ------------------------------------------------------------
 def test_workloads_are_cells_of_the_plan_and_reach_the_child_and_the_samples(tmp_path):
-    loads = (runner.Workload("full", 8), runner.Workload("transfer", 4, 0.25), runner.Workload("transfer", 16, 1.0))
+    loads = (Workload("full", 8), Workload("transfer", 4, 0.25), Workload("transfer", 16, 1.0))
     opts = options(tmp_path, strategies=("a",), workers=(2,), repeats=2, workloads=loads)
     plan = plan_measurements(opts)
     assert [(m.workload, m.batch_size) for m in plan] == [("full", 8), ("transfer", 4), ("transfer", 16)] * 2
@@ -300,22 +299,22 @@ def test_workloads_are_cells_of_the_plan_and_reach_the_child_and_the_samples(tmp
 
 def test_without_workloads_the_loader_is_the_one_cell(tmp_path):
     opts = options(tmp_path, loader=LoaderConfig(batch_size=8, tile=32, workload="transfer"))
-    assert opts.cell_workloads == (runner.Workload("transfer", 8),)
+    assert opts.cell_workloads == (Workload("transfer", 8),)
     assert {m.batch_size for m in plan_measurements(opts)} == {8}
 
 
 def test_batch_size_for_mib_counts_image_bytes_only():
-    assert runner.batch_size_for_mib(4, channels=1, tile=256) == 32  # the real dataset: 128 KiB per tile
-    assert runner.batch_size_for_mib(16, channels=1, tile=256) == 128
-    assert runner.batch_size_for_mib(4, channels=2, tile=256) == 16
+    assert batch_size_for_mib(4, channels=1, tile=256) == 32  # the real dataset: 128 KiB per tile
+    assert batch_size_for_mib(16, channels=1, tile=256) == 128
+    assert batch_size_for_mib(4, channels=2, tile=256) == 16
     with pytest.raises(ValueError, match="holds no whole tile"):
-        runner.batch_size_for_mib(0.01, channels=1, tile=256)
+        batch_size_for_mib(0.01, channels=1, tile=256)
 
 
 def test_workloads_are_validated(tmp_path):
     with pytest.raises(ValueError, match="duplicates"):
-        options(tmp_path, workloads=(runner.Workload("full", 8), runner.Workload("full", 8)))
+        options(tmp_path, workloads=(Workload("full", 8), Workload("full", 8)))
     with pytest.raises(ValueError, match="must be one of"):
-        runner.Workload("decode", 8)
+        Workload("decode", 8)
     with pytest.raises(ValueError, match="batch_size"):
-        runner.Workload("transfer", 0)
+        Workload("transfer", 0)

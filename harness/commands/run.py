@@ -7,7 +7,7 @@
     ipcbench run --quick                       # 1 repeat x 1 epoch: a check in about a minute
     ipcbench run --dataset synth --strategies pipe,shm --workers 2 --step-ms 20
     ipcbench run --workload transfer           # the IPC path alone, batches of 4 and 16 MiB
-    ipcbench run --workload full,transfer --batch-mib 4 --workers 2   # issue 7's targets, one run
+    ipcbench run --workload full,transfer --batch-mib 4 --workers 2   # the performance goals, one run
 
 Workloads (``--workload``, a cell key): ``full`` is the real per-image work at
 ``--batch-size`` tiles (default 32); ``transfer`` hands over tiles computed once per
@@ -34,17 +34,23 @@ from typing import Any, TextIO
 from strategies.signals import EXIT_STATUS_SIGTERM
 
 from ..errors import IpcbenchError
+from ..session import (
+    DEFAULT_EPOCHS,
+    DEFAULT_REPEATS,
+    DEFAULT_TRANSFER_MIB,
+    DEFAULT_WORKERS,
+    DEFAULT_WORKLOADS,
+    QUICK_EPOCHS,
+    QUICK_REPEATS,
+    RunRequest,
+    build_options,
+    build_report,
+    canonical_command,
+    resolve_dataset,
+    run_env,
+)
 
 HELP = "Measure every strategy in fresh processes and write a results folder (env, samples, summary, report)."
-DEFAULT_WORKERS = (1, 2)
-DEFAULT_REPEATS, DEFAULT_EPOCHS = (
-    5,
-    2,
-)  # 10 measured epochs per cell, in 5 fresh processes (docs/design.md section 7: >= 6)
-QUICK_REPEATS, QUICK_EPOCHS = 1, 1
-DEFAULT_WORKLOADS = ("full",)
-DEFAULT_TRANSFER_MIB = (4.0, 16.0)  # issue 7: the transfer workload's batch sizes
-RESULTS_DIR = Path("results")
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
@@ -158,83 +164,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one rank of a torchrun launch: each rank runs its shard, rank 0 writes one results folder "
         "(see harness.distributed)",
     )
-
-
-def resolve_dataset(spec: str, progress: Any) -> tuple[Path, str]:
-    """(folder, source) for ``--dataset``: a built-in source is built once and cached."""
-    if spec in ("real", "synth"):
-        from harness.datasets import ensure_dataset
-
-        return Path(ensure_dataset(spec, progress=progress)), spec
-    path = Path(spec)
-    if not path.is_dir():
-        raise IpcbenchError(f"--dataset {spec!r} is neither 'real', 'synth' nor an existing dataset folder")
-    return path, "dir"
-
-
-def build_workloads(args: argparse.Namespace, batch_size: int, channels: int, tile: int):  # -> tuple[Workload, ...]
-    """The (workload, batch size) variants of every cell: full at ``batch_size``, transfer at each ``--batch-mib``."""
-    from ..runner import Workload, batch_size_for_mib
-
-    names = args.workload
-    if args.batch_size is not None and "full" not in names:
-        raise IpcbenchError("--batch-size sets the full workload's batch; the transfer workload's is --batch-mib")
-    if args.batch_mib is not None and "transfer" not in names:
-        raise IpcbenchError("--batch-mib sets the transfer workload's batch sizes; add transfer to --workload")
-    workloads = []
-    for name in names:
-        if name == "full":
-            workloads.append(Workload("full", batch_size))
-        else:
-            for mib in args.batch_mib or DEFAULT_TRANSFER_MIB:
-                workloads.append(Workload("transfer", batch_size_for_mib(mib, channels, tile), mib))
-    return tuple(workloads)
-
-
-def build_options(args: argparse.Namespace, dataset: Path, source: str, channels: int):  # -> RunOptions
-    """RunOptions from the arguments; ``channels`` (of the dataset's images) turns ``--batch-mib`` into tiles."""
-    from strategies import STRATEGIES, LoaderConfig
-
-    from ..runner import DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S, RunOptions
-
-    strategies = args.strategies or tuple(STRATEGIES)
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        raise IpcbenchError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
-    overrides = {
-        name: value
-        for name, value in (
-            ("prefetch", args.prefetch),
-            ("batch_size", args.batch_size),
-            ("tile", args.tile),
-            ("start_method", args.start_method),
-        )
-        if value is not None
-    }
-    try:
-        loader = LoaderConfig().replace(workers=args.workers[0], **overrides)
-        workloads = build_workloads(args, loader.batch_size, channels, loader.tile)
-        # The loader env.json records is the first cell's; every cell's is in config.workloads.
-        loader = loader.replace(workload=workloads[0].name, batch_size=workloads[0].batch_size)
-        return RunOptions(
-            dataset=str(dataset),
-            dataset_name=dataset.name,
-            dataset_source=source,
-            strategies=tuple(strategies),
-            workers=tuple(args.workers),
-            loader=loader,
-            repeats=args.repeats if args.repeats is not None else (QUICK_REPEATS if args.quick else DEFAULT_REPEATS),
-            epochs=args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS),
-            step_ms=args.step_ms,
-            workloads=workloads,
-            quick=args.quick,
-            sampler_interval_s=(
-                args.sampler_interval_s if args.sampler_interval_s is not None else DEFAULT_SAMPLER_INTERVAL_S
-            ),
-            watchdog_s=args.watchdog_s if args.watchdog_s is not None else DEFAULT_WATCHDOG_S,
-        )
-    except ValueError as exc:
-        raise IpcbenchError(str(exc)) from exc
 
 
 class ProgressLine:
@@ -369,85 +298,64 @@ def summary_lines(summary: Any, copies_per_s: dict[int, float] | None = None) ->
     ]
 
 
-def canonical_command(options: Any, dataset: str) -> list[str]:
-    """The command that repeats this run, every option spelled out (argv may be a test's or make's)."""
-    loader = options.loader
-    workloads = options.cell_workloads
-    full = [w.batch_size for w in workloads if w.name == "full"]
-    mibs = [f"{w.batch_mib:g}" for w in workloads if w.name == "transfer" and w.batch_mib is not None]
-    command = [
-        "ipcbench",
-        "run",
-        "--dataset",
-        dataset,
-        "--strategies",
-        ",".join(options.strategies),
-        "--workers",
-        ",".join(map(str, options.workers)),
-        "--repeats",
-        str(options.repeats),
-        "--epochs",
-        str(options.epochs),
-        "--step-ms",
-        f"{options.step_ms:g}",
-        "--prefetch",
-        str(loader.prefetch),
-        "--workload",
-        ",".join(dict.fromkeys(w.name for w in workloads)),
-        *(["--batch-size", str(full[0])] if full else []),
-        *(["--batch-mib", ",".join(mibs)] if mibs else []),
-        "--tile",
-        str(loader.tile),
-        "--start-method",
-        loader.start_method,
-        "--sampler-interval-s",
-        f"{options.sampler_interval_s:g}",
-    ]
-    return [*command, "--quick"] if options.quick else command
+def request_from(args: argparse.Namespace) -> RunRequest:
+    """The typed request behind ``ipcbench run``'s arguments (nothing below the CLI sees argparse)."""
+    return RunRequest(
+        dataset=args.dataset,
+        strategies=args.strategies,
+        workers=args.workers,
+        repeats=args.repeats,
+        epochs=args.epochs,
+        step_ms=args.step_ms,
+        quick=args.quick,
+        out=args.out,
+        prefetch=args.prefetch,
+        workloads=args.workload,
+        batch_mib=args.batch_mib,
+        batch_size=args.batch_size,
+        tile=args.tile,
+        start_method=args.start_method,
+        sampler_interval_s=args.sampler_interval_s,
+        watchdog_s=args.watchdog_s,
+        report=not args.no_report,
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    request = request_from(args)
     if args.distributed:
         from ..distributed import run_distributed
 
-        return run_distributed(args)
-    from ..child import WARMUP_SAMPLER_INTERVAL_S, WARMUP_SAMPLER_MAX_CPU_FRACTION
-    from ..envinfo import collect_env, dataset_info, run_id_for, utc_now
-    from ..measure import MAX_CPU_FRACTION
+        return run_distributed(
+            request,
+            say=lambda line: print(line, file=sys.stderr, flush=True),
+            show=lambda text: print(text, file=sys.stdout, flush=True),
+        )
+    from ..envinfo import dataset_info, run_id_for, utc_now
     from ..memcpy import combine, measure_memcpy
-    from ..results import ENV_FILE, SUMMARY_FILE, read_samples, summarize, write_json
-    from ..runner import SAMPLES_FILE, finish_env, prepare_run_dir, run_plan
+    from ..results import ENV_FILE, SAMPLES_FILE, SUMMARY_FILE, read_samples, summarize, write_json
+    from ..runner import finish_env, prepare_run_dir, run_plan
 
     err = sys.stderr
     started = time.monotonic()
     created = utc_now()
     run_id = run_id_for(created)
-    dataset, source = resolve_dataset(args.dataset, progress=lambda line: print(f"dataset: {line}", file=err))
+    dataset, source = resolve_dataset(request.dataset, progress=lambda line: print(f"dataset: {line}", file=err))
     info = dataset_info(dataset, source)
     channels = info["shape"][0]
-    options = build_options(args, dataset, source, channels)
-    run_dir = prepare_run_dir(args.out if args.out is not None else RESULTS_DIR / run_id)
+    options = build_options(request, dataset, source, channels)
+    run_dir = prepare_run_dir(request.run_dir(run_id))
 
     memcpy = measure_memcpy()
     batch_bytes = options.batch_bytes(channels)
     by_batch_size = {w.batch_size: options.batch_bytes(channels, w.batch_size) for w in options.cell_workloads}
-    env = collect_env(
+    env = run_env(
+        options,
         run_id=run_id,
         created=created,
-        command=canonical_command(options, args.dataset),
-        start_method=options.loader.start_method,
+        command=canonical_command(options, request.dataset),
         dataset=info,
-        config=options.config_dict(),
         memcpy=memcpy.as_dict(batch_bytes, by_batch_size),
-        sampler={
-            "interval_s": options.sampler_interval_s,
-            "max_cpu_fraction": MAX_CPU_FRACTION,
-            "warmup_interval_s": WARMUP_SAMPLER_INTERVAL_S,
-            "warmup_max_cpu_fraction": WARMUP_SAMPLER_MAX_CPU_FRACTION,
-            "source": "/proc/PID/smaps_rollup (PSS, USS), /proc/PID/stat (CPU), statvfs(/dev/shm)",
-            "overhead_fraction": None,
-            "method": "sampler thread CPU time / wall time of the measured epochs (a fraction of one core)",
-        },
     )
     write_json(run_dir / ENV_FILE, env)
     variants = len(options.cell_workloads)
@@ -486,8 +394,8 @@ def main(args: argparse.Namespace) -> int:
     for failure in result.failures:
         m = failure.measurement
         print(f"FAILED {m.strategy} workers={m.workers} repeat={m.repeat}: {failure.error}", file=err)
-    if not args.no_report and result.samples:
-        _build_report(run_dir, err)
+    if request.report and result.samples:
+        print(build_report(run_dir), file=err)
     print(
         f"{run_dir / SUMMARY_FILE}: {result.finished}/{result.planned} measurements, {result.samples} epochs, "
         f"{time.monotonic() - started:.0f} s",
@@ -499,18 +407,3 @@ def main(args: argparse.Namespace) -> int:
     if result.failures and not result.finished:
         raise IpcbenchError(f"every measurement failed; the first: {result.failures[0].error}")
     return 1 if result.failures else 0
-
-
-def _build_report(run_dir: Path, err: TextIO) -> None:
-    try:
-        from harness.report import build_report
-    except ImportError:
-        return
-    try:
-        path = build_report(run_dir)
-    except Exception as exc:  # the measurements are on disk: a report bug must not lose the run
-        print(
-            f"ipcbench: report not built ({type(exc).__name__}: {exc}); retry with: ipcbench report {run_dir}", file=err
-        )
-        return
-    print(f"report: {path}", file=err)

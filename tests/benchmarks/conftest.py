@@ -27,7 +27,7 @@ import pytest
 from conftest import write_dataset  # tests/conftest.py (this package's own is benchmarks.conftest)
 
 from harness.memcpy import MemcpyResult, measure_memcpy
-from harness.runner import batch_size_for_mib
+from harness.plan import batch_size_for_mib
 from strategies import LoaderConfig, open_dataset
 
 TINY = {"images": 4, "height": 256, "width": 320, "channels": 2}

@@ -1,0 +1,166 @@
+"""The plan of a run: which measurements, in which order, with which loader settings.
+
+::
+
+    RunOptions         everything one run measures, validated (strategies, worker counts,
+                       workloads and batch sizes, repeats, epochs, the LoaderConfig)
+    plan_measurements  for repeat in range(R): for cell in cells: one Measurement
+                       (A B C D, A B C D, ...: a slow drift of the machine spreads over
+                       every cell instead of biasing the ones that ran last); a cell is
+                       (strategy, workers, workload, batch size)
+
+Pure data and functions: the runner (``harness.runner``) executes a plan, the session
+(``harness.session``) builds one from a request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from strategies import LoaderConfig
+from strategies.config import WORKLOADS
+from strategies.work import tile_nbytes
+
+DEFAULT_SAMPLER_INTERVAL_S = 0.2  # the shortest wait; measure.MAX_CPU_FRACTION stretches it (see env.json sampler)
+# No event for this long means a hung child: the slowest step is one epoch of the
+# slowest strategy on the real dataset (a few seconds) or a start-up importing torch.
+DEFAULT_WATCHDOG_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """The per-image work and the batch size of some cells (``LoaderConfig.workload``, ``batch_size``).
+
+    ``full`` is the real work; ``transfer`` hands over tiles computed once per worker,
+    so only the IPC path is measured, at batch sizes given in MiB of image data
+    (``batch_mib``; :func:`batch_size_for_mib` turns them into tiles).
+    """
+
+    name: str
+    batch_size: int
+    batch_mib: float | None = None  # the size asked for, when it was given in MiB
+
+    def __post_init__(self) -> None:
+        if self.name not in WORKLOADS:
+            raise ValueError(f"Workload.name={self.name!r} must be one of {WORKLOADS}")
+        if self.batch_size < 1:
+            raise ValueError(f"Workload.batch_size={self.batch_size} must be >= 1")
+
+
+def batch_size_for_mib(mib: float, channels: int, tile: int) -> int:
+    """Tiles in a batch holding ``mib`` MiB of image data (uint16, masks not counted), rounded.
+
+    The real dataset (1 channel, tile 256): 4 MiB -> 32 tiles, 16 MiB -> 128.
+    """
+    data, _ = tile_nbytes(channels, tile)
+    size = round(mib * 2**20 / data)
+    if size < 1:
+        raise ValueError(
+            f"a batch of {mib:g} MiB holds no whole tile of {channels} x {tile} x {tile} uint16 ({data} bytes)"
+        )
+    return size
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """Everything one ``ipcbench run`` measures, validated."""
+
+    dataset: str  # path of the dataset folder
+    dataset_name: str  # what samples.jsonl calls it
+    dataset_source: str  # "real", "synth" or "dir"
+    strategies: tuple[str, ...]
+    workers: tuple[int, ...]
+    loader: LoaderConfig  # its ``workers`` is replaced per cell
+    repeats: int = 3
+    epochs: int = 2
+    step_ms: float = 0.0
+    # Every (workload, batch size) each strategy runs at; empty: the loader's own, one cell per strategy x workers.
+    workloads: tuple[Workload, ...] = ()
+    sampler_interval_s: float = DEFAULT_SAMPLER_INTERVAL_S
+    watchdog_s: float = DEFAULT_WATCHDOG_S
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.strategies:
+            raise ValueError("RunOptions.strategies must name at least one strategy")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"RunOptions.strategies={self.strategies} has duplicates")
+        if not self.workers or any(w < 1 for w in self.workers):
+            raise ValueError(f"RunOptions.workers={self.workers} must be one or more counts >= 1")
+        if self.repeats < 1:
+            raise ValueError(f"RunOptions.repeats={self.repeats} must be >= 1")
+        if self.epochs < 1:
+            raise ValueError(f"RunOptions.epochs={self.epochs} must be >= 1")
+        if self.step_ms < 0:
+            raise ValueError(f"RunOptions.step_ms={self.step_ms} must be >= 0")
+        if self.sampler_interval_s < 0:
+            raise ValueError(f"RunOptions.sampler_interval_s={self.sampler_interval_s} must be >= 0")
+        if self.watchdog_s <= 0:
+            raise ValueError(f"RunOptions.watchdog_s={self.watchdog_s} must be > 0")
+        keys = [(w.name, w.batch_size) for w in self.workloads]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"RunOptions.workloads={keys} has duplicates")
+
+    @property
+    def cell_workloads(self) -> tuple[Workload, ...]:
+        """The (workload, batch size) variants of every strategy x workers cell."""
+        return self.workloads or (Workload(self.loader.workload, self.loader.batch_size),)
+
+    def config_dict(self) -> dict[str, Any]:
+        """env.json ``config``: the LoaderConfig fields, then the run options (``workers`` is the list)."""
+        return {
+            **self.loader.as_dict(),
+            "strategies": list(self.strategies),
+            "workers": list(self.workers),
+            "repeats": self.repeats,
+            "epochs": self.epochs,
+            "warmup_epochs": 1,
+            "step_ms": self.step_ms,
+            "workloads": [dataclasses.asdict(w) for w in self.cell_workloads],
+            "quick": self.quick,
+            "sampler_interval_s": self.sampler_interval_s,
+            "watchdog_s": self.watchdog_s,
+        }
+
+    def batch_bytes(self, channels: int, batch_size: int | None = None) -> int:
+        """Bytes of one whole batch, data and masks: what the timed loop receives per ``next()``."""
+        data, mask = tile_nbytes(channels, self.loader.tile)
+        return (batch_size or self.loader.batch_size) * (data + mask)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One fresh process: one cell, one repeat."""
+
+    index: int
+    repeat: int
+    strategy: str
+    workers: int
+    workload: str | None = None  # None: the loader's
+    batch_size: int | None = None  # None: the loader's
+
+
+def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
+    """Interleaved: every cell once per repeat, cells in the same order each time."""
+    cells = [
+        (s, w, load.name, load.batch_size)
+        for s in options.strategies
+        for w in options.workers
+        for load in options.cell_workloads
+    ]
+    plan = []
+    for repeat in range(options.repeats):
+        for strategy, workers, workload, batch_size in cells:
+            plan.append(Measurement(len(plan), repeat, strategy, workers, workload, batch_size))
+    return tuple(plan)
+
+
+def measurement_loader(options: RunOptions, measurement: Measurement) -> LoaderConfig:
+    """The LoaderConfig one measurement runs with: the run's, with the cell's workers, workload, batch size."""
+    return options.loader.replace(
+        workers=measurement.workers,
+        workload=measurement.workload or options.loader.workload,
+        batch_size=measurement.batch_size or options.loader.batch_size,
+    )

@@ -1,0 +1,231 @@
+"""A run's session: from a typed request to a prepared results folder, for ``ipcbench run`` and ``--distributed``.
+
+::
+
+    RunRequest (the CLI's options, typed; nothing below the CLI sees argparse)
+       -> resolve_dataset     a folder, or a built-in source built once and cached under data/
+       -> build_options       RunOptions (harness.plan): strategies, workloads, batch sizes, defaults
+       -> run_env             env.json's content: provenance, the config, memcpy's R, the sampler
+       -> canonical_command   the command that repeats the run, every option spelled out
+       ... the runner measures (harness.runner) ...
+       -> build_report        report.md and plots, or the reason it could not be built
+
+Nothing here prints: progress goes through a ``say`` callable the caller passes, and
+errors are :class:`~harness.errors.IpcbenchError` for the CLI to show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from strategies import STRATEGIES, LoaderConfig
+from strategies.config import WORKLOADS
+
+from .errors import IpcbenchError
+from .plan import DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S, RunOptions, Workload, batch_size_for_mib
+
+RESULTS_DIR = Path("results")
+DEFAULT_WORKERS = (1, 2)
+# 10 measured epochs per cell, in 5 fresh processes (docs/design.md section 7: >= 6)
+DEFAULT_REPEATS, DEFAULT_EPOCHS = 5, 2
+QUICK_REPEATS, QUICK_EPOCHS = 1, 1
+DEFAULT_WORKLOADS = ("full",)
+DEFAULT_TRANSFER_MIB = (4.0, 16.0)  # the transfer workload's batch sizes: one image-sized batch, and four
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRequest:
+    """What a run was asked for: every option of ``ipcbench run``, None where the default applies."""
+
+    dataset: str = "real"  # "real", "synth", or a dataset folder
+    strategies: tuple[str, ...] | None = None  # None: every registered strategy
+    workers: tuple[int, ...] = DEFAULT_WORKERS
+    repeats: int | None = None
+    epochs: int | None = None
+    step_ms: float = 0.0
+    quick: bool = False
+    out: Path | None = None  # None: results/<run id>
+    prefetch: int | None = None
+    workloads: tuple[str, ...] = DEFAULT_WORKLOADS
+    batch_mib: tuple[float, ...] | None = None
+    batch_size: int | None = None
+    tile: int | None = None
+    start_method: str | None = None
+    sampler_interval_s: float | None = None
+    watchdog_s: float | None = None
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.workloads if name not in WORKLOADS]
+        if unknown:
+            raise IpcbenchError(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+        if self.batch_size is not None and "full" not in self.workloads:
+            raise IpcbenchError("--batch-size sets the full workload's batch; the transfer workload's is --batch-mib")
+        if self.batch_mib is not None and "transfer" not in self.workloads:
+            raise IpcbenchError("--batch-mib sets the transfer workload's batch sizes; add transfer to --workload")
+
+    def run_dir(self, run_id: str) -> Path:
+        """The results folder of the run with id ``run_id``: ``out``, or results/<run id>."""
+        return self.out if self.out is not None else RESULTS_DIR / run_id
+
+
+def resolve_dataset(spec: str, progress: Callable[[str], None]) -> tuple[Path, str]:
+    """(folder, source) for a dataset spec: a built-in source is built once and cached."""
+    if spec in ("real", "synth"):
+        from .datasets import ensure_dataset
+
+        return Path(ensure_dataset(spec, progress=progress)), spec
+    path = Path(spec)
+    if not path.is_dir():
+        raise IpcbenchError(f"--dataset {spec!r} is neither 'real', 'synth' nor an existing dataset folder")
+    return path, "dir"
+
+
+def build_workloads(request: RunRequest, batch_size: int, channels: int, tile: int) -> tuple[Workload, ...]:
+    """The (workload, batch size) variants of every cell: full at ``batch_size``, transfer at each ``batch_mib``."""
+    workloads = []
+    for name in request.workloads:
+        if name == "full":
+            workloads.append(Workload("full", batch_size))
+        else:
+            for mib in request.batch_mib or DEFAULT_TRANSFER_MIB:
+                workloads.append(Workload("transfer", batch_size_for_mib(mib, channels, tile), mib))
+    return tuple(workloads)
+
+
+def build_options(request: RunRequest, dataset: Path, source: str, channels: int) -> RunOptions:
+    """RunOptions from a request; ``channels`` (of the dataset's images) turns ``batch_mib`` into tiles."""
+    strategies = request.strategies or tuple(STRATEGIES)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise IpcbenchError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
+    overrides = {
+        name: value
+        for name, value in (
+            ("prefetch", request.prefetch),
+            ("batch_size", request.batch_size),
+            ("tile", request.tile),
+            ("start_method", request.start_method),
+        )
+        if value is not None
+    }
+    try:
+        loader = LoaderConfig().replace(workers=request.workers[0], **overrides)
+        workloads = build_workloads(request, loader.batch_size, channels, loader.tile)
+        # The loader env.json records is the first cell's; every cell's is in config.workloads.
+        loader = loader.replace(workload=workloads[0].name, batch_size=workloads[0].batch_size)
+        quick = request.quick
+        return RunOptions(
+            dataset=str(dataset),
+            dataset_name=dataset.name,
+            dataset_source=source,
+            strategies=tuple(strategies),
+            workers=tuple(request.workers),
+            loader=loader,
+            repeats=request.repeats if request.repeats is not None else (QUICK_REPEATS if quick else DEFAULT_REPEATS),
+            epochs=request.epochs if request.epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS),
+            step_ms=request.step_ms,
+            workloads=workloads,
+            quick=quick,
+            sampler_interval_s=(
+                request.sampler_interval_s if request.sampler_interval_s is not None else DEFAULT_SAMPLER_INTERVAL_S
+            ),
+            watchdog_s=request.watchdog_s if request.watchdog_s is not None else DEFAULT_WATCHDOG_S,
+        )
+    except ValueError as exc:
+        raise IpcbenchError(str(exc)) from exc
+
+
+def canonical_command(options: RunOptions, dataset: str) -> list[str]:
+    """The command that repeats this run, every option spelled out (argv may be a test's or make's)."""
+    loader = options.loader
+    workloads = options.cell_workloads
+    full = [w.batch_size for w in workloads if w.name == "full"]
+    mibs = [f"{w.batch_mib:g}" for w in workloads if w.name == "transfer" and w.batch_mib is not None]
+    command = [
+        "ipcbench",
+        "run",
+        "--dataset",
+        dataset,
+        "--strategies",
+        ",".join(options.strategies),
+        "--workers",
+        ",".join(map(str, options.workers)),
+        "--repeats",
+        str(options.repeats),
+        "--epochs",
+        str(options.epochs),
+        "--step-ms",
+        f"{options.step_ms:g}",
+        "--prefetch",
+        str(loader.prefetch),
+        "--workload",
+        ",".join(dict.fromkeys(w.name for w in workloads)),
+        *(["--batch-size", str(full[0])] if full else []),
+        *(["--batch-mib", ",".join(mibs)] if mibs else []),
+        "--tile",
+        str(loader.tile),
+        "--start-method",
+        loader.start_method,
+        "--sampler-interval-s",
+        f"{options.sampler_interval_s:g}",
+    ]
+    return [*command, "--quick"] if options.quick else command
+
+
+def sampler_env(options: RunOptions) -> dict[str, Any]:
+    """env.json ``sampler``: how memory and CPU were sampled (its overhead is filled in at the end)."""
+    from .child import WARMUP_SAMPLER_INTERVAL_S, WARMUP_SAMPLER_MAX_CPU_FRACTION
+    from .measure import MAX_CPU_FRACTION
+
+    return {
+        "interval_s": options.sampler_interval_s,
+        "max_cpu_fraction": MAX_CPU_FRACTION,
+        "warmup_interval_s": WARMUP_SAMPLER_INTERVAL_S,
+        "warmup_max_cpu_fraction": WARMUP_SAMPLER_MAX_CPU_FRACTION,
+        "source": "/proc/PID/smaps_rollup (PSS, USS), /proc/PID/stat (CPU), statvfs(/dev/shm)",
+        "overhead_fraction": None,
+        "method": "sampler thread CPU time / wall time of the measured epochs (a fraction of one core)",
+    }
+
+
+def run_env(
+    options: RunOptions,
+    *,
+    run_id: str,
+    created: datetime,
+    command: list[str],
+    dataset: dict[str, Any],
+    memcpy: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """env.json of a run, as written at its start (the runner completes it at the end)."""
+    from .envinfo import collect_env
+
+    return collect_env(
+        run_id=run_id,
+        created=created,
+        command=command,
+        start_method=options.loader.start_method,
+        dataset=dataset,
+        config=options.config_dict(),
+        memcpy=memcpy,
+        sampler=sampler_env(options),
+    )
+
+
+def build_report(run_dir: Path) -> str:
+    """Build report.md and the plots of a results folder; the line to tell the user.
+
+    A failure is told, not raised: the measurements are on disk, and a report bug must
+    not lose the run (the line says how to retry).
+    """
+    from .report import build_report as build
+
+    try:
+        return f"report: {build(run_dir)}"
+    except Exception as exc:
+        return f"ipcbench: report not built ({type(exc).__name__}: {exc}); retry with: ipcbench report {run_dir}"
