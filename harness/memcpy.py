@@ -6,7 +6,7 @@ strategy's MB/s as a fraction of what one core can copy (``np.copyto`` between t
 64 MiB buffers, already touched so no page faults are timed) says how close to the
 limit it runs. ``batch_copies_per_s_one_core`` puts the same number in the
 benchmark's own unit: how many batches of the run's size one core could copy per
-second if copying were all it did. That rate is R of issue 7: a strategy's batches/s
+second if copying were all it did. That rate is R: a strategy's batches/s
 over R is the fraction of one core's copy bandwidth its transfer reaches. A batch's
 bytes are what the training loop receives, data and masks; a run with several batch
 sizes records R for each (``by_batch_size``).

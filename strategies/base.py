@@ -142,6 +142,8 @@ class BatchGenerator(ABC):
 
     name: ClassVar[str]
     # What a strategy is, declared once and read by the harness, its reports and the tests:
+    # False where ``workers`` and ``prefetch`` are ignored (the work is done inline);
+    has_workers: ClassVar[bool] = True
     # True where the per-image work runs in worker processes (False: in this process);
     worker_processes: ClassVar[bool] = False
     # True where workers hand images over through shared memory (/dev/shm);

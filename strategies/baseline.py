@@ -28,6 +28,7 @@ class BaselineGenerator(BatchGenerator):
     """Single process: ``workers`` and ``prefetch`` are ignored."""
 
     name = "baseline"
+    has_workers = False
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)

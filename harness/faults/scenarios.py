@@ -50,15 +50,16 @@ FAIL_INIT_MESSAGE = "injected start-up failure"
 INJECT_ENV = "IPCBENCH_FAULTS_INJECT"
 # The victim strikes at its second image: one image of the epoch has got through first.
 VICTIM_IMAGE = 2
-# Every registered strategy runs in the matrix; those with worker processes are all
-# but these two, so a new one (shm_zerocopy) joins every process scenario by registering.
-IN_PROCESS = ("baseline", "threads")
+# Every registered strategy runs in the matrix; which scenarios apply to it follows from
+# what it declares (strategies.base.BatchGenerator's traits), so a new strategy joins
+# every scenario that fits it by registering.
 ALL_STRATEGIES = tuple(STRATEGIES)
-PROCESS_STRATEGIES = tuple(s for s in STRATEGIES if s not in IN_PROCESS)
-WITH_WORKERS = tuple(s for s in STRATEGIES if s != "baseline")
+PROCESS_STRATEGIES = tuple(name for name, cls in STRATEGIES.items() if cls.worker_processes)
+# Strategies with workers of any kind (processes or threads): something to stop at garbage collection.
+WITH_WORKERS = tuple(name for name, cls in STRATEGIES.items() if cls.has_workers)
 # Workers that write their tiles straight into shared memory (ImageProcessor.write_tiles
 # into a slot or a shared tensor), then announce them.
-SHARED_MEMORY = tuple(s for s in ("shm", "shm_zerocopy", "torch") if s in STRATEGIES)
+SHARED_MEMORY = tuple(name for name, cls in STRATEGIES.items() if cls.shared_memory)
 # Longest an endless-iteration scenario waits for the matrix's signal before giving up.
 AWAIT_SIGNAL_S = 30.0
 # When the watchdog thread of close_from_thread closes the generator the main thread iterates.

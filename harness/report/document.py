@@ -31,6 +31,7 @@ from harness.results import (
 
 from . import style
 from .barcharts import stage_cells
+from .goals import GOALS, below_baseline_explanations, copies_per_s, first_batch_line, performance_goals
 from .plots import FigureSpec
 from .provenance import (
     caption_context,
@@ -43,7 +44,6 @@ from .provenance import (
     plain,
     provenance_items,
 )
-from .targets import below_baseline_explanations, copies_per_s, first_batch_line, issue7_targets
 
 SERIES = "Live-Dead Assay"
 MIN_SAMPLES = 6  # docs/design.md section 7: at least 6 measured epochs per cell for a full run
@@ -125,7 +125,7 @@ def build_document(run: RunData, figures: list[FigureSpec]) -> Document:
     blocks += _summary_section(run)
     blocks += _transfer_section(run)
     blocks += _stages_section(run)
-    blocks += _targets_section(run)
+    blocks += _goals_section(run)
     blocks.append(Heading(2, "Figures"))
     for number, spec in enumerate(figures, 1):
         blocks.append(Heading(3, spec.title))
@@ -340,30 +340,30 @@ def _stages_section(run: RunData) -> list[Block]:
     ]
 
 
-def _targets_section(run: RunData) -> list[Block]:
-    """Issue 7's targets, each a ratio of this run's own cells (see :mod:`.targets`)."""
-    targets = [t for t in issue7_targets(run) if t.value is not None]
-    if not targets:
+def _goals_section(run: RunData) -> list[Block]:
+    """The performance goals, each a ratio of this run's own cells (see :mod:`.goals`)."""
+    results = [r for r in performance_goals(run) if r.value is not None]
+    if not results:
         return []
     rows = tuple(
         (
-            str(t.number),
-            t.what,
-            t.goal,
-            fmt_number(t.value),
-            "met" if t.met else "**not met**",
-            escape(t.basis),
+            r.what,
+            r.goal,
+            fmt_number(r.value),
+            "met" if r.met else "**not met**",
+            escape(r.basis),
+            escape(GOALS[r.key].reason),
         )
-        for t in targets
+        for r in results
     )
     notes = (first_batch_line(run), *below_baseline_explanations(run).values())
     return [
-        Heading(3, "Performance targets"),
+        Heading(3, "Performance goals"),
         Paragraph(
-            "The targets of ipcbench issue 7, each a ratio of two medians of this run (2 workers), so machine "
-            "drift cancels. Targets whose cells the run lacks are left out."
+            "Each goal is a ratio of two medians of this run (2 workers), so machine drift cancels. Goals whose "
+            "cells the run lacks are left out."
         ),
-        Table(("#", "target", "goal", "measured", "", "from"), rows, (True, False, False, True, False, False)),
+        Table(("goal", "threshold", "measured", "", "from", "why"), rows, (False, False, True, False, False, False)),
         *[Paragraph(escape(line)) for line in notes if line],
     ]
 

@@ -7,7 +7,7 @@
 ``IPCBENCH_BENCH_ROUNDS=R``     timed epochs per benchmark (default: 5), after 1 warm-up epoch
 ``IPCBENCH_BENCH_START_METHOD`` multiprocessing start method (default: LoaderConfig's)
 ``IPCBENCH_BENCH_SWEEP=a,b``    strategies of the batch-size sweep (default: all but torch)
-``IPCBENCH_BENCH_REPEATS=N``    fresh processes per cell of the issue-7 targets run (default: 3, x 2 epochs)
+``IPCBENCH_BENCH_REPEATS=N``    fresh processes per cell of the performance goals run (default: 3, x 2 epochs)
 
 The transfer workload runs at 4 and 16 MiB of image data per batch when timing; the
 smoke run keeps the same 1:4 ratio at 1/64 of the size, so that a tiny epoch still
@@ -31,7 +31,7 @@ from harness.plan import batch_size_for_mib
 from strategies import LoaderConfig, open_dataset
 
 TINY = {"images": 4, "height": 256, "width": 320, "channels": 2}
-TRANSFER_MIB = (4.0, 16.0)  # issue 7's transfer batch sizes
+TRANSFER_MIB = (4.0, 16.0)  # the transfer workload's batch sizes
 SMOKE_TRANSFER_MIB = (4.0 / 64, 16.0 / 64)
 SMOKE_MEMCPY_BYTES = 8 * 2**20  # the smoke run only checks that R is computed
 
@@ -46,7 +46,7 @@ class BenchSetup:
     channels: int  # of the dataset's images: turns MiB into tiles
     transfer_mib: tuple[float, ...]  # the transfer workload's batch sizes
     timed: bool  # False for the untimed smoke run (plain pytest)
-    repeats: int  # processes per cell of the targets run
+    repeats: int  # processes per cell of the goals run
 
     def transfer_batch_size(self, mib: float) -> int:
         return batch_size_for_mib(mib, self.channels, self.tile)

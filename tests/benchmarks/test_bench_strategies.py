@@ -35,7 +35,7 @@ from strategies.work import tile_nbytes
 WARMUP_ROUNDS = 1  # the first epoch pays for cold caches and lazily started work
 SAMPLER_INTERVAL_S = 0.05  # memory only; its CPU is not inside the rounds' timing
 WORKERS = (1, 2)
-TRANSFER_WORKERS = 2  # issue 7's targets are for 2 workers
+TRANSFER_WORKERS = 2  # the performance goals are for 2 workers
 BATCH_SIZES = (8, 64)  # the sweep, at 2 workers; the main grid uses 32
 # The sweep's strategies: every one but torch by default, whose workers import torch
 # (seconds each) and would dominate the smoke run; IPCBENCH_BENCH_SWEEP=a,b chooses.
