@@ -114,6 +114,7 @@ class ShmGenerator(RequestGenerator):
     """Workers write tiles into their own shared-memory slots and announce them on their pipe."""
 
     name = "shm"
+    shared_memory = True
     worker_cls = ShmWorker
 
     def _start(self, resources: ExitStack) -> WorkerPool:

@@ -103,6 +103,7 @@ class ShmZeroCopyGenerator(RequestGenerator):
     """Workers write tiles straight into batch slots; batches are views, valid until the next ``next()``."""
 
     name = "shm_zerocopy"
+    shared_memory = True
     worker_cls = ZeroCopyWorker
     zero_copy = True
 
