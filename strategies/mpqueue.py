@@ -56,10 +56,11 @@ from .config import LoaderConfig
 from .constants import KILL_GRACE_S
 from .dataset import Dataset
 from .framing import MessageReader, widen
+from .internals import queue_reader, queue_took_one, tracker_pid
 from .messages import Job, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob
-from .shm_segments import close_queue, release_semaphores, tracker_pid
+from .shm_segments import close_queue, release_semaphores
 from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
@@ -141,8 +142,9 @@ class QueueGenerator(ProcessGenerator):
         self.oldest_wanted = ctx.Value("q", 0, lock=False)  # one aligned int64: reads and writes are atomic
         # Under spawn/forkserver the queues' semaphores are registered with this tracker.
         resources.callback(_close_queues, self.tasks, self.results, tracker_pid())
-        widen(self.results._reader)  # one pipe: its size holds for every worker's end too
-        self.result_reader = MessageReader(self.results._reader, self._wait_for_result)
+        self.result_pipe = queue_reader(self.results)
+        widen(self.result_pipe)  # one pipe: its size holds for every worker's end too
+        self.result_reader = MessageReader(self.result_pipe, self._wait_for_result)
         pool = WorkerPool(
             name=self.name,
             worker_cls=QueueWorker,
@@ -151,7 +153,7 @@ class QueueGenerator(ProcessGenerator):
             start_method=c.start_method,
             timeout=c.wait_timeout,
             stop=functools.partial(_stop_workers, self.tasks, self.oldest_wanted, c.workers),
-            drain=[MessageReader(self.results._reader, _no_wait)],
+            drain=[MessageReader(self.result_pipe, _no_wait)],
             close_signal=self.close_signal,
         )
         resources.callback(pool.close)
@@ -159,8 +161,8 @@ class QueueGenerator(ProcessGenerator):
 
     def _wait_for_result(self) -> None:
         """Wait until the result pipe has bytes; a worker's failure report or death raises."""
-        for ready in self.pool.wait([self.results._reader, *self.pool.conns], waiting_for=self._waiting_for()):
-            if ready is not self.results._reader:
+        for ready in self.pool.wait([self.result_pipe, *self.pool.conns], waiting_for=self._waiting_for()):
+            if ready is not self.result_pipe:
                 message = self.pool.read(self.pool.conns.index(ready))  # raises a reported failure
                 raise RuntimeError(f"queue: unexpected message {message!r} on a worker's pipe")
 
@@ -179,7 +181,7 @@ class QueueGenerator(ProcessGenerator):
         start = self.clock.since("transfer", start)
         message = ForkingPickler.loads(payload)
         self.clock.since("serialize", start)
-        self.results._sem.release()  # what Queue.get() does after reading a message
+        queue_took_one(self.results)  # what Queue.get() does after reading a message
         if isinstance(message, Skipped):
             return [(message.generation, None)]
         self._worker_stages[message.worker_id] = message.stages
@@ -193,7 +195,7 @@ class QueueGenerator(ProcessGenerator):
     def _shutdown(self) -> None:
         super()._shutdown()
         # The queues' semaphores stay mapped while their objects live: let them go now.
-        del self.tasks, self.results, self.oldest_wanted, self.result_reader
+        del self.tasks, self.results, self.oldest_wanted, self.result_reader, self.result_pipe
 
 
 def _close_queues(tasks: mp.Queue, results: mp.Queue, registered_with: int | None) -> None:

@@ -22,20 +22,28 @@ segments can be found and attributed: :func:`stale_segments`.
 
 from __future__ import annotations
 
-import _multiprocessing
-import _posixshmem
 import errno
 import mmap
 import os
 import secrets
 from collections.abc import Iterable
 from multiprocessing import resource_tracker
-from multiprocessing import util as mp_util
-from multiprocessing.synchronize import SemLock
 from typing import Any
 
 from .constants import SHM_HEADROOM_BYTES, SHM_PREFIX
 from .errors import SharedMemorySpaceError
+from .internals import (
+    cancel_semaphore_finalizers,
+    queue_feeder,
+    queue_reader,
+    queue_writer,
+    sem_unlink,
+    semaphore_names,
+    shm_open,
+    shm_unlink,
+    tracker_holds,
+    tracker_pid,
+)
 
 SHM_DIR = "/dev/shm"
 
@@ -74,7 +82,7 @@ class Segment:
     @classmethod
     def create(cls, size: int, tag: str) -> Segment:
         name = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
-        fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+        fd = shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
         try:
             try:
                 os.posix_fallocate(fd, 0, size)
@@ -86,7 +94,7 @@ class Segment:
                 os.ftruncate(fd, size)  # file system without fallocate: size it at least
             buf = mmap.mmap(fd, size)
         except BaseException:
-            _posixshmem.shm_unlink("/" + name)
+            shm_unlink(name)
             raise
         finally:
             os.close(fd)
@@ -95,7 +103,7 @@ class Segment:
 
     @classmethod
     def attach(cls, name: str, size: int) -> Segment:
-        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        fd = shm_open(name, os.O_RDWR)
         try:
             buf = mmap.mmap(fd, size)
         finally:
@@ -120,55 +128,11 @@ class Segment:
             return
         self._unlinked = True
         try:
-            _posixshmem.shm_unlink("/" + self.name)
+            shm_unlink(self.name)
         except FileNotFoundError:
             pass  # already removed (by the resource tracker after a crash, or by hand)
         if tracker_holds(self._tracker_pid):
             resource_tracker.unregister("/" + self.name, "shared_memory")
-
-
-def tracker_pid() -> int | None:
-    """The pid of this process's resource tracker (None if it inherited one or has none yet)."""
-    return resource_tracker._resource_tracker._pid
-
-
-def tracker_holds(registered_with: int | None) -> bool:
-    """Whether the resource tracker a name was registered with still runs.
-
-    If it was killed, ``unregister`` would launch a new one (warning "resource_tracker:
-    process died unexpectedly, relaunching") only for it to print a ``KeyError``
-    traceback for a name it never held (CPython 3.11-3.13 ``resource_tracker.main``
-    removes unknown names unguarded). Nobody is left to tell, so we tell nobody.
-    ``_pid`` is None in a process that inherited its tracker; then liveness alone decides.
-    """
-    tracker = resource_tracker._resource_tracker
-    return tracker._fd is not None and tracker._pid == registered_with and tracker._check_alive()
-
-
-# Where multiprocessing's objects keep their SemLocks: Queue (_rlock, _wlock, _sem),
-# Event (_cond, _flag), Condition (_lock, _sleeping_count, _woken_count, _wait_semaphore).
-_SEMLOCK_HOLDERS = (
-    "_rlock",
-    "_wlock",
-    "_sem",
-    "_cond",
-    "_flag",
-    "_lock",
-    "_sleeping_count",
-    "_woken_count",
-    "_wait_semaphore",
-)
-
-
-def semaphore_names(obj: object) -> set[str]:
-    """Names of the POSIX semaphores behind a multiprocessing Lock, Semaphore, Queue, Event or Condition."""
-    name = getattr(getattr(obj, "_semlock", None), "name", None)
-    names = {name} if name is not None else set()  # None under fork: unlinked at creation
-    for attribute in _SEMLOCK_HOLDERS:
-        inner = getattr(obj, attribute, None)
-        if inner is not None and inner is not obj:
-            names |= semaphore_names(inner)
-    return names
 
 
 def release_semaphores(registered_with: int | None, *objects: object) -> None:
@@ -187,15 +151,11 @@ def release_semaphores(registered_with: int | None, *objects: object) -> None:
     names: set[str] = set()
     for obj in objects:
         names |= semaphore_names(obj)
-    for finalizer in list(mp_util._finalizer_registry.values()):
-        # Only the semaphores' own finalizers: other objects' (a Queue's feeder, whose
-        # arguments are a deque and a Condition) are not ours to touch, nor hashable.
-        if getattr(finalizer, "_callback", None) is SemLock._cleanup and finalizer._args[0] in names:
-            finalizer.cancel()
+    cancel_semaphore_finalizers(names)
     tracked = tracker_holds(registered_with)
     for name in names:
         try:
-            _multiprocessing.sem_unlink(name)
+            sem_unlink(name)
         except FileNotFoundError:
             pass  # already gone
         if tracked:
@@ -212,13 +172,13 @@ def close_queue(channel: Any, grace_s: float) -> None:
     feeder is still writing (a pipe nobody reads): then they are left to it.
     """
     channel.close()
-    feeder = getattr(channel, "_thread", None)
+    feeder = queue_feeder(channel)
     if feeder is not None:
         feeder.join(grace_s)
         if feeder.is_alive():
             return
-    channel._reader.close()
-    channel._writer.close()
+    queue_reader(channel).close()
+    queue_writer(channel).close()
 
 
 def remove_segments(prefix: str, pids: Iterable[int], directory: str = SHM_DIR) -> list[str]:

@@ -76,8 +76,9 @@ def time_queue_pickling(clock: StageClock, protocol: int | None = None) -> None:
     worker process only, is the one way to time it without pickling twice, and the
     one place to choose the pickle ``protocol`` (None: multiprocessing's default).
     """
-    from multiprocessing import queues
     from multiprocessing.reduction import ForkingPickler
+
+    from .internals import set_queue_pickler
 
     chosen = protocol
 
@@ -87,4 +88,4 @@ def time_queue_pickling(clock: StageClock, protocol: int | None = None) -> None:
             with clock.timing("serialize"):
                 return ForkingPickler.dumps(obj, protocol if chosen is None else chosen)
 
-    queues._ForkingPickler = _TimedPickler  # type: ignore[attr-defined]
+    set_queue_pickler(_TimedPickler)

@@ -131,9 +131,19 @@ from .config import LoaderConfig
 from .constants import KILL_GRACE_S, TERMINATE_GRACE_S
 from .dataset import Dataset
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
+from .internals import (
+    loader_queues,
+    loader_workers,
+    new_shared_storage,
+    queue_reader,
+    shut_down_loader,
+    tracker_pid,
+    untrack_loader_workers,
+    wrap_loader_data_queue,
+)
 from .messages import WorkerFailure
 from .plan import EpochPlan, ImageJob
-from .shm_segments import check_free_space, close_queue, release_semaphores, remove_segments, tracker_pid
+from .shm_segments import check_free_space, close_queue, release_semaphores, remove_segments
 from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, Processor, make_processor, tile_buffers, tile_nbytes
 from .workers import FORKSERVER_PRELOAD, start_fork_server, watch_parent
@@ -195,7 +205,7 @@ def as_is(item: Any) -> Any:
 def _shared_tensor(torch: Any, shape: tuple[int, ...], dtype: Any) -> Any:
     """An uninitialised tensor whose storage is in shared memory from the start (no copy when pickled)."""
     nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
-    return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape)
+    return torch.empty(0, dtype=dtype).set_(new_shared_storage(torch, nbytes), 0, shape)
 
 
 class ImageDataset:
@@ -291,7 +301,7 @@ class WatchedQueue:
         self.close_signal = close_signal  # close() from another thread: LoaderClosedError, through torch
 
     def get(self, timeout: float | None = None) -> Any:
-        reader = self.inner._reader
+        reader = queue_reader(self.inner)
         sentinels = {w.sentinel: w for w in self.workers}
         ready = wait([reader, *sentinels, self.close_signal], timeout)
         self.close_signal.check("an image from the DataLoader")
@@ -379,18 +389,19 @@ def _close_loader(state: _LoaderState) -> None:
     iterator, state.iterator, state.loader = state.iterator, None, None
     if iterator is None:
         return
-    workers = list(iterator._workers)
+    workers = loader_workers(iterator)
+    index_queues, result_queue, done_event = loader_queues(iterator)
     try:
         if state.broken or any(w.exitcode is not None for w in workers):
             # A dead worker may hold the lock of the done event that torch's shutdown
             # sets (torch counts on SIGCHLD to break that hang), a stopped one would
             # be joined for 5 s: skip torch's part, the escalation below does it.
-            iterator._shutdown = True
-            for q in iterator._index_queues:
+            shut_down_loader(iterator, politely=False)
+            for q in index_queues:
                 q.cancel_join_thread()  # our feeder threads must not wait for dead readers
                 q.close()
         else:
-            iterator._shutdown_workers()  # a no-op at interpreter exit: then the escalation does it
+            shut_down_loader(iterator, politely=True)  # a no-op at interpreter exit: then the escalation does it
     finally:
         for w in workers:
             if w.exitcode is None:
@@ -407,12 +418,10 @@ def _close_loader(state: _LoaderState) -> None:
         # The iterator's queues hold pipes, closed by feeder threads (or the collector)
         # some time later, and with its done event 14 named semaphores (2 workers) under
         # spawn/forkserver; the workers are gone, so all of it goes now (as queue's do).
-        for channel in (*iterator._index_queues, iterator._worker_result_queue):
+        for channel in (*index_queues, result_queue):
             channel.cancel_join_thread()
             close_queue(channel, KILL_GRACE_S)
-        release_semaphores(
-            state.tracker, *iterator._index_queues, iterator._worker_result_queue, iterator._workers_done_event
-        )
+        release_semaphores(state.tracker, *index_queues, result_queue, done_event)
         # Torch names each shared tensor torch_<worker pid>_... and unlinks the name at once;
         # a worker that failed in between (no space left, killed) leaves it behind.
         remove_segments(TORCH_SEGMENT_PREFIX, [w.pid for w in workers])
@@ -444,7 +453,6 @@ class TorchGenerator(BatchGenerator):
             start_fork_server(FORKSERVER_PRELOAD + TORCH_PRELOAD)
         import torch  # here, never at module import: see the module docstring
         from torch.utils.data import DataLoader
-        from torch.utils.data._utils import signal_handling
 
         if self.payload not in PAYLOADS:
             raise ValueError(f"{type(self).__name__}.payload={self.payload!r} must be one of {PAYLOADS}")
@@ -474,10 +482,9 @@ class TorchGenerator(BatchGenerator):
                 self._state.tracker = tracker_pid()
                 # Death is watched where we wait (WatchedQueue), not by torch's SIGCHLD
                 # handler, which would raise anywhere in the main thread.
-                if iterator._worker_pids_set:
-                    signal_handling._remove_worker_pids(id(iterator))
-                    iterator._worker_pids_set = False
-                iterator._data_queue = WatchedQueue(iterator._data_queue, list(iterator._workers), self.close_signal)
+                untrack_loader_workers(iterator)
+                workers = loader_workers(iterator)
+                wrap_loader_data_queue(iterator, lambda inner: WatchedQueue(inner, workers, self.close_signal))
                 # An empty epoch: torch sends every worker a resume message and
                 # waits for its answer, so the generator is ready when we return.
                 iter(self._state.loader)
@@ -530,7 +537,7 @@ class TorchGenerator(BatchGenerator):
     # -- workers and errors -------------------------------------------------
     def _workers(self) -> list[mp.process.BaseProcess]:
         iterator = self._state.iterator
-        return [] if iterator is None else list(iterator._workers)
+        return [] if iterator is None else loader_workers(iterator)
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._workers()]

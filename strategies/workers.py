@@ -67,6 +67,7 @@ from .close_signal import CloseSignal
 from .constants import KILL_GRACE_S, PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRACE_S
 from .errors import DescriptorLimitError, RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .framing import MessageReader, send_message, widen
+from .internals import forget_inherited_fork_server
 from .messages import Ready, Stop, WorkerFailure
 
 # Modules the fork server imports before it forks any worker ("__main__" is
@@ -86,40 +87,6 @@ def start_fork_server(preload: list[str]) -> None:
     forget_inherited_fork_server()
     mp.get_context("forkserver").set_forkserver_preload(preload)
     forkserver.ensure_running()
-
-
-def forget_inherited_fork_server() -> None:
-    """In a child forked from a program that ran a fork server, let the child start its own.
-
-    The child inherits the parent's record of its fork server (pid, address, the
-    "alive" pipe). CPython's ``forkserver.ensure_running`` then checks on that server
-    with ``os.waitpid``, which fails in the child (``ChildProcessError: No child
-    processes``: it is not the child's child), so no process could start there. A
-    server that is not this process's child (or has exited) is forgotten here, as
-    ``ensure_running`` forgets a dead one, and the next start launches a server of
-    the child's own.
-    """
-    from multiprocessing import forkserver
-
-    server = forkserver._forkserver
-    with server._lock:
-        pid = server._forkserver_pid
-        if pid is None:
-            return
-        try:
-            exited, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            exited = pid  # the parent's server: not ours to use or to wait for
-        if not exited:
-            return  # our own, alive
-        if server._forkserver_alive_fd is not None:
-            try:
-                os.close(server._forkserver_alive_fd)
-            except OSError:
-                pass  # already closed
-        server._forkserver_address = None
-        server._forkserver_alive_fd = None
-        server._forkserver_pid = None
 
 
 # Exit status of a worker that noticed its parent had died.

@@ -212,8 +212,6 @@ def scenario_iterate(args: dict[str, Any]) -> None:
     ``SIGINT`` (from the test, to the whole process group) surfaces as one
     KeyboardInterrupt here; the scenario then reports what the ``with`` left behind.
     """
-    from multiprocessing import forkserver, resource_tracker
-
     state: dict[str, Any] = {}
     try:
         with _make(args) as gen:
@@ -223,11 +221,7 @@ def scenario_iterate(args: dict[str, Any]) -> None:
                 for _ in gen:
                     if first:
                         first = False
-                        infra = [
-                            getattr(forkserver._forkserver, "_forkserver_pid", None),
-                            getattr(resource_tracker._resource_tracker, "_pid", None),
-                        ]
-                        _report(ready=True, infrastructure=[p for p in infra if p], **state)
+                        _report(ready=True, infrastructure=infrastructure_pids(), **state)
     except KeyboardInterrupt:
         _report(interrupted=True, **state, **_leftovers(state))
         raise

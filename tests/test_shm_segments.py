@@ -174,7 +174,8 @@ def test_release_semaphores_unlinks_every_semaphore_of_queues_and_events() -> No
     import multiprocessing as mp
     from multiprocessing import util as mp_util
 
-    from strategies.shm_segments import release_semaphores, semaphore_names, tracker_pid
+    from strategies.internals import semaphore_names, tracker_pid
+    from strategies.shm_segments import release_semaphores
 
     ctx = mp.get_context("spawn")  # named semaphores, registered with the resource tracker
     queue, event = ctx.Queue(), ctx.Event()

@@ -163,13 +163,9 @@ def emit(**fields: Any) -> None:
 
 def infrastructure_pids() -> list[int]:
     """Pids of this process's fork server and resource tracker: shared by every generator."""
-    from multiprocessing import forkserver, resource_tracker
+    from strategies.internals import fork_server_pid, tracker_pid
 
-    pids = [
-        getattr(forkserver._forkserver, "_forkserver_pid", None),
-        getattr(resource_tracker._resource_tracker, "_pid", None),
-    ]
-    return [p for p in pids if p]
+    return [p for p in (fork_server_pid(), tracker_pid()) if p]
 
 
 def make(ctx: Context, probe: Probe) -> Any:
@@ -393,10 +389,12 @@ def play_tracker_killed(ctx: Context, probe: Probe) -> None:
     """SIGKILL the resource tracker after the first batch, then finish two epochs and close."""
     from multiprocessing import resource_tracker
 
+    from strategies.internals import tracker_pid
+
     resource_tracker.ensure_running()  # under fork, pipe and torch would start none
     gen = make(ctx, probe)
     next(gen)
-    tracker = resource_tracker._resource_tracker._pid
+    tracker = tracker_pid()
     os.kill(tracker, signal.SIGKILL)
     probe.fault()
     if wait_until_gone([tracker]):
@@ -621,7 +619,7 @@ def play_selftest_leak(ctx: Context, probe: Probe) -> None:
     from multiprocessing import resource_tracker, shared_memory
 
     segment = shared_memory.SharedMemory(name=f"ipcbench_{os.getpid()}_planted", create=True, size=4096)
-    resource_tracker.unregister(segment._name, "shared_memory")  # no tracker rescue, no warning
+    resource_tracker.unregister("/" + segment.name, "shared_memory")  # no tracker rescue, no warning
     segment.close()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     probe.pids = [child.pid]
@@ -920,10 +918,13 @@ def _inject(fault: str, strategy: str) -> None:
                 return put(obj, block, timeout)
             from multiprocessing.reduction import ForkingPickler
 
+            from strategies.internals import queue_locks, queue_writer
+
             # What Queue.put and its feeder thread do, stopped half-way through the write.
-            self.results._sem.acquire(timeout=timeout)
-            self.results._wlock.acquire()
-            _send_half(self.results._writer.fileno(), ForkingPickler.dumps(obj))
+            slots, write_lock = queue_locks(self.results)
+            slots.acquire(timeout=timeout)
+            write_lock.acquire()
+            _send_half(queue_writer(self.results).fileno(), ForkingPickler.dumps(obj))
             _die()
 
         self.results.put = put_or_die

@@ -1,0 +1,277 @@
+"""Every use of a private CPython or torch attribute, in one place.
+
+The strategies need a few things the public APIs do not give: the pipe under a
+``multiprocessing.Queue`` (to wait on it beside the workers' sentinels), the names of
+its POSIX semaphores (to unlink them at ``close()``), the record of the fork server a
+forked child inherited, the resource tracker's pid, torch's DataLoader iterator's
+workers and queues. Each is reached through a function here, and only here.
+
+:data:`REQUIRED` lists every private attribute these functions touch, with where it
+lives; :func:`missing` looks each up on live objects, and ``tests/test_internals.py``
+asserts that none is missing. A Python or torch upgrade that renames one fails that
+test, here, with the attribute's name, instead of as a strange error somewhere in a
+strategy.
+"""
+
+from __future__ import annotations
+
+import _multiprocessing
+import _posixshmem
+import os
+import threading
+from collections.abc import Iterable
+from multiprocessing import forkserver, resource_tracker
+from multiprocessing import util as mp_util
+from multiprocessing.synchronize import SemLock
+from typing import Any
+
+# -- POSIX shared memory and semaphores (CPython's C helpers) --------------------------
+
+
+def shm_open(name: str, flags: int, mode: int = 0o600) -> int:
+    """``shm_open(3)``: a descriptor of the POSIX shared-memory object ``/name``."""
+    return _posixshmem.shm_open("/" + name, flags, mode=mode)
+
+
+def shm_unlink(name: str) -> None:
+    """``shm_unlink(3)`` of ``/name`` (FileNotFoundError if it is gone)."""
+    _posixshmem.shm_unlink("/" + name)
+
+
+def sem_unlink(name: str) -> None:
+    """``sem_unlink(3)`` of a named semaphore (FileNotFoundError if it is gone)."""
+    _multiprocessing.sem_unlink(name)
+
+
+# Where multiprocessing's objects keep their SemLocks: Queue (_rlock, _wlock, _sem),
+# Event (_cond, _flag), Condition (_lock, _sleeping_count, _woken_count, _wait_semaphore).
+SEMLOCK_HOLDERS = (
+    "_rlock",
+    "_wlock",
+    "_sem",
+    "_cond",
+    "_flag",
+    "_lock",
+    "_sleeping_count",
+    "_woken_count",
+    "_wait_semaphore",
+)
+
+
+def semaphore_names(obj: object) -> set[str]:
+    """Names of the POSIX semaphores behind a multiprocessing Lock, Semaphore, Queue, Event or Condition."""
+    name = getattr(getattr(obj, "_semlock", None), "name", None)
+    names = {name} if name is not None else set()  # None under fork: unlinked at creation
+    for attribute in SEMLOCK_HOLDERS:
+        inner = getattr(obj, attribute, None)
+        if inner is not None and inner is not obj:
+            names |= semaphore_names(inner)
+    return names
+
+
+def cancel_semaphore_finalizers(names: Iterable[str]) -> None:
+    """Cancel the ``multiprocessing.util.Finalize`` that would unlink each named semaphore when it dies.
+
+    Only the semaphores' own finalizers: other objects' (a Queue's feeder, whose
+    arguments are a deque and a Condition) are not ours to touch, nor hashable.
+    """
+    wanted = set(names)
+    for finalizer in list(mp_util._finalizer_registry.values()):
+        if getattr(finalizer, "_callback", None) is SemLock._cleanup and finalizer._args[0] in wanted:
+            finalizer.cancel()
+
+
+# -- multiprocessing.Queue ---------------------------------------------------------------
+
+
+def queue_reader(channel: Any) -> Any:
+    """The read end (a ``Connection``) of a Queue's pipe: waitable beside sentinels."""
+    return channel._reader
+
+
+def queue_writer(channel: Any) -> Any:
+    """The write end (a ``Connection``) of a Queue's pipe."""
+    return channel._writer
+
+
+def queue_feeder(channel: Any) -> threading.Thread | None:
+    """The Queue's feeder thread in this process (None if no ``put`` started one)."""
+    return channel._thread
+
+
+def queue_took_one(channel: Any) -> None:
+    """What ``Queue.get`` does after reading a message itself: free one slot of a bounded queue."""
+    channel._sem.release()
+
+
+def queue_locks(channel: Any) -> tuple[Any, Any]:
+    """The Queue's (slots semaphore, write lock): what ``put``'s feeder holds while it writes."""
+    return channel._sem, channel._wlock
+
+
+def set_queue_pickler(pickler: type) -> None:
+    """Make every ``multiprocessing.Queue`` of this process pickle through ``pickler`` (its feeder's ``dumps``)."""
+    from multiprocessing import queues
+
+    queues._ForkingPickler = pickler  # type: ignore[attr-defined]
+
+
+# -- the fork server and the resource tracker --------------------------------------------
+
+
+def fork_server_pid() -> int | None:
+    """The pid of this program's fork server (None if none was started, or it was forgotten)."""
+    return forkserver._forkserver._forkserver_pid
+
+
+def forget_inherited_fork_server() -> None:
+    """In a child forked from a program that ran a fork server, let the child start its own.
+
+    The child inherits the parent's record of its fork server (pid, address, the
+    "alive" pipe). CPython's ``forkserver.ensure_running`` then checks on that server
+    with ``os.waitpid``, which fails in the child (``ChildProcessError: No child
+    processes``: it is not the child's child), so no process could start there. A
+    server that is not this process's child (or has exited) is forgotten here, as
+    ``ensure_running`` forgets a dead one, and the next start launches a server of
+    the child's own.
+    """
+    server = forkserver._forkserver
+    with server._lock:
+        pid = server._forkserver_pid
+        if pid is None:
+            return
+        try:
+            exited, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            exited = pid  # the parent's server: not ours to use or to wait for
+        if not exited:
+            return  # our own, alive
+        if server._forkserver_alive_fd is not None:
+            try:
+                os.close(server._forkserver_alive_fd)
+            except OSError:
+                pass  # already closed
+        server._forkserver_address = None
+        server._forkserver_alive_fd = None
+        server._forkserver_pid = None
+
+
+def tracker_pid() -> int | None:
+    """The pid of this process's resource tracker (None if it inherited one or has none yet)."""
+    return resource_tracker._resource_tracker._pid
+
+
+def tracker_holds(registered_with: int | None) -> bool:
+    """Whether the resource tracker a name was registered with still runs.
+
+    If it was killed, ``unregister`` would launch a new one (warning "resource_tracker:
+    process died unexpectedly, relaunching") only for it to print a ``KeyError``
+    traceback for a name it never held (CPython 3.11-3.13 ``resource_tracker.main``
+    removes unknown names unguarded). Nobody is left to tell, so we tell nobody.
+    ``_pid`` is None in a process that inherited its tracker; then liveness alone decides.
+    """
+    tracker = resource_tracker._resource_tracker
+    return tracker._fd is not None and tracker._pid == registered_with and tracker._check_alive()
+
+
+# -- torch's DataLoader --------------------------------------------------------------------
+
+
+def new_shared_storage(torch: Any, nbytes: int) -> Any:
+    """An uninitialised ``UntypedStorage`` of ``nbytes`` in shared memory from the start."""
+    return torch.UntypedStorage._new_shared(nbytes)
+
+
+def loader_workers(iterator: Any) -> list[Any]:
+    """The worker processes of a multi-process DataLoader iterator."""
+    return list(iterator._workers)
+
+
+def loader_queues(iterator: Any) -> tuple[list[Any], Any, Any]:
+    """(index queues, worker result queue, workers-done event) of a DataLoader iterator."""
+    return list(iterator._index_queues), iterator._worker_result_queue, iterator._workers_done_event
+
+
+def loader_data_queue(iterator: Any) -> Any:
+    """The queue the iterator reads items from (the result queue, or the pin-memory thread's)."""
+    return iterator._data_queue
+
+
+def wrap_loader_data_queue(iterator: Any, wrap: Any) -> None:
+    """Replace the iterator's data queue by ``wrap(data queue)``: torch then reads through the wrapper."""
+    iterator._data_queue = wrap(iterator._data_queue)
+
+
+def untrack_loader_workers(iterator: Any) -> None:
+    """Take the iterator's workers out of torch's SIGCHLD registry (its handler raises anywhere in the main thread)."""
+    from torch.utils.data._utils import signal_handling
+
+    if iterator._worker_pids_set:
+        signal_handling._remove_worker_pids(id(iterator))
+        iterator._worker_pids_set = False
+
+
+def shut_down_loader(iterator: Any, *, politely: bool) -> None:
+    """Torch's own shutdown of the iterator's workers; without ``politely``, only mark it done.
+
+    Torch's ``_shutdown_workers`` sets the done event and joins every worker for up to
+    5 s; after a worker died (which may hold the event's lock) that would hang or
+    wait: then the iterator is only marked shut down, and the caller escalates.
+    """
+    if politely:
+        iterator._shutdown_workers()
+    else:
+        iterator._shutdown = True
+
+
+# -- what a Python or torch upgrade could take away ----------------------------------------
+
+# (where, attribute): every private attribute the functions above use.
+REQUIRED: tuple[tuple[str, str], ...] = (
+    ("_posixshmem", "shm_open"),
+    ("_posixshmem", "shm_unlink"),
+    ("_multiprocessing", "sem_unlink"),
+    ("multiprocessing.util", "_finalizer_registry"),
+    ("multiprocessing.synchronize.SemLock", "_cleanup"),
+    ("multiprocessing.synchronize.SemLock()", "_semlock"),
+    ("multiprocessing.Queue()", "_reader"),
+    ("multiprocessing.Queue()", "_writer"),
+    ("multiprocessing.Queue()", "_thread"),
+    ("multiprocessing.Queue()", "_sem"),
+    ("multiprocessing.Queue()", "_wlock"),
+    ("multiprocessing.Queue()", "_rlock"),
+    ("multiprocessing.Event()", "_cond"),
+    ("multiprocessing.Event()", "_flag"),
+    ("multiprocessing.queues", "_ForkingPickler"),
+    ("multiprocessing.forkserver._forkserver", "_lock"),
+    ("multiprocessing.forkserver._forkserver", "_forkserver_pid"),
+    ("multiprocessing.forkserver._forkserver", "_forkserver_address"),
+    ("multiprocessing.forkserver._forkserver", "_forkserver_alive_fd"),
+    ("multiprocessing.resource_tracker._resource_tracker", "_pid"),
+    ("multiprocessing.resource_tracker._resource_tracker", "_fd"),
+    ("multiprocessing.resource_tracker._resource_tracker", "_check_alive"),
+    ("torch.UntypedStorage", "_new_shared"),
+    ("torch.utils.data._utils.signal_handling", "_remove_worker_pids"),
+    ("DataLoader iterator", "_workers"),
+    ("DataLoader iterator", "_index_queues"),
+    ("DataLoader iterator", "_worker_result_queue"),
+    ("DataLoader iterator", "_workers_done_event"),
+    ("DataLoader iterator", "_data_queue"),
+    ("DataLoader iterator", "_worker_pids_set"),
+    ("DataLoader iterator", "_shutdown"),
+    ("DataLoader iterator", "_shutdown_workers"),
+)
+
+
+def missing(objects: dict[str, Any]) -> list[str]:
+    """``where.attribute`` for every :data:`REQUIRED` attribute that ``objects[where]`` lacks.
+
+    ``objects`` maps each ``where`` of :data:`REQUIRED` to a live object (a module, a
+    class, an instance); a ``where`` it does not map is reported as missing too, so a
+    check cannot pass by leaving things out.
+    """
+    absent = []
+    for where, attribute in REQUIRED:
+        if where not in objects or not hasattr(objects[where], attribute):
+            absent.append(f"{where}.{attribute}")
+    return absent
