@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from . import injection
 from .config import LoaderConfig
 from .constants import KILL_GRACE_S
 from .dataset import Dataset
@@ -124,6 +125,7 @@ class QueueWorker:
                     self.clock.totals(),
                 )
             # The window keeps the queue below maxsize; a full queue means the main process is stuck.
+            injection.hit("queue.result", results=self.results, result=result)
             with self.clock.timing("transfer"):
                 self.results.put(result, timeout=self.timeout)
 

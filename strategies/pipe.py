@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from . import injection
 from .config import LoaderConfig
 from .dataset import Dataset
 from .messages import ImageDone, Job
@@ -48,6 +49,7 @@ class PipeWorker(RequestWorker):
             image = self.processor.process(job.image, *self.buffers)
         with self.clock.timing("transfer"):
             self.conn.send(self.done(job))
+            injection.hit("pipe.pixels", conn=self.conn, data=image.data)
             # As flat bytes: send_bytes frames a multi-dimensional uint8 view by its
             # first dimension (len(), not nbytes), which would truncate the masks.
             self.conn.send_bytes(memoryview(image.data).cast("B"))

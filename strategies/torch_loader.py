@@ -125,6 +125,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import injection
 from .base import BatchGenerator, owner_only
 from .close_signal import CloseSignal
 from .config import LoaderConfig
@@ -262,6 +263,7 @@ def _init_worker(worker_id: int) -> None:
     Torch's own check (``ManagerWatchdog``) runs every 5 s, between items only.
     """
     _quiet_when_orphaned(watch_parent())
+    injection.arm_from_environment()  # nothing, unless a fault test armed a point (strategies.injection)
 
 
 def _quiet_when_orphaned(main_gone: Callable[[float], bool]) -> None:

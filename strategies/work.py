@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tifffile
 
+from . import injection
 from .dataset import Dataset, ImageEntry
 from .errors import DatasetError
 from .plan import ImageJob, image_tiles, tiles_per_image
@@ -152,13 +153,16 @@ class ImageProcessor:
             self._luts[lut_key] = class_lookup(entry.classes, labels.dtype)
         lut = self._luts[lut_key]
 
+        injection.hit("tiles.start", job=job)
         for i, ((y, x), code) in enumerate(zip(job.tiles.tolist(), job.augmentations.tolist(), strict=True)):
+            injection.hit("tiles.row", job=job, index=i)
             data_rows[i][...] = augmented(image[:, y : y + t, x : x + t], code)
             label_tile = augmented(labels[y : y + t, x : x + t], code)
             if lut is not None:
                 np.take(lut, label_tile, out=mask_rows[i], mode="clip")
             else:
                 classes_of(label_tile, entry.classes, mask_rows[i])
+        injection.hit("tiles.done", job=job)
 
 
 class TransferProcessor:

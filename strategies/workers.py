@@ -63,6 +63,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Protocol
 
+from . import injection
 from .close_signal import CloseSignal
 from .constants import KILL_GRACE_S, PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRACE_S
 from .errors import DescriptorLimitError, RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
@@ -179,6 +180,8 @@ def worker_main(worker_cls: type[Worker], worker_id: int, conn: Connection, args
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch_parent()
     try:
+        injection.arm_from_environment()  # nothing, unless a fault test armed a point (strategies.injection)
+        injection.hit("worker.start", worker_id=worker_id)
         worker = worker_cls(worker_id, conn, *args)
         conn.send(Ready(worker_id, os.getpid()))
         worker.run()

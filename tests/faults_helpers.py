@@ -17,8 +17,8 @@ its stderr, interrupt its process group or SIGKILL it::
 Each scenario prints JSON lines on stdout (flushed), e.g. the worker pids and segment
 names once iteration is under way, and what was left after ``close()``. The module is
 also the ``__main__`` that ``spawn`` children and the fork server import, so its top
-level stays cheap; with ``FAIL_INIT_ENV`` set it patches every worker class to raise in
-``__init__``, in the parent and (through that import) in every child.
+level stays cheap. Under :data:`FAIL_AT_START_ENV` every worker fails its set-up, armed
+at the strategies' ``worker.start`` injection point (``strategies.injection``).
 """
 
 from __future__ import annotations
@@ -35,14 +35,16 @@ from pathlib import Path
 from typing import Any
 
 # One implementation for the tests and the `ipcbench faults` matrix.
+from harness.faults.injected import START_FAILURE_MESSAGE, arming
 from harness.faults.scenarios import _strips, alive, garble_strips, hear_ctrl_c, infrastructure_pids, wait_until_gone
 
 __all__ = ["alive", "garble_strips", "infrastructure_pids", "wait_until_gone"]
 
 HELPERS = Path(__file__).resolve()
 SHM_DIR = "/dev/shm"
-FAIL_INIT_ENV = "IPCBENCH_TEST_FAIL_WORKER_INIT"
-FAIL_INIT_MESSAGE = "injected start-up failure"
+# The environment under which every worker fails its set-up (strategies.injection).
+FAIL_AT_START_ENV = arming({"worker.start": "failing_init"})
+FAIL_INIT_MESSAGE = START_FAILURE_MESSAGE
 # Polling step of the waits below; the waits themselves are bounded by their callers.
 POLL_S = 0.05
 
@@ -249,27 +251,12 @@ def scenario_startup_failure(args: dict[str, Any]) -> None:
         _report(**outcome)
 
 
-def _patch_worker_init() -> None:
-    """Make every strategy's worker raise during set-up (before it sends Ready)."""
-    from strategies.mpqueue import QueueWorker
-    from strategies.request_response import RequestWorker
-
-    def failing_init(self: Any, worker_id: int, *args: Any) -> None:
-        raise RuntimeError(f"{FAIL_INIT_MESSAGE} in worker {worker_id}")
-
-    for cls in (RequestWorker, QueueWorker):  # RequestWorker: the base of PipeWorker and ShmWorker
-        cls.__init__ = failing_init  # type: ignore[method-assign]
-
-
 SCENARIOS = {
     "clean": scenario_clean,
     "interrupt_body": scenario_interrupt_body,
     "iterate": scenario_iterate,
     "startup_failure": scenario_startup_failure,
 }
-
-if os.environ.get(FAIL_INIT_ENV):
-    _patch_worker_init()
 
 if __name__ == "__main__":
     hear_ctrl_c()

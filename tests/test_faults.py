@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from conftest import write_dataset
 from faults_helpers import (
-    FAIL_INIT_ENV,
+    FAIL_AT_START_ENV,
     FAIL_INIT_MESSAGE,
     children,
     compress_images,
@@ -368,7 +368,7 @@ def test_worker_failing_at_startup(start_method: str, small_images: Path) -> Non
         strategies=list(MULTI),
         dataset=str(small_images),
         config={"batch_size": 7, "tile": 16, "start_method": start_method},
-        env={**os.environ, FAIL_INIT_ENV: "1"},
+        env={**os.environ, **FAIL_AT_START_ENV},
         timeout_s=SUBPROCESS_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,8 @@ START_METHOD JSON`` in its own session and reads the JSON lines it prints::
 
     {"event": "ready", "pids": [...], "segments": [...], "infrastructure": [...]}
         printed by scenarios with an ``action``: the matrix then sends SIGINT to the
-        process group (``sigint_group``) or SIGKILLs this process (``kill_main``)
+        process group (``sigint_group``), SIGTERM to this process (``sigterm_main``)
+        or SIGKILLs it (``kill_main``)
     {"event": "result", "error_type": ..., "error_message": ..., "time_to_error_s": ...,
      "shutdown_s": ..., "traceback": bool, "problems": [...], "pids": [...], ...}
         what happened, measured here: time from the fault to the error, and how long
@@ -17,16 +18,15 @@ exit status); this process only says what it saw. Each :class:`Scenario` is data
 ``play`` function runs here. This module is also the ``__main__`` that ``spawn`` and
 ``forkserver`` children import (as ``__mp_main__``), so its top level stays cheap (it
 imports ``strategies``, which every worker imports anyway). Faults that must happen
-*inside* a worker are armed there from the environment: with ``FAIL_INIT_ENV`` set
-every worker class raises in ``__init__`` (start-up failure); with ``INJECT_ENV`` set
-one worker kills itself mid-transfer or after writing shared memory, or hangs
-ignoring SIGTERM (:func:`_inject`). Under ``fork`` the children inherit the armed
-classes from this process, which arms them in :func:`main` before any worker starts.
+*inside* a worker (a failed start-up, a kill mid-transfer or after writing shared
+memory, a hang that ignores SIGTERM) are actions of :mod:`.injected`, armed by name at
+the strategies' injection points (:mod:`strategies.injection`): :func:`main` puts the
+scenario's ``inject`` into the environment before any worker starts, and every worker
+arms it when it starts. Nothing is patched.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import os
@@ -44,12 +44,9 @@ from typing import Any
 from strategies import STRATEGIES
 from strategies.signals import EXIT_STATUS_SIGTERM, exit_on_sigterm
 
-FAIL_INIT_ENV = "IPCBENCH_FAULTS_FAIL_WORKER_INIT"
-FAIL_INIT_MESSAGE = "injected start-up failure"
-# "FAULT:STRATEGY": the fault every worker process of this scenario arms (see _inject).
-INJECT_ENV = "IPCBENCH_FAULTS_INJECT"
+from .injected import VICTIM_IMAGE, arming, victim_marker
+
 # The victim strikes at its second image: one image of the epoch has got through first.
-VICTIM_IMAGE = 2
 # Every registered strategy runs in the matrix; which scenarios apply to it follows from
 # what it declares (strategies.base.BatchGenerator's traits), so a new strategy joins
 # every scenario that fits it by registering.
@@ -118,7 +115,8 @@ class Scenario:
     exit_status: int = 0  # the scenario process's exit status when all went well
     config: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    inject: str | None = None  # a fault the workers arm (see _inject)
+    # The faults the workers arm, per strategy: {injection point: action in harness.faults.injected}.
+    inject: Callable[[str], dict[str, str]] | None = None
     hidden: bool = False  # self-test scenarios: only when named
 
     def expected_error(self, strategy: str) -> str | None:
@@ -323,14 +321,14 @@ def play_startup_failure(ctx: Context, probe: Probe) -> None:
 def _struck_at() -> float | None:
     """Monotonic time the victim worker struck (its marker file's mtime), None if none did."""
     try:
-        mtime = _victim_marker().stat().st_mtime
+        mtime = victim_marker().stat().st_mtime
     except FileNotFoundError:
         return None
     return time.monotonic() - (time.time() - mtime)
 
 
 def play_victim_dies(ctx: Context, probe: Probe) -> None:
-    """A worker armed by ``_inject`` kills itself at its second image; the loop must get the error."""
+    """A worker armed by the scenario (harness.faults.injected) breaks at its second image; the loop gets the error."""
     gen = make(ctx, probe)
     try:
         drain(gen)
@@ -630,6 +628,15 @@ def play_selftest_hang(ctx: Context, probe: Probe) -> None:
     time.sleep(3600)
 
 
+def cut_mid_transfer(strategy: str) -> dict[str, str]:
+    """Kill a worker half-way through handing over an image, where its strategy hands images over."""
+    if STRATEGIES[strategy].shared_memory:  # half the tiles written into a slot or a shared tensor
+        return {"tiles.start": "choose_victim", "tiles.row": "die_half_way"}
+    if strategy == "queue":  # half the pickled result written into the shared pipe, its lock held
+        return {"queue.result": "queue_message_cut_short"}
+    return {"pipe.pixels": "pixels_cut_short"}  # half an image's bytes after the header promised them all
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -678,13 +685,17 @@ SCENARIOS: dict[str, Scenario] = {
             tuple(s for s in PROCESS_STRATEGIES if s != "torch"),
             "WorkerError",
             traceback=True,
-            env={FAIL_INIT_ENV: "1"},
+            inject=lambda strategy: {"worker.start": "failing_init"},
         ),
         Scenario(
-            "sigkill_mid_transfer", play_victim_dies, PROCESS_STRATEGIES, "WorkerDiedError", inject="kill_mid_transfer"
+            "sigkill_mid_transfer", play_victim_dies, PROCESS_STRATEGIES, "WorkerDiedError", inject=cut_mid_transfer
         ),
         Scenario(
-            "sigkill_after_shm_write", play_victim_dies, SHARED_MEMORY, "WorkerDiedError", inject="kill_after_write"
+            "sigkill_after_shm_write",
+            play_victim_dies,
+            SHARED_MEMORY,
+            "WorkerDiedError",
+            inject=lambda strategy: {"tiles.start": "choose_victim", "tiles.done": "die_after_writing"},
         ),
         # One worker, as for worker_hangs.
         Scenario(
@@ -693,7 +704,7 @@ SCENARIOS: dict[str, Scenario] = {
             PROCESS_STRATEGIES,
             "WorkerTimeoutError",
             config={"timeout": 2.0, "workers": 1},
-            inject="ignore_sigterm_hang",
+            inject=lambda strategy: {"tiles.start": "hang_ignoring_sigterm"},
         ),
         Scenario("tracker_killed", play_tracker_killed, PROCESS_STRATEGIES),
         Scenario("peek_then_loop", play_peek_then_loop, ALL_STRATEGIES),
@@ -776,175 +787,20 @@ def main(argv: list[str]) -> int:
     config = LoaderConfig(**{**BASE_CONFIG, **scenario.config, "start_method": start_method})
     probe = Probe()
     if scenario.inject:
-        # Set before any worker or fork server starts: spawn and forkserver children
-        # import this module afresh, with their parent's (or the fork server's)
-        # environment, and arm the fault from it; fork children inherit the armed classes.
-        os.environ[INJECT_ENV] = f"{scenario.inject}:{strategy}"
-        _inject(scenario.inject, strategy)
+        # Before any worker or fork server starts: every worker process arms from its
+        # environment when it starts, whatever the start method (strategies.injection).
+        os.environ.update(arming(scenario.inject(strategy)))
     try:
         scenario.play(Context(strategy, Path(args["dataset"]), config), probe)
     except Exception as exc:  # an error the scenario did not provoke on purpose: a finding
         probe.problems.append(f"unexpected {type(exc).__name__}: {exc}")
     finally:
-        _victim_marker().unlink(missing_ok=True)
+        victim_marker().unlink(missing_ok=True)
     emit(**result_fields(probe))
     if isinstance(probe.error, SystemExit):
         return int(probe.error.code or 0)  # exit as the unwound program would: 143 after SIGTERM
     return 0
 
-
-def _patch_worker_init() -> None:
-    """Make every strategy's worker raise during set-up (before it sends Ready)."""
-    from strategies.mpqueue import QueueWorker
-    from strategies.request_response import RequestWorker
-
-    def failing_init(self: Any, worker_id: int, *args: Any) -> None:
-        raise RuntimeError(f"{FAIL_INIT_MESSAGE} in worker {worker_id}")
-
-    for cls in (RequestWorker, QueueWorker):  # RequestWorker: the base of PipeWorker and ShmWorker
-        cls.__init__ = failing_init  # type: ignore[method-assign]
-
-
-# -- faults armed inside the workers -----------------------------------------------------
-_images_seen = 0
-
-
-def _strikes() -> bool:
-    """Count this worker's images; True at its ``VICTIM_IMAGE``-th if it is the scenario's one victim.
-
-    The victim is the first worker process to get there: it claims a marker file named
-    after the process group (the scenario's own session, shared by every worker), so
-    exactly one worker breaks, whichever strategy decides who gets which image.
-    """
-    import multiprocessing as mp
-
-    global _images_seen
-    if mp.parent_process() is None:
-        return False  # the main process never breaks itself
-    _images_seen += 1
-    if _images_seen != VICTIM_IMAGE:
-        return False
-    try:
-        os.close(os.open(_victim_marker(), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
-
-
-def _victim_marker() -> Path:
-    return Path(tempfile.gettempdir()) / f"ipcbench-fault-victim-{os.getpgid(0)}"
-
-
-def _die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _send_half(fd: int, payload: bytes | memoryview) -> None:
-    """Start a ``send_bytes`` message on ``fd``: its full-length header, then half its bytes."""
-    import struct
-
-    payload = memoryview(payload).cast("B")
-    _write_all(fd, struct.pack("!i", len(payload)))
-    _write_all(fd, payload[: len(payload) // 2])
-
-
-def _inject(fault: str, strategy: str) -> None:
-    """Arm ``fault`` in this process's worker classes (and, through fork or re-import, its workers').
-
-    - ``kill_mid_transfer``: the victim SIGKILLs itself half-way through handing over
-      an image: ``pipe`` after half the pixel bytes (the header promised them all),
-      ``queue`` half-way through writing the pickled result into the shared result
-      pipe while it holds the queue's write lock, the shared-memory strategies after
-      writing half the tiles into their slot or tensor;
-    - ``kill_after_write``: the victim writes every tile into shared memory, then
-      SIGKILLs itself before it announces them (``ImageDone``, or torch's data queue);
-    - ``ignore_sigterm_hang``: the victim ignores SIGTERM, then blocks for good in the
-      middle of its work, so only SIGKILL ends it.
-    """
-    from strategies.mpqueue import QueueWorker
-    from strategies.pipe import PipeWorker
-    from strategies.work import ImageProcessor
-
-    write_tiles = ImageProcessor.write_tiles
-
-    def killed_mid_write(self: Any, job: Any, data_rows: Any, mask_rows: Any) -> None:
-        if not _strikes():
-            return write_tiles(self, job, data_rows, mask_rows)
-        half = job.n_tiles // 2
-        write_tiles(
-            self,
-            dataclasses.replace(job, tiles=job.tiles[:half], augmentations=job.augmentations[:half]),
-            data_rows,
-            mask_rows,
-        )
-        _die()
-
-    def killed_after_write(self: Any, job: Any, data_rows: Any, mask_rows: Any) -> None:
-        write_tiles(self, job, data_rows, mask_rows)
-        if _strikes():
-            _die()
-
-    def hung_ignoring_sigterm(self: Any, job: Any, data_rows: Any, mask_rows: Any) -> None:
-        if _strikes():
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            while True:
-                time.sleep(3600)
-        write_tiles(self, job, data_rows, mask_rows)
-
-    deliver = PipeWorker.deliver
-
-    def pipe_killed_mid_send(self: Any, job: Any) -> None:
-        if not _strikes():
-            return deliver(self, job)
-        image = self.processor.process(job.image, *self.buffers)
-        self.conn.send(self.done(job))
-        _send_half(self.conn.fileno(), memoryview(image.data))
-        _die()
-
-    queue_init = QueueWorker.__init__
-
-    def queue_killed_mid_put(self: Any, *args: Any) -> None:
-        queue_init(self, *args)
-        put = self.results.put
-
-        def put_or_die(obj: Any, block: bool = True, timeout: float | None = None) -> None:
-            if type(obj).__name__ == "Skipped" or not _strikes():
-                return put(obj, block, timeout)
-            from multiprocessing.reduction import ForkingPickler
-
-            from strategies.internals import queue_locks, queue_writer
-
-            # What Queue.put and its feeder thread do, stopped half-way through the write.
-            slots, write_lock = queue_locks(self.results)
-            slots.acquire(timeout=timeout)
-            write_lock.acquire()
-            _send_half(queue_writer(self.results).fileno(), ForkingPickler.dumps(obj))
-            _die()
-
-        self.results.put = put_or_die
-
-    if fault == "kill_mid_transfer" and strategy == "pipe":
-        PipeWorker.deliver = pipe_killed_mid_send  # type: ignore[method-assign]
-    elif fault == "kill_mid_transfer" and strategy == "queue":
-        QueueWorker.__init__ = queue_killed_mid_put  # type: ignore[method-assign]
-    else:
-        ImageProcessor.write_tiles = {  # type: ignore[method-assign]
-            "kill_mid_transfer": killed_mid_write,
-            "kill_after_write": killed_after_write,
-            "ignore_sigterm_hang": hung_ignoring_sigterm,
-        }[fault]
-
-
-if os.environ.get(FAIL_INIT_ENV):
-    _patch_worker_init()
-if os.environ.get(INJECT_ENV):
-    _inject(*os.environ[INJECT_ENV].split(":"))
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
