@@ -1,4 +1,7 @@
-"""The lifetime contract of a generator (docs/design.md sections 2 and 8), for every strategy.
+"""The lifetime contract of a generator (docs/design.md sections 2 and 8): one suite, every strategy.
+
+Every registered strategy (``STRATEGIES``) goes through it, its workers whatever they
+are (processes or threads, ``workers_of``), under each start method where that matters.
 
 Workers start once and persist across epochs; ``len()`` holds before, during and after
 an epoch; epochs can be abandoned at any point (even before their first batch) and the
@@ -19,13 +22,13 @@ import pytest
 from conftest import write_dataset
 from faults_helpers import alive, children, existing_segments, leftover_children, segment_names, wait_until_gone
 
-from strategies import LoaderClosedError, LoaderConfig, make_generator
+from strategies import STRATEGIES, LoaderClosedError, LoaderConfig, make_generator
 from strategies.constants import KILL_GRACE_S, STOP_GRACE_S, TERMINATE_GRACE_S
 
 pytestmark = pytest.mark.timeout(60)
 
-MULTI = ("pipe", "queue", "shm", "shm_zerocopy")
-ALL = ("baseline", *MULTI)
+ALL = tuple(STRATEGIES)
+WITH_WORKERS = tuple(name for name, cls in STRATEGIES.items() if cls.has_workers)
 CFG = LoaderConfig(batch_size=7, tile=16, seed=0, workers=2, prefetch=2, start_method="fork", timeout=30.0)
 # What close() may take by its contract: the three graces of its escalation, plus
 # scheduling noise on a loaded 2-core machine. An orderly close takes far less.
@@ -59,29 +62,49 @@ def same(a: list, b: list) -> bool:
     )
 
 
-def assert_released(pids: list[int], segments: list[str], before: set[int]) -> None:
-    assert wait_until_gone(pids) == [], "workers outlived close()"
+def workers_of(gen: Any) -> list[Any]:
+    """A generator's workers: process ids, or threads for the threads strategy (none for the baseline)."""
+    return list(gen.worker_threads()) if hasattr(gen, "worker_threads") else gen.worker_pids()
+
+
+def running(worker: Any) -> bool:
+    return worker.is_alive() if hasattr(worker, "is_alive") else alive(worker)
+
+
+def assert_released(workers: list[Any], segments: list[str], before: set[int]) -> None:
+    pids = [w for w in workers if isinstance(w, int)]
+    threads = [w for w in workers if not isinstance(w, int)]
+    for thread in threads:
+        thread.join(CLOSE_BOUND_S)
+    assert wait_until_gone(pids) == [] and not any(t.is_alive() for t in threads), "workers outlived close()"
     assert existing_segments(segments) == [], "segments outlived close()"
     assert leftover_children(before) == [], "child processes outlived close()"
 
 
 @pytest.mark.parametrize("start_method", ["fork", "forkserver"])
-@pytest.mark.parametrize("strategy", MULTI)
+@pytest.mark.parametrize("strategy", WITH_WORKERS)
 def test_workers_persist_across_epochs(strategy: str, start_method: str, dataset: Path) -> None:
     with make_generator(strategy, dataset, CFG, start_method=start_method) as gen:
-        pids = gen.worker_pids()
-        assert len(pids) == len(set(pids)) == CFG.workers
-        assert all(alive(p) for p in pids)
+        workers = workers_of(gen)
+        assert len(workers) == len(set(workers)) == CFG.workers
+        assert all(running(w) for w in workers)
         for epoch in range(3):
             assert len(list(gen)) == len(gen) == 15
             assert gen.epoch == epoch
-            assert gen.worker_pids() == pids
-            assert all(alive(p) for p in pids)
+            assert workers_of(gen) == workers
+            assert all(running(w) for w in workers)
 
 
-def test_baseline_has_no_workers(dataset: Path) -> None:
-    with make_generator("baseline", dataset, CFG) as gen:
-        assert gen.worker_pids() == []
+@pytest.mark.parametrize("strategy", ALL)
+def test_traits_match_what_the_generator_does(strategy: str, dataset: Path) -> None:
+    """What a strategy declares (read by the harness and the reports) is what it does."""
+    cls = STRATEGIES[strategy]
+    with make_generator(strategy, dataset, CFG) as gen:
+        assert bool(gen.worker_pids()) == cls.worker_processes
+        assert bool(workers_of(gen)) == cls.has_workers
+        assert bool(segment_names(gen)) == (cls.shared_memory and strategy != "torch")  # torch: unnamed segments
+        data, _ = next(iter(gen))
+        assert (data.base is not None and not data.flags.owndata) == cls.zero_copy
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
@@ -101,7 +124,7 @@ def test_len_before_during_and_after_an_epoch(strategy: str, drop_last: bool, da
         assert len(seen[-1][0]) == (7 if drop_last else 2)
 
 
-@pytest.mark.parametrize("strategy", MULTI)
+@pytest.mark.parametrize("strategy", WITH_WORKERS)
 def test_abandoned_epochs_at_any_point(strategy: str, dataset: Path) -> None:
     # Abandon epochs before their first batch, after one, at an image boundary, one
     # batch before the end and at the very end (before StopIteration); every whole
@@ -122,20 +145,20 @@ def test_abandoned_epochs_at_any_point(strategy: str, dataset: Path) -> None:
     with make_generator("baseline", dataset, CFG) as gen:
         expected = play(gen)
     with make_generator(strategy, dataset, CFG) as gen:
-        pids = gen.worker_pids()
+        pids = workers_of(gen)
         got = play(gen)
-        assert gen.worker_pids() == pids
+        assert workers_of(gen) == pids
     for epoch, (want, have) in enumerate(zip(expected, got, strict=True)):
         assert same(want, have), f"epoch {epoch} differs from baseline"
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
-@pytest.mark.parametrize("strategy", MULTI)
+@pytest.mark.parametrize("strategy", WITH_WORKERS)
 def test_close_mid_epoch_is_idempotent_bounded_and_final(strategy: str, start_method: str, big_images: Path) -> None:
     before = children()
     gen = make_generator(strategy, big_images, CFG, batch_size=16, start_method=start_method)
-    pids, segments = gen.worker_pids(), segment_names(gen)
-    assert all(alive(p) for p in pids)
+    pids, segments = workers_of(gen), segment_names(gen)
+    assert all(running(p) for p in pids)
     next(iter(gen))
     time.sleep(0.3)  # let the workers fill the window: results in flight, writers blocked
     start = time.monotonic()
@@ -153,20 +176,20 @@ def test_close_mid_epoch_is_idempotent_bounded_and_final(strategy: str, start_me
     assert_released(pids, segments, before)
 
 
-@pytest.mark.parametrize("strategy", MULTI)
+@pytest.mark.parametrize("strategy", WITH_WORKERS)
 def test_close_before_any_epoch(strategy: str, dataset: Path) -> None:
     before = children()
     gen = make_generator(strategy, dataset, CFG)
-    pids, segments = gen.worker_pids(), segment_names(gen)
+    pids, segments = workers_of(gen), segment_names(gen)
     gen.close()
     assert_released(pids, segments, before)
 
 
-@pytest.mark.parametrize("strategy", MULTI)
+@pytest.mark.parametrize("strategy", WITH_WORKERS)
 def test_close_after_epochs_end(strategy: str, dataset: Path) -> None:
     before = children()
     gen = make_generator(strategy, dataset, CFG)
-    pids, segments = gen.worker_pids(), segment_names(gen)
+    pids, segments = workers_of(gen), segment_names(gen)
     for _ in range(2):
         list(gen)
     gen.close()
@@ -177,13 +200,13 @@ def test_close_after_epochs_end(strategy: str, dataset: Path) -> None:
 def test_context_manager_closes(strategy: str, dataset: Path) -> None:
     before = children()
     with make_generator(strategy, dataset, CFG) as gen:
-        pids, segments = gen.worker_pids(), segment_names(gen)
+        pids, segments = workers_of(gen), segment_names(gen)
         assert not gen.closed
         next(iter(gen))
     assert gen.closed
     assert_released(pids, segments, before)
     with pytest.raises(RuntimeError, match="boom"), make_generator(strategy, dataset, CFG) as failing:
-        pids, segments = failing.worker_pids(), segment_names(failing)
+        pids, segments = workers_of(failing), segment_names(failing)
         next(failing)
         raise RuntimeError("boom")
     assert failing.closed

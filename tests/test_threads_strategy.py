@@ -9,10 +9,8 @@ collection that leave no thread behind.
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
-import time
 import traceback
 from pathlib import Path
 
@@ -104,29 +102,6 @@ def test_torch_output(dataset: Path, expected: list) -> None:
         out = list(gen)
     assert all(isinstance(d, torch.Tensor) and d.dtype == torch.uint16 for d, _ in out)
     assert_same_batches([[(d.numpy(), m.numpy()) for d, m in out]], expected[:1])
-
-
-def test_close_is_idempotent_bounded_and_stops_threads(dataset: Path) -> None:
-    gen = make_generator("threads", dataset, CFG, workers=3)
-    next(gen)
-    threads = gen.worker_threads()
-    assert len(our_threads()) == 3 and all(t.is_alive() for t in threads)
-    start = time.monotonic()
-    gen.close()
-    assert time.monotonic() - start < CLOSE_BOUND_S
-    gen.close()
-    assert gen.closed and not any(t.is_alive() for t in threads)
-
-
-def test_garbage_collected_without_close(dataset: Path) -> None:
-    gen = make_generator("threads", dataset, CFG)
-    next(gen)
-    threads = gen.worker_threads()
-    del gen
-    gc.collect()
-    for thread in threads:
-        thread.join(CLOSE_BOUND_S)
-    assert not any(t.is_alive() for t in threads)
 
 
 def test_corrupt_image_mid_epoch_names_the_file(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ that leave no process; and ``import strategies`` that does not import torch.
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import subprocess
@@ -152,30 +151,6 @@ def test_torch_output_and_global_rng_untouched(dataset: Path, expected: list) ->
     assert_same_batches([out], expected[:1])
     # The loader has its own torch.Generator: iterating it does not advance the user's RNG.
     assert torch.equal(torch.get_rng_state(), state)
-
-
-def test_close_is_idempotent_bounded_and_leaves_no_process(dataset: Path) -> None:
-    gen = make_generator("torch", dataset, CFG)
-    next(gen)
-    pids = gen.worker_pids()
-    children = {p.pid for p in psutil.Process().children(recursive=True)}
-    assert set(pids) <= children
-    start = time.monotonic()
-    gen.close()
-    assert time.monotonic() - start < CLOSE_BOUND_S
-    gen.close()
-    assert gen.closed and gen.worker_pids() == []
-    assert gone(pids, timeout=0.0)
-    assert not set(pids) & {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def test_garbage_collected_without_close(dataset: Path) -> None:
-    gen = make_generator("torch", dataset, CFG)
-    next(gen)
-    pids = gen.worker_pids()
-    del gen
-    gc.collect()
-    assert gone(pids)
 
 
 def test_corrupt_image_mid_epoch_names_the_file(tmp_path: Path) -> None:
