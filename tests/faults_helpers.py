@@ -36,7 +36,8 @@ from typing import Any
 
 # One implementation for the tests and the `ipcbench faults` matrix.
 from harness.faults.injected import START_FAILURE_MESSAGE, arming
-from harness.faults.scenarios import _strips, alive, garble_strips, hear_ctrl_c, infrastructure_pids, wait_until_gone
+from harness.faults.probe import _strips, alive, garble_strips, infrastructure_pids, wait_until_gone
+from harness.faults.scenarios import hear_ctrl_c
 
 __all__ = ["alive", "garble_strips", "infrastructure_pids", "wait_until_gone"]
 

@@ -152,8 +152,9 @@ def test_no_import_cycle() -> None:
 
 PACKAGE_INITS = {module_name(p) for package in PACKAGES for p in (ROOT / package).rglob("__init__.py")}
 
-# The entry points of processes the harness starts: their standard output is a protocol.
-PRINTING_ENTRY_POINTS = {"harness.faults.scenarios", "harness.faults.soak", "harness.child"}
+# The processes the harness starts (a measurement, a fault scenario and its emit(), a soak): their
+# standard output is their protocol with the harness.
+PRINTING_ENTRY_POINTS = {"harness.faults.scenarios", "harness.faults.probe", "harness.faults.soak", "harness.child"}
 
 
 @pytest.mark.parametrize("name", sorted(GRAPH))

@@ -102,7 +102,7 @@ def _children() -> list[int]:
     """Live child processes (recursively) other than the fork server and the resource tracker."""
     import psutil
 
-    from .scenarios import infrastructure_pids
+    from .probe import infrastructure_pids
 
     infrastructure = set(infrastructure_pids())
     live = []
