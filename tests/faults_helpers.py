@@ -105,6 +105,21 @@ def segments_of_pid(pid: int) -> list[str]:
     return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix)) if os.path.isdir(SHM_DIR) else []
 
 
+def tiny_dev_shm(monkeypatch: Any, free_mib: int = 4) -> None:
+    """Make /dev/shm report ``free_mib`` MiB free (statvfs), as a small tmpfs would (Docker's is 64 MB)."""
+    from types import SimpleNamespace
+
+    real_statvfs = os.statvfs
+
+    def small_statvfs(path: Any) -> Any:
+        stats = real_statvfs(path)
+        if str(path) != SHM_DIR:
+            return stats
+        return SimpleNamespace(f_bavail=free_mib, f_frsize=2**20, f_bsize=stats.f_bsize, f_blocks=stats.f_blocks)
+
+    monkeypatch.setattr(os, "statvfs", small_statvfs)
+
+
 # -- broken files ---------------------------------------------------------------------
 def compress_images(root: Path, compression: str = "zlib") -> None:
     """Rewrite every image of a dataset with TIFF compression (same pixels)."""

@@ -22,7 +22,6 @@ import subprocess
 import time
 import weakref
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -41,6 +40,7 @@ from faults_helpers import (
     run_scenario,
     segment_names,
     start_scenario,
+    tiny_dev_shm,
     truncate_pixels,
     wait_segments_gone,
     wait_until_gone,
@@ -394,16 +394,8 @@ def test_worker_failing_at_startup(start_method: str, small_images: Path) -> Non
 
 # -- /dev/shm too small ---------------------------------------------------------------
 def test_shm_generator_refuses_a_small_dev_shm(monkeypatch: pytest.MonkeyPatch, big_images: Path) -> None:
-    real_statvfs = os.statvfs
-
-    def small_statvfs(path: Any) -> Any:
-        stats = real_statvfs(path)
-        if str(path) != "/dev/shm":
-            return stats
-        return SimpleNamespace(f_bavail=4, f_frsize=2**20, f_bsize=stats.f_bsize, f_blocks=stats.f_blocks)
-
     before = children()
-    monkeypatch.setattr(os, "statvfs", small_statvfs)
+    tiny_dev_shm(monkeypatch)
     shm_before = set(os.listdir("/dev/shm"))
     with pytest.raises(SharedMemorySpaceError, match=r"but /dev/shm has only 4\.0 MiB free"):
         make_generator("shm", big_images, CFG)

@@ -22,13 +22,12 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import write_dataset
-from faults_helpers import children, leftover_children, wait_until_gone
+from faults_helpers import children, leftover_children, tiny_dev_shm, wait_until_gone
 
 import strategies.workers as workers_module
 from strategies import (
@@ -466,22 +465,10 @@ def test_torch_with_a_huge_prefetch_starts_at_once(dataset: Path, expected: list
         assert [_key(b) for b in gen] == expected
 
 
-def _tiny_dev_shm(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = os.statvfs
-
-    def statvfs(path: Any) -> Any:
-        stats = real(path)
-        if str(path) != "/dev/shm":
-            return stats
-        return SimpleNamespace(f_bavail=4, f_frsize=2**20, f_bsize=stats.f_bsize, f_blocks=stats.f_blocks)
-
-    monkeypatch.setattr(os, "statvfs", statvfs)
-
-
 def test_torch_refuses_a_small_dev_shm_up_front(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "big", images=3, height=256, width=320)
     before = children()
-    _tiny_dev_shm(monkeypatch)
+    tiny_dev_shm(monkeypatch)
     with pytest.raises(SharedMemorySpaceError, match=r"but /dev/shm has only 4\.0 MiB free"):
         make_generator("torch", root, CFG)
     assert leftover_children(before) == []

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from strategies.stages import STAGES
+from strategies.stages import STAGES as STAGES  # where the time goes, in the order a batch meets the stages
 
 SCHEMA_VERSION = 1
 
@@ -102,31 +102,6 @@ COUNTERS = ("leaked_shm", "leftover_processes", "orphans_after_exit", "leaked_sh
 UNSTABLE_CV = 0.10
 # docs/design.md section 7: at least this many measured epochs per cell for a full run.
 MIN_SAMPLES = 6
-
-# Where the time goes: the stages a generator's stage_times() reports (strategies.stages),
-# in the order a batch meets them. Worker-side stages are summed over workers; main-side
-# ones are wall time of the main process.
-__all__ = [
-    "ALL_RANKS",
-    "CELL_KEYS",
-    "COUNTERS",
-    "ENV_FILE",
-    "FAILURES_FILE",
-    "FAULTS_FILE",
-    "HEADLINE",
-    "KEY_FILL",
-    "METRICS",
-    "MIN_SAMPLES",
-    "REQUIRED_SAMPLE_FIELDS",
-    "SAMPLES_FILE",
-    "SCHEMA_VERSION",
-    "SOAK_FILE",
-    "STAGES",
-    "SUMMARY_FILE",
-    "UNSTABLE_CV",
-    "Metric",
-    "stage_column",
-]
 
 
 def stage_column(stage: str) -> str:
