@@ -4,38 +4,43 @@
 hand) does, in order::
 
     sampler thread on          (memory of this process and all its descendants)
-    make_generator(...)        timed: startup_s           -> event "ready"
-    epoch 0 (warm-up)          timed, full checksum,       -> event "epoch"
-                               memory sampled densely (every 50 ms)
-    epochs 1..E (measured)     timed; memory sampled at a  -> event "epoch" each
-                               pace capped at 0.5% of a core (harness.measure.MAX_CPU_FRACTION),
-                               and just before and after each epoch
+    make_generator(...)        timed: startup_s                   -> event "ready"
+    window 0 (warm-up)         whole epochs until the window lasts min_window_s;
+                               the first epoch fully checksummed; memory sampled
+                               densely (every 50 ms)              -> event "window"
+    windows 1..W (measured)    whole epochs until each lasts min_window_s (a calibrated
+                               window, as pyperf calibrates its loops: never a stretched
+                               timer); memory sampled at least SAMPLES_PER_WINDOW times
+                               a window, and just before and after it  -> event "window" each
     close()                    timed until every worker is gone: shutdown_s;
                                then leftover workers and new /dev/shm segments
-                                                           -> event "closed"
+                                                                  -> event "closed"
 
-Events are JSON lines written to the file descriptor ``spec.event_fd`` (a pipe to
-the runner; stdout stays free for whatever libraries print). Each epoch event also
-lists the dataset indices of the epoch's images (``images``, from the generator's own
-plan, computed before the epoch starts).
+A window's figures are its own: batches/s over all its batches and its wall time
+(the epoch boundaries inside it included, as a training loop pays them), waits over
+all its ``next()`` calls, memory over its samples, one checksum per epoch. Events are
+JSON lines written to the file descriptor ``spec.event_fd`` (a pipe to the runner;
+stdout stays free for whatever libraries print). Each window event also lists the
+dataset indices of its epochs' images (``images``, from the generator's own plan).
 
 With ``spec.gate_fd`` (``ipcbench run --distributed``: harness.distributed) the
-process stops before each epoch: it sends a "gate" event and waits for one byte on
-that descriptor, ``GATE_GO`` to measure the epoch, anything else (or the end of the
+process stops before each window: it sends a "gate" event and waits for one byte on
+that descriptor, ``GATE_GO`` to measure the window, anything else (or the end of the
 pipe) to stop with an error. The rank that started it answers after a collective
-with the other ranks, so every rank measures the same window. An exception becomes
-an "error" event with its traceback and exit status 1. SIGINT (the runner forwards
-Ctrl-C) stops the epoch in progress; the generator is still closed and measured,
-"closed" and then "interrupted" are sent, and the exit status is 130.
+with the other ranks, so every rank measures the same window (a fixed number of
+epochs there, ``epochs_per_window``, so that the ranks' windows match). An exception
+becomes an "error" event with its traceback and exit status 1. SIGINT (the runner
+forwards Ctrl-C) stops the window in progress; the generator is still closed and
+measured, "closed" and then "interrupted" are sent, and the exit status is 130.
 
 The timed loop (:func:`time_epoch`) does what a training loop does and nothing
 else: ``next()``, then an optional ``sleep(step_ms)`` standing in for the GPU step.
 Per batch it also adds a few microseconds of bookkeeping (lengths, a sampled
-checksum: see :class:`harness.measure.SampleChecksum`); the warm-up epoch hashes
-every byte as well, which is why its timing is flagged and never aggregated.
+checksum: see :class:`harness.measure.SampleChecksum`); the warm-up window hashes
+every byte of its first epoch as well, which is why it is flagged and never aggregated.
 A generator with ``stage_times()`` (cumulative seconds by stage) is read just before
-``iter()`` and just after the last batch; the difference over the epoch's batches is
-its ``stage_ms_per_batch``.
+the window's first ``iter()`` and just after its last batch; the difference over the
+window's batches is its ``stage_ms_per_batch``.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from .measure import (
     is_alive,
     is_infrastructure,
     leaked_segments,
+    machine_busy_s,
     memory_stats,
     shm_segments,
     shm_used_bytes,
@@ -78,6 +84,9 @@ LEFTOVER_GRACE_S = 2.0
 # trace of one epoch per process), and at its CPU-capped pace everywhere else.
 WARMUP_SAMPLER_INTERVAL_S = 0.05
 WARMUP_SAMPLER_MAX_CPU_FRACTION = 0.25
+# In measured windows the sampler takes at least this many samples of the shortest window.
+SAMPLES_PER_WINDOW = 5
+WINDOW_SAMPLER_MAX_CPU_FRACTION = 0.04
 GONE_POLL_S = 0.002  # shutdown_s resolution while waiting for workers to vanish
 GATE_GO = b"g"  # on spec.gate_fd: measure the next epoch
 
@@ -89,15 +98,19 @@ class ChildSpec:
     strategy: str
     dataset: str
     loader: dict[str, Any] = field(default_factory=dict)  # LoaderConfig fields
-    epochs: int = 2  # measured epochs, after one warm-up epoch
+    windows: int = 2  # measured windows, after one warm-up window
+    min_window_s: float = 0.0  # each window: whole epochs until it lasts this long (0: one epoch)
+    epochs_per_window: int = 0  # > 0: exactly this many epochs a window instead (the ranks of --distributed)
     step_ms: float = 0.0
     sampler_interval_s: float = 0.2
     event_fd: int = -1  # filled in by the launcher
-    gate_fd: int = -1  # >= 0: wait for GATE_GO on it before each epoch (see the module docstring)
+    gate_fd: int = -1  # >= 0: wait for GATE_GO on it before each window (see the module docstring)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"ChildSpec.epochs={self.epochs} must be >= 1")
+        if self.windows < 1:
+            raise ValueError(f"ChildSpec.windows={self.windows} must be >= 1")
+        if not self.min_window_s >= 0 or self.epochs_per_window < 0:
+            raise ValueError(f"ChildSpec: {self.min_window_s=} and {self.epochs_per_window=} must be >= 0")
         if self.step_ms < 0:
             raise ValueError(f"ChildSpec.step_ms={self.step_ms} must be >= 0")
         if self.sampler_interval_s < 0:
@@ -181,9 +194,10 @@ def time_epoch(
     )
 
 
-def epoch_record(
-    index: int,
-    timing: EpochTiming,
+def window_record(
+    window: int,
+    first_epoch: int,
+    timings: Sequence[EpochTiming],
     *,
     step_ms: float,
     samples: Sequence[TreeSample],
@@ -191,40 +205,56 @@ def epoch_record(
     cpu_s: float,
     stages: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The measured fields of one epoch's samples.jsonl line (the runner adds identity and shutdown).
+    """The measured fields of one window's samples.jsonl line (the runner adds identity and shutdown).
 
-    ``samples``: the tree samples of the epoch, from the one taken just before ``iter()``
+    ``timings``: the window's epochs, back to back (the gaps between them, where a new
+    epoch starts, are inside the window: a training loop pays them too). ``samples``:
+    the tree samples of the window, from the one taken just before the first ``iter()``
     to the one taken just after the last batch. ``stages``: ms per batch by stage
     (:func:`harness.measure.stage_ms_per_batch`), None for a strategy without stage timers.
     """
-    seconds = max(timing.seconds, 1e-12)
-    memory = memory_stats(samples, timing.t_start, shm_base)
-    waits = wait_stats(timing.waits_ms)
+    first, last = timings[0], timings[-1]
+    seconds = max(last.t_end - first.t_start, 1e-12)
+    batches = sum(t.batches for t in timings)
+    nbytes = sum(t.bytes for t in timings)
+    waits_ms = [w for t in timings for w in t.waits_ms]
+    memory = memory_stats(samples, first.t_start, shm_base)
+    waits = wait_stats(waits_ms)
     return {
-        "epoch": index,
-        "warmup": index == 0,
-        "batches": timing.batches,
-        "tiles": timing.tiles,
-        "bytes": timing.bytes,
-        "seconds": timing.seconds,
-        "batches_per_s": timing.batches / seconds,
-        "mb_per_s": timing.bytes / MB / seconds,
-        "time_to_first_batch_s": timing.time_to_first_batch_s,
+        "epoch": first_epoch,
+        "window": window,
+        "epochs": len(timings),
+        "warmup": window == 0,
+        "batches": batches,
+        "tiles": sum(t.tiles for t in timings),
+        "bytes": nbytes,
+        "seconds": seconds,
+        "batches_per_s": batches / seconds,
+        "mb_per_s": nbytes / MB / seconds,
+        "time_to_first_batch_s": first.time_to_first_batch_s,
         "wait_ms_p50": waits.p50_ms,
         "wait_ms_p95": waits.p95_ms,
         "wait_ms_p99": waits.p99_ms,
         "wait_ms_max": waits.max_ms,
-        "wait_ms": [round(w, 4) for w in timing.waits_ms],
-        "consumer_utilization": timing.batches * step_ms / 1000.0 / seconds,
+        "wait_ms": [round(w, 4) for w in waits_ms],
+        "consumer_utilization": batches * step_ms / 1000.0 / seconds,
         "pss_peak_mb": memory.pss_peak_mb,
         "uss_peak_mb": memory.uss_peak_mb,
         "shm_peak_mb": memory.shm_peak_mb,
-        "cpu_s_per_batch": cpu_s / timing.batches if timing.batches else 0.0,
+        "cpu_s_per_batch": cpu_s / batches if batches else 0.0,
         "memory_trace": [list(row) for row in memory.trace],
         "stage_ms_per_batch": stages,
-        "checksum": timing.checksum,
-        "checksum_full": timing.checksum_full,
+        "checksum": first.checksum,
+        "checksums": [t.checksum for t in timings],
+        "checksum_full": first.checksum_full,
     }
+
+
+def window_done(timings: Sequence[EpochTiming], spec: ChildSpec) -> bool:
+    """Whether the epochs so far make a whole window: a fixed count, or enough time."""
+    if spec.epochs_per_window:
+        return len(timings) >= spec.epochs_per_window
+    return timings[-1].t_end - timings[0].t_start >= spec.min_window_s
 
 
 class Events:
@@ -293,6 +323,22 @@ def close_and_check(
 _WARMUP_PACE = {"interval_s": WARMUP_SAMPLER_INTERVAL_S, "max_cpu_fraction": WARMUP_SAMPLER_MAX_CPU_FRACTION}
 
 
+def sampler_pace(spec: ChildSpec) -> dict[str, float]:
+    """The memory sampler's pace in measured windows: at least ``SAMPLES_PER_WINDOW`` samples in the shortest.
+
+    A sample of a process tree costs ~3 ms of CPU here (smaps_rollup of every process),
+    so that many samples in a 0.5 s window take up to ``WINDOW_SAMPLER_MAX_CPU_FRACTION``
+    of one core; it is measured (env.json ``sampler.overhead_fraction``) and its CPU is
+    taken out of ``cpu_s_per_batch``.
+    """
+    if spec.sampler_interval_s == 0:
+        return {"interval_s": 0.0, "max_cpu_fraction": MAX_CPU_FRACTION}
+    if spec.min_window_s > 0:
+        interval = min(spec.sampler_interval_s, spec.min_window_s / SAMPLES_PER_WINDOW)
+        return {"interval_s": interval, "max_cpu_fraction": WINDOW_SAMPLER_MAX_CPU_FRACTION}
+    return {"interval_s": spec.sampler_interval_s, "max_cpu_fraction": MAX_CPU_FRACTION}
+
+
 def measure(spec: ChildSpec, events: Events) -> None:
     """The whole measurement; raises on failure (the caller turns it into an event)."""
     from strategies import LoaderConfig, make_generator
@@ -300,7 +346,9 @@ def measure(spec: ChildSpec, events: Events) -> None:
     config = LoaderConfig(**spec.loader)
     shm_before = shm_segments()
     shm_base = shm_used_bytes()
-    sampler = Sampler(ProcessTree(), spec.sampler_interval_s).start()
+    measured_pace = sampler_pace(spec)
+    sampler = Sampler(ProcessTree(), measured_pace["interval_s"], max_cpu_fraction=measured_pace["max_cpu_fraction"])
+    sampler.start()
     try:
         t0 = time.perf_counter()
         gen = make_generator(spec.strategy, spec.dataset, config)
@@ -309,43 +357,51 @@ def measure(spec: ChildSpec, events: Events) -> None:
         stage_times = stage_timer(gen)  # read just outside each timed epoch: its cost is never timed
         events.emit("ready", startup_s=startup_s, batches_per_epoch=len(gen), worker_pids=worker_pids, pid=os.getpid())
         try:
-            for index in range(1 + spec.epochs):
-                images = [job.image_index for job in gen.plan_for(config.epoch + index).jobs]
+            next_epoch = 0
+            for window in range(1 + spec.windows):
                 if spec.gate_fd >= 0:
-                    events.emit("gate", epoch=index)
-                    wait_at_gate(spec.gate_fd, index)
+                    events.emit("gate", window=window)
+                    wait_at_gate(spec.gate_fd, window)
                 main_cpu = time.thread_time()
+                busy_before = machine_busy_s()
                 before = sampler.sample_now()
                 # Reading the tree starts with this process's CPU counter, so nearly all
-                # of this boundary sample's own cost lands inside the epoch: take it out.
+                # of this boundary sample's own cost lands inside the window: take it out.
                 boundary_cpu_s = time.thread_time() - main_cpu
                 sampler_cpu_before = sampler.cpu_s
-                dense = index == 0 and spec.sampler_interval_s > 0
+                dense = window == 0 and spec.sampler_interval_s > 0
                 if dense:
                     sampler.configure(**_WARMUP_PACE)
                 stages_before = stage_times() if stage_times is not None else None
-                timing = time_epoch(gen, step_ms=spec.step_ms, full_checksum=index == 0)
+                first_epoch, images, timings = next_epoch, [], []
+                while not timings or not window_done(timings, spec):
+                    images += [job.image_index for job in gen.plan_for(config.epoch + next_epoch).jobs]
+                    timings.append(time_epoch(gen, step_ms=spec.step_ms, full_checksum=next_epoch == 0))
+                    next_epoch += 1
                 stages_after = stage_times() if stage_times is not None else None
-                if dense:  # back to the capped pace before anything is timed; its wake-up sample is taken now
-                    sampler.configure(interval_s=spec.sampler_interval_s, max_cpu_fraction=MAX_CPU_FRACTION)
+                if dense:  # back to the measured pace before anything is timed; its wake-up sample is taken now
+                    sampler.configure(**measured_pace)
                 after = sampler.sample_now()
+                busy = machine_busy_s() - busy_before
                 sampler_cpu_s = sampler.cpu_s - sampler_cpu_before
                 # The sampler thread's CPU is the instrument's, not the strategy's.
                 cpu_s = max(0.0, after.cpu_s - before.cpu_s - sampler_cpu_s - boundary_cpu_s)
-                window = sampler.between(before.t_s, after.t_s)
                 stages = None
                 if stages_before is not None and stages_after is not None:
-                    stages = stage_ms_per_batch(stages_before, stages_after, timing.batches)
-                record = epoch_record(
-                    index,
-                    timing,
+                    stages = stage_ms_per_batch(stages_before, stages_after, sum(t.batches for t in timings))
+                record = window_record(
+                    window,
+                    first_epoch,
+                    timings,
                     step_ms=spec.step_ms,
-                    samples=window,
+                    samples=sampler.between(before.t_s, after.t_s),
                     shm_base=shm_base,
                     cpu_s=cpu_s,
                     stages=stages,
                 )
-                events.emit("epoch", sampler_cpu_s=sampler_cpu_s, images=images, **record)
+                # What the rest of the machine used meanwhile, in cores: a loaded machine's figures are suspect.
+                other_cores = max(0.0, busy - (after.cpu_s - before.cpu_s)) / record["seconds"]
+                events.emit("window", sampler_cpu_s=sampler_cpu_s, other_cores=other_cores, images=images, **record)
         finally:
             events.emit("closed", **close_and_check(gen, worker_pids, shm_before, sampler.tree.seen_pids()))
     finally:

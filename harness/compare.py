@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.report.provenance import cores_text, cpu_name, lookup
-from harness.results import CELL_KEYS, METRICS, RunData, iter_cells, variant_label
+from harness.results import CELL_KEYS, METRICS, MIN_SAMPLES, RunData, iter_cells, variant_label
 
 KEY_METRICS: tuple[str, ...] = (
     "batches_per_s",
@@ -83,6 +83,13 @@ class CellChange:
 
     @property
     def verdict(self) -> str:
+        """"better", "worse", "same" (the test can tell and finds no difference) or "inconclusive (...)".
+
+        With fewer than ``MIN_SAMPLES`` samples on a side the test cannot decide (at
+        1 vs 1, p is 1 whatever the change): "same" would be a claim the data does not make.
+        """
+        if min(self.n_a, self.n_b) < MIN_SAMPLES:
+            return f"inconclusive (n={self.n_a} vs {self.n_b}; needs >= {MIN_SAMPLES} each)"
         if not self.significant:
             return "same"
         return "worse" if self.worse_pct > 0 else "better"

@@ -59,7 +59,7 @@ from .child import GATE_GO
 from .errors import IpcbenchError
 from .measure import MAX_CPU_FRACTION, wait_stats
 from .plan import Measurement, RunOptions, plan_measurements
-from .results import ALL_RANKS, ENV_FILE, SAMPLES_FILE, EpochSample, SamplesWriter, read_samples, summarize, write_json
+from .results import ALL_RANKS, ENV_FILE, SAMPLES_FILE, SamplesWriter, WindowSample, read_samples, summarize, write_json
 from .runner import (
     Failure,
     RunResult,
@@ -110,7 +110,7 @@ class RankOutcome:
     """One rank's result of one measurement (all_gather_object)."""
 
     rank: int
-    samples: tuple[EpochSample, ...]  # empty when the measurement failed
+    samples: tuple[WindowSample, ...]  # empty when the measurement failed
     error: str | None
     detail: str
 
@@ -141,7 +141,7 @@ def use_loopback_if_local(environ: dict[str, str] | os._Environ[str] = os.enviro
 
 
 # -- combining the ranks' figures --------------------------------------------------
-def combine_epoch(rows: Sequence[EpochSample], hosts: Sequence[str]) -> EpochSample:
+def combine_epoch(rows: Sequence[WindowSample], hosts: Sequence[str]) -> WindowSample:
     """One epoch of every rank (``rows[r]`` is rank r's, on ``hosts[r]``) as the run's row (rank "all").
 
     Each rank feeds its own training replica, so rates and volumes add up:
@@ -202,7 +202,7 @@ def combine_epoch(rows: Sequence[EpochSample], hosts: Sequence[str]) -> EpochSam
     )
 
 
-def _weighted_stages(rows: Sequence[EpochSample]) -> dict[str, float] | None:
+def _weighted_stages(rows: Sequence[WindowSample]) -> dict[str, float] | None:
     """Per-batch stage times over every rank's batches (None unless every rank timed its stages)."""
     stages = [r.stage_ms_per_batch for r in rows]
     batches = sum(r.batches for r in rows)
@@ -222,7 +222,7 @@ def _hash_in_order(parts: Any) -> str:
     return h.hexdigest()
 
 
-def combined_rows(outcomes: Sequence[RankOutcome], hosts: Sequence[str]) -> list[EpochSample]:
+def combined_rows(outcomes: Sequence[RankOutcome], hosts: Sequence[str]) -> list[WindowSample]:
     """Every rank's rows, marked with its rank, then one combined row per epoch."""
     ranked = [[dataclasses.replace(s, rank=str(o.rank)) for s in o.samples] for o in outcomes]
     counts = {len(rows) for rows in ranked}
@@ -257,8 +257,9 @@ def measure_on_rank(
 ) -> RankOutcome:
     """One measurement process on this rank, its epochs gated with the other ranks'."""
     read_fd, write_fd = os.pipe()
-    spec = dataclasses.replace(child_spec(options, measurement), gate_fd=read_fd)
-    gates_total, gates = 1 + options.epochs, 0
+    # One epoch a window on every rank, so that the ranks' windows are the same epochs.
+    spec = dataclasses.replace(child_spec(options, measurement), gate_fd=read_fd, epochs_per_window=1)
+    gates_total, gates = 1 + options.windows, 0
 
     def on_event(event: dict[str, Any]) -> None:
         nonlocal gates
@@ -285,7 +286,7 @@ def measure_on_rank(
     return RankOutcome(rank, samples, error, outcome.detail)
 
 
-def _mean_rate(samples: Sequence[EpochSample]) -> float | None:
+def _mean_rate(samples: Sequence[WindowSample]) -> float | None:
     rates = [s.batches_per_s for s in samples if not s.warmup]
     return sum(rates) / len(rates) if rates else None
 
@@ -448,7 +449,7 @@ def _run(
     plan = plan_measurements(setup.options)
     say(
         f"ipcbench run --distributed {run_id}: {world_size} ranks on {len(set(hosts))} host(s), "
-        f"{len(plan)} measurements per rank, 1 warm-up + {setup.options.epochs} epochs each -> {run_dir}"
+        f"{len(plan)} measurements per rank, 1 warm-up + {setup.options.windows} epochs each -> {run_dir}"
     )
 
     writer = SamplesWriter(run_dir / SAMPLES_FILE)  # appended to by rank 0 only

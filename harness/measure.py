@@ -102,6 +102,23 @@ def read_stat(pid: int) -> tuple[str, int, float, int]:
     return state, pgrp, cpu_s, int(fields[19])
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy since boot, every core together (/proc/stat).
+
+    Busy is user, nice, system, irq, softirq and steal (a VM's neighbours taking the
+    host's cores count as busy: they are time this machine did not get); idle and
+    iowait are not. With the CPU of a measurement's own process tree taken out, the
+    rest is what other processes used: ``other_cores``.
+    """
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+
+
 def children_of(pid: int) -> list[int]:
     """Direct children of ``pid`` (every thread's children file); [] if it is gone."""
     if not _HAS_CHILDREN:

@@ -3,7 +3,7 @@
 ::
 
     RunOptions         everything one run measures, validated (strategies, worker counts,
-                       workloads and batch sizes, repeats, epochs, the LoaderConfig)
+                       workloads and batch sizes, repeats, windows, the LoaderConfig)
     plan_measurements  for repeat in range(R): for cell in cells: one Measurement
                        (A B C D, A B C D, ...: a slow drift of the machine spreads over
                        every cell instead of biasing the ones that ran last); a cell is
@@ -24,6 +24,9 @@ from strategies.config import WORKLOADS
 from strategies.work import tile_nbytes
 
 DEFAULT_SAMPLER_INTERVAL_S = 0.2  # the shortest wait; measure.MAX_CPU_FRACTION stretches it (see env.json sampler)
+# The shortest measured window: long against the epoch boundaries, the timers and the
+# memory sampler's period, as pyperf makes each value last 100 ms or more.
+DEFAULT_MIN_WINDOW_S = 0.5
 # No event for this long means a hung child: the slowest step is one epoch of the
 # slowest strategy on the real dataset (a few seconds) or a start-up importing torch.
 DEFAULT_WATCHDOG_S = 120.0
@@ -74,7 +77,9 @@ class RunOptions:
     workers: tuple[int, ...]
     loader: LoaderConfig  # its ``workers`` is replaced per cell
     repeats: int = 3
-    epochs: int = 2
+    windows: int = 2  # measured windows per process, after one warm-up window
+    # Each window is as many whole epochs as its time reaches this (docs/design.md section 7).
+    min_window_s: float = DEFAULT_MIN_WINDOW_S
     step_ms: float = 0.0
     # Every (workload, batch size) each strategy runs at; empty: the loader's own, one cell per strategy x workers.
     workloads: tuple[Workload, ...] = ()
@@ -91,8 +96,10 @@ class RunOptions:
             raise ValueError(f"RunOptions.workers={self.workers} must be one or more counts >= 1")
         if self.repeats < 1:
             raise ValueError(f"RunOptions.repeats={self.repeats} must be >= 1")
-        if self.epochs < 1:
-            raise ValueError(f"RunOptions.epochs={self.epochs} must be >= 1")
+        if self.windows < 1:
+            raise ValueError(f"RunOptions.windows={self.windows} must be >= 1")
+        if not self.min_window_s >= 0:
+            raise ValueError(f"RunOptions.min_window_s={self.min_window_s} must be >= 0")
         if self.step_ms < 0:
             raise ValueError(f"RunOptions.step_ms={self.step_ms} must be >= 0")
         if self.sampler_interval_s < 0:
@@ -115,8 +122,9 @@ class RunOptions:
             "strategies": list(self.strategies),
             "workers": list(self.workers),
             "repeats": self.repeats,
-            "epochs": self.epochs,
-            "warmup_epochs": 1,
+            "windows": self.windows,
+            "warmup_windows": 1,
+            "min_window_s": self.min_window_s,
             "step_ms": self.step_ms,
             "workloads": [dataclasses.asdict(w) for w in self.cell_workloads],
             "quick": self.quick,

@@ -16,7 +16,7 @@
                 as orphans_after_exit and killed), no new ipcbench_*/psm_* segment
                 (counted as leaked_shm_after_exit; not deleted: on a shared machine it
                 may belong to someone else)
-    results     each finished measurement's epochs are appended to samples.jsonl at once;
+    results     each finished measurement's windows are appended to samples.jsonl at once;
                 summary.csv and env.json are (re)written at the end, also after Ctrl-C
 
 The child's environment pins OMP/MKL/OpenBLAS/numexpr to one thread. A failed
@@ -54,8 +54,8 @@ from .results import (
     FAILURES_FILE,
     SAMPLES_FILE,
     SCHEMA_VERSION,
-    EpochSample,
     SamplesWriter,
+    WindowSample,
     append_lines,
     read_samples,
     write_json,
@@ -75,7 +75,8 @@ def child_spec(options: RunOptions, measurement: Measurement) -> ChildSpec:
         strategy=measurement.strategy,
         dataset=options.dataset,
         loader=loader.as_dict(),
-        epochs=options.epochs,
+        windows=options.windows,
+        min_window_s=options.min_window_s,
         step_ms=options.step_ms,
         sampler_interval_s=options.sampler_interval_s,
     )
@@ -86,7 +87,7 @@ def child_spec(options: RunOptions, measurement: Measurement) -> ChildSpec:
 class ChildOutcome:
     """What a measurement process reported, and what it left behind."""
 
-    epochs: tuple[dict[str, Any], ...] = ()
+    windows: tuple[dict[str, Any], ...] = ()
     startup_s: float | None = None
     closed: dict[str, Any] | None = None  # shutdown_s, leftover_processes, leaked_shm, ...
     returncode: int | None = None
@@ -99,7 +100,7 @@ class ChildOutcome:
 
     @property
     def complete(self) -> bool:
-        """Its epochs can be written: they are whole and the shutdown was measured."""
+        """Its windows can be written: they are whole and the shutdown was measured."""
         return self.error is None and self.closed is not None
 
 
@@ -249,7 +250,7 @@ def _outcome(
         by_kind.setdefault(event.get("event", "?"), []).append(event)
     ready = by_kind.get("ready", [{}])[0]
     closed = by_kind.get("closed", [None])[0]
-    epochs = tuple({k: v for k, v in e.items() if k != "event"} for e in by_kind.get("epoch", []))
+    windows = tuple({k: v for k, v in e.items() if k != "event"} for e in by_kind.get("window", []))
     interrupted = reason == "interrupted" or "interrupted" in by_kind
     error, detail = None, tail
     if "error" in by_kind:
@@ -263,7 +264,7 @@ def _outcome(
     elif returncode not in (0, 130) and not interrupted:
         error = f"the measurement process exited with status {returncode}"
     return ChildOutcome(
-        epochs=epochs,
+        windows=windows,
         startup_s=ready.get("startup_s"),
         closed=None if closed is None else {k: v for k, v in closed.items() if k != "event"},
         returncode=returncode,
@@ -278,7 +279,7 @@ def _outcome(
 
 def samples_from(
     outcome: ChildOutcome, options: RunOptions, measurement: Measurement, run_id: str
-) -> list[EpochSample]:
+) -> list[WindowSample]:
     """samples.jsonl lines of a complete measurement (none for an incomplete one)."""
     if not outcome.complete:
         return []
@@ -306,27 +307,28 @@ def samples_from(
         "orphans_after_exit": outcome.orphans_after_exit,
         "leaked_shm_after_exit": outcome.leaked_shm_after_exit,
     }
-    known = set(EpochSample.field_names())
+    known = set(WindowSample.field_names())
     samples = []
-    for epoch in outcome.epochs:
-        fields = {**identity, **process, **{k: v for k, v in epoch.items() if k in known}}
+    for window in outcome.windows:
+        fields = {**identity, **process, **{k: v for k, v in window.items() if k in known}}
         fields["wait_ms"] = tuple(fields["wait_ms"])
         fields["memory_trace"] = tuple(tuple(row) for row in fields["memory_trace"])
         fields["images"] = tuple(fields.get("images", ()))
-        samples.append(EpochSample(**fields))
+        fields["checksums"] = tuple(fields.get("checksums", ()))
+        samples.append(WindowSample(**fields))
     return samples
 
 
 # -- the whole run ----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """What the runner tells its caller (the CLI draws it): kind is start, epoch or done."""
+    """What the runner tells its caller (the CLI draws it): kind is start, window or done."""
 
     kind: str
     measurement: Measurement
     total: int
     elapsed_s: float
-    event: dict[str, Any] | None = None  # kind "epoch": the child's epoch event
+    event: dict[str, Any] | None = None  # kind "window": the child's window event
     outcome: ChildOutcome | None = None  # kind "done"
 
 
@@ -396,8 +398,8 @@ def run_plan(
             notify(Progress("start", measurement, len(plan), clock() - started))
 
             def forward(event: dict[str, Any], measurement: Measurement = measurement) -> None:
-                if event.get("event") == "epoch":
-                    notify(Progress("epoch", measurement, len(plan), clock() - started, event=event))
+                if event.get("event") == "window":
+                    notify(Progress("window", measurement, len(plan), clock() - started, event=event))
 
             try:
                 outcome = launch(child_spec(options, measurement), flag, forward)
@@ -441,7 +443,7 @@ def append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
 
 
 def sampler_overhead(samples: Sequence[dict[str, Any]], strategy: str | None = None) -> float | None:
-    """The sampler thread's CPU time over the measured epochs' wall time (a fraction of one core).
+    """The sampler thread's CPU time over the measured windows' wall time (a fraction of one core).
 
     A ratio of totals, not a median of per-epoch ratios: an epoch shorter than the
     sampler's wait holds no sample at all, and a median of such epochs would say 0.

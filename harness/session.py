@@ -26,13 +26,20 @@ from strategies import STRATEGIES, LoaderConfig
 from strategies.config import WORKLOADS
 
 from .errors import IpcbenchError
-from .plan import DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S, RunOptions, Workload, batch_size_for_mib
+from .plan import (
+    DEFAULT_MIN_WINDOW_S,
+    DEFAULT_SAMPLER_INTERVAL_S,
+    DEFAULT_WATCHDOG_S,
+    RunOptions,
+    Workload,
+    batch_size_for_mib,
+)
 
 RESULTS_DIR = Path("results")
 DEFAULT_WORKERS = (1, 2)
-# 10 measured epochs per cell, in 5 fresh processes (docs/design.md section 7: >= 6)
-DEFAULT_REPEATS, DEFAULT_EPOCHS = 5, 2
-QUICK_REPEATS, QUICK_EPOCHS = 1, 1
+# 10 measured windows per cell, in 5 fresh processes (docs/design.md section 7: >= 6)
+DEFAULT_REPEATS, DEFAULT_WINDOWS = 5, 2
+QUICK_REPEATS, QUICK_WINDOWS = 1, 1
 DEFAULT_WORKLOADS = ("full",)
 DEFAULT_TRANSFER_MIB = (4.0, 16.0)  # the transfer workload's batch sizes: one image-sized batch, and four
 
@@ -45,7 +52,8 @@ class RunRequest:
     strategies: tuple[str, ...] | None = None  # None: every registered strategy
     workers: tuple[int, ...] = DEFAULT_WORKERS
     repeats: int | None = None
-    epochs: int | None = None
+    windows: int | None = None  # measured windows per process, after one warm-up window
+    min_window_s: float = DEFAULT_MIN_WINDOW_S
     step_ms: float = 0.0
     quick: bool = False
     out: Path | None = None  # None: results/<run id>
@@ -65,6 +73,8 @@ class RunRequest:
             raise IpcbenchError(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
         if self.batch_size is not None and "full" not in self.workloads:
             raise IpcbenchError("--batch-size sets the full workload's batch; the transfer workload's is --batch-mib")
+        if not self.min_window_s >= 0:
+            raise IpcbenchError(f"--min-window-s {self.min_window_s} must be >= 0")
         if self.batch_mib is not None and "transfer" not in self.workloads:
             raise IpcbenchError("--batch-mib sets the transfer workload's batch sizes; add transfer to --workload")
 
@@ -127,7 +137,8 @@ def build_options(request: RunRequest, dataset: Path, source: str, channels: int
             workers=tuple(request.workers),
             loader=loader,
             repeats=request.repeats if request.repeats is not None else (QUICK_REPEATS if quick else DEFAULT_REPEATS),
-            epochs=request.epochs if request.epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS),
+            windows=request.windows if request.windows is not None else (QUICK_WINDOWS if quick else DEFAULT_WINDOWS),
+            min_window_s=request.min_window_s,
             step_ms=request.step_ms,
             workloads=workloads,
             quick=quick,
@@ -157,8 +168,10 @@ def canonical_command(options: RunOptions, dataset: str) -> list[str]:
         ",".join(map(str, options.workers)),
         "--repeats",
         str(options.repeats),
-        "--epochs",
-        str(options.epochs),
+        "--windows",
+        str(options.windows),
+        "--min-window-s",
+        f"{options.min_window_s:g}",
         "--step-ms",
         f"{options.step_ms:g}",
         "--prefetch",
@@ -189,7 +202,7 @@ def sampler_env(options: RunOptions) -> dict[str, Any]:
         "warmup_max_cpu_fraction": WARMUP_SAMPLER_MAX_CPU_FRACTION,
         "source": "/proc/PID/smaps_rollup (PSS, USS), /proc/PID/stat (CPU), statvfs(/dev/shm)",
         "overhead_fraction": None,
-        "method": "sampler thread CPU time / wall time of the measured epochs (a fraction of one core)",
+        "method": "sampler thread CPU time / wall time of the measured windows (a fraction of one core)",
     }
 
 

@@ -41,7 +41,7 @@ PSS_MB = {
     "torch": (420, 260),
     "threads": (260, 0),
 }
-CPU_S = {"baseline": 0.022, "pipe": 0.030, "queue": 0.038, "shm": 0.025, "torch": 0.032, "threads": 0.026}
+CPU_S = {"baseline": 0.022, "pipe": 0.030, "queue": 0.057, "shm": 0.025, "torch": 0.032, "threads": 0.026}
 # transfer workload: batches/s of a 32-tile batch at two workers (inversely proportional to the batch size)
 TRANSFER_RATE = {"baseline": 900.0, "pipe": 200.0, "queue": 90.0, "shm": 1100.0, "torch": 120.0, "threads": 700.0}
 GB_PER_S = 9.9  # the fixture machine's memcpy

@@ -41,6 +41,10 @@ ENV_KEYS = [
 ]
 
 
+# Short calibrated windows: long enough to span several epochs of the tiny dataset, short for the suite.
+MIN_WINDOW_S = 0.2
+
+
 @pytest.fixture
 def dataset(tmp_path):
     return write_dataset(tmp_path / "ds", images=2, height=96, width=128, channels=1)
@@ -60,6 +64,8 @@ def run_args(dataset, out, *extra: str) -> list[str]:
         "32",
         "--batch-size",
         "4",
+        "--min-window-s",
+        str(MIN_WINDOW_S),
         *extra,
     ]
 
@@ -72,7 +78,8 @@ def test_quick_run_writes_a_complete_results_folder(dataset, tmp_path, capsys, m
     env = json.loads((out / "env.json").read_text())
     assert set(ENV_KEYS) <= set(env)
     assert env["config"]["strategies"] == ["baseline"] and env["config"]["workers"] == [1, 2]
-    assert env["config"]["tile"] == 32 and env["config"]["repeats"] == 1 and env["config"]["epochs"] == 1
+    assert env["config"]["tile"] == 32 and env["config"]["repeats"] == 1 and env["config"]["windows"] == 1
+    assert env["config"]["min_window_s"] == MIN_WINDOW_S
     assert env["dataset"]["images"] == 2 and env["dataset"]["shape"] == [1, 96, 128]
     assert env["memcpy"]["gb_per_s"] > 0 and env["memcpy"]["batch_copies_per_s_one_core"] > 0
     # R describes the whole run: a round at its start and one at its end, pooled.
@@ -84,7 +91,11 @@ def test_quick_run_writes_a_complete_results_folder(dataset, tmp_path, capsys, m
     assert env["command"][:2] == ["ipcbench", "run"] and "--quick" in env["command"]
 
     records = read_samples(out / SAMPLES_FILE)
-    assert len(records) == 4  # 2 worker counts x 1 repeat x (warm-up + 1 epoch)
+    assert len(records) == 4  # 2 worker counts x 1 repeat x (warm-up + 1 window)
+    # Calibrated windows: each stored sample covers at least the minimum, in whole epochs.
+    assert all(r["seconds"] >= MIN_WINDOW_S and r["epochs"] >= 1 for r in records)
+    assert all(r["batches"] == r["epochs"] * records[0]["batches"] // records[0]["epochs"] for r in records)
+    assert all(len(r["checksums"]) == r["epochs"] for r in records)
     assert all(set(SCHEMA_FIELDS) <= set(r) for r in records)
     assert {(r["workers"], r["warmup"]) for r in records} == {(1, True), (1, False), (2, True), (2, False)}
     assert all(r["leaked_shm"] == 0 and r["leftover_processes"] == 0 for r in records)
@@ -125,13 +136,15 @@ def test_clear_errors_for_bad_arguments(dataset, tmp_path, capsys):
 def test_summary_lines_one_per_cell_with_flags():
     rows = [
         make_sample(workers=w, repeat=r, epoch=1, batches_per_s=rate, leaked_shm=leak).as_dict()
-        for w, rates, leak in ((1, (10.0, 10.2, 9.9), 0), (2, (10.0, 30.0, 10.0), 1))
+        for w, rates, leak in ((1, (10.0, 10.2, 9.9, 10.1, 10.0, 9.8), 0), (2, (10.0, 30.0, 10.0) * 2, 1))
         for r, rate in enumerate(rates)
     ]
     lines = summary_lines(summarize(rows))
     assert len(lines) == 3 and lines[0].startswith("strategy")
     assert "10.0 [" in lines[1] and "unstable" not in lines[1]
     assert "unstable" in lines[2] and "UNCLEAN" in lines[2]
+    few = summary_lines(summarize(rows[:3]))  # the same first cell, 3 samples: not judged
+    assert "too few samples (n=3 < 6)" in few[1] and "ok" not in few[1].split()
 
 
 def test_format_eta():
@@ -150,13 +163,14 @@ def test_progress_redraws_one_line_on_a_terminal():
     stream = FakeTerminal()
     progress = ProgressLine(stream)
     progress(Progress("start", measurement, total=2, elapsed_s=0.0))
-    progress(Progress("epoch", measurement, 2, 1.0, event={"epoch": 0, "warmup": True, "batches_per_s": 50.0}))
-    outcome = ChildOutcome(epochs=({"warmup": True, "batches_per_s": 50.0}, {"warmup": False, "batches_per_s": 80.0}))
+    event = {"window": 0, "epoch": 0, "epochs": 3, "warmup": True, "batches_per_s": 50.0}
+    progress(Progress("window", measurement, 2, 1.0, event=event))
+    outcome = ChildOutcome(windows=({"warmup": True, "batches_per_s": 50.0}, {"warmup": False, "batches_per_s": 80.0}))
     progress(Progress("done", measurement, 2, 2.0, outcome=outcome))
     progress.end()
     text = stream.getvalue()
     assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
-    assert "epoch 0 (warm-up): 50.0 batches/s" in text and "80.0 batches/s" in text
+    assert "window 0 (warm-up): 50.0 batches/s" in text and "80.0 batches/s" in text
 
 
 def test_workloads_and_batch_sizes_in_mib_are_cells_with_r_for_each(dataset, tmp_path, capsys, monkeypatch):

@@ -94,3 +94,13 @@ def test_gate_without_common_cells_is_an_error(
     other = write_results(tmp_path / "other", strategies=("torch",), workers=(1,), faults=False, summary=False)
     assert main(["compare", str(runs["a"]), str(other), "--fail-if-regressed", "10"]) == 2
     assert "nothing to gate on" in capsys.readouterr().err
+
+
+def test_one_sample_against_one_is_inconclusive_not_same() -> None:
+    """At n = 1 vs 1 the test's p is 1 whatever the change: -55% is not "same", it is undecided."""
+    one = CellChange(CELL, "batches_per_s", 1, 1, 100.0, 44.5, 0.445, 1.0, False)
+    assert one.verdict == "inconclusive (n=1 vs 1; needs >= 6 each)"
+    five = CellChange(CELL, "batches_per_s", 6, 5, 100.0, 44.5, 0.445, 0.01, False)
+    assert five.verdict.startswith("inconclusive (n=6 vs 5")
+    six = CellChange(CELL, "batches_per_s", 6, 6, 100.0, 99.0, 0.99, 0.9, False)
+    assert six.verdict == "same"

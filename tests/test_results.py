@@ -14,8 +14,8 @@ from harness.results import (
     SAMPLES_FILE,
     SCHEMA_VERSION,
     SUMMARY_FILE,
-    EpochSample,
     SamplesWriter,
+    WindowSample,
     read_samples,
     summarize,
     write_json,
@@ -64,7 +64,7 @@ SCHEMA_FIELDS = [
 ]
 
 
-def make_sample(**changes) -> EpochSample:
+def make_sample(**changes) -> WindowSample:
     fields = dict(
         run_id="r",
         strategy="baseline",
@@ -104,12 +104,12 @@ def make_sample(**changes) -> EpochSample:
         checksum="abc",
     )
     fields.update(changes)
-    return EpochSample(**fields)
+    return WindowSample(**fields)
 
 
 def test_record_has_every_schema_field_and_is_frozen():
     sample = make_sample()
-    assert set(SCHEMA_FIELDS) <= set(EpochSample.field_names())
+    assert set(SCHEMA_FIELDS) <= set(WindowSample.field_names())
     assert sample.schema_version == SCHEMA_VERSION
     with pytest.raises(dataclasses.FrozenInstanceError):
         sample.workers = 2  # type: ignore[misc]

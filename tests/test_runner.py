@@ -34,7 +34,7 @@ def options(tmp_path, **changes) -> RunOptions:
         workers=(1, 2),
         loader=LoaderConfig(batch_size=8, tile=32),
         repeats=2,
-        epochs=2,
+        windows=2,
     )
     fields.update(changes)
     return RunOptions(**fields)
@@ -70,7 +70,7 @@ def epoch_event(epoch: int) -> dict:
 
 def fake_outcome(epochs: int = 3, **changes) -> ChildOutcome:
     fields = dict(
-        epochs=tuple(epoch_event(e) for e in range(epochs)),
+        windows=tuple(epoch_event(e) for e in range(epochs)),
         startup_s=0.2,
         closed={"shutdown_s": 0.05, "leaked_shm": 0, "leftover_processes": 0},
         returncode=0,
@@ -91,8 +91,8 @@ class FakeLauncher:
         outcome = self.outcomes.get(len(self.calls), fake_outcome())
         if isinstance(outcome, BaseException):
             raise outcome
-        for event in outcome.epochs:
-            on_event({"event": "epoch", **event})
+        for event in outcome.windows:
+            on_event({"event": "window", **event})
         return outcome
 
 
@@ -116,7 +116,7 @@ def test_run_plan_launches_in_plan_order_and_appends_samples(tmp_path):
     assert (first["strategy"], first["workers"], first["repeat"], first["run_id"]) == ("a", 1, 0, "run1")
     assert (first["batch_size"], first["tile"], first["dataset"], first["startup_s"]) == (8, 32, "tiny", 0.2)
     assert [r["warmup"] for r in records[:3]] == [True, False, False]
-    assert [p.kind for p in seen[:5]] == ["start", "epoch", "epoch", "epoch", "done"]
+    assert [p.kind for p in seen[:5]] == ["start", "window", "window", "window", "done"]
 
 
 def test_interruption_keeps_finished_measurements(tmp_path):
@@ -166,7 +166,7 @@ def test_run_child_measures_baseline_end_to_end(tiny_dataset):
     spec = ChildSpec(
         strategy="baseline",
         dataset=str(tiny_dataset),
-        epochs=2,
+        windows=2,
         sampler_interval_s=0.05,
         loader=LoaderConfig(batch_size=4, tile=32, workers=1).as_dict(),
     )
@@ -174,9 +174,9 @@ def test_run_child_measures_baseline_end_to_end(tiny_dataset):
     outcome = run_child(spec, on_event=events.append, watchdog_s=60)
     assert outcome.complete, (outcome.error, outcome.detail)
     assert outcome.returncode == 0 and outcome.orphans_after_exit == 0 and outcome.leaked_shm_after_exit == 0
-    assert [e["epoch"] for e in outcome.epochs] == [0, 1, 2]
-    assert [e["event"] for e in events] == ["ready", "epoch", "epoch", "epoch", "closed"]
-    warmup, measured = outcome.epochs[0], outcome.epochs[1]
+    assert [e["epoch"] for e in outcome.windows] == [0, 1, 2]
+    assert [e["event"] for e in events] == ["ready", "window", "window", "window", "closed"]
+    warmup, measured = outcome.windows[0], outcome.windows[1]
     assert warmup["checksum_full"] and measured["checksum_full"] is None
     assert measured["batches"] == len(measured["wait_ms"]) > 0
     assert measured["pss_peak_mb"] > 10 and measured["memory_trace"]
@@ -200,7 +200,7 @@ FAKE_CHILD = textwrap.dedent("""
 
 
 def fake_child(strategy: str) -> tuple[ChildSpec, list[str]]:
-    return ChildSpec(strategy=strategy, dataset="-", epochs=1), [sys.executable, "-c", FAKE_CHILD]
+    return ChildSpec(strategy=strategy, dataset="-", windows=1), [sys.executable, "-c", FAKE_CHILD]
 
 
 def test_child_environment_pins_threads_and_orphans_are_counted_and_killed(monkeypatch):
@@ -225,7 +225,7 @@ def test_ctrl_c_stops_the_child_which_closes_its_generator_and_reports(tiny_data
     spec = ChildSpec(
         strategy="baseline",
         dataset=str(tiny_dataset),
-        epochs=200,
+        windows=200,
         step_ms=5.0,
         loader=LoaderConfig(batch_size=4, tile=32, workers=1).as_dict(),
     )
@@ -235,12 +235,12 @@ def test_ctrl_c_stops_the_child_which_closes_its_generator_and_reports(tiny_data
     def on_event(event):
         if event["event"] == "ready":
             child_pids.append(event["pid"])
-        if event["event"] == "epoch" and event["epoch"] == 1:
+        if event["event"] == "window" and event["epoch"] == 1:
             flag.count = 1  # what the SIGINT handler does on Ctrl-C
 
     outcome = run_child(spec, interrupt=flag, on_event=on_event, watchdog_s=60)
     assert outcome.interrupted and outcome.returncode == 130
-    assert outcome.complete and 2 <= len(outcome.epochs) < 201
+    assert outcome.complete and 2 <= len(outcome.windows) < 201
     assert outcome.closed["leftover_processes"] == 0
     assert not is_alive(child_pids[0])
 

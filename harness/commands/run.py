@@ -3,8 +3,8 @@
 ::
 
     ipcbench run                               # the main job: real dataset, every strategy,
-                                               # workers 1 and 2, 3 repeats x 2 epochs
-    ipcbench run --quick                       # 1 repeat x 1 epoch: a check in about a minute
+                                               # workers 1 and 2, 5 repeats x 2 windows
+    ipcbench run --quick                       # 1 repeat x 1 window: a check in about a minute
     ipcbench run --dataset synth --strategies pipe,shm --workers 2 --step-ms 20
     ipcbench run --workload transfer           # the IPC path alone, batches of 4 and 16 MiB
     ipcbench run --workload full,transfer --batch-mib 4 --workers 2   # the performance goals, one run
@@ -34,14 +34,15 @@ from typing import Any, TextIO
 from strategies.signals import EXIT_STATUS_SIGTERM
 
 from ..errors import IpcbenchError
+from ..plan import DEFAULT_MIN_WINDOW_S
 from ..session import (
-    DEFAULT_EPOCHS,
     DEFAULT_REPEATS,
     DEFAULT_TRANSFER_MIB,
+    DEFAULT_WINDOWS,
     DEFAULT_WORKERS,
     DEFAULT_WORKLOADS,
-    QUICK_EPOCHS,
     QUICK_REPEATS,
+    QUICK_WINDOWS,
     RunRequest,
     build_options,
     build_report,
@@ -109,11 +110,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"fresh processes per cell (default: {DEFAULT_REPEATS}; --quick: {QUICK_REPEATS})",
     )
     parser.add_argument(
+        "--windows",
         "--epochs",
+        dest="windows",
         type=int,
-        metavar="E",
-        help=f"measured epochs per process, after one warm-up epoch (default: {DEFAULT_EPOCHS}; "
-        f"--quick: {QUICK_EPOCHS})",
+        metavar="W",
+        help=f"measured windows per process, after one warm-up window (default: {DEFAULT_WINDOWS}; "
+        f"--quick: {QUICK_WINDOWS}); --epochs is the same option",
+    )
+    parser.add_argument(
+        "--min-window-s",
+        type=float,
+        default=DEFAULT_MIN_WINDOW_S,
+        metavar="S",
+        help="each measured window runs as many whole epochs as it takes to last S seconds, so that short "
+        f"epochs still give steady figures (default: {DEFAULT_MIN_WINDOW_S:g}; 0: one epoch a window)",
     )
     parser.add_argument(
         "--step-ms",
@@ -123,7 +134,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="simulated training step after each batch, in ms (a sleep; default: 0)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help=f"a fast check: {QUICK_REPEATS} repeat x {QUICK_EPOCHS} epoch unless given"
+        "--quick",
+        action="store_true",
+        help=f"a fast check: {QUICK_REPEATS} repeat x {QUICK_WINDOWS} window unless given",
     )
     parser.add_argument("--out", type=Path, metavar="DIR", help="results folder (default: results/<UTC time>)")
     parser.add_argument("--prefetch", type=int, metavar="P", help="processed images in flight per worker")
@@ -187,11 +200,11 @@ class ProgressLine:
             else:
                 print(f"{head}: {status} ({outcome.wall_s:.1f} s)  {eta}", file=self.stream, flush=True)
         elif self.tty:
-            epoch = progress.event
+            window = progress.event
             detail = "starting"
-            if epoch is not None:
-                warmup = " (warm-up)" if epoch["warmup"] else ""
-                detail = f"epoch {epoch['epoch']}{warmup}: {epoch['batches_per_s']:.1f} batches/s"
+            if window is not None:
+                warmup = " (warm-up)" if window["warmup"] else ""
+                detail = f"window {window['window']}{warmup}: {window['batches_per_s']:.1f} batches/s"
             self._draw(f"{head}: {detail}  {eta}")
 
     def _draw(self, text: str) -> None:
@@ -210,8 +223,8 @@ class ProgressLine:
 def _outcome_text(outcome: Any) -> str:
     if outcome.error:
         return f"FAILED: {outcome.error}"
-    rates = [e["batches_per_s"] for e in outcome.epochs if not e["warmup"]]
-    text = f"{sum(rates) / len(rates):.1f} batches/s" if rates else "no measured epoch"
+    rates = [w["batches_per_s"] for w in outcome.windows if not w["warmup"]]
+    text = f"{sum(rates) / len(rates):.1f} batches/s" if rates else "no measured window"
     if outcome.interrupted:
         text += " (interrupted)"
     if outcome.orphans_after_exit or outcome.leaked_shm_after_exit:
@@ -264,9 +277,7 @@ def summary_lines(summary: Any, copies_per_s: dict[int, float] | None = None) ->
         of_r = "-"
         if r["workload"] == "transfer" and r_rate:
             of_r = f"{float(r['batches_per_s_median']) / r_rate:.2f}"
-        flags = []
-        if bool(r["unstable"]):
-            flags.append(f"unstable (cv {float(r['batches_per_s_cv']):.0%})")
+        flags = [] if r["verdict"] == "ok" else [str(r["verdict"])]
         if r["leaked_shm_max"] or r["leftover_processes_max"] or r["orphans_after_exit_max"]:
             flags.append("UNCLEAN shutdown")
         if not bool(r["checksums_consistent"]):
@@ -305,7 +316,8 @@ def request_from(args: argparse.Namespace) -> RunRequest:
         strategies=args.strategies,
         workers=args.workers,
         repeats=args.repeats,
-        epochs=args.epochs,
+        windows=args.windows,
+        min_window_s=args.min_window_s,
         step_ms=args.step_ms,
         quick=args.quick,
         out=args.out,
@@ -363,7 +375,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"ipcbench run {run_id}: {plan_size} measurements ({len(options.strategies)} strategies x "
         f"{len(options.workers)} worker counts x {variants} workload/batch sizes x {options.repeats} repeats, "
-        f"1 warm-up + {options.epochs} epochs each) on {dataset} -> {run_dir}",
+        f"1 warm-up + {options.windows} windows of >= {options.min_window_s:g} s each) on {dataset} -> {run_dir}",
         file=err,
     )
 
@@ -397,7 +409,7 @@ def main(args: argparse.Namespace) -> int:
     if request.report and result.samples:
         print(build_report(run_dir), file=err)
     print(
-        f"{run_dir / SUMMARY_FILE}: {result.finished}/{result.planned} measurements, {result.samples} epochs, "
+        f"{run_dir / SUMMARY_FILE}: {result.finished}/{result.planned} measurements, {result.samples} windows, "
         f"{time.monotonic() - started:.0f} s",
         file=err,
     )

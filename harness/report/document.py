@@ -21,9 +21,12 @@ import pandas as pd
 from harness.results import (
     HEADLINE,
     METRICS,
+    MIN_SAMPLES,
     UNSTABLE_CV,
     RunData,
     checksum_mismatches,
+    load_verdict,
+    machine_cores,
     stage_medians,
     variant_keys,
     variant_label,
@@ -46,7 +49,6 @@ from .provenance import (
 )
 
 SERIES = "Live-Dead Assay"
-MIN_SAMPLES = 6  # docs/design.md section 7: at least 6 measured epochs per cell for a full run
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,13 +217,14 @@ SUMMARY_TABLES = (
 def _summary_section(run: RunData) -> list[Block]:
     summary = run.summary
     keys = variant_keys(summary)
-    samples_word = "timed rounds" if run.source == "pytest-benchmark" else "measured epochs"
+    samples_word = "timed rounds" if run.source == "pytest-benchmark" else "measured windows"
     blocks: list[Block] = [
         Heading(2, "Summary"),
         Paragraph(
             f"One row per cell; {config_text(run.samples)}. Each value is the median over {samples_word} with the "
-            f"IQR in brackets (start-up and shutdown: one value per process). A cell is flagged *unstable* when "
-            f"its batches/s spread (std / mean) exceeds {UNSTABLE_CV:.0%}."
+            f"IQR in brackets (start-up and shutdown: one value per process). Each cell has one verdict: *ok*, "
+            f"*unstable* when its batches/s spread (std / mean) exceeds {UNSTABLE_CV:.0%}, *too few samples* under "
+            f"{MIN_SAMPLES} measured windows, and *loaded* when other processes used over half the cores meanwhile."
         ),
     ]
     for title, columns in SUMMARY_TABLES:
@@ -231,10 +234,10 @@ def _summary_section(run: RunData) -> list[Block]:
         header = ["strategy", *keys, "n", *(label for _, label, _ in present)]
         numeric = [False] + [True] * (len(keys) + 1 + len(present))
         extra = []
-        if title.startswith("Throughput") and "unstable" in summary:
-            header.append("stability")
+        if title.startswith("Throughput") and "verdict" in summary:
+            header.append("verdict")
             numeric.append(False)
-            extra = ["stability"]
+            extra = ["verdict"]
         if title.startswith("Memory"):
             for counter, label in (
                 ("leaked_shm_max", "leaked shm"),
@@ -251,9 +254,8 @@ def _summary_section(run: RunData) -> list[Block]:
             cells = [str(row["strategy"]), *(str(plain(row[k])) for k in keys), str(int(row["n"]))]
             cells += [_cell(row, m, scale) for m, _, scale in present]
             for column in extra:
-                if column == "stability":
-                    cv = row.get(f"{HEADLINE}_cv")
-                    cells.append(f"**unstable** (cv {cv:.0%})" if bool(row["unstable"]) else "ok")
+                if column == "verdict":
+                    cells.append(row["verdict"] if row["verdict"] == "ok" else f"**{row['verdict']}**")
                 else:
                     cells.append(str(int(row[column])) if pd.notna(row[column]) else "–")
             rows.append(tuple(cells))
@@ -342,7 +344,7 @@ def _stages_section(run: RunData) -> list[Block]:
 
 def _goals_section(run: RunData) -> list[Block]:
     """The performance goals, each a ratio of this run's own cells (see :mod:`.goals`)."""
-    results = [r for r in performance_goals(run) if r.value is not None]
+    results = [r for r in performance_goals(run) if r.value is not None]  # a missing cell: left out
     if not results:
         return []
     rows = tuple(
@@ -350,13 +352,13 @@ def _goals_section(run: RunData) -> list[Block]:
             r.what,
             r.goal,
             fmt_number(r.value),
-            "met" if r.met else "**not met**",
+            r.status if r.met else f"**{r.status}**",
             escape(r.basis),
             escape(GOALS[r.key].reason),
         )
         for r in results
     )
-    notes = (first_batch_line(run), *below_baseline_explanations(run).values())
+    notes = (first_batch_line(run), *(e.text for e in below_baseline_explanations(run).values()))
     return [
         Heading(3, "Performance goals"),
         Paragraph(
@@ -405,13 +407,35 @@ def _cell_list(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
 def _stability_section(run: RunData) -> list[Block]:
     summary = run.summary
     items = []
-    unstable = summary[summary["unstable"].astype(bool)] if "unstable" in summary else summary.iloc[0:0]
+    verdicts = summary["verdict"] if "verdict" in summary else pd.Series(dtype=str)
+    few = summary[verdicts.str.startswith("too few")]
+    unstable = summary[verdicts.str.startswith("unstable")]
+    loaded = summary[verdicts.str.contains("loaded")]
     for _, row in unstable.iterrows():
         items.append(
             f"**Unstable:** {_cell_name(row, summary)}: batches/s cv {row[f'{HEADLINE}_cv']:.0%} over "
             f"n = {int(row['n'])}: the spread is over {UNSTABLE_CV:.0%} of the mean; rerun on a quieter machine or "
             "with more repeats before reading differences of this size."
         )
+    if len(few):
+        items.append(
+            f"Fewer than {MIN_SAMPLES} measured windows in {len(few)} of {len(summary)} cells: their spread, and any "
+            f"goal resting on them, cannot be judged: {_cell_list(few, summary)}."
+        )
+    if len(loaded):
+        items.append(f"**Loaded:** other processes used over half the cores during {_cell_list(loaded, summary)}.")
+    busy = load_verdict(run.env, run.samples, machine_cores(run.env))
+    if busy:
+        items.append(f"**{busy}**")
+    if "drift" in summary:
+        drifting = summary[summary["drift"].abs() > UNSTABLE_CV]
+        if len(drifting):
+            listed = "; ".join(f"{_cell_name(r, summary)} {r['drift']:+.0%}" for _, r in drifting.iterrows())
+            items.append(
+                f"Drift: the last measured window of a process differs from its first by over {UNSTABLE_CV:.0%} "
+                f"(median over processes) in {len(drifting)} cells: {listed}. The warm-up was too short, or the "
+                "machine changed pace while measuring."
+            )
     for name in SPREAD_CHECKED:
         if f"{name}_cv" not in summary:
             continue
@@ -430,9 +454,6 @@ def _stability_section(run: RunData) -> list[Block]:
                 f"{spec.label}: median under 1 ms in {len(tiny)} of {len(summary)} cells: {_cell_list(tiny, summary)}. "
                 'Values this small are dominated by timer and scheduler noise: read them as "about zero".'
             )
-    few = summary[summary["n"] < MIN_SAMPLES]
-    if len(few) and run.source == "samples":
-        items.append(f"Fewer than {MIN_SAMPLES} measured epochs in {len(few)} cells: {_cell_list(few, summary)}.")
     mismatches = checksum_mismatches(run.samples)
     if mismatches == []:
         items.append(
@@ -445,13 +466,16 @@ def _stability_section(run: RunData) -> list[Block]:
             f"({'; '.join(mismatches[:5])}): some strategy delivered other batches."
         )
     items += [escape(note) for note in run.notes]
-    judged = summary[f"{HEADLINE}_cv"].notna().sum() if f"{HEADLINE}_cv" in summary else 0
-    if not unstable.empty:
-        lead = f"{len(unstable)} of {len(summary)} cells are unstable."
-    elif judged == len(summary):
-        lead = f"All cells are stable: batches/s spread under {UNSTABLE_CV:.0%} everywhere."
-    else:  # one sample has no spread: silence would read as "stable"
-        lead = f"Stability cannot be judged for {len(summary) - judged} of {len(summary)} cells (fewer than 2 samples)."
+    ok = int((verdicts == "ok").sum())
+    if ok == len(summary):
+        lead = f"Every cell is ok: at least {MIN_SAMPLES} measured windows, batches/s spread under {UNSTABLE_CV:.0%}."
+    else:
+        parts = [f"{ok} ok"] + [
+            f"{len(rows)} {what}"
+            for rows, what in ((unstable, "unstable"), (few, "with too few samples"), (loaded, "loaded"))
+            if len(rows)
+        ]
+        lead = f"Of {len(summary)} cells: {', '.join(parts)}."
     return [
         Heading(2, "Stability"),
         Paragraph(lead + " Checks in the manner of pyperf's warnings:"),

@@ -194,7 +194,7 @@ def memory_trace(run: RunData) -> Figure:
     """One epoch per strategy (most workers), memory vs time.
 
     The densest trace is drawn: usually a warm-up epoch, which the runner samples
-    every 50 ms because it is not timed (measured epochs are sampled sparsely, to
+    every 50 ms because it is not timed (measured windows are sampled sparsely, to
     keep the sampler's cost off the throughput). It also shows the first epoch's
     ramp as buffers are touched for the first time.
     """

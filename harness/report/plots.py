@@ -48,7 +48,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Wait per batch",
         wait_ecdf,
         ("wait_ms",),
-        "Empirical CDF of the time the training loop waited in next() for each batch, all measured epochs "
+        "Empirical CDF of the time the training loop waited in next() for each batch, all measured windows "
         "pooled; markers sit at each strategy's p50, p95 and p99 (dashed guides). Waits under 1 µs are "
         "drawn at 1 µs.",
     ),

@@ -7,7 +7,7 @@ provenance detail: what is absent reads "unknown".
 
 Captions are built from the samples as much as from env.json: the config that a
 figure shows is the set of cell-key values it contains (a key that varies across
-cells is said to vary), and ``n`` is the count of measured epochs per cell.
+cells is said to vary), and ``n`` is the count of measured windows per cell.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def config_text(samples: pd.DataFrame) -> str:
 
 
 def n_text(run: RunData, column: str | None = None) -> str:
-    """``"n = 6 measured epochs per cell"`` (or a range when cells differ)."""
+    """``"n = 6 measured windows per cell"`` (or a range when cells differ)."""
     counts = run.summary["n"].astype(int)
     unit = "timed round" if run.source == "pytest-benchmark" else "measured epoch"
     unit += "" if counts.max() == 1 else "s"

@@ -3,7 +3,7 @@
 ::
 
     schema.py    what a results folder holds; cell keys; every metric with its unit and direction
-    records.py   EpochSample, FaultRecord, SoakRecord (frozen dataclasses)
+    records.py   WindowSample, FaultRecord, SoakRecord (frozen dataclasses)
     io.py        the writers (whole lines appended; other files atomically) and the one JSONL reader
     summary.py   samples -> one row per cell (summary.csv, reports, compare)
     rundata.py   RunData: one run as every reader sees it
@@ -24,8 +24,8 @@ from .io import (
     write_atomic,
     write_json,
 )
-from .load import load, load_faults_only, load_run, read_faults, samples_frame
-from .records import EpochSample, FaultRecord, SoakRecord
+from .load import load, load_faults_only, load_run, machine_cores, read_faults, samples_frame
+from .records import FaultRecord, SoakRecord, WindowSample
 from .rundata import RunData
 from .schema import (
     ALL_RANKS,
@@ -52,6 +52,7 @@ from .summary import (
     check_stored_summary,
     checksum_mismatches,
     iter_cells,
+    load_verdict,
     measured,
     metric_values,
     spread_stats,
@@ -60,6 +61,7 @@ from .summary import (
     summarize,
     variant_keys,
     variant_label,
+    verdict,
     with_cell_keys,
     with_stage_columns,
     write_summary,
@@ -82,12 +84,12 @@ __all__ = [
     "STAGES",
     "SUMMARY_FILE",
     "UNSTABLE_CV",
-    "EpochSample",
     "FaultRecord",
     "Metric",
     "RunData",
     "SamplesWriter",
     "SoakRecord",
+    "WindowSample",
     "append_lines",
     "cell_keys",
     "check_stored_summary",
@@ -98,6 +100,8 @@ __all__ = [
     "load_benchmark_json",
     "load_faults_only",
     "load_run",
+    "load_verdict",
+    "machine_cores",
     "measured",
     "metric_values",
     "read_faults",
@@ -112,6 +116,7 @@ __all__ = [
     "summarize",
     "variant_keys",
     "variant_label",
+    "verdict",
     "with_cell_keys",
     "with_stage_columns",
     "write_atomic",

@@ -64,7 +64,7 @@ def load_run(run_dir: Path) -> RunData:
     if dropped:
         notes.append(f"{SAMPLES_FILE}: dropped a truncated last line ({dropped})")
     samples = samples_frame(records, run_dir / SAMPLES_FILE)
-    summary = summarize(samples)
+    summary = summarize(samples, machine_cores(env))
     stored = None
     if (run_dir / SUMMARY_FILE).is_file():
         try:
@@ -89,6 +89,12 @@ def load_run(run_dir: Path) -> RunData:
             notes.append(f"{FAILURES_FILE}: {len(failures)} measurement(s) failed: {listed}{more}")
     faults = read_faults(run_dir / FAULTS_FILE) if (run_dir / FAULTS_FILE).is_file() else None
     return RunData(run_dir, env, samples, summary, stored, faults, "samples", tuple(notes))
+
+
+def machine_cores(env: dict[str, Any]) -> int | None:
+    """The logical cores of the machine that measured (env.json), None when it does not say."""
+    cores = (env.get("machine") or {}).get("cores_logical")
+    return int(cores) if isinstance(cores, int | float) and cores > 0 else None
 
 
 def load_faults_only(run_dir: Path, env: dict[str, Any]) -> RunData:

@@ -1,10 +1,11 @@
 """The records a results folder is made of: frozen dataclasses, one per line or element.
 
-- :class:`EpochSample`: one epoch of one measurement process (a line of samples.jsonl);
+- :class:`WindowSample`: one measured window of one measurement process (a line of
+  samples.jsonl): as many whole epochs as reach the run's minimum window time;
 - :class:`FaultRecord`: one cell of the shutdown-cleanliness matrix (a line of faults.jsonl);
 - :class:`SoakRecord`: one strategy's soak (an element of soak.json).
 
-Fields of :class:`EpochSample` beyond docs/design.md section 6 (kept in every line,
+Fields of :class:`WindowSample` beyond docs/design.md section 6 (kept in every line,
 ignored by readers that do not know them): ``checksum_full`` (hash of every byte,
 warm-up epochs only, else null), ``sampler_cpu_s`` (the sampler thread's CPU time
 during the epoch, already subtracted from ``cpu_s_per_batch``), ``orphans_after_exit``
@@ -26,8 +27,14 @@ from .schema import ALL_RANKS, SCHEMA_VERSION
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EpochSample:
-    """One epoch of one measurement process: a line of samples.jsonl."""
+class WindowSample:
+    """One measured window of one measurement process: a line of samples.jsonl.
+
+    A window is ``epochs`` whole epochs in a row, as many as its time reaches the run's
+    ``min_window_s`` (docs/design.md section 7); ``epoch`` is the first of them, ``window``
+    its place in the process (0: the warm-up, flagged ``warmup``). Counts and times are
+    the window's; ``checksums`` has one checksum per epoch, ``checksum`` is the first's.
+    """
 
     schema_version: int = SCHEMA_VERSION
     run_id: str
@@ -44,6 +51,8 @@ class EpochSample:
     repeat: int
     epoch: int
     warmup: bool
+    window: int = 0
+    epochs: int = 1
     batches: int
     tiles: int
     bytes: int
@@ -74,6 +83,10 @@ class EpochSample:
     leaked_shm_after_exit: int = 0
     stage_ms_per_batch: dict[str, float] | None = None
     images: tuple[int, ...] = ()
+    checksums: tuple[str, ...] = ()
+    # Cores' worth of CPU that other processes of the machine used during the measurement
+    # (/proc/stat, minus this measurement's own process tree and the runner): a loaded machine.
+    other_cores: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,8 +3,8 @@
 ::
 
     RUN/env.json         provenance (harness.envinfo): machine, packages, config, load average
-    RUN/samples.jsonl    one EpochSample per line (records.py), appended as measurements finish
-    RUN/summary.csv      one row per cell over the measured epochs (summary.py)
+    RUN/samples.jsonl    one WindowSample per line (records.py), appended as measurements finish
+    RUN/summary.csv      one row per cell over the measured windows (summary.py)
     RUN/failures.jsonl   measurements that died, and why
     RUN/faults.jsonl     one FaultRecord per cell of ``ipcbench faults``
     RUN/soak.json        one SoakRecord per strategy of ``ipcbench soak``
@@ -100,7 +100,7 @@ HEADLINE = "batches_per_s"
 COUNTERS = ("leaked_shm", "leftover_processes", "orphans_after_exit", "leaked_shm_after_exit")
 # pyperf's threshold: a spread (std / mean) over 10% of the mean is a warning.
 UNSTABLE_CV = 0.10
-# docs/design.md section 7: at least this many measured epochs per cell for a full run.
+# docs/design.md section 7: at least this many measured windows per cell for a full run.
 MIN_SAMPLES = 6
 
 

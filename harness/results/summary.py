@@ -18,6 +18,7 @@ Counting them once per epoch would pretend to more independent samples than exis
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from .schema import (
     HEADLINE,
     KEY_FILL,
     METRICS,
+    MIN_SAMPLES,
     SAMPLES_FILE,
     STAGES,
     SUMMARY_FILE,
@@ -118,7 +120,7 @@ def measured(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_values(samples: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows of measured epochs holding ``metric``, one per process for per-process metrics."""
+    """Rows of measured windows holding ``metric``, one per process for per-process metrics."""
     rows = measured(samples)
     rows = rows[rows[metric].notna()]
     spec = METRICS.get(metric)
@@ -151,15 +153,18 @@ def spread_stats(name: str, values: Any) -> dict[str, Any]:
     }
 
 
-def summarize(samples: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+def summarize(samples: pd.DataFrame | Iterable[Mapping[str, Any]], cores: int | None = None) -> pd.DataFrame:
     """One row per cell over the measured (non-warm-up) epochs, sorted by the cell keys.
 
-    Columns: the cell keys, ``n`` (measured epochs), and per metric of :data:`METRICS`
+    Columns: the cell keys, ``n`` (measured windows), and per metric of :data:`METRICS`
     that the samples carry ``M_median``, ``M_q25``, ``M_q75``, ``M_iqr``, ``M_cv``;
     the same for each ``stage_<stage>_ms_per_batch`` that any sample reports; then
     ``unstable`` (headline cv > :data:`UNSTABLE_CV`), ``checksums_consistent`` (every
-    repeat yielded the same batches at the same epoch index), and ``<counter>_max``
-    for every counter (0 where the samples do not carry it).
+    repeat yielded the same batches at the same epoch index), ``<counter>_max`` for
+    every counter (0 where the samples do not carry it), ``drift`` (:func:`drift`),
+    ``other_cores_median`` (what other processes used meanwhile) and ``verdict``
+    (:func:`verdict`, the one judgement every table shows; ``cores``: of the machine
+    that measured, this one's when not given).
     """
     frame = samples if isinstance(samples, pd.DataFrame) else pd.DataFrame(list(samples))
     frame = with_stage_columns(with_cell_keys(frame))
@@ -172,6 +177,9 @@ def summarize(samples: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFra
         "unstable",
         "checksums_consistent",
         *(f"{c}_max" for c in COUNTERS),
+        "drift",
+        "other_cores_median",
+        "verdict",
     ]
     rows = measured(frame) if "warmup" in frame.columns else frame.iloc[0:0]
     if rows.empty:
@@ -185,20 +193,80 @@ def summarize(samples: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFra
         stats.update(spread_stats(metric, metric_values(frame, metric).groupby(keys, sort=True, dropna=False)[metric]))
     headline = f"{HEADLINE}_cv"
     stats["unstable"] = stats[headline].gt(UNSTABLE_CV) if headline in stats else pd.Series(False, index=n.index)
-    if "checksum" in rows.columns:
+    epochs = epoch_checksums(rows)
+    if epochs is not None:
         stats["checksums_consistent"] = (
-            rows.groupby([*keys, "epoch"], sort=True, dropna=False)["checksum"]
+            epochs.groupby([*keys, "epoch"], sort=True, dropna=False)["checksum"]
             .nunique()
             .le(1)
             .groupby(level=keys, sort=True, dropna=False)
             .all()
+            .reindex(n.index, fill_value=True)
         )
     else:
         stats["checksums_consistent"] = pd.Series(True, index=n.index)
     for counter in COUNTERS:
         stats[f"{counter}_max"] = grouped[counter].max() if counter in rows else pd.Series(0, index=n.index)
+    stats["drift"] = drift(rows, keys).reindex(n.index)
+    stats["other_cores_median"] = (
+        grouped["other_cores"].median() if "other_cores" in rows else pd.Series(math.nan, index=n.index)
+    )
     summary = pd.DataFrame(stats, index=n.index).reset_index()
+    summary["verdict"] = [verdict(row, cores) for _, row in summary.iterrows()]
     return summary[columns]
+
+
+def epoch_checksums(rows: pd.DataFrame) -> pd.DataFrame | None:
+    """One row per epoch: the cell keys, ``repeat``, ``epoch`` and that epoch's ``checksum`` (None: no checksums).
+
+    A window covers ``epochs`` epochs from ``epoch`` and lists their checksums
+    (``checksums``); a sample without that list is one epoch, its ``checksum``.
+    """
+    if "checksum" not in rows.columns or rows["checksum"].isna().all():
+        return None
+    keep = [c for c in (*CELL_KEYS, "repeat", "warmup") if c in rows.columns]
+    out = []
+    for record in rows.to_dict("records"):
+        listed = record.get("checksums")
+        sums = list(listed) if isinstance(listed, list | tuple) and len(listed) else [record.get("checksum")]
+        first = int(record.get("epoch", 0))
+        for offset, checksum in enumerate(sums):
+            if checksum is not None and not (isinstance(checksum, float) and math.isnan(checksum)):
+                out.append({**{c: record[c] for c in keep}, "epoch": first + offset, "checksum": checksum})
+    return pd.DataFrame(out) if out else None
+
+
+def drift(rows: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Per cell, the median over processes of (last measured window / first measured window - 1), in batches/s.
+
+    A machine (or a strategy) that speeds up or slows down while a process measures
+    shows here; NaN where no process measured two windows.
+    """
+    if "repeat" not in rows.columns or HEADLINE not in rows.columns:
+        return pd.Series(dtype=float)
+    order = "window" if "window" in rows.columns else "epoch"
+    per_process = rows.sort_values(order).groupby([*keys, "repeat"], sort=True, dropna=False)[HEADLINE]
+    change = per_process.agg(lambda v: v.iloc[-1] / v.iloc[0] - 1 if len(v) > 1 and v.iloc[0] else math.nan)
+    return change.groupby(level=keys, sort=True, dropna=False).median()
+
+
+def verdict(row: pd.Series, cores: int | None = None) -> str:
+    """The one verdict on a cell's figures, as every table and section shows it.
+
+    "too few samples (n < 6)", "unstable (cv 12%)", or "ok"; a cell measured while
+    other processes used more than half the machine's cores adds "loaded (...)".
+    """
+    n = int(row.get("n", 0) or 0)
+    if n < MIN_SAMPLES:
+        text = f"too few samples (n={n} < {MIN_SAMPLES})"
+    else:
+        cv = row.get(f"{HEADLINE}_cv")
+        text = f"unstable (cv {cv:.0%})" if cv is not None and cv == cv and cv > UNSTABLE_CV else "ok"
+    others = row.get("other_cores_median")
+    limit = (cores or os.cpu_count() or 1) / 2
+    if others is not None and others == others and others > limit:
+        text += f"; loaded (other processes used {others:.1f} cores)"
+    return text
 
 
 def checksum_mismatches(samples: pd.DataFrame) -> list[str] | None:
@@ -209,11 +277,12 @@ def checksum_mismatches(samples: pd.DataFrame) -> list[str] | None:
     the ``transfer`` workload hands over other tiles than the ``full`` one). Warm-up
     epochs count too: they carry the same batches as any other epoch ``k``.
     """
-    if "checksum" not in samples.columns or samples["checksum"].isna().all():
+    epochs = epoch_checksums(samples)
+    if epochs is None:
         return None
     # A rank of a distributed run yields its own shard's batches: compare like with like.
-    keys = [k for k in ("dataset", "workload", "batch_size", "tile", "rank", "epoch") if k in samples.columns]
-    counts = samples.dropna(subset=["checksum"]).groupby(keys, sort=True)["checksum"].nunique()
+    keys = [k for k in ("dataset", "workload", "batch_size", "tile", "rank", "epoch") if k in epochs.columns]
+    counts = epochs.groupby(keys, sort=True)["checksum"].nunique()
     return [", ".join(f"{k} {v}" for k, v in zip(keys, index, strict=True)) for index in counts[counts > 1].index]
 
 
@@ -250,8 +319,31 @@ def _key_text(value: object) -> str:
     return str(value)
 
 
-def write_summary(run_dir: Path) -> Path:
+def write_summary(run_dir: Path, cores: int | None = None) -> Path:
     """Recompute ``summary.csv`` from ``samples.jsonl`` (also for a partial run), atomically."""
     run_dir = Path(run_dir)
-    text = summarize(read_samples(run_dir / SAMPLES_FILE)).to_csv(index=False)
+    text = summarize(read_samples(run_dir / SAMPLES_FILE), cores).to_csv(index=False)
     return write_atomic(run_dir / SUMMARY_FILE, text.encode())
+
+
+def load_verdict(env: Mapping[str, Any], samples: pd.DataFrame, cores: int | None = None) -> str | None:
+    """Whether the run's machine was busy with other work: what to say, or None for a quiet machine.
+
+    Busy means over half the cores: the 1-minute load average before the run, or the
+    cores that other processes used during the measured windows (median; a sample's
+    ``other_cores``). Timing on a busy machine is not to be trusted: a figure taken
+    under load once reversed a ranking.
+    """
+    cores = cores or os.cpu_count() or 1
+    limit = cores / 2
+    said = []
+    before = env.get("loadavg_before")
+    if isinstance(before, list | tuple) and before and isinstance(before[0], int | float) and before[0] > limit:
+        said.append(f"the load average was {before[0]:.2f} before the run")
+    if "other_cores" in samples.columns:
+        others = measured(samples)["other_cores"].dropna()
+        if len(others) and float(others.median()) > limit:
+            said.append(f"other processes used {float(others.median()):.2f} cores (median) during its windows")
+    if not said:
+        return None
+    return f"Measured on a busy machine ({' and '.join(said)}; {cores} cores): its figures are suspect."
