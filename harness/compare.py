@@ -83,7 +83,7 @@ class CellChange:
 
     @property
     def verdict(self) -> str:
-        """"better", "worse", "same" (the test can tell and finds no difference) or "inconclusive (...)".
+        """ "better", "worse", "same" (the test can tell and finds no difference) or "inconclusive (...)".
 
         With fewer than ``MIN_SAMPLES`` samples on a side the test cannot decide (at
         1 vs 1, p is 1 whatever the change): "same" would be a claim the data does not make.

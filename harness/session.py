@@ -230,6 +230,33 @@ def run_env(
     )
 
 
+def busy_cores(seconds: float = 1.0) -> float:
+    """How many cores' worth of CPU the machine spends over ``seconds`` while this process sleeps."""
+    import time
+
+    from .measure import machine_busy_s
+
+    before, started = machine_busy_s(), time.monotonic()
+    time.sleep(seconds)
+    return max(0.0, machine_busy_s() - before) / (time.monotonic() - started)
+
+
+def busy_warning(cores_in_use: float, loadavg: list[float] | None, cores: int) -> str | None:
+    """The warning to give before measuring on a machine busy with other work (over half its cores), or None."""
+    limit = cores / 2
+    said = []
+    if cores_in_use > limit:
+        said.append(f"{cores_in_use:.1f} of its {cores} cores are in use by other processes")
+    if loadavg and loadavg[0] > limit:
+        said.append(f"its 1-minute load average is {loadavg[0]:.2f}")
+    if not said:
+        return None
+    return (
+        f"ipcbench: warning: the machine is busy ({' and '.join(said)}); timing is only valid on a quiet machine, "
+        "and this run's report will say it was measured under load"
+    )
+
+
 def build_report(run_dir: Path) -> str:
     """Build report.md and the plots of a results folder; the line to tell the user.
 

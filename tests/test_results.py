@@ -233,3 +233,27 @@ def test_samples_without_a_workload_are_full_ones():
     old = [{k: v for k, v in row.items() if k != "workload"} for row in _samples("pipe", [10.0, 12.0])]
     row = summarize(old + _samples("pipe", [11.0, 13.0]))  # an old file appended to by a newer runner
     assert list(row["workload"]) == ["full"] and row.loc[0, "n"] == 4
+
+
+def test_a_busy_machine_is_said_once_and_a_quiet_one_not() -> None:
+    from harness.results import load_verdict
+
+    quiet = pd.DataFrame(_samples("a", [10.0, 10.0]))
+    assert load_verdict({"loadavg_before": [0.4, 0.5, 0.5]}, quiet, cores=2) is None
+    busy = quiet.assign(other_cores=1.4)
+    said = load_verdict({"loadavg_before": [1.8, 1.2, 1.0]}, busy, cores=2)
+    assert said is not None and "load average was 1.80" in said and "1.40 cores" in said
+
+
+def test_a_cell_measured_under_load_says_so_in_its_verdict() -> None:
+    rows = [{**r, "other_cores": 1.5} for r in _samples("a", [10.0] * 6)]
+    assert summarize(rows, cores=2).loc[0, "verdict"] == "ok; loaded (other processes used 1.5 cores)"
+    assert summarize(rows, cores=8).loc[0, "verdict"] == "ok"
+
+
+def test_drift_compares_a_process_first_and_last_measured_windows() -> None:
+    rows = _samples("a", [10.0, 12.0, 10.0, 11.0])  # two processes of 2 measured windows: +20%, +10%
+    for row in rows:
+        row["window"] = row["epoch"]
+    assert summarize(rows).iloc[0]["drift"] == pytest.approx(0.15)
+    assert math.isnan(summarize(_samples("b", [10.0])).iloc[0]["drift"])  # one window: no drift to tell

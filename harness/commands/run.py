@@ -26,6 +26,7 @@ SIGTERM does the same and exits 143.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,8 @@ from ..session import (
     RunRequest,
     build_options,
     build_report,
+    busy_cores,
+    busy_warning,
     canonical_command,
     resolve_dataset,
     run_env,
@@ -343,12 +346,16 @@ def main(args: argparse.Namespace) -> int:
             say=lambda line: print(line, file=sys.stderr, flush=True),
             show=lambda text: print(text, file=sys.stdout, flush=True),
         )
-    from ..envinfo import dataset_info, run_id_for, utc_now
+    from ..envinfo import dataset_info, loadavg, run_id_for, utc_now
     from ..memcpy import combine, measure_memcpy
     from ..results import ENV_FILE, SAMPLES_FILE, SUMMARY_FILE, read_samples, summarize, write_json
     from ..runner import finish_env, prepare_run_dir, run_plan
 
     err = sys.stderr
+    cores_in_use = busy_cores()
+    warning = busy_warning(cores_in_use, loadavg(), os.cpu_count() or 1)
+    if warning:
+        print(warning, file=err)
     started = time.monotonic()
     created = utc_now()
     run_id = run_id_for(created)
@@ -369,6 +376,7 @@ def main(args: argparse.Namespace) -> int:
         dataset=info,
         memcpy=memcpy.as_dict(batch_bytes, by_batch_size),
     )
+    env["other_cores_before"] = round(cores_in_use, 3)  # other processes' CPU over 1 s before the run
     write_json(run_dir / ENV_FILE, env)
     variants = len(options.cell_workloads)
     plan_size = len(options.strategies) * len(options.workers) * variants * options.repeats

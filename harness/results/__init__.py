@@ -13,7 +13,7 @@ It imports nothing from the rest of ``harness`` but its errors: the runner, the 
 matrix, the reports and the commands import it, never the other way round.
 """
 
-from .benchjson import load_benchmark_json
+from .benchjson import load_benchmark_json, run_from_benchmarks
 from .io import (
     SamplesWriter,
     append_lines,
@@ -108,6 +108,7 @@ __all__ = [
     "read_json_object",
     "read_jsonl",
     "read_samples",
+    "run_from_benchmarks",
     "samples_frame",
     "spread_stats",
     "stage_column",

@@ -49,24 +49,35 @@ def load_benchmark_json(path: Path) -> RunData:
     benchmarks = document.get("benchmarks")
     if not isinstance(benchmarks, list) or not benchmarks:
         raise IpcbenchError(f"{path}: no 'benchmarks' list: is this pytest-benchmark --benchmark-json output?")
+    return run_from_benchmarks(benchmarks, _env(document, path), root=path, where=str(path))
+
+
+def run_from_benchmarks(
+    benchmarks: list[Any], env: dict[str, Any], *, root: Path | None = None, where: str = "benchmarks"
+) -> RunData:
+    """A RunData from pytest-benchmark's benchmark records (as in its JSON: name, group, params, stats,
+    extra_info), one sample per timed round: what a benchmark session computes its goals from."""
     records: list[dict[str, Any]] = []
     quartiles: dict[tuple, dict[str, float]] = {}
     for index, bench in enumerate(benchmarks):
         if not isinstance(bench, dict) or not isinstance(bench.get("stats"), dict):
-            raise IpcbenchError(f"{path}: benchmarks[{index}] has no 'stats' object")
-        rows, stats_only = _rounds(bench, f"{path}: benchmarks[{index}]")
+            raise IpcbenchError(f"{where}: benchmarks[{index}] has no 'stats' object")
+        rows, stats_only = _rounds(bench, f"{where}: benchmarks[{index}]")
         records.extend(rows)
         if stats_only:
             quartiles[tuple(rows[0][key] for key in CELL_KEYS)] = stats_only
     samples = pd.DataFrame.from_records(records)
-    summary = summarize(samples)
-    notes = [f"built from pytest-benchmark JSON {path.name}: one sample per timed round"]
+    summary = summarize(samples, (env.get("machine") or {}).get("cores_logical"))
+    notes = [
+        f"built from pytest-benchmark results{'' if root is None else ' ' + root.name}: one sample per timed round"
+    ]
     if quartiles:
         _use_stats_quartiles(summary, quartiles)
         notes.append(
             f"{len(quartiles)} benchmark(s) had no raw round data: their seconds quartiles are pytest-benchmark's"
         )
-    return RunData(path, _env(document, path), samples, summary, None, None, "pytest-benchmark", tuple(notes))
+    env = {**env, **_memcpy(benchmarks), **_workloads(benchmarks)}
+    return RunData(root or Path(where), env, samples, summary, None, None, "pytest-benchmark", tuple(notes))
 
 
 def _rounds(bench: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -158,7 +169,6 @@ def _env(document: dict[str, Any], path: Path) -> dict[str, Any]:
         "python": machine.get("python_version"),
         "packages": {"pytest-benchmark": document.get("version")},
         "git": {"commit": commit.get("id"), "dirty": commit.get("dirty"), "branch": commit.get("branch")},
-        **_memcpy(document.get("benchmarks") or []),
     }
 
 
@@ -175,3 +185,14 @@ def _memcpy(benchmarks: list[Any]) -> dict[str, Any]:
         return {}
     by_size = [{"batch_size": size, "batch_copies_per_s_one_core": rate} for size, rate in sorted(rates.items())]
     return {"memcpy": {"gb_per_s": speeds[0], "by_batch_size": by_size}}
+
+
+def _workloads(benchmarks: list[Any]) -> dict[str, Any]:
+    """env.json ``config.workloads`` (name, batch size, MiB) from the benchmarks' ``extra_info``, if they say."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for bench in benchmarks:
+        extra = (bench.get("extra_info") or {}) if isinstance(bench, dict) else {}
+        if isinstance(extra.get("workload"), str) and isinstance(extra.get("batch_size"), int):
+            key = (extra["workload"], extra["batch_size"])
+            seen[key] = {"name": key[0], "batch_size": key[1], "batch_mib": extra.get("batch_mib")}
+    return {"config": {"workloads": list(seen.values())}} if seen else {}

@@ -340,6 +340,9 @@ def load_verdict(env: Mapping[str, Any], samples: pd.DataFrame, cores: int | Non
     before = env.get("loadavg_before")
     if isinstance(before, list | tuple) and before and isinstance(before[0], int | float) and before[0] > limit:
         said.append(f"the load average was {before[0]:.2f} before the run")
+    others_before = env.get("other_cores_before")
+    if isinstance(others_before, int | float) and others_before > limit:
+        said.append(f"other processes used {others_before:.2f} cores just before it")
     if "other_cores" in samples.columns:
         others = measured(samples)["other_cores"].dropna()
         if len(others) and float(others.median()) > limit:

@@ -4,10 +4,10 @@
                                 cached data/real, when timing; ``tiny`` for the untimed smoke run:
                                 4 two-channel images of 256 x 320, written here, tile 64)
 ``IPCBENCH_BENCH_TILE=T``       tile size (default: 64 for the tiny dataset, else 256)
-``IPCBENCH_BENCH_ROUNDS=R``     timed epochs per benchmark (default: 5), after 1 warm-up epoch
+``IPCBENCH_BENCH_ROUNDS=R``     timed rounds per benchmark (default: 6, the fewest a verdict needs)
+``IPCBENCH_BENCH_MIN_WINDOW_S``  the shortest round, in seconds: whole epochs until a round lasts it
+                                (default: 0.5 when timing, 0.05 for the smoke run)
 ``IPCBENCH_BENCH_START_METHOD`` multiprocessing start method (default: LoaderConfig's)
-``IPCBENCH_BENCH_SWEEP=a,b``    strategies of the batch-size sweep (default: all but torch)
-``IPCBENCH_BENCH_REPEATS=N``    fresh processes per cell of the performance goals run (default: 3, x 2 epochs)
 
 The transfer workload runs at 4 and 16 MiB of image data per batch when timing; the
 smoke run keeps the same 1:4 ratio at 1/64 of the size, so that a tiny epoch still
@@ -15,6 +15,10 @@ holds several batches. A plain ``pytest`` runs every benchmark once, untimed
 (tests/conftest.py disables pytest-benchmark unless ``--benchmark-only`` or
 ``--benchmark-enable`` is given), as a smoke test on the tiny dataset;
 ``pytest --benchmark-only tests/benchmarks`` times them on the real dataset.
+
+At the end of a session the terminal summary shows the performance goals
+(``harness.report.goals``) computed from the benchmarks just run, each with its
+verdict: what the table cannot show, since it compares times within a group.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from conftest import write_dataset  # tests/conftest.py (this package's own is b
 
 from harness.memcpy import MemcpyResult, measure_memcpy
 from harness.plan import batch_size_for_mib
+from harness.results import MIN_SAMPLES
 from strategies import LoaderConfig, open_dataset
 
 TINY = {"images": 4, "height": 256, "width": 320, "channels": 2}
@@ -36,17 +41,21 @@ SMOKE_TRANSFER_MIB = (4.0 / 64, 16.0 / 64)
 SMOKE_MEMCPY_BYTES = 8 * 2**20  # the smoke run only checks that R is computed
 
 
+# What each benchmark of this session measured (pytest-benchmark's records, as in its JSON), for the goals.
+RECORDED: list[dict] = []
+
+
 @dataclass(frozen=True, slots=True)
 class BenchSetup:
     dataset: Path
     name: str  # the dataset's name in extra_info
     tile: int
     rounds: int
+    min_window_s: float  # the shortest round: whole epochs until it lasts this long
     start_method: str
     channels: int  # of the dataset's images: turns MiB into tiles
     transfer_mib: tuple[float, ...]  # the transfer workload's batch sizes
     timed: bool  # False for the untimed smoke run (plain pytest)
-    repeats: int  # processes per cell of the goals run
 
     def transfer_batch_size(self, mib: float) -> int:
         return batch_size_for_mib(mib, self.channels, self.tile)
@@ -77,12 +86,12 @@ def bench_setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         dataset=dataset,
         name=name,
         tile=int(os.environ.get("IPCBENCH_BENCH_TILE", default_tile)),
-        rounds=int(os.environ.get("IPCBENCH_BENCH_ROUNDS", 5)),
+        rounds=int(os.environ.get("IPCBENCH_BENCH_ROUNDS", MIN_SAMPLES)),
+        min_window_s=float(os.environ.get("IPCBENCH_BENCH_MIN_WINDOW_S", 0.5 if timed else 0.05)),
         start_method=os.environ.get("IPCBENCH_BENCH_START_METHOD", LoaderConfig().start_method),
         channels=open_dataset(dataset).channels,
         transfer_mib=TRANSFER_MIB if timed else SMOKE_TRANSFER_MIB,
         timed=timed,
-        repeats=int(os.environ.get("IPCBENCH_BENCH_REPEATS", 3)),
     )
 
 
@@ -90,3 +99,22 @@ def bench_setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 def memcpy(bench_setup: BenchSetup) -> MemcpyResult:
     """This machine's single-core copy bandwidth, measured once per session (R = batch copies per second)."""
     return measure_memcpy() if bench_setup.timed else measure_memcpy(SMOKE_MEMCPY_BYTES, repeats=3)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The performance goals of the benchmarks just run, each a ratio of two of their medians, with its verdict."""
+    if not RECORDED:
+        return
+    from harness.envinfo import machine_info
+    from harness.report.goals import performance_goals
+    from harness.results import run_from_benchmarks
+
+    run = run_from_benchmarks(RECORDED, {"machine": machine_info()})
+    mib = next((b["extra_info"]["batch_mib"] for b in RECORDED if "batch_mib" in b["extra_info"]), TRANSFER_MIB[0])
+    goals = [g for g in performance_goals(run, transfer_mib=mib) if g.value is not None]
+    if not goals:
+        return
+    terminalreporter.section("performance goals (ratios of this session's medians)")
+    for goal in goals:
+        terminalreporter.write_line(f"{goal.what:<40} {goal.goal:>18} {goal.value:>9.3g}  {goal.status}")
+        terminalreporter.write_line(f"{'':<40} {goal.basis}")

@@ -1,26 +1,33 @@
-"""pytest-benchmark: one epoch per round, for every strategy, both workloads, worker counts and batch sizes.
+"""pytest-benchmark: every strategy on the same work, one benchmark per (strategy, workload), 2 workers.
 
-- ``test_epoch``: the ``full`` workload (the real per-image work), batch 32, 1 and 2 workers;
-- ``test_epoch_batch_size``: the full workload's batch-size sweep at 2 workers;
+- ``test_full``: the ``full`` workload (the real per-image work), batch 32: group "full";
 - ``test_transfer``: the ``transfer`` workload (tiles computed once per worker: the IPC
-  path alone) at 4 and 16 MiB of image data per batch, 2 workers, with the batches/s
-  as a fraction of R (memcpy's batch copies per second on one core, ``fraction_of_r``).
+  path alone) at 4 and 16 MiB of image data per batch: groups "transfer 4 MiB" and
+  "transfer 16 MiB", with the batches/s as a fraction of R (memcpy's batch copies per
+  second on one core, ``fraction_of_r``).
 
-The generator (its pool) is built before ``benchmark.pedantic`` and closed after it,
-so start-up and shutdown are never inside a timed round; they are measured on their
-own and reported in ``extra_info`` beside the per-round figures (batches/s, memory,
-cleanliness, and ``stage_ms_per_batch`` where the strategy has stage timers).
-``extra_info`` uses samples.jsonl's field names, so ``ipcbench report`` can read
-``--benchmark-json`` output like a results folder. Groups are strategies.
+Groups are workloads, so the table's relative column compares strategies on the same
+work; the baseline, which has no workers, appears once in each. Rounds are calibrated
+as pyperf calibrates its loops: a first window of whole epochs, at least
+``min_window_s`` long, warms the pool up and counts how many epochs (``iterations``)
+a round needs to last that long; every timed round then runs that many epochs, and
+pytest-benchmark divides its time by them: the figures are seconds per epoch, rounds
+long enough to be steady. The generator (its pool) is built before
+``benchmark.pedantic`` and closed after it, so start-up and shutdown are never inside
+a round; they are measured on their own and reported in ``extra_info`` beside the
+per-round figures (batches/s, memory, cleanliness, ``stage_ms_per_batch``).
+``extra_info`` uses samples.jsonl's field names, so ``ipcbench report`` reads
+``--benchmark-json`` output like a results folder, and the session ends with the
+performance goals computed from these benchmarks (tests/benchmarks/conftest.py).
 
-A plain ``pytest`` runs each once, untimed, as a smoke test (and checks the epoch
-had every batch and the shutdown was clean); ``pytest --benchmark-only
+A plain ``pytest`` runs each once, untimed, on a tiny dataset, as a smoke test (and
+checks the epochs were whole and the shutdown clean); ``pytest --benchmark-only
 tests/benchmarks`` times them (see conftest.py for the dataset and rounds).
 """
 
 from __future__ import annotations
 
-import os
+import math
 import statistics
 import time
 
@@ -32,36 +39,32 @@ from harness.memcpy import MemcpyResult
 from strategies import STRATEGIES, LoaderConfig, make_generator
 from strategies.work import tile_nbytes
 
-WARMUP_ROUNDS = 1  # the first epoch pays for cold caches and lazily started work
+from .conftest import RECORDED, BenchSetup
+
 SAMPLER_INTERVAL_S = 0.05  # memory only; its CPU is not inside the rounds' timing
-WORKERS = (1, 2)
-TRANSFER_WORKERS = 2  # the performance goals are for 2 workers
-BATCH_SIZES = (8, 64)  # the sweep, at 2 workers; the main grid uses 32
-# The sweep's strategies: every one but torch by default, whose workers import torch
-# (seconds each) and would dominate the smoke run; IPCBENCH_BENCH_SWEEP=a,b chooses.
-SWEEP = tuple(
-    name
-    for name in (os.environ.get("IPCBENCH_BENCH_SWEEP") or ",".join(s for s in STRATEGIES if s != "torch")).split(",")
-    if name
-)
+WORKERS = 2  # the performance goals are for 2 workers
+FULL_BATCH = 32
+SIZES = ("4MiB", "16MiB")
 
 
-def run_epochs(
+def run_windows(
     benchmark,
-    setup,
+    setup: BenchSetup,
     strategy: str,
-    workers: int,
     batch_size: int,
+    *,
+    group: str,
     workload: str = "full",
     memcpy: MemcpyResult | None = None,
+    batch_mib: float | None = None,
 ) -> None:
-    """Time one epoch per round of ``strategy``; record what the timer cannot see in ``extra_info``.
+    """Time calibrated rounds of ``strategy``; record what the timer cannot see in ``extra_info``.
 
     With ``memcpy``, also R for this batch size and the batches/s as a fraction of it.
     """
-    benchmark.group = strategy  # before pedantic(): the stats take the group when they are created
+    benchmark.group = group  # before pedantic(): the stats take the group when they are created
     config = LoaderConfig(
-        batch_size=batch_size, tile=setup.tile, workers=workers, start_method=setup.start_method, workload=workload
+        batch_size=batch_size, tile=setup.tile, workers=WORKERS, start_method=setup.start_method, workload=workload
     )
     shm_before, shm_base = shm_segments(), shm_used_bytes()
     epochs: list[dict] = []
@@ -88,15 +91,26 @@ def run_epochs(
                 )
                 return batches
 
-            batches = benchmark.pedantic(one_epoch, rounds=setup.rounds, iterations=1, warmup_rounds=WARMUP_ROUNDS)
+            # Calibration (and warm-up): whole epochs until a window lasts min_window_s.
+            started = time.perf_counter()
+            while not epochs or time.perf_counter() - started < setup.min_window_s:
+                one_epoch()
+            calibration = len(epochs)
+            per_round = max(1, math.ceil(setup.min_window_s / ((time.perf_counter() - started) / calibration)))
+            batches = benchmark.pedantic(one_epoch, rounds=setup.rounds, iterations=per_round, warmup_rounds=0)
         finally:
             closed = close_and_check(gen, worker_pids, shm_before, sampler.tree.seen_pids())
-    timed = epochs if benchmark.disabled else epochs[WARMUP_ROUNDS:]
-    rates = [e["batches"] / (e["end"] - e["start"]) for e in timed]
-    memory = [memory_stats(sampler.between(e["start"], e["end"]), e["start"], shm_base) for e in timed]
+    timed = epochs[calibration:]
+    if benchmark.disabled:  # the untimed smoke run: pedantic() called the function once
+        per_round, expected_rounds = 1, 1
+    else:
+        expected_rounds = setup.rounds
+    rounds = [timed[i : i + per_round] for i in range(0, len(timed), per_round)]
+    rates = [sum(e["batches"] for e in r) / (r[-1]["end"] - r[0]["start"]) for r in rounds]
+    memory = [memory_stats(sampler.between(r[0]["start"], r[-1]["end"]), r[0]["start"], shm_base) for r in rounds]
     info = {
         "strategy": strategy,
-        "workers": workers,
+        "workers": WORKERS,
         "prefetch": config.prefetch,
         "start_method": config.start_method,
         "batch_size": batch_size,
@@ -104,6 +118,7 @@ def run_epochs(
         "dataset": setup.name,
         "workload": workload,
         "step_ms": 0.0,
+        "epochs_per_round": per_round,
         "batches": timed[-1]["batches"],
         "bytes": timed[-1]["bytes"],
         "batches_per_s": statistics.median(rates),
@@ -119,6 +134,8 @@ def run_epochs(
     }
     if stage_times is not None:
         info["stage_ms_per_batch"] = stage_ms(timed)
+    if batch_mib is not None:
+        info["batch_mib"] = batch_mib
     if memcpy is not None:
         data, mask = tile_nbytes(setup.channels, setup.tile)
         r_rate = memcpy.batch_copies_per_s(batch_size * (data + mask))
@@ -126,15 +143,19 @@ def run_epochs(
             memcpy_gb_per_s=memcpy.gb_per_s, r_copies_per_s=r_rate, fraction_of_r=info["batches_per_s"] / r_rate
         )
     benchmark.extra_info.update(info)
-    # What the smoke run checks: the epoch was whole and nothing was left behind.
+    # What the session's goals are computed from (conftest.py): seconds per epoch of each round, as pytest-benchmark.
+    round_seconds = [info["batches"] / rate for rate in rates]
+    RECORDED.append({"name": benchmark.name, "group": group, "stats": {"data": round_seconds}, "extra_info": info})
+    # What the smoke run checks: the epochs were whole and nothing was left behind.
     assert batches == expected > 0
     assert all(e["batches"] == batches for e in epochs)
+    assert len(rounds) == expected_rounds and all(len(r) == per_round for r in rounds)
     assert closed["leaked_shm"] == 0, closed["leaked_names"]
     assert closed["leftover_processes"] == 0, closed["leftover_pids"]
 
 
 def stage_ms(epochs: list[dict]) -> dict[str, float]:
-    """Milliseconds per batch by stage over the timed rounds (the change of ``stage_times()`` over their batches)."""
+    """Milliseconds per batch by stage over the timed epochs (the change of ``stage_times()`` over their batches)."""
     batches = sum(e["batches"] for e in epochs)
     totals: dict[str, float] = {}
     for e in epochs:
@@ -144,23 +165,25 @@ def stage_ms(epochs: list[dict]) -> dict[str, float]:
     return {stage: seconds * 1000.0 / batches for stage, seconds in totals.items()}
 
 
-@pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
-def test_epoch(benchmark, bench_setup, strategy, workers):
-    run_epochs(benchmark, bench_setup, strategy, workers, batch_size=32)
+def test_full(benchmark, bench_setup, strategy):
+    run_windows(benchmark, bench_setup, strategy, FULL_BATCH, group=f"full, batch {FULL_BATCH}")
 
 
-@pytest.mark.parametrize("batch_size", BATCH_SIZES)
-@pytest.mark.parametrize("strategy", SWEEP)
-def test_epoch_batch_size(benchmark, bench_setup, strategy, batch_size):
-    run_epochs(benchmark, bench_setup, strategy, workers=2, batch_size=batch_size)
-
-
-@pytest.mark.parametrize("size", ["4MiB", "16MiB"])
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_transfer(benchmark, bench_setup, memcpy, strategy, size):
-    mib = bench_setup.transfer_mib[["4MiB", "16MiB"].index(size)]
+    mib = bench_setup.transfer_mib[SIZES.index(size)]
     batch_size = bench_setup.transfer_batch_size(mib)
-    run_epochs(benchmark, bench_setup, strategy, TRANSFER_WORKERS, batch_size, workload="transfer", memcpy=memcpy)
-    benchmark.extra_info["batch_mib"] = mib
+    label = size.replace("MiB", " MiB")
+    run_windows(
+        benchmark,
+        bench_setup,
+        strategy,
+        batch_size,
+        group=f"transfer {label}",
+        workload="transfer",
+        memcpy=memcpy,
+        batch_mib=mib,
+    )
     assert benchmark.extra_info["fraction_of_r"] > 0
