@@ -76,6 +76,7 @@ from .measure import (
     stage_timer,
     wait_stats,
 )
+from .memcpy import measure_memcpy
 
 # How long after close() returns the workers may take to disappear before they
 # count as left over. close() joins them, so this only bounds a strategy that does not.
@@ -84,6 +85,8 @@ LEFTOVER_GRACE_S = 2.0
 # trace of one epoch per process), and at its CPU-capped pace everywhere else.
 WARMUP_SAMPLER_INTERVAL_S = 0.05
 WARMUP_SAMPLER_MAX_CPU_FRACTION = 0.25
+# The process's own memcpy measurement, before its first window (64 MiB each: ~0.1 s in all).
+PROCESS_MEMCPY_REPEATS = 9
 # In measured windows the sampler takes at least this many samples of the shortest window.
 SAMPLES_PER_WINDOW = 5
 WINDOW_SAMPLER_MAX_CPU_FRACTION = 0.04
@@ -356,6 +359,9 @@ def measure(spec: ChildSpec, events: Events) -> None:
         worker_pids = list(getattr(gen, "worker_pids", lambda: [])())
         stage_times = stage_timer(gen)  # read just outside each timed epoch: its cost is never timed
         events.emit("ready", startup_s=startup_s, batches_per_epoch=len(gen), worker_pids=worker_pids, pid=os.getpid())
+        # This machine's copy bandwidth now, in this process: R for its windows, paired with them, so that
+        # a window's "of R" does not carry the minutes of drift between it and the run's own memcpy rounds.
+        memcpy_gb_per_s = measure_memcpy(repeats=PROCESS_MEMCPY_REPEATS).gb_per_s
         try:
             next_epoch = 0
             for window in range(1 + spec.windows):
@@ -401,7 +407,14 @@ def measure(spec: ChildSpec, events: Events) -> None:
                 )
                 # What the rest of the machine used meanwhile, in cores: a loaded machine's figures are suspect.
                 other_cores = max(0.0, busy - (after.cpu_s - before.cpu_s)) / record["seconds"]
-                events.emit("window", sampler_cpu_s=sampler_cpu_s, other_cores=other_cores, images=images, **record)
+                events.emit(
+                    "window",
+                    sampler_cpu_s=sampler_cpu_s,
+                    other_cores=other_cores,
+                    memcpy_gb_per_s=memcpy_gb_per_s,
+                    images=images,
+                    **record,
+                )
         finally:
             events.emit("closed", **close_and_check(gen, worker_pids, shm_before, sampler.tree.seen_pids()))
     finally:

@@ -66,6 +66,8 @@ def run_args(dataset, out, *extra: str) -> list[str]:
         "4",
         "--min-window-s",
         str(MIN_WINDOW_S),
+        "--noise-floor-s",
+        "0",
         *extra,
     ]
 

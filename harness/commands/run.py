@@ -35,6 +35,7 @@ from typing import Any, TextIO
 from strategies.signals import EXIT_STATUS_SIGTERM
 
 from ..errors import IpcbenchError
+from ..noise import DEFAULT_SECONDS as DEFAULT_NOISE_FLOOR_S
 from ..plan import DEFAULT_MIN_WINDOW_S
 from ..session import (
     DEFAULT_REPEATS,
@@ -173,6 +174,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="kill a measurement that reports nothing for this long (default: 120)",
     )
+    parser.add_argument(
+        "--noise-floor-s",
+        type=float,
+        default=DEFAULT_NOISE_FLOOR_S,
+        metavar="S",
+        help="seconds of the machine's own noise-floor measurement at the run's start and at its end "
+        f"(default: {DEFAULT_NOISE_FLOOR_S:g}; 0: skip)",
+    )
     parser.add_argument("--no-report", action="store_true", help="skip building report.md and plots")
     parser.add_argument(
         "--distributed",
@@ -278,7 +287,10 @@ def summary_lines(summary: Any, copies_per_s: dict[int, float] | None = None) ->
     for _, r in summary.iterrows():
         r_rate = (copies_per_s or {}).get(int(r["batch_size"]))
         of_r = "-"
-        if r["workload"] == "transfer" and r_rate:
+        paired = r.get("of_r_median")
+        if r["workload"] == "transfer" and paired is not None and paired == paired:
+            of_r = f"{float(paired):.2f}"  # each window over R measured in its own process
+        elif r["workload"] == "transfer" and r_rate:
             of_r = f"{float(r['batches_per_s_median']) / r_rate:.2f}"
         flags = [] if r["verdict"] == "ok" else [str(r["verdict"])]
         if r["leaked_shm_max"] or r["leftover_processes_max"] or r["orphans_after_exit_max"]:
@@ -348,6 +360,7 @@ def main(args: argparse.Namespace) -> int:
         )
     from ..envinfo import dataset_info, loadavg, run_id_for, utc_now
     from ..memcpy import combine, measure_memcpy
+    from ..noise import floor_dict, measure_noise_floor
     from ..results import ENV_FILE, SAMPLES_FILE, SUMMARY_FILE, read_samples, summarize, write_json
     from ..runner import finish_env, prepare_run_dir, run_plan
 
@@ -366,6 +379,7 @@ def main(args: argparse.Namespace) -> int:
     run_dir = prepare_run_dir(request.run_dir(run_id))
 
     memcpy = measure_memcpy()
+    floor = measure_noise_floor(args.noise_floor_s) if args.noise_floor_s else None
     batch_bytes = options.batch_bytes(channels)
     by_batch_size = {w.batch_size: options.batch_bytes(channels, w.batch_size) for w in options.cell_workloads}
     env = run_env(
@@ -377,6 +391,7 @@ def main(args: argparse.Namespace) -> int:
         memcpy=memcpy.as_dict(batch_bytes, by_batch_size),
     )
     env["other_cores_before"] = round(cores_in_use, 3)  # other processes' CPU over 1 s before the run
+    env["noise_floor"] = floor_dict([floor]) if floor is not None else None
     write_json(run_dir / ENV_FILE, env)
     variants = len(options.cell_workloads)
     plan_size = len(options.strategies) * len(options.workers) * variants * options.repeats
@@ -392,9 +407,11 @@ def main(args: argparse.Namespace) -> int:
         result = run_plan(options, run_dir, run_id, on_progress=progress)
     finally:
         progress.end()
-    if not result.interrupted:  # R of the whole run: a second round now, at the run's end
+    if not result.interrupted:  # R and the noise floor of the whole run: a second round now, at the run's end
         memcpy = combine([memcpy, measure_memcpy()])
         env = {**env, "memcpy": memcpy.as_dict(batch_bytes, by_batch_size)}
+        if floor is not None:
+            env["noise_floor"] = floor_dict([floor, measure_noise_floor(args.noise_floor_s)])
     final_env = finish_env(run_dir, env, result)
 
     summary = summarize(read_samples(run_dir / SAMPLES_FILE))

@@ -466,6 +466,22 @@ def _stability_section(run: RunData) -> list[Block]:
             f"({'; '.join(mismatches[:5])}): some strategy delivered other batches."
         )
     items += [escape(note) for note in run.notes]
+    floor = lookup(run.env, "noise_floor.cv")
+    if isinstance(floor, int | float) and floor == floor:
+        change = lookup(run.env, "noise_floor.pace_change")
+        drifted = (
+            f" Between the run's start and its end the same work took {change:+.0%} longer: the machine itself "
+            "changed pace while the cells were measured."
+            if isinstance(change, int | float) and abs(change) > UNSTABLE_CV
+            else ""
+        )
+        items.insert(
+            0,
+            f"This machine's own noise floor: the same work took a different time from one "
+            f"{lookup(run.env, 'noise_floor.window_s'):g} s window to the next with cv {floor:.0%} (a fixed copy "
+            "loop on one core, at the run's start and end). No cell's windows can be steadier than that; a cell "
+            f"whose cv is near it shows the machine, not the strategy.{drifted}",
+        )
     ok = int((verdicts == "ok").sum())
     if ok == len(summary):
         lead = f"Every cell is ok: at least {MIN_SAMPLES} measured windows, batches/s spread under {UNSTABLE_CV:.0%}."

@@ -241,16 +241,8 @@ def transfer_goals(run: RunData, mib: float = TRANSFER_MIB) -> list[GoalResult]:
     r_text = f"R {_fmt(r_rate, '/s')}"
     best_name = None if best is None else (ZERO_COPY_SHM if best == zero else COPYING_SHM)
     return [
-        _ratio(
-            "copying_shm_per_r", copying, r_rate, f"{where}: shm {_fmt(copying, '/s')}, {r_text}", _n(rows, COPYING_SHM)
-        ),
-        _ratio(
-            "zero_copy_shm_per_r",
-            zero,
-            r_rate,
-            f"{where}: {ZERO_COPY_SHM} {_fmt(zero, '/s')}, {r_text}",
-            _n(rows, ZERO_COPY_SHM),
-        ),
+        _of_r("copying_shm_per_r", rows, COPYING_SHM, copying, r_rate, where, r_text),
+        _of_r("zero_copy_shm_per_r", rows, ZERO_COPY_SHM, zero, r_rate, where, r_text),
         _ratio(
             "best_shm_per_torch",
             best,
@@ -259,6 +251,18 @@ def transfer_goals(run: RunData, mib: float = TRANSFER_MIB) -> list[GoalResult]:
             _n(rows, best_name, "torch"),
         ),
     ]
+
+
+def _of_r(
+    key: str, rows: pd.DataFrame, strategy: str, rate: float | None, r_rate: float | None, where: str, r_text: str
+) -> GoalResult:
+    """A strategy's batches/s over R: paired per window where each process measured its own R (``of_r``),
+    else the cell's median over the run's R."""
+    paired = _median(rows, strategy, "of_r")
+    if paired is not None:
+        basis = f"{where}: {strategy} {_fmt(rate, '/s')}; median of each window over R measured in its own process"
+        return measured_goal(key, paired, basis, _n(rows, strategy))
+    return _ratio(key, rate, r_rate, f"{where}: {strategy} {_fmt(rate, '/s')}, {r_text}", _n(rows, strategy))
 
 
 def full_goals(run: RunData) -> list[GoalResult]:

@@ -87,6 +87,8 @@ class WindowSample:
     # Cores' worth of CPU that other processes of the machine used during the measurement
     # (/proc/stat, minus this measurement's own process tree and the runner): a loaded machine.
     other_cores: float | None = None
+    # One core's copy bandwidth measured in the same process just before its windows (R's GB/s, paired).
+    memcpy_gb_per_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -92,6 +92,8 @@ METRICS: dict[str, Metric] = {
         Metric("uss_peak_mb", "USS peak (MB)", False),
         Metric("shm_peak_mb", "/dev/shm peak (MB)", False),
         Metric("cpu_s_per_batch", "CPU s/batch", False, seconds_scale=1.0),
+        # batches/s over R, with R measured in the same process just before (derived: see summary.with_of_r)
+        Metric("of_r", "of R", True),
     )
 }
 HEADLINE = "batches_per_s"

@@ -81,6 +81,26 @@ def with_stage_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**columns)
 
 
+def with_of_r(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``of_r``: each window's batches/s over R, R from the same process's own memcpy.
+
+    R is batches of this size (data and masks) one core copies per second; measured in
+    the window's own process moments before, it moves with the machine's pace, so the
+    ratio does not carry the drift between the window and a measurement minutes away.
+    Absent where a sample has no ``memcpy_gb_per_s`` or no byte count.
+    """
+    needed = {"memcpy_gb_per_s", "bytes", "batches", "batches_per_s"}
+    if not needed <= set(frame.columns):
+        return frame
+    gb_per_s = pd.to_numeric(frame["memcpy_gb_per_s"], errors="coerce")
+    if gb_per_s.isna().all():
+        return frame
+    batches = pd.to_numeric(frame["batches"], errors="coerce")
+    batch_bytes = pd.to_numeric(frame["bytes"], errors="coerce") / batches.where(batches > 0)
+    r_rate = gb_per_s * 1e9 / batch_bytes
+    return frame.assign(of_r=pd.to_numeric(frame["batches_per_s"], errors="coerce") / r_rate.where(r_rate > 0))
+
+
 def cell_keys(frame: pd.DataFrame) -> list[str]:
     """The cell keys present in ``frame``, in canonical order."""
     return [key for key in CELL_KEYS if key in frame.columns]
@@ -167,8 +187,8 @@ def summarize(samples: pd.DataFrame | Iterable[Mapping[str, Any]], cores: int | 
     that measured, this one's when not given).
     """
     frame = samples if isinstance(samples, pd.DataFrame) else pd.DataFrame(list(samples))
-    frame = with_stage_columns(with_cell_keys(frame))
-    present = [m for m in METRICS if m in frame.columns] or list(METRICS)  # none: an empty input
+    frame = with_of_r(with_stage_columns(with_cell_keys(frame)))
+    present = [m for m in METRICS if m in frame.columns] or [m for m in METRICS if m != "of_r"]  # none: empty input
     metrics = [*present, *(stage_column(stage) for stage in stages_of(frame))]
     columns = [
         *CELL_KEYS,
