@@ -100,11 +100,12 @@ def run_windows(
             batches = benchmark.pedantic(one_epoch, rounds=setup.rounds, iterations=per_round, warmup_rounds=0)
         finally:
             closed = close_and_check(gen, worker_pids, shm_before, sampler.tree.seen_pids())
-    timed = epochs[calibration:]
     if benchmark.disabled:  # the untimed smoke run: pedantic() called the function once
         per_round, expected_rounds = 1, 1
     else:
         expected_rounds = setup.rounds
+    # With iterations > 1, pedantic() calls the function once more after the rounds, for its result: untimed.
+    timed = epochs[calibration : calibration + expected_rounds * per_round]
     rounds = [timed[i : i + per_round] for i in range(0, len(timed), per_round)]
     rates = [sum(e["batches"] for e in r) / (r[-1]["end"] - r[0]["start"]) for r in rounds]
     memory = [memory_stats(sampler.between(r[0]["start"], r[-1]["end"]), r[0]["start"], shm_base) for r in rounds]
