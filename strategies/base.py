@@ -71,11 +71,11 @@ import numpy as np
 from .close_signal import CloseSignal
 from .config import LoaderConfig
 from .constants import STOP_GRACE_S
-from .dataset import Dataset, open_dataset
+from .dataset import Dataset, check_tile, open_dataset
 from .errors import LoaderClosedError, ProcessContextError
 from .plan import EpochPlan, make_plan, max_tiles_per_image
 from .stages import StageClock, summed
-from .work import ProcessedImage
+from .work import ProcessedImage, data_dtype
 from .workers import check_descriptor_room
 
 
@@ -170,12 +170,7 @@ class BatchGenerator(ABC):
             check_torch_device(config)
         self.dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
         self.config = config
-        for entry in self.dataset.entries:
-            if config.tile > min(entry.height, entry.width):
-                raise ValueError(
-                    f"tile={config.tile} is larger than image {entry.image_path} "
-                    f"({entry.height} x {entry.width}); choose a smaller tile"
-                )
+        check_tile(self.dataset, config.tile)  # every image too small for the tile, in one error
         if len(self.dataset) < config.world_size:
             raise ValueError(
                 f"dataset {self.dataset.root} has {len(self.dataset)} images, fewer than "
@@ -320,7 +315,7 @@ class BatchGenerator(ABC):
     def _assemble(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Copy the next ``size`` tiles, across image boundaries, into fresh arrays."""
         t = self.config.tile
-        data = np.empty((size, self.dataset.channels, t, t), np.uint16)
+        data = np.empty((size, self.dataset.channels, t, t), data_dtype(self.config))
         masks = np.empty((size, t, t), np.uint8)
         filled = 0
         while filled < size:

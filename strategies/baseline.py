@@ -21,7 +21,7 @@ from .base import BatchGenerator
 from .config import LoaderConfig
 from .dataset import Dataset
 from .plan import EpochPlan, ImageJob
-from .work import ProcessedImage, make_processor, tile_buffers
+from .work import ProcessedImage, image_buffers, make_processor
 
 
 class BaselineGenerator(BatchGenerator):
@@ -33,7 +33,7 @@ class BaselineGenerator(BatchGenerator):
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)
         self._processor = make_processor(self.dataset, config)
-        self._data_buffer, self._masks_buffer = tile_buffers(self.max_tiles, self.dataset.channels, config.tile)
+        self._data_buffer, self._masks_buffer = image_buffers(self.max_tiles, self.dataset, config)
         self._jobs: Iterator[ImageJob] = iter(())
 
     def _begin_epoch(self, plan: EpochPlan) -> None:

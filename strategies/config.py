@@ -8,12 +8,15 @@ same batches, whatever ``workers``, ``prefetch`` and ``start_method`` are.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 START_METHODS = ("fork", "spawn", "forkserver")
 OUTPUTS = ("numpy", "torch")
 WORKLOADS = ("full", "transfer")
+# What a batch's ``data`` holds: the images' own uint16, or converted in the workers.
+DTYPES = ("uint16", "int32", "float32")
 # The longest single wait: poll() takes whole milliseconds in a C int (2**31 - 1 ms is
 # 24.8 days); a longer ``timeout`` (math.inf included) waits this long.
 MAX_WAIT_S = 2_000_000.0
@@ -25,7 +28,17 @@ class LoaderConfig:
 
     Fields that shape the batches (part of the equivalence contract):
     ``batch_size``, ``tile``, ``seed``, ``epoch``, ``shuffle``, ``augment``,
-    ``drop_last``, ``rank``, ``world_size``.
+    ``drop_last``, ``rank``, ``world_size``, ``dtype``, ``scale``.
+
+    ``dtype`` is what a batch's ``data`` holds: ``"uint16"`` (the images' own
+    pixels), or ``"int32"`` / ``"float32"`` converted where the tiles are cut, in the
+    workers, exactly as NumPy converts (``tiles.astype(dtype)``). ``scale``
+    (``float32`` only) multiplies the converted pixels, e.g. ``1 / 65535`` for
+    values in [0, 1]: ``tiles.astype(np.float32) * np.float32(scale)``, bit for bit.
+    torch keeps ``torch.uint16`` mostly as a storage type: conversion (``.float()``,
+    ``.to(torch.int32)``), indexing and ``torch.cat`` work, but ``max``, ``+``,
+    ``mean``, matmul and convolutions raise, so ``output="torch"`` for training
+    wants ``float32`` or ``int32``.
 
     Fields that only change how batches travel: ``workers``, ``prefetch`` (processed
     images in flight per worker, the backpressure knob every strategy honours),
@@ -60,6 +73,8 @@ class LoaderConfig:
     zero_copy: bool = False
     pin_memory: bool = False
     device: str | None = None
+    dtype: str = "uint16"
+    scale: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tile", "workers", "prefetch", "seed", "epoch", "rank", "world_size"):
@@ -92,6 +107,18 @@ class LoaderConfig:
             raise ValueError(f"LoaderConfig.output={self.output!r} must be one of {OUTPUTS}")
         if self.workload not in WORKLOADS:
             raise ValueError(f"LoaderConfig.workload={self.workload!r} must be one of {WORKLOADS}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"LoaderConfig.dtype={self.dtype!r} must be one of {DTYPES}")
+        if self.scale is not None:
+            if isinstance(self.scale, bool) or not isinstance(self.scale, int | float):
+                raise ValueError(f"LoaderConfig.scale={self.scale!r} must be None or a number")
+            if self.dtype != "float32":
+                raise ValueError(
+                    f"LoaderConfig.scale={self.scale!r} needs dtype='float32' (a scaled integer would be rounded); "
+                    f"got dtype={self.dtype!r}"
+                )
+            if not (math.isfinite(self.scale) and self.scale > 0):
+                raise ValueError(f"LoaderConfig.scale={self.scale!r} must be a finite number > 0")
         if self.device is not None and (not isinstance(self.device, str) or not self.device):
             raise ValueError(f"LoaderConfig.device={self.device!r} must be None or a device name such as 'cuda'")
         if (self.pin_memory or self.device is not None) and self.output != "torch":

@@ -35,14 +35,14 @@ from .config import LoaderConfig
 from .dataset import Dataset
 from .messages import ImageDone, Job
 from .request_response import RequestGenerator, RequestWorker
-from .work import ProcessedImage, tile_buffers
+from .work import ProcessedImage, image_buffers
 from .workers import WorkerPool
 
 
 class PipeWorker(RequestWorker):
     def __init__(self, worker_id: int, conn: Connection, dataset: Dataset, config: LoaderConfig) -> None:
         super().__init__(worker_id, conn, dataset, config)
-        self.buffers = tile_buffers(self.max_tiles, dataset.channels, config.tile)
+        self.buffers = image_buffers(self.max_tiles, dataset, config)
 
     def deliver(self, job: Job) -> None:
         with self.clock.timing("compute"):
@@ -67,9 +67,7 @@ class PipeGenerator(RequestGenerator):
         return super()._start(resources)
 
     def _collect(self, worker_id: int, done: ImageDone) -> ProcessedImage:
-        data, masks = (
-            self._stock.pop() if self._stock else tile_buffers(self.max_tiles, self.dataset.channels, self.config.tile)
-        )
+        data, masks = self._stock.pop() if self._stock else image_buffers(self.max_tiles, self.dataset, self.config)
         n = done.n_tiles
         self.pool.read_into(worker_id, memoryview(data[:n]))
         self.pool.read_into(worker_id, memoryview(masks[:n]))

@@ -42,7 +42,7 @@ from .dataset import Dataset
 from .messages import ImageDone, Job, Skipped
 from .request_response import RequestGenerator, RequestWorker
 from .shm_segments import Segment, check_free_space
-from .work import ProcessedImage, tile_nbytes
+from .work import PIXELS, ProcessedImage, data_dtype, tile_nbytes
 from .workers import WorkerPool
 
 _ALIGN = 64  # slots start on a cache line
@@ -55,10 +55,15 @@ class SlotLayout:
     max_tiles: int
     channels: int
     tile: int
+    dtype: np.dtype = PIXELS
+
+    @classmethod
+    def of(cls, max_tiles: int, dataset: Dataset, config: LoaderConfig) -> SlotLayout:
+        return cls(max_tiles, dataset.channels, config.tile, data_dtype(config))
 
     @property
     def data_bytes(self) -> int:
-        return self.max_tiles * tile_nbytes(self.channels, self.tile)[0]
+        return self.max_tiles * tile_nbytes(self.channels, self.tile, self.dtype)[0]
 
     @property
     def slot_bytes(self) -> int:
@@ -77,7 +82,7 @@ class SlotLayout:
         data_count, mask_count = self.max_tiles * self.channels * t * t, self.max_tiles * t * t
         return [
             (
-                np.frombuffer(buf, np.uint16, data_count, s * self.slot_bytes).reshape(
+                np.frombuffer(buf, self.dtype, data_count, s * self.slot_bytes).reshape(
                     self.max_tiles, self.channels, t, t
                 ),
                 np.frombuffer(buf, np.uint8, mask_count, s * self.slot_bytes + self.data_bytes).reshape(
@@ -99,7 +104,7 @@ class ShmWorker(RequestWorker):
         n_slots: int,
     ) -> None:
         super().__init__(worker_id, conn, dataset, config)
-        layout = SlotLayout(self.max_tiles, dataset.channels, config.tile)
+        layout = SlotLayout.of(self.max_tiles, dataset, config)
         self.segment = Segment.attach(names[worker_id], n_slots * layout.slot_bytes)
         self.slots = layout.views(self.segment.buf, n_slots)
 
@@ -119,7 +124,7 @@ class ShmGenerator(RequestGenerator):
 
     def _start(self, resources: ExitStack) -> WorkerPool:
         c = self.config
-        layout = SlotLayout(self.max_tiles, self.dataset.channels, c.tile)
+        layout = SlotLayout.of(self.max_tiles, self.dataset, c)
         check_free_space(c.workers * self.prefetch * layout.slot_bytes)
         self.segments: list[Segment] = []
         for worker_id in range(c.workers):

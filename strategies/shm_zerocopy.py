@@ -79,7 +79,7 @@ class ZeroCopyWorker(RequestWorker):
         n_slots: int,
     ) -> None:
         super().__init__(worker_id, conn, dataset, config)
-        layout = SlotLayout(config.batch_size, dataset.channels, config.tile)
+        layout = SlotLayout.of(config.batch_size, dataset, config)
         self.segment = Segment.attach(name, n_slots * layout.slot_bytes)
         self.slots = layout.views(self.segment.buf, n_slots)
         self.batch_size = config.batch_size
@@ -112,7 +112,7 @@ class ShmZeroCopyGenerator(RequestGenerator):
 
     def _start(self, resources: ExitStack) -> WorkerPool:
         c = self.config
-        layout = SlotLayout(c.batch_size, self.dataset.channels, c.tile)
+        layout = SlotLayout.of(c.batch_size, self.dataset, c)
         self.n_slots = n_batch_slots(c.workers, self.prefetch, self.max_tiles, c.batch_size)
         check_free_space(self.n_slots * layout.slot_bytes)
         self.segment = Segment.create(self.n_slots * layout.slot_bytes, "batches")

@@ -64,7 +64,7 @@ from .dataset import Dataset
 from .errors import WorkerError, WorkerTimeoutError
 from .plan import EpochPlan, ImageJob
 from .stages import StageClock
-from .work import ProcessedImage, make_processor, tile_buffers
+from .work import ProcessedImage, image_buffers, make_processor
 
 THREAD_PREFIX = "ipcbench-threads"
 
@@ -164,7 +164,7 @@ class ThreadGenerator(BatchGenerator):
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
         if self._stock:
             return self._stock.pop()
-        return tile_buffers(self.max_tiles, self.dataset.channels, self.config.tile)
+        return image_buffers(self.max_tiles, self.dataset, self.config)
 
     def _fill(self) -> None:
         self._reap()

@@ -146,7 +146,7 @@ from .messages import WorkerFailure
 from .plan import EpochPlan, ImageJob
 from .shm_segments import check_free_space, close_queue, release_semaphores, remove_segments
 from .stages import StageClock, time_queue_pickling
-from .work import ProcessedImage, Processor, make_processor, tile_buffers, tile_nbytes
+from .work import ProcessedImage, Processor, data_dtype, image_buffers, make_processor, tile_nbytes
 from .workers import FORKSERVER_PRELOAD, start_fork_server, watch_parent
 
 # What torch's worker loop imports, for the fork server to import once (torch.utils.data
@@ -174,7 +174,7 @@ class TaggedJob:
 
 @dataclass(frozen=True, slots=True)
 class ImageTensors:
-    """One processed image as the worker returns it: (N, C, T, T) uint16 data and (N, T, T) uint8 masks."""
+    """One processed image as the worker returns it: (N, C, T, T) data in the config's dtype, (N, T, T) uint8 masks."""
 
     generation: int
     position: int
@@ -231,11 +231,11 @@ class ImageDataset:
             n, channels = job.n_tiles, self.dataset.entries[job.image_index].channels
             with self.clock.timing("compute"):
                 if self.payload == "shm":
-                    data = _shared_tensor(torch, (n, channels, t, t), torch.uint16)
+                    data = _shared_tensor(torch, (n, channels, t, t), getattr(torch, self.config.dtype))
                     masks = _shared_tensor(torch, (n, t, t), torch.uint8)
                     self._processor.process(job, data.numpy(), masks.numpy())
                 else:
-                    data, masks = tile_buffers(n, channels, t)
+                    data, masks = image_buffers(n, self.dataset, self.config)
                     self._processor.process(job, data, masks)
                     if self.payload == "tensor":
                         data, masks = torch.from_numpy(data), torch.from_numpy(masks)
@@ -431,7 +431,7 @@ def _close_loader(state: _LoaderState) -> None:
 
 def image_tile_bytes(dataset: Dataset, config: LoaderConfig) -> int:
     """Bytes of one tile's data and mask: a processed image takes ``n_tiles`` times this."""
-    return sum(tile_nbytes(dataset.channels, config.tile))
+    return sum(tile_nbytes(dataset.channels, config.tile, data_dtype(config)))
 
 
 class TorchGenerator(BatchGenerator):

@@ -12,6 +12,10 @@ background (class 0).
 :class:`ImageProcessor` keeps its decode buffers between images, so a worker that
 processes image after image does not page-fault ~40 MB of fresh memory each time.
 
+Conversion (``LoaderConfig.dtype``, ``scale``): the tiles are written in the batch's
+dtype where they are cut, so a worker hands over what training wants and the main
+process converts nothing (:class:`Conversion`).
+
 Workloads (``LoaderConfig.workload``, :func:`make_processor`): ``full`` is the real
 work above; ``transfer`` (:class:`TransferProcessor`) hands over tiles computed once,
 so that a benchmark measures how the pixels travel and nothing else.
@@ -41,7 +45,7 @@ TileRows = np.ndarray | Sequence[np.ndarray]
 
 @dataclass(slots=True)
 class ProcessedImage:
-    """One image's tiles, ready for batching: ``data`` (N, C, T, T) uint16, ``masks`` (N, T, T) uint8."""
+    """One image's tiles, ready for batching: ``data`` (N, C, T, T) in the config's dtype, ``masks`` (N, T, T) uint8."""
 
     position: int
     image_index: int
@@ -56,14 +60,49 @@ class ProcessedImage:
         return len(self.data)
 
 
-def tile_nbytes(channels: int, tile: int) -> tuple[int, int]:
-    """Bytes of one tile's data (uint16) and of its mask (uint8)."""
-    return channels * tile * tile * 2, tile * tile
+PIXELS = np.dtype(np.uint16)  # what the images hold, and the batches unless converted
 
 
-def tile_buffers(n_tiles: int, channels: int, tile: int) -> tuple[np.ndarray, np.ndarray]:
-    """Empty output arrays for ``n_tiles`` tiles: data (N, C, T, T) uint16, masks (N, T, T) uint8."""
-    return np.empty((n_tiles, channels, tile, tile), np.uint16), np.empty((n_tiles, tile, tile), np.uint8)
+def data_dtype(config: LoaderConfig) -> np.dtype:
+    """The dtype of a batch's ``data`` (``LoaderConfig.dtype``)."""
+    return np.dtype(config.dtype)
+
+
+def tile_nbytes(channels: int, tile: int, dtype: np.dtype = PIXELS) -> tuple[int, int]:
+    """Bytes of one tile's data (``dtype``) and of its mask (uint8)."""
+    return channels * tile * tile * np.dtype(dtype).itemsize, tile * tile
+
+
+def tile_buffers(n_tiles: int, channels: int, tile: int, dtype: np.dtype = PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """Empty output arrays for ``n_tiles`` tiles: data (N, C, T, T) in ``dtype``, masks (N, T, T) uint8."""
+    return np.empty((n_tiles, channels, tile, tile), dtype), np.empty((n_tiles, tile, tile), np.uint8)
+
+
+def image_buffers(n_tiles: int, dataset: Dataset, config: LoaderConfig) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`tile_buffers` for ``n_tiles`` tiles of ``dataset`` as ``config`` cuts and converts them."""
+    return tile_buffers(n_tiles, dataset.channels, config.tile, data_dtype(config))
+
+
+class Conversion:
+    """Writes uint16 pixels into a tile row of the batch's dtype: NumPy's cast, then ``scale`` if given.
+
+    Bit for bit ``pixels.astype(dtype)`` (``* np.float32(scale)`` for float32 with a
+    scale): the cast happens in the assignment, the scale in place, so a tile is
+    never held twice.
+    """
+
+    def __init__(self, dtype: np.dtype = PIXELS, scale: float | None = None) -> None:
+        self.dtype = np.dtype(dtype)
+        self.scale = None if scale is None else self.dtype.type(scale)
+
+    @classmethod
+    def of(cls, config: LoaderConfig) -> Conversion:
+        return cls(data_dtype(config), config.scale)
+
+    def write(self, row: np.ndarray, pixels: np.ndarray) -> None:
+        row[...] = pixels
+        if self.scale is not None:
+            np.multiply(row, self.scale, out=row)
 
 
 def augmented(array: np.ndarray, code: int) -> np.ndarray:
@@ -101,9 +140,10 @@ def classes_of(labels: np.ndarray, classes: tuple[tuple[int, int], ...] | None, 
 class ImageProcessor:
     """Runs :meth:`process` for jobs of one dataset, reusing its decode buffers."""
 
-    def __init__(self, dataset: Dataset, tile: int) -> None:
+    def __init__(self, dataset: Dataset, tile: int, conversion: Conversion | None = None) -> None:
         self.dataset = dataset
         self.tile = tile
+        self.conversion = conversion or Conversion()
         self._buffers: dict[tuple[str, tuple[int, ...], str], np.ndarray] = {}
         self._luts: dict[tuple[int, str], np.ndarray | None] = {}
 
@@ -134,7 +174,8 @@ class ImageProcessor:
         """Do the work of ``job``; write into ``data_out``/``masks_out`` when given (e.g. shared memory)."""
         n = job.n_tiles
         if data_out is None or masks_out is None:
-            data_out, masks_out = tile_buffers(n, self.dataset.entries[job.image_index].channels, self.tile)
+            channels = self.dataset.entries[job.image_index].channels
+            data_out, masks_out = tile_buffers(n, channels, self.tile, self.conversion.dtype)
         self.write_tiles(job, data_out, masks_out)
         return ProcessedImage(job.position, job.image_index, data_out[:n], masks_out[:n])
 
@@ -152,11 +193,12 @@ class ImageProcessor:
         if lut_key not in self._luts:
             self._luts[lut_key] = class_lookup(entry.classes, labels.dtype)
         lut = self._luts[lut_key]
+        write = self.conversion.write
 
         injection.hit("tiles.start", job=job)
         for i, ((y, x), code) in enumerate(zip(job.tiles.tolist(), job.augmentations.tolist(), strict=True)):
             injection.hit("tiles.row", job=job, index=i)
-            data_rows[i][...] = augmented(image[:, y : y + t, x : x + t], code)
+            write(data_rows[i], augmented(image[:, y : y + t, x : x + t], code))
             label_tile = augmented(labels[y : y + t, x : x + t], code)
             if lut is not None:
                 np.take(lut, label_tile, out=mask_rows[i], mode="clip")
@@ -186,9 +228,10 @@ class TransferProcessor:
     Output arrays must be written by this processor only (true of every strategy).
     """
 
-    def __init__(self, dataset: Dataset, tile: int) -> None:
+    def __init__(self, dataset: Dataset, tile: int, conversion: Conversion | None = None) -> None:
         self.dataset = dataset
         self.tile = tile
+        self.conversion = conversion or Conversion()
         self._bank: tuple[np.ndarray, np.ndarray] | None = None
         self._filled: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 
@@ -199,7 +242,7 @@ class TransferProcessor:
             height, width = self.dataset.shapes[biggest]
             tiles = image_tiles(height, width, t, None)
             job = ImageJob(0, biggest, tiles, np.zeros(len(tiles), np.uint8))
-            image = ImageProcessor(self.dataset, t).process(job)
+            image = ImageProcessor(self.dataset, t, self.conversion).process(job)
             image.data.flags.writeable = image.masks.flags.writeable = False
             self._bank = image.data, image.masks
         return self._bank
@@ -230,6 +273,7 @@ Processor = ImageProcessor | TransferProcessor
 
 def make_processor(dataset: Dataset, config: LoaderConfig) -> Processor:
     """The per-image work of ``config.workload`` (``full`` or ``transfer``)."""
+    conversion = Conversion.of(config)
     if config.workload == "transfer":
-        return TransferProcessor(dataset, config.tile)
-    return ImageProcessor(dataset, config.tile)
+        return TransferProcessor(dataset, config.tile, conversion)
+    return ImageProcessor(dataset, config.tile, conversion)

@@ -49,6 +49,8 @@ def test_defaults() -> None:
         "zero_copy": False,
         "pin_memory": False,
         "device": None,
+        "dtype": "uint16",
+        "scale": None,
     }
     assert {f.name for f in dataclasses.fields(LoaderConfig)} >= DESIGN_FIELDS
     assert set(START_METHODS) == {"fork", "spawn", "forkserver"}
@@ -85,6 +87,8 @@ def test_valid_extremes_accepted() -> None:
         shuffle=False,
         augment=False,
         drop_last=True,
+        dtype="float32",
+        scale=1 / 65535,
     )
     assert (cfg.rank, cfg.world_size, cfg.timeout) == (2, 3, 0.001)
     assert LoaderConfig(timeout=5).timeout == 5  # an int number of seconds is fine
@@ -138,6 +142,18 @@ def test_valid_extremes_accepted() -> None:
         # pinned memory and devices are torch notions: NumPy output refuses them
         ("pin_memory", True, {}),
         ("device", "cuda", {}),
+        ("dtype", "float64", {}),
+        ("dtype", "uint8", {}),
+        ("dtype", None, {}),
+        # a scale only means something for float32: an integer dtype would round it away
+        ("scale", 0.5, {}),
+        ("scale", 0.5, {"dtype": "int32"}),
+        ("scale", 0, {"dtype": "float32"}),
+        ("scale", -1.0, {"dtype": "float32"}),
+        ("scale", math.inf, {"dtype": "float32"}),
+        ("scale", math.nan, {"dtype": "float32"}),
+        ("scale", "1/65535", {"dtype": "float32"}),
+        ("scale", True, {"dtype": "float32"}),
     ],
 )
 def test_invalid_value_names_field_and_value(field: str, value: object, extra: dict) -> None:

@@ -158,3 +158,54 @@ def test_transfer_workload_is_the_same_for_every_strategy(strategy: str, dataset
     expected = baseline_protocol(dataset, config)
     with make_generator(strategy, dataset, config) as gen:
         assert_same(expected, protocol(gen))
+
+
+CONVERSIONS = {
+    "int32": ({"dtype": "int32"}, lambda d: d.astype(np.int32)),
+    "float32": ({"dtype": "float32"}, lambda d: d.astype(np.float32)),
+    "float32_scaled": (
+        {"dtype": "float32", "scale": 1 / 65535},
+        lambda d: d.astype(np.float32) * np.float32(1 / 65535),
+    ),
+}
+
+
+def bits(array: np.ndarray) -> np.ndarray:
+    """The array's bytes as unsigned integers: equal means equal bit for bit (no NaN or -0 latitude)."""
+    return array.view(f"u{array.dtype.itemsize}")
+
+
+@pytest.mark.parametrize("workload", ["full", "transfer"])
+@pytest.mark.parametrize("conversion", list(CONVERSIONS))
+@pytest.mark.parametrize("strategy", ["baseline", *MULTI, "threads", "torch"])
+def test_conversion_in_the_workers_is_numpys(strategy: str, conversion: str, workload: str, dataset: Path) -> None:
+    # The workers write tiles in the batch's dtype; the batches must be NumPy's conversion
+    # of the uint16 batches, bit for bit, whatever the strategy (masks untouched).
+    overrides, convert = CONVERSIONS[conversion]
+    config = CFG.replace(workers=2, prefetch=2, start_method="fork", workload=workload)
+    expected = baseline_protocol(dataset, config)
+    with make_generator(strategy, dataset, config.replace(**overrides)) as gen:
+        got = protocol(gen)
+    assert [len(e) for e in got] == [len(e) for e in expected]
+    for want_epoch, got_epoch in zip(expected, got, strict=True):
+        for (want_d, want_m), (got_d, got_m) in zip(want_epoch, got_epoch, strict=True):
+            want = convert(want_d)
+            assert got_d.dtype == want.dtype == np.dtype(overrides["dtype"])
+            assert np.array_equal(bits(got_d), bits(want)), "converted data differs from NumPy's conversion"
+            assert np.array_equal(got_m, want_m)
+
+
+@pytest.mark.parametrize("strategy", ["shm", "shm_zerocopy", "torch"])
+def test_torch_output_in_float32_is_what_training_code_can_use(
+    strategy: str, dataset: Path, reference: list[Batches]
+) -> None:
+    import torch
+
+    config = CFG.replace(workers=2, start_method="fork", output="torch", dtype="float32", scale=1 / 65535)
+    with make_generator(strategy, dataset, config) as gen:
+        data, masks = next(iter(gen))
+        assert data.dtype == torch.float32 and masks.dtype == torch.uint8
+        # What torch refuses on uint16 tensors works on these.
+        peak = float(data.max())
+    want = reference[0][0][0].astype(np.float32) * np.float32(1 / 65535)
+    assert peak == float(want.max()) and 0.0 < peak <= 1.0

@@ -223,7 +223,7 @@ ANY_VALUE = st.one_of(
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=10),
-    st.sampled_from(["fork", "spawn", "forkserver", "numpy", "torch", "full", "transfer", "cuda"]),
+    st.sampled_from(["fork", "spawn", "forkserver", "numpy", "torch", "full", "transfer", "cuda", "int32", "float32"]),
 )
 
 
