@@ -73,6 +73,7 @@ from .config import LoaderConfig
 from .constants import STOP_GRACE_S
 from .dataset import Dataset, check_tile, open_dataset
 from .errors import LoaderClosedError, ProcessContextError
+from .main_guard import refuse_while_importing_main
 from .plan import EpochPlan, make_plan, max_tiles_per_image
 from .stages import StageClock, summed
 from .work import ProcessedImage, data_dtype
@@ -152,6 +153,7 @@ class BatchGenerator(ABC):
     zero_copy: ClassVar[bool] = False
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
+        refuse_while_importing_main(self.name)
         if config.zero_copy and not self.zero_copy:
             raise ValueError(
                 f"zero_copy=True is an option of the shm strategy (batches as views into shared memory); "

@@ -21,6 +21,7 @@ import os
 import threading
 from collections.abc import Iterable
 from multiprocessing import forkserver, resource_tracker
+from multiprocessing import process as mp_process
 from multiprocessing import util as mp_util
 from multiprocessing.synchronize import SemLock
 from typing import Any
@@ -154,6 +155,19 @@ def forget_inherited_fork_server() -> None:
         server._forkserver_address = None
         server._forkserver_alive_fd = None
         server._forkserver_pid = None
+
+
+def importing_main_for_a_child() -> bool:
+    """Whether this process is a spawn/forkserver child still importing the main script.
+
+    ``multiprocessing.spawn._main`` sets ``_inheriting`` on the child's process object
+    while it unpickles its preparation data and imports the main script, and deletes
+    it before the process's target runs (it is what CPython's own
+    ``_check_not_importing_main`` reads). The attribute only exists in that window, so
+    :data:`REQUIRED` cannot list it; tests/test_main_guard.py runs an unguarded script
+    to prove it is still read.
+    """
+    return bool(getattr(mp_process.current_process(), "_inheriting", False))
 
 
 def tracker_pid() -> int | None:

@@ -142,6 +142,7 @@ from .internals import (
     untrack_loader_workers,
     wrap_loader_data_queue,
 )
+from .main_guard import unguarded_main_hint
 from .messages import WorkerFailure
 from .plan import EpochPlan, ImageJob
 from .shm_segments import check_free_space, close_queue, release_semaphores, remove_segments
@@ -160,6 +161,8 @@ TORCH_PRELOAD = ["torch", "torch.utils.data"]
 #           shared memory when it pickles them;
 # "numpy": fresh NumPy arrays, pickled whole through the data queue's pipe.
 PAYLOADS = ("shm", "tensor", "numpy")
+# What the generator waits for while its DataLoader's workers start.
+STARTING = "the first answer of every worker"
 # Torch's shared tensors are named torch_<pid of the process that made them>_<random>.
 TORCH_SEGMENT_PREFIX = "torch_"
 
@@ -479,7 +482,7 @@ class TorchGenerator(BatchGenerator):
         )
         self._finalizer = weakref.finalize(self, owner_only(_close_loader, self._state))
         try:
-            with self._torch_errors("the first answer of every worker"):
+            with self._torch_errors(STARTING):
                 iterator = self._state.iterator = iter(self._state.loader)  # starts the workers
                 self._state.tracker = tracker_pid()
                 # Death is watched where we wait (WatchedQueue), not by torch's SIGCHLD
@@ -548,9 +551,10 @@ class TorchGenerator(BatchGenerator):
         """The error for the first worker that is gone, if one is."""
         for worker_id, w in enumerate(self._workers()):
             if w.exitcode is not None:
+                hint = unguarded_main_hint(self.config.start_method, w.exitcode) if waiting_for == STARTING else ""
                 return WorkerDiedError(
                     f"torch: DataLoader worker {worker_id} (pid {w.pid}) "
-                    f"{_how_it_ended(w.exitcode)}; was waiting for {waiting_for}",
+                    f"{_how_it_ended(w.exitcode)}; was waiting for {waiting_for}{hint}",
                     worker_id=worker_id,
                     pid=w.pid,
                     exitcode=w.exitcode,

@@ -69,6 +69,7 @@ from .constants import KILL_GRACE_S, PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRAC
 from .errors import DescriptorLimitError, RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .framing import MessageReader, send_message, widen
 from .internals import forget_inherited_fork_server
+from .main_guard import unguarded_main_hint
 from .messages import Ready, Stop, WorkerFailure
 
 # Modules the fork server imports before it forks any worker ("__main__" is
@@ -222,6 +223,7 @@ class WorkerPool:
         close_signal: CloseSignal | None = None,
     ) -> None:
         self.name = name
+        self.start_method = start_method
         self.timeout = timeout
         self._stop = stop
         self._drain = list(drain)
@@ -384,8 +386,11 @@ class WorkerPool:
             exitcode = process.exitcode
         how = f"was killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exited with code {exitcode}"
         pid = process.pid if process is not None else None
+        starting = worker_id >= len(self.pids)  # it never said Ready
+        hint = unguarded_main_hint(self.start_method, exitcode) if starting else ""
         return WorkerDiedError(
-            f"{self.name} worker {worker_id} (pid {pid}) {how} without reporting an error",
+            f"{self.name} worker {worker_id} (pid {pid}) {how} without reporting an error"
+            f"{' while starting' if starting else ''}{hint}",
             worker_id=worker_id,
             pid=pid,
             exitcode=exitcode,
