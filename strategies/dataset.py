@@ -2,9 +2,17 @@
 
 ::
 
-    DATASET/images/<stem>.tif    uint16, (H, W) or (C, H, W)
-    DATASET/labels/<stem>.tif    integer label image (H, W), 0 = background
+    DATASET/images/<name>.tif    uint16, (H, W) or (C, H, W)
+    DATASET/labels/<name>.tif    integer label image (H, W), 0 = background
     DATASET/classes.csv          optional: image,label,class  (class 1..255)
+
+An image's *name* is its file name without the final ``.tif`` or ``.tiff`` (any case);
+every other dot stays: ``well_A01_field01.ome.tif`` is named ``well_A01_field01.ome``,
+``plate1.A01.tiff`` is ``plate1.A01``. Names are unique in images/. The label image of
+``images/<name>.tif`` is ``labels/<name>.tif`` or ``labels/<name>.tiff`` (either
+extension, any case, whatever the image's is). The ``image`` column of classes.csv
+takes either the file name (``well_A01_field01.ome.tif``) or the name
+(``well_A01_field01.ome``).
 
 :func:`open_dataset` reads only TIFF headers (a few ms per file), checks everything
 that can be checked without decoding pixels, and returns a small frozen
@@ -16,6 +24,7 @@ with the file name in the message.
 from __future__ import annotations
 
 import csv
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +41,26 @@ MAX_IMAGE_BYTES = 4 * 2**30
 MAX_CLASS = 255
 
 
+def tiff_stem(filename: str) -> str:
+    """``filename`` without its final ``.tif`` / ``.tiff`` (any case); any other dot stays.
+
+    ``"a.ome.tif"`` -> ``"a.ome"``, ``"plate1.A01.TIFF"`` -> ``"plate1.A01"``,
+    ``"plate1.A01"`` -> ``"plate1.A01"`` (not a TIFF extension: kept).
+    """
+    suffix = Path(filename).suffix
+    return filename[: -len(suffix)] if suffix.lower() in TIFF_SUFFIXES else filename
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """``"1 x 2700 x 3600"``."""
+    return " x ".join(str(n) for n in shape)
+
+
 @dataclass(frozen=True, slots=True)
 class ImageEntry:
     """One image of a dataset and everything needed to process it."""
 
-    stem: str
+    stem: str  # the image's name: its file name without the final .tif/.tiff
     image_path: str
     label_path: str
     channels: int
@@ -68,6 +92,44 @@ class Dataset:
     def shapes(self) -> tuple[tuple[int, int], ...]:
         """(H, W) of every image, in dataset order: all the plan needs to know."""
         return tuple((e.height, e.width) for e in self.entries)
+
+    @property
+    def sizes(self) -> tuple[tuple[tuple[int, int, int], int], ...]:
+        """Each distinct (C, H, W) with its number of images, smallest (fewest pixels) first."""
+        counts: dict[tuple[int, int, int], int] = {}
+        for entry in self.entries:
+            counts[entry.shape] = counts.get(entry.shape, 0) + 1
+        return tuple(sorted(counts.items(), key=lambda item: (item[0][1] * item[0][2], item[0])))
+
+    @property
+    def largest_tile(self) -> int:
+        """The largest tile (in pixels) that fits in every image: the smallest height or width."""
+        return min(min(e.height, e.width) for e in self.entries)
+
+    def describe(self) -> str:
+        """``"8 images, 1 x 2700 x 3600"``, or ``"12 images, 3 sizes from 1 x 512 x 512 to 1 x 2700 x 3600"``."""
+        count = f"{len(self)} image{'' if len(self) == 1 else 's'}"
+        sizes = [shape for shape, _ in self.sizes]
+        if len(sizes) == 1:
+            return f"{count}, {shape_text(sizes[0])}"
+        return f"{count}, {len(sizes)} sizes from {shape_text(sizes[0])} to {shape_text(sizes[-1])}"
+
+
+def check_tile(dataset: Dataset, tile: int) -> None:
+    """Raise ValueError naming every image of ``dataset`` that a ``tile`` x ``tile`` tile does not fit.
+
+    One error for all of them, each with its size, and the largest tile that fits every
+    image: checked before anything starts, so a run does not fail image by image.
+    """
+    small = [e for e in dataset.entries if tile > min(e.height, e.width)]
+    if not small:
+        return
+    listed = ", ".join(f"{Path(e.image_path).name} ({e.height} x {e.width})" for e in small)
+    raise ValueError(
+        f"tile={tile} is larger than {len(small)} of the {len(dataset)} images in {Path(dataset.root) / 'images'} "
+        f"(height x width; a tile needs at least {tile} x {tile}): {listed}; "
+        f"the largest tile that fits every image is {dataset.largest_tile}"
+    )
 
 
 def _tiff_summary(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -115,7 +177,38 @@ def _tiff_summary(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _read_classes(path: Path, stems: set[str]) -> dict[str, tuple[tuple[int, int], ...]]:
+# How many of images/' names an error about an unknown name lists.
+LISTED_NAMES = 5
+
+
+def _image_name(raw: str, images: dict[str, Path], where: str) -> str:
+    """The image that classes.csv's ``raw`` names: a file name in images/, or one without its .tif/.tiff."""
+    given = raw.strip()
+    # A leading folder (images/a.tif) is ignored, as it always was; "a.tif.tif" is named "a.tif" or "a.tif.tif".
+    base = Path(given).name if given else given
+    matches = list(dict.fromkeys(name for name in (base, tiff_stem(base)) if name in images))
+    if len(matches) > 1:
+        files = " and ".join(images[name].name for name in matches)
+        raise DatasetError(f"{where}: image {raw!r} could be {files}; give the whole file name")
+    if matches:
+        return matches[0]
+    names = sorted(images)
+    spellings = {spelling: name for name in names for spelling in (images[name].name, name)}
+    close = difflib.get_close_matches(base, list(spellings), n=1)
+    # The example is the likely one, else a name with a dot of its own (the case this spelling rule is for).
+    example = spellings[close[0]] if close else next((n for n in names if "." in n), names[0])
+    known = ", ".join(images[n].name for n in names[:LISTED_NAMES])
+    if len(names) > LISTED_NAMES:
+        known += f", ... ({len(names)} in all)"
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    raise DatasetError(
+        f"{where}: image {raw!r} is not in images/{hint} An image is named by its file name "
+        f"({images[example].name!r}) or by that name without its .tif/.tiff extension ({example!r}); "
+        f"images/ has {known}"
+    )
+
+
+def _read_classes(path: Path, images: dict[str, Path]) -> dict[str, tuple[tuple[int, int], ...]]:
     table: dict[str, dict[int, int]] = {}
     try:
         with path.open(newline="") as fh:
@@ -126,13 +219,11 @@ def _read_classes(path: Path, stems: set[str]) -> dict[str, tuple[tuple[int, int
                 lineno = reader.line_num
                 if any(row[key] is None for key in ("image", "label", "class")):  # a short row
                     raise DatasetError(f"{path} line {lineno}: expected image,label,class, got {row}")
-                stem = Path(row["image"].strip()).stem
                 try:
                     label, cls = int(row["label"]), int(row["class"])
                 except (TypeError, ValueError) as exc:
                     raise DatasetError(f"{path} line {lineno}: label and class must be integers: {row}") from exc
-                if stem not in stems:
-                    raise DatasetError(f"{path} line {lineno}: image {row['image']!r} is not in images/")
+                stem = _image_name(row["image"], images, f"{path} line {lineno}")
                 if label < 1:
                     raise DatasetError(f"{path} line {lineno}: label {label} must be >= 1 (0 is background)")
                 if not 1 <= cls <= MAX_CLASS:
@@ -152,10 +243,12 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
     """Validate the dataset folder at ``path`` and index it.
 
     Raises :class:`DatasetError` naming the file for: a missing folder, no images,
-    an image without a label file, an unreadable or truncated TIFF, an image that
-    is not uint16, a label image that is not integer or whose shape differs from its
-    image, images with different channel counts, a malformed ``classes.csv``, and a
-    folder or file this process may not read (permissions).
+    two images of the same name (``a.tif`` and ``a.tiff``), an image without a label
+    file or with two, an unreadable or truncated TIFF, an image that is not uint16, a
+    label image that is not integer or whose shape differs from its image, images
+    with different channel counts, a malformed ``classes.csv`` (or one naming an
+    image that is not there), and a folder or file this process may not read
+    (permissions).
     """
     root = Path(path)
     try:
@@ -165,25 +258,60 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
         raise DatasetError(f"dataset {root}: cannot read {where}: {exc.strerror or exc}") from exc
 
 
+def _tiff_files(folder: Path) -> dict[str, list[Path]]:
+    """The TIFF files of ``folder`` by name (file name without .tif/.tiff), each name's files sorted."""
+    by_name: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            by_name.setdefault(tiff_stem(path.name), []).append(path)
+    return by_name
+
+
+def _label_of(image_path: Path, labels_dir: Path, labels: dict[str, list[Path]]) -> Path:
+    """labels/<name>.tif or .tiff (any case) for images/<name>.<ext>; the same file name first."""
+    name = tiff_stem(image_path.name)
+    found = labels.get(name, [])
+    same = labels_dir / image_path.name
+    if same in found:
+        return same
+    if len(found) > 1:
+        raise DatasetError(
+            f"image {image_path} has {len(found)} label images: {', '.join(str(p) for p in found)}; keep one"
+        )
+    if not found:
+        where = "" if labels_dir.is_dir() else f"; there is no folder {labels_dir}"
+        raise DatasetError(
+            f"label image {same} is missing: the labels of {image_path} go in labels/{name}.tif (or .tiff){where}"
+        )
+    return found[0]
+
+
 def _open_dataset(root: Path) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"dataset directory {root} does not exist (or is not a directory)")
     images_dir, labels_dir = root / "images", root / "labels"
     if not images_dir.is_dir():
         raise DatasetError(f"dataset {root} has no images/ folder")
-    image_paths = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
-    if not image_paths:
-        raise DatasetError(f"dataset {root} has no .tif files in {images_dir}")
+    by_name = _tiff_files(images_dir)
+    if not by_name:
+        raise DatasetError(f"dataset {root} has no .tif or .tiff files in {images_dir}")
+    twice = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    if twice:
+        listed = "; ".join(" and ".join(p.name for p in paths) for paths in twice.values())
+        raise DatasetError(
+            f"dataset {root}: images/ has several files of one name ({listed}); an image is named by its "
+            f"file name without .tif/.tiff, so keep one of each"
+        )
+    # Dataset order is the files' sorted paths, as it always was (the plan draws from it).
+    images = {name: paths[0] for name, paths in sorted(by_name.items(), key=lambda item: item[1][0])}
+    labels = _tiff_files(labels_dir) if labels_dir.is_dir() else {}
 
-    stems = {p.stem for p in image_paths}
     classes_path = root / "classes.csv"
-    classes = _read_classes(classes_path, stems) if classes_path.exists() else None
+    classes = _read_classes(classes_path, images) if classes_path.exists() else None
 
     entries = []
-    for image_path in image_paths:
-        # The image's own suffix first: images/a.TIF pairs with labels/a.TIF.
-        candidates = [labels_dir / (image_path.stem + s) for s in (image_path.suffix, *TIFF_SUFFIXES)]
-        label_path = next((p for p in candidates if p.exists()), candidates[0])
+    for name, image_path in images.items():
+        label_path = _label_of(image_path, labels_dir, labels)
         shape, dtype = _tiff_summary(image_path, "image")
         if dtype != np.uint16:
             raise DatasetError(f"image {image_path} has dtype {dtype}; ipcbench expects 16-bit images (uint16)")
@@ -202,10 +330,8 @@ def _open_dataset(root: Path) -> Dataset:
                 f"label image {label_path} has shape {label_shape} but its image {image_path} is "
                 f"{height} x {width}; they must match"
             )
-        entry_classes = None if classes is None else classes.get(image_path.stem, ())
-        entries.append(
-            ImageEntry(image_path.stem, str(image_path), str(label_path), channels, height, width, entry_classes)
-        )
+        entry_classes = None if classes is None else classes.get(name, ())
+        entries.append(ImageEntry(name, str(image_path), str(label_path), channels, height, width, entry_classes))
 
     channel_counts = {e.channels for e in entries}
     if len(channel_counts) > 1:

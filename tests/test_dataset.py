@@ -1,7 +1,9 @@
 """open_dataset: a valid folder is indexed; every bad input is a DatasetError that names the file.
 
-Also the checks the generator makes on top of the dataset (a tile larger than an image,
-batch_size < 1), and a corrupt compressed strip, which only decoding can find.
+Also the names (every dot but the final .tif/.tiff is part of one, in images/ and in
+classes.csv), how a dataset of mixed sizes is described, the checks the generator makes
+on top of the dataset (every image a tile does not fit, in one error; batch_size < 1),
+and a corrupt compressed strip, which only decoding can find.
 """
 
 from __future__ import annotations
@@ -92,6 +94,109 @@ def test_classes_table_read(tmp_path: Path) -> None:
     assert ds.entries[2].classes == ((7, 1),)
 
 
+def write_named(root: Path, image_name: str, label_name: str, height: int = 20, width: int = 30) -> None:
+    """images/<image_name> and labels/<label_name>, file names given whole (any dots, any extension)."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(root / "images" / image_name, np.zeros((height, width), np.uint16))
+    tifffile.imwrite(root / "labels" / label_name, np.zeros((height, width), np.uint16))
+
+
+@pytest.fixture
+def dotted(tmp_path: Path) -> Path:
+    """OME-style names: dots inside the name, .tif and .tiff, labels with the other extension."""
+    write_named(tmp_path, "well_A01_field01.ome.tif", "well_A01_field01.ome.tiff")
+    write_named(tmp_path, "plate1.A01.tiff", "plate1.A01.tif")
+    write_named(tmp_path, "plate1.A02.TIF", "plate1.A02.tif")
+    return tmp_path
+
+
+def test_names_keep_every_dot_but_the_extension_and_pair_with_their_labels(dotted: Path) -> None:
+    entries = {e.stem: e for e in open_dataset(dotted).entries}
+    assert sorted(entries) == ["plate1.A01", "plate1.A02", "well_A01_field01.ome"]
+    assert Path(entries["well_A01_field01.ome"].label_path).name == "well_A01_field01.ome.tiff"
+    assert Path(entries["plate1.A01"].label_path).name == "plate1.A01.tif"
+    assert Path(entries["plate1.A02"].label_path).name == "plate1.A02.tif"
+
+
+def test_classes_csv_names_an_image_by_its_file_name_or_without_the_extension(dotted: Path) -> None:
+    (dotted / "classes.csv").write_text(
+        "image,label,class\n"
+        "well_A01_field01.ome.tif,1,2\n"
+        "well_A01_field01.ome,2,3\n"
+        "plate1.A01.tiff,1,4\n"
+        "plate1.A01,2,5\n"
+        "plate1.A01.TIF,3,6\n"  # another case or extension than the file's: still only the extension goes
+    )
+    entries = {e.stem: e for e in open_dataset(dotted).entries}
+    assert entries["well_A01_field01.ome"].classes == ((1, 2), (2, 3))
+    assert entries["plate1.A01"].classes == ((1, 4), (2, 5), (3, 6))
+    assert entries["plate1.A02"].classes == ()
+
+
+def test_tiff_stem_strips_only_a_final_tiff_extension() -> None:
+    from strategies.dataset import tiff_stem
+
+    assert tiff_stem("well_A01_field01.ome.tif") == "well_A01_field01.ome"
+    assert tiff_stem("plate1.A01.TIFF") == "plate1.A01"
+    assert tiff_stem("plate1.A01") == "plate1.A01"
+    assert tiff_stem("a.tif.tif") == "a.tif"
+
+
+@pytest.mark.parametrize("given", ["well_A01_field01", "well_A01_field01.tif", "plate1.A03.tiff"])
+def test_an_unknown_name_in_classes_csv_lists_names_and_both_spellings(dotted: Path, given: str) -> None:
+    (dotted / "classes.csv").write_text(f"image,label,class\n{given},1,2\n")
+    message = error_of(dotted)
+    assert f"{dotted / 'classes.csv'} line 2: image {given!r} is not in images/" in message
+    assert "plate1.A01.tiff, plate1.A02.TIF, well_A01_field01.ome.tif" in message  # the names it does know
+    assert (
+        "is named by its file name ('" in message and "') or by that name without its .tif/.tiff extension" in message
+    )
+
+
+def test_a_near_miss_in_classes_csv_gets_a_suggestion(dotted: Path) -> None:
+    (dotted / "classes.csv").write_text("image,label,class\nwell_A01_field01,1,2\n")
+    message = error_of(dotted)
+    assert "did you mean 'well_A01_field01.ome'?" in message
+    assert "('well_A01_field01.ome.tif') or by that name without its .tif/.tiff extension ('well_A01_field01.ome')" in (
+        message
+    )
+
+
+def test_a_long_images_folder_is_listed_in_part(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "ds", images=8, height=12, width=12, channels=1)
+    (root / "classes.csv").write_text("image,label,class\nnothing_like_it,1,2\n")
+    message = error_of(root)
+    assert "img00.tif, img01.tif, img02.tif, img03.tif, img04.tif, ... (8 in all)" in message
+    assert "img05.tif" not in message
+
+
+def test_two_images_of_one_name(tmp_path: Path) -> None:
+    write_named(tmp_path, "a.tif", "a.tif")
+    write_named(tmp_path, "a.tiff", "b.tif")
+    message = error_of(tmp_path)
+    assert "a.tif and a.tiff" in message and "keep one" in message
+
+
+def test_an_image_with_two_label_files(tmp_path: Path) -> None:
+    write_named(tmp_path, "a.ome.TIF", "a.ome.tif")
+    tifffile.imwrite(tmp_path / "labels" / "a.ome.tiff", np.zeros((20, 30), np.uint16))
+    message = error_of(tmp_path)
+    assert str(tmp_path / "labels" / "a.ome.tif") in message and str(tmp_path / "labels" / "a.ome.tiff") in message
+
+
+def test_describe_uniform_and_mixed_sizes(tmp_path: Path) -> None:
+    uniform = write_dataset(tmp_path / "u", images=3, height=27, width=36, channels=1)
+    assert open_dataset(uniform).describe() == "3 images, 1 x 27 x 36"
+    mixed = tmp_path / "m"
+    for stem, (height, width) in {"a": (60, 80), "b": (20, 30), "c": (60, 80), "d": (40, 20)}.items():
+        write_pair(mixed, stem, np.zeros((2, height, width), np.uint16))
+    ds = open_dataset(mixed)
+    assert ds.describe() == "4 images, 3 sizes from 2 x 20 x 30 to 2 x 60 x 80"  # by pixel count
+    assert ds.sizes == (((2, 20, 30), 1), ((2, 40, 20), 1), ((2, 60, 80), 2))
+    assert ds.largest_tile == 20
+
+
 # -- missing folders and files --------------------------------------------------
 
 
@@ -114,13 +219,15 @@ def test_no_images_folder(tmp_path: Path) -> None:
 def test_empty_images_folder(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "readme.md").write_text("no tiffs here")
-    assert str(tmp_path / "images") in error_of(tmp_path)
+    message = error_of(tmp_path)
+    assert str(tmp_path / "images") in message and "no .tif or .tiff files" in message
 
 
 def test_image_without_label(tiny_dataset: Path) -> None:
     (tiny_dataset / "labels" / "img01.tif").unlink()
     message = error_of(tiny_dataset)
     assert str(tiny_dataset / "labels" / "img01.tif") in message and "missing" in message
+    assert "labels/img01.tif (or .tiff)" in message
 
 
 def test_no_labels_folder(tmp_path: Path) -> None:
@@ -249,12 +356,29 @@ def test_classes_csv_not_text(tiny_dataset: Path) -> None:
 
 def test_tile_larger_than_an_image(tmp_path: Path) -> None:
     write_pair(tmp_path, "big", np.zeros((64, 64), np.uint16))
-    small = write_pair(tmp_path, "small", np.zeros((64, 40), np.uint16))
+    write_pair(tmp_path, "small", np.zeros((64, 40), np.uint16))
     with make_generator("baseline", tmp_path, tile=40, batch_size=2) as gen:
         assert len(gen) > 0  # exactly fits
     with pytest.raises(ValueError) as info:
         make_generator("baseline", tmp_path, tile=41)
-    assert str(small) in str(info.value) and "tile=41" in str(info.value)
+    assert "small.tif (64 x 40)" in str(info.value) and "tile=41" in str(info.value)
+
+
+def test_every_image_too_small_for_the_tile_is_named_in_one_error(tmp_path: Path) -> None:
+    from strategies.dataset import check_tile
+
+    write_pair(tmp_path, "big", np.zeros((300, 400), np.uint16))
+    write_pair(tmp_path, "thin", np.zeros((300, 90), np.uint16))
+    write_pair(tmp_path, "flat.ome", np.zeros((50, 400), np.uint16))
+    write_pair(tmp_path, "tiny", np.zeros((64, 64), np.uint16))
+    with pytest.raises(ValueError) as info:
+        make_generator("baseline", tmp_path, tile=256)
+    message = str(info.value)
+    assert message.startswith(f"tile=256 is larger than 3 of the 4 images in {tmp_path / 'images'}")
+    assert "flat.ome.tif (50 x 400), thin.tif (300 x 90), tiny.tif (64 x 64)" in message
+    assert "big.tif" not in message
+    assert message.endswith("the largest tile that fits every image is 50")
+    check_tile(open_dataset(tmp_path), 50)  # the tile it names fits: no error
 
 
 @pytest.mark.parametrize("batch_size", [0, -4])

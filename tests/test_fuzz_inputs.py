@@ -256,7 +256,7 @@ def test_a_tile_larger_than_an_image_starts_nothing(tmp_path: Path, strategy: st
 
     root = write_dataset(tmp_path / "ds", images=2, height=12, width=30)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    with pytest.raises(ValueError, match="tile=16 is larger than image") as info:
+    with pytest.raises(ValueError, match="tile=16 is larger than 2 of the 2 images") as info:
         make_generator(strategy, root, LoaderConfig(**{**TINY, "tile": 16}))
-    assert str(root / "images" / "img00.tif") in str(info.value)
+    assert str(root / "images") in str(info.value) and "img00.tif (12 x 30)" in str(info.value)
     assert {p.pid for p in psutil.Process().children(recursive=True)} - before == set()
