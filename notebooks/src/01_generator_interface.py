@@ -1,9 +1,10 @@
 # %% [markdown]
 # # 1 · The generator interface and the baseline
 #
-# The first post of the series builds a `DataGenerator`: an object that a training loop drives with
-# `for data, labels in generator`, that knows how many batches an epoch has, and that serves one epoch per
-# loop. ipcbench keeps exactly that interface for every way of feeding the loop (`strategies.BatchGenerator`):
+# Post 3 of the series, "Creating an Image-Generator", builds a `DataGenerator`: an object that a training
+# loop drives with `for data, labels in generator`, that knows how many batches an epoch has, and that serves
+# one epoch per loop. ipcbench keeps exactly that interface for every way of feeding the loop
+# (`strategies.BatchGenerator`):
 #
 # - `iter(gen)` starts the next epoch; which images, tiles and augmentations it serves is a pure function of
 #   the dataset, the config (seed, tile, batch size) and the epoch number: the *epoch plan*;
@@ -177,7 +178,7 @@ figure("wait_ecdf", only(run, "baseline"))
 # %% [markdown]
 # The lower steps of the curve are batches served from an image in memory; the upper ones are batches that
 # waited for a read. A strategy with workers can hide those reads, if the workers stay ahead of the loop.
-# The next posts measure what that costs.
+# The next notebooks measure what each way of doing that costs.
 
 # %%
 shutil.rmtree(scratch)  # the tiny dataset
