@@ -17,9 +17,12 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .measure import SHM_DIR
+
+if TYPE_CHECKING:
+    from strategies.dataset import Dataset
 
 PACKAGES = (
     "ipcbench",
@@ -145,11 +148,19 @@ def loadavg() -> list[float] | None:
         return None
 
 
-def dataset_info(path: Path, source: str) -> dict[str, Any]:
-    """Path, source, fingerprint, image count and (C, H, W) of the first image."""
+def dataset_info(path: Path, source: str, *, opened: Dataset | None = None) -> dict[str, Any]:
+    """Path, source, fingerprint, image count, and the images' sizes.
+
+    ``shape`` is the first image's (C, H, W) (``shape[0]`` is every image's channel
+    count); ``sizes`` lists each distinct (C, H, W) with its number of images, smallest
+    first, and ``description`` says it in words: ``"8 images, 1 x 2700 x 3600"`` or
+    ``"12 images, 3 sizes from 1 x 512 x 512 to 1 x 2700 x 3600"``. ``opened``: the
+    dataset already opened from ``path`` (else it is opened here).
+    """
     from strategies import open_dataset
 
-    dataset = open_dataset(path)
+    dataset = opened if opened is not None else open_dataset(path)
+    sizes = dataset.sizes
     return {
         "path": str(Path(path).resolve()),
         "source": source,
@@ -157,7 +168,9 @@ def dataset_info(path: Path, source: str) -> dict[str, Any]:
         "fingerprint": dataset_fingerprint(Path(path)),
         "images": len(dataset),
         "shape": list(dataset.entries[0].shape),
-        "shapes_differ": len({e.shape for e in dataset.entries}) > 1,
+        "shapes_differ": len(sizes) > 1,
+        "sizes": [{"shape": list(shape), "images": count} for shape, count in sizes],
+        "description": dataset.describe(),
     }
 
 

@@ -18,6 +18,8 @@
                 may belong to someone else)
     results     each finished measurement's windows are appended to samples.jsonl at once;
                 summary.csv and env.json are (re)written at the end, also after Ctrl-C
+                (a measurement stopped by Ctrl-C keeps its whole windows but is counted
+                as stopped, not finished)
 
 The child's environment pins OMP/MKL/OpenBLAS/numexpr to one thread. A failed
 measurement (an exception in the child, the watchdog) writes no samples; it is
@@ -343,12 +345,14 @@ class Failure:
 class RunResult:
     run_dir: Path
     planned: int
-    finished: int  # measurements whose samples were written
-    samples: int
+    finished: int  # measurements that ran all their windows, closed, and whose samples were written
+    samples: int  # windows written, of finished and stopped measurements alike
     interrupted: bool
     failures: tuple[Failure, ...] = field(default=())
     wall_s: float = 0.0
     terminated: bool = False  # the interruption was SIGTERM, not Ctrl-C
+    stopped: int = 0  # measurements stopped mid-way (Ctrl-C, SIGTERM) that closed cleanly: not finished
+    stopped_samples: int = 0  # the whole windows those measured before they stopped, written too
 
 
 Launcher = Callable[[ChildSpec, InterruptFlag, Callable[[dict[str, Any]], None]], ChildOutcome]
@@ -387,7 +391,7 @@ def run_plan(
     plan = plan_measurements(options)
     writer = SamplesWriter(run_dir / SAMPLES_FILE)
     failures: list[Failure] = []
-    finished = 0
+    finished = stopped = stopped_samples = 0
     interrupted = False
     started = clock()
     with InterruptFlag() as flag:
@@ -408,7 +412,12 @@ def run_plan(
                 break
             samples = samples_from(outcome, options, measurement, run_id)
             writer.append(samples)
-            finished += bool(samples)
+            # Interrupted before its last window, it is not finished; its whole windows are kept all the same.
+            if samples and outcome.interrupted and len(outcome.windows) < 1 + options.windows:
+                stopped += 1
+                stopped_samples += len(samples)
+            else:
+                finished += bool(samples)
             if outcome.error is not None:
                 failure = Failure(measurement, outcome.error, outcome.detail)
                 failures.append(failure)
@@ -418,7 +427,18 @@ def run_plan(
                 interrupted = True
                 break
     wall_s = clock() - started
-    return RunResult(run_dir, len(plan), finished, writer.count, interrupted, tuple(failures), wall_s, flag.terminated)
+    return RunResult(
+        run_dir,
+        len(plan),
+        finished,
+        writer.count,
+        interrupted,
+        tuple(failures),
+        wall_s,
+        flag.terminated,
+        stopped=stopped,
+        stopped_samples=stopped_samples,
+    )
 
 
 def append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
@@ -477,7 +497,9 @@ def finish_env(run_dir: Path, env: dict[str, Any], result: RunResult) -> dict[st
         "outcome": {
             "planned": result.planned,
             "finished": result.finished,
+            "stopped": result.stopped,
             "samples": result.samples,
+            "stopped_samples": result.stopped_samples,
             "interrupted": result.interrupted,
             "failures": len(result.failures),
             "wall_s": round(result.wall_s, 3),

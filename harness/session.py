@@ -4,7 +4,8 @@
 
     RunRequest (the CLI's options, typed; nothing below the CLI sees argparse)
        -> resolve_dataset     a folder, or a built-in source built once and cached under data/
-       -> build_options       RunOptions (harness.plan): strategies, workloads, batch sizes, defaults
+       -> build_options       RunOptions (harness.plan): strategies, workloads, batch sizes, defaults;
+                              the tile checked against every image (one error naming each it misses)
        -> run_env             env.json's content: provenance, the config, memcpy's R, the sampler
        -> canonical_command   the command that repeats the run, every option spelled out
        ... the runner measures (harness.runner) ...
@@ -24,6 +25,7 @@ from typing import Any
 
 from strategies import STRATEGIES, LoaderConfig
 from strategies.config import WORKLOADS
+from strategies.dataset import Dataset, check_tile, open_dataset
 
 from .errors import IpcbenchError
 from .plan import (
@@ -107,8 +109,14 @@ def build_workloads(request: RunRequest, batch_size: int, channels: int, tile: i
     return tuple(workloads)
 
 
-def build_options(request: RunRequest, dataset: Path, source: str, channels: int) -> RunOptions:
-    """RunOptions from a request; ``channels`` (of the dataset's images) turns ``batch_mib`` into tiles."""
+def build_options(
+    request: RunRequest, dataset: Path, source: str, channels: int, *, opened: Dataset | None = None
+) -> RunOptions:
+    """RunOptions from a request; ``channels`` (of the dataset's images) turns ``batch_mib`` into tiles.
+
+    The tile is checked against every image of the dataset (``opened``, or the folder
+    opened again) here, before any measurement: one error names each image it does not fit.
+    """
     strategies = request.strategies or tuple(STRATEGIES)
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
@@ -125,6 +133,12 @@ def build_options(request: RunRequest, dataset: Path, source: str, channels: int
     }
     try:
         loader = LoaderConfig().replace(workers=request.workers[0], **overrides)
+    except ValueError as exc:
+        raise IpcbenchError(str(exc)) from exc
+    check_tile_fits(
+        opened if opened is not None else open_dataset(dataset), loader.tile, given=request.tile is not None
+    )
+    try:
         workloads = build_workloads(request, loader.batch_size, channels, loader.tile)
         # The loader env.json records is the first cell's; every cell's is in config.workloads.
         loader = loader.replace(workload=workloads[0].name, batch_size=workloads[0].batch_size)
@@ -149,6 +163,15 @@ def build_options(request: RunRequest, dataset: Path, source: str, channels: int
         )
     except ValueError as exc:
         raise IpcbenchError(str(exc)) from exc
+
+
+def check_tile_fits(dataset: Dataset, tile: int, *, given: bool) -> None:
+    """The tile must fit every image: one IpcbenchError naming each image it does not, and how to choose one."""
+    try:
+        check_tile(dataset, tile)
+    except ValueError as exc:
+        default = "" if given else f"{tile} is the default of --tile; "
+        raise IpcbenchError(f"{exc} ({default}pass --tile {dataset.largest_tile} or less)") from exc
 
 
 def canonical_command(options: RunOptions, dataset: str) -> list[str]:

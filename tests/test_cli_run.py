@@ -83,6 +83,8 @@ def test_quick_run_writes_a_complete_results_folder(dataset, tmp_path, capsys, m
     assert env["config"]["tile"] == 32 and env["config"]["repeats"] == 1 and env["config"]["windows"] == 1
     assert env["config"]["min_window_s"] == MIN_WINDOW_S
     assert env["dataset"]["images"] == 2 and env["dataset"]["shape"] == [1, 96, 128]
+    assert env["dataset"]["description"] == "2 images, 1 x 96 x 128"
+    assert env["dataset"]["sizes"] == [{"shape": [1, 96, 128], "images": 2}]
     assert env["memcpy"]["gb_per_s"] > 0 and env["memcpy"]["batch_copies_per_s_one_core"] > 0
     # R describes the whole run: a round at its start and one at its end, pooled.
     memcpy = env["memcpy"]
@@ -108,6 +110,8 @@ def test_quick_run_writes_a_complete_results_folder(dataset, tmp_path, capsys, m
     printed = capsys.readouterr()
     assert "baseline" in printed.out and "batches/s" in printed.out and "memcpy" in printed.out
     assert "[2/2] baseline workers=2" in printed.err  # not a TTY: one line per measurement
+    assert f"on {dataset} (2 images, 1 x 96 x 128) -> {out}" in printed.err
+    assert "2/2 measurements finished, 4 windows" in printed.err
 
 
 def test_a_failing_report_builder_does_not_fail_the_run(dataset, tmp_path, capsys, monkeypatch):
@@ -245,6 +249,116 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_exits_143(dataset, tmp_path):
     proc.send_signal(signal.SIGTERM)
     rest = proc.stderr.read()
     assert proc.wait(timeout=60) == 143, rest
-    assert "interrupted; kept the measurements that finished" in rest
+    assert "2/12 measurements finished" in rest
+    assert re.search(r"ipcbench: interrupted; kept the 2 measurements that finished", rest), rest
     assert "Traceback" not in rest and "leaked" not in rest
     assert len(read_samples(out / SAMPLES_FILE)) >= 1
+
+
+def write_sized(root, sizes):
+    """A dataset with one 1-channel image per (name, height, width), labels to match."""
+    import numpy as np
+    import tifffile
+
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, height, width in sizes:
+        tifffile.imwrite(root / "images" / name, rng.integers(0, 4096, (height, width), dtype=np.uint16))
+        tifffile.imwrite(root / "labels" / name, np.ones((height, width), np.uint16))
+    return root
+
+
+def test_a_tile_too_large_for_some_images_fails_before_anything_is_measured_or_written(tmp_path, capsys):
+    root = write_sized(
+        tmp_path / "ds",
+        [("big.tif", 300, 300), ("a.ome.tif", 20, 300), ("b.tiff", 300, 24), ("c.tif", 30, 30)],
+    )
+    out = tmp_path / "run"
+    args = [a for a in run_args(root, out) if a not in ("--tile", "32")]  # the default tile, 256
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    # One error line (a busy machine may add a warning before it), and no measurement started.
+    (first,) = [line for line in err.splitlines() if not line.startswith("ipcbench: warning:")]
+    assert first.startswith("ipcbench: error: tile=256 is larger than 3 of the 4 images")
+    assert "a.ome.tif (20 x 300), b.tiff (300 x 24), c.tif (30 x 30)" in first and "big.tif" not in first
+    assert (
+        "the largest tile that fits every image is 20 (256 is the default of --tile; pass --tile 20 or less)" in first
+    )
+    assert not out.exists()  # nothing half-written: no results folder at all
+    assert main([*run_args(root, out), "--tile", "25"]) == 2
+    err = capsys.readouterr().err
+    assert "tile=25 is larger than 2 of the 4 images" in err and "(pass --tile 20 or less)" in err
+    assert not out.exists()
+
+
+def test_a_dataset_of_mixed_sizes_is_described_by_its_sizes(tmp_path, capsys):
+    root = write_sized(tmp_path / "ds", [("a.tif", 64, 96), ("b.tif", 96, 128), ("c.tif", 64, 96)])
+    out = tmp_path / "run"
+    assert main(run_args(root, out, "--workers", "1", "--no-report")) == 0
+    description = "3 images, 2 sizes from 1 x 64 x 96 to 1 x 96 x 128"
+    assert f"on {root} ({description}) -> {out}" in capsys.readouterr().err
+    dataset = json.loads((out / "env.json").read_text())["dataset"]
+    assert dataset["description"] == description and dataset["shapes_differ"] is True
+    assert dataset["sizes"] == [{"shape": [1, 64, 96], "images": 2}, {"shape": [1, 96, 128], "images": 1}]
+
+
+def test_run_help_shows_every_default(capsys):
+    from strategies import STRATEGIES, LoaderConfig
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    # Each option's help: its line "  --name ARG  help..." and the more indented lines after it.
+    helps: dict[str, str] = {}
+    option = None
+    usage, listed = capsys.readouterr().out.split("options:", 1)
+    for line in listed.splitlines():
+        start = re.match(r"  (-\S.*?)(?:\s{2,}(.*))?$", line)
+        if start:
+            option = re.findall(r"--[a-z-]+", start.group(1))[0]
+            helps[option] = start.group(2) or ""
+        elif option is not None:
+            helps[option] += " " + line.strip()
+    assert set(helps) == {"--help", *re.findall(r"\[(--[a-z-]+)", usage)}  # every option was read
+    loader = LoaderConfig()
+    for option, value in (
+        ("--prefetch", loader.prefetch),
+        ("--batch-size", loader.batch_size),
+        ("--tile", loader.tile),
+        ("--start-method", loader.start_method),
+    ):
+        assert f"(default: {value})" in helps[option], (option, helps[option])
+    assert f"default: all: {','.join(STRATEGIES)}" in helps["--strategies"]
+    flags = {"--help", "--quick", "--no-report", "--distributed"}
+    missing = [option for option, help_text in helps.items() if option not in flags and "default:" not in help_text]
+    assert missing == [], missing
+
+
+def test_ctrl_c_counts_only_the_measurements_that_finished(dataset, tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the second measurement: 1 of 2 finished, the stopped one's whole windows kept and counted apart."""
+    import os
+    import signal
+
+    import harness.commands.run as run_command
+
+    class CtrlCInSecond(ProgressLine):
+        def __call__(self, progress):
+            super().__call__(progress)
+            if progress.kind == "window" and progress.measurement.index == 1 and progress.event["window"] == 0:
+                os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C: the runner's handler takes it
+
+    monkeypatch.setattr(run_command, "ProgressLine", CtrlCInSecond)
+    out = tmp_path / "run"
+    args = run_args(dataset, out, "--workers", "1", "--repeats", "2", "--windows", "3", "--no-report")
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    outcome = json.loads((out / "env.json").read_text())["outcome"]
+    assert (outcome["planned"], outcome["finished"], outcome["stopped"], outcome["interrupted"]) == (2, 1, 1, True)
+    kept = outcome["stopped_samples"]
+    assert 1 <= kept < 4  # the warm-up window at least, and not all four
+    records = read_samples(out / SAMPLES_FILE)
+    assert len(records) == outcome["samples"] == 4 + kept
+    assert [r["repeat"] for r in records].count(1) == kept
+    assert f"1/2 measurements finished, 1 stopped mid-way, {4 + kept} windows" in err
+    windows = "1 whole window" if kept == 1 else f"{kept} whole windows"
+    assert f"ipcbench: interrupted; kept the 1 measurement that finished and the {windows} of the one it stopped" in err

@@ -131,6 +131,14 @@ def test_an_interrupted_child_that_closed_cleanly_keeps_its_epochs_and_stops_the
     result = run_plan(options(tmp_path), tmp_path, "run1", launch=launch)
     assert result.interrupted and len(launch.calls) == 2
     assert len(read_samples(tmp_path / SAMPLES_FILE)) == 3 + 2
+    # Stopped after 2 of its 3 windows: its windows are kept, but it did not finish.
+    assert (result.finished, result.stopped, result.stopped_samples, result.samples) == (1, 1, 2, 5)
+
+
+def test_a_child_interrupted_after_its_last_window_finished(tmp_path):
+    launch = FakeLauncher({2: fake_outcome(epochs=3, interrupted=True, returncode=130)})
+    result = run_plan(options(tmp_path), tmp_path, "run1", launch=launch)
+    assert result.interrupted and (result.finished, result.stopped, result.samples) == (2, 0, 6)
 
 
 def test_a_failed_measurement_is_recorded_and_the_run_goes_on(tmp_path):

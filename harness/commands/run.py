@@ -19,8 +19,11 @@ interleaved plan (harness.runner; one fresh process per measurement), write
 ``summary.csv``, print one line per cell, build the report if
 ``harness.report.build_report`` exists. Progress goes to stderr: one ``\\r``-updated
 line on a terminal, one line per measurement otherwise. Ctrl-C stops the current
-measurement cleanly, keeps what was measured, writes the summary and exits 130;
-SIGTERM does the same and exits 143.
+measurement cleanly, keeps what was measured (the measurements that finished, and
+the whole windows of the one it stopped, which is not counted as finished), writes the
+summary and exits 130; SIGTERM does the same and exits 143. Every image is checked
+before anything is measured or written: a tile larger than some images is one error
+naming each of them.
 """
 
 from __future__ import annotations
@@ -36,15 +39,14 @@ from strategies.signals import EXIT_STATUS_SIGTERM
 
 from ..errors import IpcbenchError
 from ..noise import DEFAULT_SECONDS as DEFAULT_NOISE_FLOOR_S
-from ..plan import DEFAULT_MIN_WINDOW_S
+from ..plan import DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S
 from ..session import (
     DEFAULT_REPEATS,
     DEFAULT_TRANSFER_MIB,
     DEFAULT_WINDOWS,
-    DEFAULT_WORKERS,
-    DEFAULT_WORKLOADS,
     QUICK_REPEATS,
     QUICK_WINDOWS,
+    RESULTS_DIR,
     RunRequest,
     build_options,
     build_report,
@@ -97,15 +99,29 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from strategies import STRATEGIES, LoaderConfig
+    from strategies.config import START_METHODS
+
+    # Every default shown comes from the code that applies it: RunRequest's and LoaderConfig's fields.
+    request, loader = RunRequest(), LoaderConfig()
     parser.add_argument(
         "--dataset",
-        default="real",
+        default=request.dataset,
         metavar="DIR|real|synth",
-        help="a dataset folder, or a built-in source prepared (once) under data/ (default: real)",
+        help=f"a dataset folder, or a built-in source prepared (once) under data/ (default: {request.dataset})",
     )
-    parser.add_argument("--strategies", type=_name_list, metavar="A,B", help="strategies to run (default: all)")
     parser.add_argument(
-        "--workers", type=_int_list, default=DEFAULT_WORKERS, metavar="N,M", help="worker counts (default: 1,2)"
+        "--strategies",
+        type=_name_list,
+        metavar="A,B",
+        help=f"strategies to run (default: all: {','.join(STRATEGIES)})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_int_list,
+        default=request.workers,
+        metavar="N,M",
+        help=f"worker counts (default: {','.join(map(str, request.workers))})",
     )
     parser.add_argument(
         "--repeats",
@@ -125,32 +141,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-window-s",
         type=float,
-        default=DEFAULT_MIN_WINDOW_S,
+        default=request.min_window_s,
         metavar="S",
         help="each measured window runs as many whole epochs as it takes to last S seconds, so that short "
-        f"epochs still give steady figures (default: {DEFAULT_MIN_WINDOW_S:g}; 0: one epoch a window)",
+        f"epochs still give steady figures (default: {request.min_window_s:g}; 0: one epoch a window)",
     )
     parser.add_argument(
         "--step-ms",
         type=float,
-        default=0.0,
+        default=request.step_ms,
         metavar="X",
-        help="simulated training step after each batch, in ms (a sleep; default: 0)",
+        help=f"simulated training step after each batch, in ms (a sleep; default: {request.step_ms:g})",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
         help=f"a fast check: {QUICK_REPEATS} repeat x {QUICK_WINDOWS} window unless given",
     )
-    parser.add_argument("--out", type=Path, metavar="DIR", help="results folder (default: results/<UTC time>)")
-    parser.add_argument("--prefetch", type=int, metavar="P", help="processed images in flight per worker")
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help=f"results folder (default: {RESULTS_DIR}/<UTC time of the run>)"
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        metavar="P",
+        help=f"processed images in flight per worker (default: {loader.prefetch})",
+    )
     parser.add_argument(
         "--workload",
         type=_workload_list,
-        default=DEFAULT_WORKLOADS,
+        default=request.workloads,
         metavar="full|transfer",
         help="per-image work: full (real decode and masks) and/or transfer (tiles computed once per worker, "
-        "the IPC path alone); comma-separated for both (default: full)",
+        f"the IPC path alone); comma-separated for both (default: {','.join(request.workloads)})",
     )
     parser.add_argument(
         "--batch-mib",
@@ -159,20 +182,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="batch sizes of the transfer workload, in MiB of image data "
         f"(default: {','.join(f'{m:g}' for m in DEFAULT_TRANSFER_MIB)})",
     )
-    parser.add_argument("--batch-size", type=int, metavar="B", help="tiles per batch of the full workload")
-    parser.add_argument("--tile", type=int, metavar="T", help="tile size in pixels")
-    parser.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), help="multiprocessing start method")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help=f"tiles per batch of the full workload (default: {loader.batch_size})",
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        metavar="T",
+        help=f"tile size in pixels; it must fit every image (default: {loader.tile})",
+    )
+    parser.add_argument(
+        "--start-method",
+        choices=START_METHODS,
+        help=f"multiprocessing start method (default: {loader.start_method})",
+    )
     parser.add_argument(
         "--sampler-interval-s",
         type=float,
         metavar="S",
-        help="memory sampling interval (default: 0.2; 0 samples only at epoch boundaries)",
+        help=f"memory sampling interval (default: {DEFAULT_SAMPLER_INTERVAL_S:g}; 0 samples only at epoch boundaries)",
     )
     parser.add_argument(
         "--watchdog-s",
         type=float,
         metavar="S",
-        help="kill a measurement that reports nothing for this long (default: 120)",
+        help=f"kill a measurement that reports nothing for this long (default: {DEFAULT_WATCHDOG_S:g})",
     )
     parser.add_argument(
         "--noise-floor-s",
@@ -324,6 +361,27 @@ def summary_lines(summary: Any, copies_per_s: dict[int, float] | None = None) ->
     ]
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def outcome_text(result: Any) -> str:
+    """``"1/4 measurements finished, 1 stopped mid-way, 5 windows"``: only measurements that ran to their end count."""
+    text = f"{result.finished}/{result.planned} measurements finished"
+    if result.stopped:
+        text += f", {result.stopped} stopped mid-way"
+    return f"{text}, {_count(result.samples, 'window')}"
+
+
+def kept_text(result: Any) -> str:
+    """What an interrupted run kept: the finished measurements, and the whole windows of the one it stopped."""
+    text = f"kept the {_count(result.finished, 'measurement')} that finished"
+    if result.stopped:
+        stopped = "the one" if result.stopped == 1 else f"the {result.stopped}"
+        text += f" and the {_count(result.stopped_samples, 'whole window')} of {stopped} it stopped"
+    return text
+
+
 def request_from(args: argparse.Namespace) -> RunRequest:
     """The typed request behind ``ipcbench run``'s arguments (nothing below the CLI sees argparse)."""
     return RunRequest(
@@ -358,6 +416,8 @@ def main(args: argparse.Namespace) -> int:
             say=lambda line: print(line, file=sys.stderr, flush=True),
             show=lambda text: print(text, file=sys.stdout, flush=True),
         )
+    from strategies import open_dataset
+
     from ..envinfo import dataset_info, loadavg, run_id_for, utc_now
     from ..memcpy import combine, measure_memcpy
     from ..noise import floor_dict, measure_noise_floor
@@ -373,9 +433,11 @@ def main(args: argparse.Namespace) -> int:
     created = utc_now()
     run_id = run_id_for(created)
     dataset, source = resolve_dataset(request.dataset, progress=lambda line: print(f"dataset: {line}", file=err))
-    info = dataset_info(dataset, source)
-    channels = info["shape"][0]
-    options = build_options(request, dataset, source, channels)
+    # Every image is checked (files, sizes against the tile) before the results folder exists.
+    images = open_dataset(dataset)
+    info = dataset_info(dataset, source, opened=images)
+    channels = images.channels
+    options = build_options(request, dataset, source, channels, opened=images)
     run_dir = prepare_run_dir(request.run_dir(run_id))
 
     memcpy = measure_memcpy()
@@ -398,7 +460,8 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"ipcbench run {run_id}: {plan_size} measurements ({len(options.strategies)} strategies x "
         f"{len(options.workers)} worker counts x {variants} workload/batch sizes x {options.repeats} repeats, "
-        f"1 warm-up + {options.windows} windows of >= {options.min_window_s:g} s each) on {dataset} -> {run_dir}",
+        f"1 warm-up + {options.windows} windows of >= {options.min_window_s:g} s each) on {dataset} "
+        f"({info['description']}) -> {run_dir}",
         file=err,
     )
 
@@ -433,13 +496,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"FAILED {m.strategy} workers={m.workers} repeat={m.repeat}: {failure.error}", file=err)
     if request.report and result.samples:
         print(build_report(run_dir), file=err)
-    print(
-        f"{run_dir / SUMMARY_FILE}: {result.finished}/{result.planned} measurements, {result.samples} windows, "
-        f"{time.monotonic() - started:.0f} s",
-        file=err,
-    )
+    print(f"{run_dir / SUMMARY_FILE}: {outcome_text(result)}, {time.monotonic() - started:.0f} s", file=err)
     if result.interrupted:
-        print("ipcbench: interrupted; kept the measurements that finished", file=err)
+        print(f"ipcbench: interrupted; {kept_text(result)}", file=err)
         return EXIT_STATUS_SIGTERM if result.terminated else INTERRUPTED_EXIT
     if result.failures and not result.finished:
         raise IpcbenchError(f"every measurement failed; the first: {result.failures[0].error}")
