@@ -7,7 +7,7 @@
     plan_measurements  for repeat in range(R): for cell in cells: one Measurement
                        (A B C D, A B C D, ...: a slow drift of the machine spreads over
                        every cell instead of biasing the ones that ran last); a cell is
-                       (strategy, workers, workload, batch size)
+                       (strategy, workers, workload, batch size, dtype)
 
 Pure data and functions: the runner (``harness.runner``) executes a plan, the session
 (``harness.session``) builds one from a request.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from strategies import LoaderConfig
-from strategies.config import WORKLOADS
+from strategies.config import DTYPES, WORKLOADS
 from strategies.work import tile_nbytes
 
 DEFAULT_SAMPLER_INTERVAL_S = 0.2  # the shortest wait; measure.MAX_CPU_FRACTION stretches it (see env.json sampler)
@@ -83,6 +83,9 @@ class RunOptions:
     step_ms: float = 0.0
     # Every (workload, batch size) each strategy runs at; empty: the loader's own, one cell per strategy x workers.
     workloads: tuple[Workload, ...] = ()
+    # Every dtype the batches are converted to (LoaderConfig.dtype), each its own cell; empty: the loader's.
+    dtypes: tuple[str, ...] = ()
+    scale: float | None = None  # LoaderConfig.scale of the float32 cells
     sampler_interval_s: float = DEFAULT_SAMPLER_INTERVAL_S
     watchdog_s: float = DEFAULT_WATCHDOG_S
     quick: bool = False
@@ -109,6 +112,17 @@ class RunOptions:
         keys = [(w.name, w.batch_size) for w in self.workloads]
         if len(set(keys)) != len(keys):
             raise ValueError(f"RunOptions.workloads={keys} has duplicates")
+        if len(set(self.dtypes)) != len(self.dtypes) or not set(self.dtypes) <= set(DTYPES):
+            raise ValueError(f"RunOptions.dtypes={self.dtypes} must be distinct, each one of {DTYPES}")
+        if self.scale is not None:
+            if "float32" not in self.cell_dtypes:
+                raise ValueError(f"RunOptions.scale={self.scale} needs float32 among the dtypes {self.cell_dtypes}")
+            self.loader.replace(dtype="float32", scale=self.scale)  # validates the value
+
+    @property
+    def cell_dtypes(self) -> tuple[str, ...]:
+        """The dtypes every strategy x workers x workload cell is measured in."""
+        return self.dtypes or (self.loader.dtype,)
 
     @property
     def cell_workloads(self) -> tuple[Workload, ...]:
@@ -127,6 +141,8 @@ class RunOptions:
             "min_window_s": self.min_window_s,
             "step_ms": self.step_ms,
             "workloads": [dataclasses.asdict(w) for w in self.cell_workloads],
+            "dtypes": list(self.cell_dtypes),
+            "float32_scale": self.scale,
             "quick": self.quick,
             "sampler_interval_s": self.sampler_interval_s,
             "watchdog_s": self.watchdog_s,
@@ -148,27 +164,36 @@ class Measurement:
     workers: int
     workload: str | None = None  # None: the loader's
     batch_size: int | None = None  # None: the loader's
+    dtype: str | None = None  # None: the loader's
 
 
 def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
     """Interleaved: every cell once per repeat, cells in the same order each time."""
     cells = [
-        (s, w, load.name, load.batch_size)
+        (s, w, load.name, load.batch_size, dtype)
         for s in options.strategies
         for w in options.workers
         for load in options.cell_workloads
+        for dtype in options.cell_dtypes
     ]
     plan = []
     for repeat in range(options.repeats):
-        for strategy, workers, workload, batch_size in cells:
-            plan.append(Measurement(len(plan), repeat, strategy, workers, workload, batch_size))
+        for cell in cells:
+            plan.append(Measurement(len(plan), repeat, *cell))
     return tuple(plan)
 
 
 def measurement_loader(options: RunOptions, measurement: Measurement) -> LoaderConfig:
-    """The LoaderConfig one measurement runs with: the run's, with the cell's workers, workload, batch size."""
+    """The LoaderConfig one measurement runs with: the run's, with the cell's workers, workload, batch size, dtype.
+
+    The run's ``scale`` applies to its float32 cells only (it means nothing to the others).
+    """
+    dtype = measurement.dtype or options.loader.dtype
+    scale = options.scale if options.scale is not None else options.loader.scale
     return options.loader.replace(
         workers=measurement.workers,
         workload=measurement.workload or options.loader.workload,
         batch_size=measurement.batch_size or options.loader.batch_size,
+        dtype=dtype,
+        scale=scale if dtype == "float32" else None,
     )

@@ -299,6 +299,7 @@ def samples_from(
         "dataset": options.dataset_name,
         "workload": loader.workload,
         "step_ms": float(options.step_ms),
+        "dtype": loader.dtype,
         "repeat": measurement.repeat,
     }
     process = {
@@ -454,6 +455,7 @@ def append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
                 "workers": m.workers,
                 "workload": m.workload,
                 "batch_size": m.batch_size,
+                "dtype": m.dtype,
                 "repeat": m.repeat,
                 "error": failure.error,
                 "detail": failure.detail,

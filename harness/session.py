@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from strategies import STRATEGIES, LoaderConfig
-from strategies.config import WORKLOADS
+from strategies.config import DTYPES, WORKLOADS
 from strategies.dataset import Dataset, check_tile, open_dataset
 
 from .errors import IpcbenchError
@@ -63,6 +63,8 @@ class RunRequest:
     workloads: tuple[str, ...] = DEFAULT_WORKLOADS
     batch_mib: tuple[float, ...] | None = None
     batch_size: int | None = None
+    dtypes: tuple[str, ...] | None = None  # None: the loader's (uint16)
+    scale: float | None = None  # float32 cells only
     tile: int | None = None
     start_method: str | None = None
     sampler_interval_s: float | None = None
@@ -77,6 +79,11 @@ class RunRequest:
             raise IpcbenchError("--batch-size sets the full workload's batch; the transfer workload's is --batch-mib")
         if not self.min_window_s >= 0:
             raise IpcbenchError(f"--min-window-s {self.min_window_s} must be >= 0")
+        unknown = [name for name in self.dtypes or () if name not in DTYPES]
+        if unknown:
+            raise IpcbenchError(f"unknown dtype {', '.join(unknown)}; choose from {', '.join(DTYPES)}")
+        if self.scale is not None and "float32" not in (self.dtypes or ()):
+            raise IpcbenchError("--scale multiplies float32 batches; add float32 to --dtype")
         if self.batch_mib is not None and "transfer" not in self.workloads:
             raise IpcbenchError("--batch-mib sets the transfer workload's batch sizes; add transfer to --workload")
 
@@ -155,6 +162,8 @@ def build_options(
             min_window_s=request.min_window_s,
             step_ms=request.step_ms,
             workloads=workloads,
+            dtypes=tuple(request.dtypes or ()),
+            scale=request.scale,
             quick=quick,
             sampler_interval_s=(
                 request.sampler_interval_s if request.sampler_interval_s is not None else DEFAULT_SAMPLER_INTERVAL_S
@@ -209,6 +218,8 @@ def canonical_command(options: RunOptions, dataset: str) -> list[str]:
         loader.start_method,
         "--sampler-interval-s",
         f"{options.sampler_interval_s:g}",
+        *(["--dtype", ",".join(options.dtypes)] if options.dtypes else []),
+        *(["--scale", f"{options.scale:g}"] if options.scale is not None else []),
     ]
     return [*command, "--quick"] if options.quick else command
 

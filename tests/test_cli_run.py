@@ -17,7 +17,7 @@ from harness.cli import main
 from harness.commands.run import ProgressLine, format_eta, summary_lines
 from harness.memcpy import DEFAULT_REPEATS
 from harness.plan import Measurement
-from harness.results import SAMPLES_FILE, read_samples, summarize
+from harness.results import SAMPLES_FILE, SUMMARY_FILE, read_samples, summarize
 from harness.runner import ChildOutcome, Progress
 
 ENV_KEYS = [
@@ -217,6 +217,51 @@ def test_batch_options_must_match_the_workloads(dataset, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*run_args(dataset, tmp_path / "c"), "--workload", "decode"])
     assert "unknown workload decode" in capsys.readouterr().err
+
+
+def test_dtypes_are_cells_and_each_measures_its_own_conversion(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(harness.report, "build_report", lambda run_dir: run_dir / "report.md")
+    out = tmp_path / "run"
+    extra = ("--workers", "1", "--strategies", "baseline,shm", "--dtype", "uint16,float32", "--scale", "0.5")
+    assert main(run_args(dataset, out, *extra)) == 0
+    env = json.loads((out / "env.json").read_text())
+    assert env["config"]["dtypes"] == ["uint16", "float32"] and env["config"]["float32_scale"] == 0.5
+    command = env["command"]
+    assert command[command.index("--dtype") + 1] == "uint16,float32"
+    assert command[command.index("--scale") + 1] == "0.5"
+    records = [r for r in read_samples(out / SAMPLES_FILE) if not r["warmup"]]
+    assert sorted({(r["strategy"], r["dtype"]) for r in records}) == [
+        ("baseline", "float32"),
+        ("baseline", "uint16"),
+        ("shm", "float32"),
+        ("shm", "uint16"),
+    ]
+    # float32 batches carry twice the data bytes of uint16 ones (the masks stay uint8).
+    per_batch = {r["dtype"]: r["bytes"] / r["batches"] for r in records if r["strategy"] == "shm"}
+    tile = 32 * 32
+    assert per_batch["uint16"] == 4 * (tile * 2 + tile) and per_batch["float32"] == 4 * (tile * 4 + tile)
+    # The same tiles, converted: checksums differ by dtype, never by strategy.
+    by_epoch = {
+        (r["strategy"], r["dtype"], r["epoch"] + i): checksum
+        for r in read_samples(out / SAMPLES_FILE)
+        for i, checksum in enumerate(r["checksums"])
+    }
+    for epoch in (0, 1):  # the warm-up window's first epochs: every cell has them
+        assert by_epoch["baseline", "float32", epoch] == by_epoch["shm", "float32", epoch]
+        assert by_epoch["shm", "float32", epoch] != by_epoch["shm", "uint16", epoch]
+    summary = pd.read_csv(out / SUMMARY_FILE)
+    assert sorted(summary["dtype"]) == ["float32", "float32", "uint16", "uint16"]
+    assert "full float32" in capsys.readouterr().out
+
+
+def test_dtype_options_are_checked(dataset, tmp_path, capsys):
+    assert main([*run_args(dataset, tmp_path / "a"), "--scale", "0.5"]) == 2
+    assert "add float32 to --dtype" in capsys.readouterr().err
+    assert main([*run_args(dataset, tmp_path / "b"), "--dtype", "float32", "--scale", "-1"]) == 2
+    assert "scale=-1.0 must be a finite number > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*run_args(dataset, tmp_path / "c"), "--dtype", "float64"])
+    assert "unknown dtype float64" in capsys.readouterr().err
 
 
 def test_summary_lines_show_transfer_cells_as_a_fraction_of_r():

@@ -12,7 +12,7 @@ from harness.cli import main
 from harness.compare import CellChange, compare_runs, format_comparison, min_p_value, regressions
 from harness.results import load_run
 
-CELL = ("shm", 2, 2, "forkserver", 32, 256, "synth", "full", 0.0, "all")  # the cell keys, rank last
+CELL = ("shm", 2, 2, "forkserver", 32, 256, "synth", "full", 0.0, "all", "uint16")  # the cell keys, dtype last
 
 
 @pytest.fixture(scope="module")

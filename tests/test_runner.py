@@ -13,7 +13,7 @@ import pytest
 from harness import runner, supervisor
 from harness.child import ChildSpec
 from harness.measure import is_alive
-from harness.plan import RunOptions, Workload, batch_size_for_mib, plan_measurements
+from harness.plan import RunOptions, Workload, batch_size_for_mib, measurement_loader, plan_measurements
 from harness.results import SAMPLES_FILE, STAGES, read_samples
 from harness.runner import (
     ChildOutcome,
@@ -102,6 +102,23 @@ def test_plan_interleaves_cells_within_each_repeat(tmp_path):
     assert [(m.strategy, m.workers) for m in plan] == cells * 3
     assert [m.repeat for m in plan] == [0] * 4 + [1] * 4 + [2] * 4
     assert [m.index for m in plan] == list(range(12))
+
+
+def test_dtypes_are_cells_and_only_float32_cells_are_scaled(tmp_path):
+    opts = options(tmp_path, repeats=1, workers=(1,), dtypes=("uint16", "float32"), scale=0.5)
+    plan = plan_measurements(opts)
+    assert [(m.strategy, m.dtype) for m in plan] == [
+        ("a", "uint16"),
+        ("a", "float32"),
+        ("b", "uint16"),
+        ("b", "float32"),
+    ]
+    loaders = [measurement_loader(opts, m) for m in plan]
+    assert [(c.dtype, c.scale) for c in loaders] == [("uint16", None), ("float32", 0.5)] * 2
+    with pytest.raises(ValueError, match="needs float32 among the dtypes"):
+        options(tmp_path, dtypes=("int32",), scale=0.5)
+    with pytest.raises(ValueError, match="must be distinct"):
+        options(tmp_path, dtypes=("int32", "int32"))
 
 
 def test_run_plan_launches_in_plan_order_and_appends_samples(tmp_path):

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from strategies.config import DTYPES
 from strategies.signals import EXIT_STATUS_SIGTERM
 
 from ..errors import IpcbenchError
@@ -88,6 +89,17 @@ def _workload_list(text: str) -> tuple[str, ...]:
     unknown = [name for name in names if name not in WORKLOADS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+    return tuple(dict.fromkeys(names))
+
+
+PIXEL_DTYPE = "uint16"  # the images' own: a cell in another dtype says so in progress and summary lines
+
+
+def _dtype_list(text: str) -> tuple[str, ...]:
+    names = _name_list(text)
+    unknown = [name for name in names if name not in DTYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown dtype {', '.join(unknown)}; choose from {', '.join(DTYPES)}")
     return tuple(dict.fromkeys(names))
 
 
@@ -189,6 +201,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"tiles per batch of the full workload (default: {loader.batch_size})",
     )
     parser.add_argument(
+        "--dtype",
+        type=_dtype_list,
+        metavar="uint16,float32",
+        help=f"what the batches' data holds, converted in the workers: {', '.join(DTYPES)}; comma-separated to "
+        f"measure what converting costs, each its own cell (default: {loader.dtype})",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        metavar="S",
+        help="multiply float32 batches by S, e.g. 1.5259e-05 (1/65535) for values in [0, 1] (default: none)",
+    )
+    parser.add_argument(
         "--tile",
         type=int,
         metavar="T",
@@ -239,6 +264,7 @@ class ProgressLine:
     def __call__(self, progress: Any) -> None:
         m, total = progress.measurement, progress.total
         cell = f" {m.workload} batch={m.batch_size}" if m.batch_size else ""
+        cell += f" {m.dtype}" if m.dtype and m.dtype != PIXEL_DTYPE else ""
         head = f"[{m.index + 1:>{len(str(total))}}/{total}] {m.strategy} workers={m.workers}{cell} repeat={m.repeat}"
         eta = format_eta(m.index + (progress.kind == "done"), total, progress.elapsed_s)
         if progress.kind == "done":
@@ -338,7 +364,7 @@ def summary_lines(summary: Any, copies_per_s: dict[int, float] | None = None) ->
             (
                 str(r["strategy"]),
                 str(int(r["workers"])),
-                str(r["workload"]),
+                str(r["workload"]) + (f" {r['dtype']}" if r.get("dtype", PIXEL_DTYPE) != PIXEL_DTYPE else ""),
                 str(int(r["batch_size"])),
                 f"{_fmt(r['batches_per_s_median'], 1)} [{_fmt(r['batches_per_s_q25'], 1)}-"
                 f"{_fmt(r['batches_per_s_q75'], 1)}]",
@@ -398,6 +424,8 @@ def request_from(args: argparse.Namespace) -> RunRequest:
         workloads=args.workload,
         batch_mib=args.batch_mib,
         batch_size=args.batch_size,
+        dtypes=args.dtype,
+        scale=args.scale,
         tile=args.tile,
         start_method=args.start_method,
         sampler_interval_s=args.sampler_interval_s,
@@ -455,11 +483,13 @@ def main(args: argparse.Namespace) -> int:
     env["other_cores_before"] = round(cores_in_use, 3)  # other processes' CPU over 1 s before the run
     env["noise_floor"] = floor_dict([floor]) if floor is not None else None
     write_json(run_dir / ENV_FILE, env)
-    variants = len(options.cell_workloads)
-    plan_size = len(options.strategies) * len(options.workers) * variants * options.repeats
+    variants, dtypes = len(options.cell_workloads), options.cell_dtypes
+    plan_size = len(options.strategies) * len(options.workers) * variants * len(dtypes) * options.repeats
+    in_dtypes = f" x {len(dtypes)} dtypes ({', '.join(dtypes)})" if len(dtypes) > 1 else ""
     print(
         f"ipcbench run {run_id}: {plan_size} measurements ({len(options.strategies)} strategies x "
-        f"{len(options.workers)} worker counts x {variants} workload/batch sizes x {options.repeats} repeats, "
+        f"{len(options.workers)} worker counts x {variants} workload/batch sizes{in_dtypes} x "
+        f"{options.repeats} repeats, "
         f"1 warm-up + {options.windows} windows of >= {options.min_window_s:g} s each) on {dataset} "
         f"({info['description']}) -> {run_dir}",
         file=err,

@@ -34,7 +34,7 @@ from harness.errors import IpcbenchError
 
 from .io import read_json_object
 from .rundata import RunData
-from .schema import ALL_RANKS, CELL_KEYS, METRICS
+from .schema import ALL_RANKS, CELL_KEYS, KEY_FILL, METRICS
 from .summary import summarize
 
 NUMERIC_KEYS = {"workers": 0, "prefetch": 0, "batch_size": 0, "tile": 0, "step_ms": 0.0}
@@ -132,6 +132,7 @@ def _cell(bench: dict[str, Any], params: dict[str, Any], extra: dict[str, Any]) 
         "dataset": str(pick("dataset", "n/a")),
         "workload": str(workload),
         "rank": ALL_RANKS,
+        "dtype": str(pick("dtype", KEY_FILL["dtype"])),
     }
     for key, default in NUMERIC_KEYS.items():
         value = pick(key, default)

@@ -48,6 +48,7 @@ class WindowSample:
     workload: str
     step_ms: float
     rank: str = ALL_RANKS
+    dtype: str = "uint16"  # what the batches' data held (LoaderConfig.dtype)
     repeat: int
     epoch: int
     warmup: bool

@@ -42,6 +42,7 @@ CELL_KEYS = (
     "workload",
     "step_ms",
     "rank",
+    "dtype",
 )
 # ``rank`` is a cell key: "all" for the figures of a whole run, or "0", "1", ... for one
 # rank's share of an ``ipcbench run --distributed``, whose "all" rows combine the ranks.
@@ -57,6 +58,7 @@ KEY_FILL: dict[str, Any] = {
     "workload": "full",
     "step_ms": 0.0,
     "rank": ALL_RANKS,
+    "dtype": "uint16",  # converting came later: an older sample's batches held the images' uint16
 }
 REQUIRED_SAMPLE_FIELDS = ("strategy", "workers")
 
