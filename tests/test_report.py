@@ -9,16 +9,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
+from matplotlib.container import ErrorbarContainer
 from report_fixtures import STRATEGIES, copies_per_s, write_results
 
 from harness.cli import main
 from harness.errors import IpcbenchError
-from harness.report import build_report
+from harness.report import build_report, style
+from harness.report.barcharts import cpu_per_batch, lifecycle, memory
 from harness.report.document import escape
 from harness.report.goals import below_baseline_explanations, performance_goals
 from harness.report.goals import copies_per_s as copies_per_s_of_env
 from harness.report.html import inline
-from harness.results import load_benchmark_json, load_run, summarize
+from harness.report.linecharts import throughput
+from harness.results import load_benchmark_json, load_run, summarize, write_summary
 
 ALL_PLOTS = {"throughput", "wait_ecdf", "memory", "memory_trace", "lifecycle", "cpu_per_batch", "faults"}
 
@@ -381,3 +385,109 @@ def test_a_one_repeat_run_judges_nothing(tmp_path: Path) -> None:
     text = (run_dir / "report.md").read_text()
     assert "| ok |" not in text and "| met |" not in text
     assert "Of 8 cells: 0 ok, 8 with too few samples." in text
+
+
+def _thin(run_dir: Path, strategy: str, workers: int, keep: int) -> None:
+    """Keep only the first ``keep`` measured windows of one cell (its warm-ups stay), and rewrite summary.csv."""
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    kept, seen = [], 0
+    for record in records:
+        if record["strategy"] == strategy and record["workers"] == workers and not record["warmup"]:
+            seen += 1
+            if seen > keep:
+                continue
+        kept.append(record)
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    write_summary(run_dir)
+
+
+def _bars_without_spread(container) -> list[bool]:
+    """Per point of an errorbar() line: True where it has no error bar (an empty or NaN segment)."""
+    (segments,) = [collection.get_segments() for collection in container.lines[2]]
+    return [len(segment) == 0 or bool(np.isnan(np.asarray(segment, float)).any()) for segment in segments]
+
+
+def test_a_quick_run_draws_no_error_bars_and_says_n_1(tmp_path: Path) -> None:
+    """One measured window per cell: an IQR of 0 is no measured spread, so nothing may look like one."""
+    run_dir = write_results(
+        tmp_path / "run", strategies=("baseline", "pipe", "shm"), workers=(1, 2), repeats=1, epochs=2, faults=False
+    )
+    run = load_run(run_dir)
+    assert set(run.summary["n"]) == {1}
+    ax = throughput(run).axes[0]
+    errorbars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(errorbars) == 2 and all(all(_bars_without_spread(c)) for c in errorbars)  # pipe and shm, no bars
+    assert [t.get_text() for t in ax.texts] == ["no error bars: one value per cell (n=1)"]
+    for axes in lifecycle(run).axes:
+        assert not [c for c in axes.containers if isinstance(c, ErrorbarContainer)], axes.get_title()
+        assert "no whiskers: one value per cell (n=1)" in [t.get_text().replace("\n", " ") for t in axes.texts]
+    build_report(run_dir)
+    text = (run_dir / "report.md").read_text()
+    assert "No error bars for batches/s and MB/s: every cell has a single value (n=1)." in text
+    assert "No error bars for startup, time to first batch and shutdown: every cell has a single value (n=1)." in text
+
+
+def test_a_cell_of_one_window_among_others_is_marked_n_1(tmp_path: Path) -> None:
+    run_dir = write_results(
+        tmp_path / "run", strategies=("baseline", "pipe", "shm"), workers=(1, 2), repeats=2, epochs=3, faults=False
+    )
+    _thin(run_dir, "pipe", 2, keep=1)
+    run = load_run(run_dir)
+    assert dict(zip(run.summary["strategy"] + run.summary["workers"].astype(str), run.summary["n"], strict=True)) == {
+        "baseline1": 4,
+        "pipe1": 4,
+        "pipe2": 1,
+        "shm1": 4,
+        "shm2": 4,
+    }
+    ax = throughput(run).axes[0]
+    bars = {c.get_label(): _bars_without_spread(c) for c in ax.containers if isinstance(c, ErrorbarContainer)}
+    assert bars == {"pipe": [False, True], "shm": [False, False]}  # pipe at 2 workers alone has no bar
+    (label,) = ax.texts
+    assert label.get_text() == "n=1" and label.xy[0] == pytest.approx(2, abs=0.1)
+    cpu = cpu_per_batch(run).axes[0]
+    assert [t.get_text() for t in cpu.texts] == ["n=1"]
+    assert len([c for c in cpu.containers if isinstance(c, ErrorbarContainer)]) == 4  # the other four cells
+    build_report(run_dir)
+    text = (run_dir / "report.md").read_text()
+    assert "No error bar for batches/s and MB/s where a cell has a single value (n=1): pipe (2 workers)." in text
+    assert "No error bar for CPU s/batch where a cell has a single value (n=1): pipe (2 workers)." in text
+
+
+def test_the_baseline_is_a_level_across_the_workers_axis_and_not_a_dev_shm_stub(tmp_path: Path) -> None:
+    """The baseline ignores ``workers``: a horizontal line (its cells pooled), and no /dev/shm bar."""
+    run_dir = write_results(
+        tmp_path / "run", strategies=("baseline", "queue", "shm"), workers=(1, 2), repeats=2, epochs=3, faults=False
+    )
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    # The baseline measured at 2 workers too (as a run with --workers 1,2 does): the same thing, measured again.
+    again = [
+        {**r, "workers": 2, "batches_per_s": r["batches_per_s"] * 1.5} for r in records if r["strategy"] == "baseline"
+    ]
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records + again))
+    write_summary(run_dir)
+    run = load_run(run_dir)
+    base = run.samples[(run.samples["strategy"] == "baseline") & ~run.samples["warmup"]]["batches_per_s"]
+    assert len(base) == 8
+
+    figure = throughput(run)
+    ax = figure.axes[0]
+    assert {c.get_label() for c in ax.containers if isinstance(c, ErrorbarContainer)} == {"queue", "shm"}
+    (level,) = [line for line in ax.lines if list(line.get_xdata()) == [0, 1]]  # axhline: across the whole axis
+    assert list(level.get_ydata()) == pytest.approx([base.median()] * 2)
+    assert level.get_color() == style.colour("baseline")
+    assert "baseline (no workers)" in [t.get_text() for t in figure.legends[0].get_texts()]
+
+    memory_axes = {a.get_title(): a for a in memory(run).axes}
+    shm_panel = memory_axes["/dev/shm peak"]
+    colours = {to_hex(p.get_facecolor()) for p in shm_panel.patches}
+    assert to_hex(style.colour("baseline")) not in colours and to_hex(style.colour("shm")) in colours
+    pss_colours = {to_hex(p.get_facecolor()) for p in memory_axes["PSS peak"].patches}
+    assert to_hex(style.colour("baseline")) in pss_colours  # it has memory: only /dev/shm leaves it out
+
+    build_report(run_dir)
+    text = (run_dir / "report.md").read_text()
+    assert "A strategy without workers (the baseline" in text and "a horizontal line across the axis" in text
+    assert "left out of the /dev/shm panel, which names it" in text
+    (note,) = [t.get_text().replace("\n", " ") for t in shm_panel.texts]
+    assert note == "no /dev/shm, not drawn: baseline, queue"  # queue: the fixture's queue measured none either

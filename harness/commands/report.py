@@ -2,14 +2,18 @@
 
 ::
 
-    ipcbench report RUN_DIR [--format md|html]
-    ipcbench report --benchmark-json FILE [--out DIR] [--format md|html]
+    ipcbench report RUN_DIR [--format md|html] [--hugo DIR]
+    ipcbench report --benchmark-json FILE [--out DIR] [--format md|html] [--hugo DIR]
 
 From a results folder the report is written into it, built from the raw samples
 alone (summary.csv is only checked). From pytest-benchmark JSON it goes into
 ``--out``, by default ``<FILE stem>-report/`` beside the file. The report's path
 goes to stdout. All rendering happens before any file is written, and each file is
 replaced atomically, so a failure leaves the previous report as it was.
+
+``--hugo DIR`` also writes the report as a Hugo leaf bundle (harness/report/hugo.py):
+DIR/index.md and DIR/plots/*.png, built beside DIR and renamed into place; the path of
+DIR/index.md goes to stdout after the report's.
 """
 
 from __future__ import annotations
@@ -20,8 +24,19 @@ from pathlib import Path
 
 from harness.errors import IpcbenchError
 
-HELP = "write report.md and plots/*.png from a results folder (or pytest-benchmark JSON)"
+HELP = "write report.md and plots/*.png from a results folder (or pytest-benchmark JSON); --hugo: a Hugo bundle too"
 FORMATS = ("md", "html")  # harness.report.FORMATS, repeated so --help does not import pandas
+TAXONOMIES_LINE = "taxonomies: {tag: tags, series: series}"  # harness.report.TAXONOMIES_LINE, likewise
+HUGO_HELP = (
+    "also write the report as a Hugo leaf bundle into DIR: DIR/index.md (the report with its front matter) and "
+    "DIR/plots/*.png (the figures it shows, linked relatively). DIR may be absent, empty, or a bundle this option "
+    "wrote before (index.md tagged ipcbench and plots/*.png, nothing else), which is replaced whole; any other DIR "
+    "is refused before anything is written. The bundle is built beside DIR and renamed into place, so a failure "
+    "leaves no half bundle. Copy DIR into the site's content/ (e.g. content/posts/NAME). The front matter's "
+    "`series` is a taxonomy the site config (hugo.yaml or config.yaml) must declare: "
+    f"`{TAXONOMIES_LINE}` (declaring taxonomies replaces Hugo's default tags and categories: add "
+    "`category: categories` if the site uses those)"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +45,7 @@ class ReportOptions:
     fmt: str = "md"
     benchmark_json: Path | None = None
     out: Path | None = None
+    hugo: Path | None = None
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -43,7 +59,9 @@ class ReportOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ReportOptions:
-        return cls(run_dir=args.run_dir, fmt=args.format, benchmark_json=args.benchmark_json, out=args.out)
+        return cls(
+            run_dir=args.run_dir, fmt=args.format, benchmark_json=args.benchmark_json, out=args.out, hugo=args.hugo
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="output folder for --benchmark-json (default: <FILE stem>-report beside FILE)",
     )
+    parser.add_argument("--hugo", metavar="DIR", type=Path, default=None, help=HUGO_HELP)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -82,8 +101,10 @@ def main(args: argparse.Namespace) -> int:
     from harness.report import build_benchmark_report, build_report
 
     if options.benchmark_json is not None:
-        path = build_benchmark_report(options.benchmark_json, out_dir=options.out, fmt=options.fmt)
+        path = build_benchmark_report(options.benchmark_json, out_dir=options.out, fmt=options.fmt, hugo=options.hugo)
     else:
-        path = build_report(options.run_dir, fmt=options.fmt)
+        path = build_report(options.run_dir, fmt=options.fmt, hugo=options.hugo)
     print(path)
+    if options.hugo is not None:
+        print(options.hugo / "index.md")
     return 0

@@ -3,10 +3,14 @@
 Each function takes a RunData and returns a matplotlib Figure. Bars are medians with
 IQR whiskers; groups along x are the run's *variants* (usually the worker count),
 one bar per strategy in its colour. A value too small to see gets a coloured stub on
-the axis, so "measured, about zero" never looks like "missing".
+the axis, so "measured, about zero" never looks like "missing". A cell of a single
+value gets no whisker but "n=1", and the /dev/shm panel leaves out the strategies that
+use no /dev/shm and measured none, naming them (:mod:`.cells`).
 """
 
 from __future__ import annotations
+
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -17,17 +21,31 @@ from matplotlib.patches import Patch
 from harness.results import RunData, stage_medians, variant_keys, variant_label
 
 from . import style
+from .cells import MIN_SPREAD, uses_shared_memory, value_counts
 
 STAGE_BAR_HEIGHT_IN = 0.32  # per cell of the stages figure, which grows with the run
+TICK_CHAR_IN = 0.065  # about how wide a character of a 9 pt tick label is
+NOTE_WIDTH_CHARS = 30  # a note in a panel wraps at this many characters
 
 
-def _grouped_bars(ax, summary: pd.DataFrame, metric: str, *, scale: float = 1.0) -> None:
-    """Bars of ``metric`` medians (times ``scale``) with IQR whiskers: groups = variants, colour = strategy."""
+def _grouped_bars(
+    ax, run: RunData, metric: str, *, scale: float = 1.0, leave_out: tuple[str, ...] = (), why: str = "not drawn"
+) -> None:
+    """Bars of ``metric`` medians (times ``scale``) with IQR whiskers: groups = variants, colour = strategy.
+
+    A cell whose metric rests on a single value gets no whisker (its IQR of 0 measured
+    nothing) but "n=1" above its bar, or one note for the panel when no cell has more.
+    ``leave_out``: strategies not drawn at all, named in a note in the panel after ``why``.
+    """
+    summary = run.summary
+    counts = value_counts(run, metric)
     keys = variant_keys(summary)
     groups = summary[keys].drop_duplicates().sort_values(keys).to_dict("records") if keys else [{}]
-    strategies = style.order_strategies(summary["strategy"])
-    width = min(0.8 / len(strategies), 0.25)  # two strategies should not look like a wall
-    top = float(np.nanmax(summary[f"{metric}_q75"].to_numpy(float) * scale, initial=0.0))
+    strategies = [s for s in style.order_strategies(summary["strategy"]) if s not in leave_out]
+    width = min(0.8 / max(len(strategies), 1), 0.25)  # two strategies should not look like a wall
+    shown = summary["strategy"].isin(strategies) & summary[f"{metric}_median"].notna()
+    top = float(np.nanmax(summary.loc[shown, f"{metric}_q75"].to_numpy(float) * scale, initial=0.0))
+    no_spread_at_all = bool(shown.any()) and bool((counts[shown] < MIN_SPREAD).all())
     for g, group in enumerate(groups):
         rows = summary
         for key, value in group.items():
@@ -35,19 +53,28 @@ def _grouped_bars(ax, summary: pd.DataFrame, metric: str, *, scale: float = 1.0)
         present = [s for s in strategies if (rows["strategy"] == s).any()]
         for i, strategy in enumerate(present):
             row = rows[rows["strategy"] == strategy].iloc[0]
+            n = int(counts[rows.index[rows["strategy"] == strategy][0]])
             median = row[f"{metric}_median"] * scale
             if pd.isna(median):
                 continue
-            low, high = (median - row[f"{metric}_q25"] * scale, row[f"{metric}_q75"] * scale - median)
             x = g + (i - (len(present) - 1) / 2) * width
-            ax.bar(
-                x,
-                median,
-                width * 0.92,
-                color=style.colour(strategy),
-                yerr=[[max(low, 0)], [max(high, 0)]],
-                error_kw={"elinewidth": 1, "ecolor": "black"},
-            )
+            if n >= MIN_SPREAD:
+                low, high = (median - row[f"{metric}_q25"] * scale, row[f"{metric}_q75"] * scale - median)
+                whiskers = {"yerr": [[max(low, 0)], [max(high, 0)]], "error_kw": {"elinewidth": 1, "ecolor": "black"}}
+            else:
+                whiskers = {}
+                if not no_spread_at_all:
+                    ax.annotate(
+                        f"n={n}",
+                        (x, median),
+                        xytext=(0, 2),
+                        textcoords="offset points",
+                        ha="center",
+                        va="bottom",
+                        rotation=90,
+                        fontsize=7,
+                    )
+            ax.bar(x, median, width * 0.92, color=style.colour(strategy), **whiskers)
             if median < 0.015 * top:
                 # Too short to see: a coloured stub on the axis says "measured, about zero"; a gap would read "missing".
                 ax.plot(
@@ -59,9 +86,46 @@ def _grouped_bars(ax, summary: pd.DataFrame, metric: str, *, scale: float = 1.0)
                     clip_on=False,
                     zorder=3,
                 )
-    ax.set_xticks(range(len(groups)), [variant_label(pd.Series(g), keys) for g in groups])
+    labels = [variant_label(pd.Series(g), keys) for g in groups]
+    ax.set_xticks(range(len(groups)), labels)
+    if sum(len(label) for label in labels) * TICK_CHAR_IN > ax.get_position().width * style.FIGURE_WIDTH_IN:
+        ax.tick_params(axis="x", labelrotation=25)  # long variant labels would run into each other
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     ax.set_ylim(bottom=0)
     ax.grid(axis="x", visible=False)
+    notes = []
+    if no_spread_at_all:
+        notes.append("no whiskers: one value per cell (n=1)")
+    if leave_out:
+        notes.append(f"{why}: {', '.join(leave_out)}")
+    if notes:
+        ax.set_ylim(top=max(ax.get_ylim()[1], top * 1.05) * 1.25)  # room for the notes above the bars
+        ax.text(
+            0.03,
+            0.97,
+            "\n".join(textwrap.fill(note, NOTE_WIDTH_CHARS) for note in notes),
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=7.5,
+            color="dimgrey",
+        )
+
+
+def _no_shm_strategies(run: RunData) -> tuple[str, ...]:
+    """Strategies that hand nothing over through /dev/shm (their class says so) and measured none there either.
+
+    A stub bar would read "measured, about zero" for what is no use at all; the panel
+    names them instead. One that did measure some (a queue's semaphores) keeps its bar.
+    """
+    summary = run.summary
+    return tuple(
+        strategy
+        for strategy in style.order_strategies(summary["strategy"])
+        if not uses_shared_memory(strategy)
+        and not (summary.loc[summary["strategy"] == strategy, "shm_peak_mb_q75"].fillna(0) > 0).any()
+    )
 
 
 def _time_scale(summary: pd.DataFrame, metric: str) -> tuple[float, str]:
@@ -82,7 +146,8 @@ def memory(run: RunData) -> Figure:
     if len(panels) > 1 and panels[1][0] == "uss_peak_mb":
         axes[0, 1].sharey(axes[0, 0])  # PSS and USS on one scale: USS is the part of PSS a process owns alone
     for ax, (metric, title) in zip(axes[0], panels, strict=True):
-        _grouped_bars(ax, run.summary, metric)
+        leave_out = _no_shm_strategies(run) if metric == "shm_peak_mb" else ()
+        _grouped_bars(ax, run, metric, leave_out=leave_out, why="no /dev/shm, not drawn")
         ax.set_title(title)
         ax.set_ylabel("MB")
     style.legend_below(figure, *style.patch_handles(run.summary["strategy"]))
@@ -100,7 +165,7 @@ def lifecycle(run: RunData) -> Figure:
     figure.suptitle("Start-up, first batch and shutdown times")
     for ax, (metric, title) in zip(axes[0], panels, strict=True):
         scale, unit = _time_scale(run.summary, metric)
-        _grouped_bars(ax, run.summary, metric, scale=scale)
+        _grouped_bars(ax, run, metric, scale=scale)
         ax.set_title(title)
         ax.set_ylabel(f"time ({unit})")
     style.legend_below(figure, *style.patch_handles(run.summary["strategy"]))
@@ -111,7 +176,7 @@ def cpu_per_batch(run: RunData) -> Figure:
     """CPU time (user + sys, every process) per delivered batch."""
     figure, axes = style.new_figure(1, height_in=3.6)
     ax = axes[0, 0]
-    _grouped_bars(ax, run.summary, "cpu_s_per_batch", scale=1000.0)
+    _grouped_bars(ax, run, "cpu_s_per_batch", scale=1000.0)
     ax.set_title("CPU time per batch (user + system, all processes)")
     ax.set_ylabel("CPU ms per batch")
     style.legend_below(figure, *style.patch_handles(run.summary["strategy"]))

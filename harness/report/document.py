@@ -34,6 +34,7 @@ from harness.results import (
 
 from . import style
 from .barcharts import stage_cells
+from .cells import single_value_note
 from .goals import GOALS, below_baseline_explanations, copies_per_s, first_batch_line, performance_goals
 from .plots import FigureSpec
 from .provenance import (
@@ -140,11 +141,10 @@ def build_document(run: RunData, figures: list[FigureSpec]) -> Document:
 
 def _front_matter(run: RunData) -> dict[str, Any]:
     strategies = style.order_strategies(run.samples["strategy"])
-    created = lookup(run.env, "created") or datetime.now(UTC).isoformat(timespec="seconds")
     machine = f"{cpu_name(run.env)} ({cores_text(run.env)})"
     return {
         "title": f"ipcbench: {', '.join(strategies)} on {dataset_text(run).split(' (')[0]}",
-        "date": str(created),
+        "date": _date(run),
         "description": (
             f"Batches/s, wait latency, memory, start-up/shutdown and CPU cost of {', '.join(strategies)} "
             f"feeding 16-bit microscopy tiles to a training loop, measured on {machine}."
@@ -152,6 +152,16 @@ def _front_matter(run: RunData) -> dict[str, Any]:
         "series": [SERIES],
         "tags": ["ipcbench", "benchmark", "python", "multiprocessing", "microscopy", *strategies],
     }
+
+
+def _date(run: RunData) -> str:
+    """The run's start (env.json ``created``) in ISO 8601, which Hugo reads as the page date; else now."""
+    created = lookup(run.env, "created")
+    try:
+        when = datetime.fromisoformat(str(created)) if created is not None else datetime.now(UTC)
+    except ValueError:
+        when = datetime.now(UTC)  # an unreadable date would stop a Hugo build: the report's own date instead
+    return when.isoformat(timespec="seconds")
 
 
 def _lede(run: RunData) -> str:
@@ -383,14 +393,25 @@ def _shown(summary: pd.DataFrame, metric: str) -> bool:
 
 def _caption(run: RunData, spec: FigureSpec, number: int) -> str:
     text = f"**Figure {number}. {spec.title}.** {spec.describe}"
-    if spec.name == "throughput":
-        gb_per_s = lookup(run.env, "memcpy.gb_per_s", "memcpy.gb_per_s_median")
-        if gb_per_s is not None:
-            text += f" Dotted line: this machine's memcpy limit on one core ({float(gb_per_s):.1f} GB/s, env.json)."
+    notes = figure_notes(run, spec)
+    text += f" {notes}" if notes else ""
     if spec.name == "faults":
         machine = f"{cpu_name(run.env)}, {cores_text(run.env)}"
         return f"{text} Machine: {machine}. {len(run.faults)} scenario runs from faults.jsonl."
     return f"{text} {caption_context(run, 'wait_ms' if spec.name == 'wait_ecdf' else None)}"
+
+
+def figure_notes(run: RunData, spec: FigureSpec) -> str:
+    """What a caption says about this run's figure beyond ``spec.describe``: the memcpy line, cells without a spread."""
+    notes = []
+    if spec.name == "throughput":
+        gb_per_s = lookup(run.env, "memcpy.gb_per_s", "memcpy.gb_per_s_median")
+        if gb_per_s is not None:
+            limit = f"{float(gb_per_s):.1f} GB/s"
+            notes.append(f"Dotted line: this machine's memcpy limit on one core ({limit}, env.json).")
+    if spec.spread:
+        notes.append(single_value_note(run, spec.spread, pool_inline=spec.name == "throughput"))
+    return " ".join(note for note in notes if note)
 
 
 # Besides the headline, the metrics whose spread is worth a warning: tail waits and one-off
@@ -535,7 +556,7 @@ def _faults_document(run: RunData, figures: list[FigureSpec]) -> Document:
     strategies = style.order_strategies(frame["strategy"])
     front = {
         "title": f"ipcbench faults: {', '.join(strategies)}",
-        "date": str(lookup(run.env, "created") or datetime.now(UTC).isoformat(timespec="seconds")),
+        "date": _date(run),
         "description": "Which loaders shut down cleanly when a worker dies, hangs or the main process is killed.",
         "series": [SERIES],
         "tags": ["ipcbench", "faults", "multiprocessing", *strategies],

@@ -19,6 +19,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 from harness.results import RunData, measured, variant_keys, variant_label
 
 from . import style
+from .cells import MIN_SPREAD, has_workers, pooled_units, strategy_label
 from .provenance import lookup
 
 WAIT_FLOOR_MS = 1e-3  # log axes cannot show 0: waits under 1 µs are drawn at 1 µs
@@ -34,7 +35,13 @@ DODGE = 0.04  # workers-axis units between neighbouring strategies' points
 
 
 def throughput(run: RunData) -> Figure:
-    """batches/s and MB/s vs workers, median with IQR bars; the memcpy limit as a reference line."""
+    """batches/s and MB/s vs workers, median with IQR bars; the memcpy limit as a reference line.
+
+    A strategy without workers (the baseline) is drawn at no worker count: it is a
+    horizontal line across the axis at the median of all its cells, its IQR shaded. A
+    cell with a single value gets no error bar but "n=1" beside its point (one note for
+    the panel when no cell has more).
+    """
     summary = run.summary
     panels = [m for m in ("batches_per_s", "mb_per_s") if f"{m}_median" in summary]
     figure, axes = style.new_figure(len(panels), height_in=4.2)
@@ -43,40 +50,63 @@ def throughput(run: RunData) -> Figure:
     variants = summary[others].drop_duplicates().to_dict("records") if others else [{}]
     all_workers = sorted(summary["workers"].unique())
     strategies = style.order_strategies(summary["strategy"])
+    by_workers = [s for s in strategies if has_workers(s)]
     titles = {"batches_per_s": "Batches per second", "mb_per_s": "Payload megabytes per second"}
     ylabels = {"batches_per_s": "batches/s", "mb_per_s": "MB/s (10⁶ bytes/s)"}
     handles, labels = [], []
     for ax, metric in zip(axes[0], panels, strict=True):
+        units = pooled_units(run, metric)
+        units = units[units["median"].notna()]
+        no_spread_at_all = len(units) > 0 and bool((units["n"] < MIN_SPREAD).all())
         top = 0.0
-        for position, strategy in enumerate(strategies):
+        for strategy in strategies:
             # A small sideways dodge per strategy keeps overlapping IQR bars apart at the same worker count.
-            dodge = (position - (len(strategies) - 1) / 2) * DODGE
+            position = by_workers.index(strategy) if strategy in by_workers else 0
+            dodge = (position - (len(by_workers) - 1) / 2) * DODGE
             for number, variant in enumerate(variants):
-                rows = summary[summary["strategy"] == strategy]
+                rows = units[units["strategy"] == strategy]
                 for key, value in variant.items():
                     rows = rows[rows[key] == value]
-                rows = rows.sort_values("workers")
                 if rows.empty:
                     continue
-                median = rows[f"{metric}_median"].to_numpy(float)
-                error = [median - rows[f"{metric}_q25"].to_numpy(float), rows[f"{metric}_q75"].to_numpy(float) - median]
-                label = strategy + (f", {variant_label(pd.Series(variant), others)}" if others else "")
-                line = ax.errorbar(
-                    rows["workers"].to_numpy(float) + dodge,
-                    median,
-                    yerr=error,
-                    color=style.colour(strategy),
-                    marker=style.marker(strategy),
-                    linestyle=LINESTYLES[number % len(LINESTYLES)],
-                    label=label,
-                )
+                rows = rows.sort_values("workers")
+                label = strategy_label(strategy) + (f", {variant_label(pd.Series(variant), others)}" if others else "")
+                linestyle = LINESTYLES[number % len(LINESTYLES)]
+                median = rows["median"].to_numpy(float)
+                counts = rows["n"].to_numpy(int)
+                spread = counts >= MIN_SPREAD
                 top = max(top, float(np.nanmax(median)))
-                if strategy == "baseline" and len(rows) == 1 and len(all_workers) > 1:
-                    # The baseline is one process whatever `workers` says: a level to beat, drawn across.
-                    ax.axhline(median[0], color=style.colour(strategy), linestyle="--", linewidth=1, alpha=0.7)
+                if not has_workers(strategy):
+                    line = _level_line(ax, strategy, linestyle, rows.iloc[0], label_n=not no_spread_at_all)
+                else:
+                    x = rows["workers"].to_numpy(float) + dodge
+                    low = np.where(spread, median - rows["q25"].to_numpy(float), np.nan)
+                    high = np.where(spread, rows["q75"].to_numpy(float) - median, np.nan)
+                    line = ax.errorbar(
+                        x,
+                        median,
+                        yerr=[low, high],  # NaN: no bar at all for a cell with a single value
+                        color=style.colour(strategy),
+                        marker=style.marker(strategy),
+                        linestyle=linestyle,
+                        label=label,
+                    )
+                    if not no_spread_at_all:
+                        for xi, yi, ni in zip(x[~spread], median[~spread], counts[~spread], strict=True):
+                            _n_label(ax, (xi, yi), ni, strategy)
                 if metric == panels[0]:
                     handles.append(line)
                     labels.append(label)
+        if no_spread_at_all:
+            ax.annotate(
+                "no error bars: one value per cell (n=1)",
+                (0.98, 0.02),
+                xycoords="axes fraction",
+                ha="right",
+                va="bottom",
+                fontsize=8,
+                color="dimgrey",
+            )
         reference = _memcpy_mb_per_s(run) if metric == "mb_per_s" else None
         if reference:
             ax.axhline(reference, color="black", linestyle=":", linewidth=1.4)
@@ -104,6 +134,31 @@ def throughput(run: RunData) -> Figure:
         ax.set_xlim(min(all_workers) - 0.5, max(all_workers) + 0.5)
     style.legend_below(figure, handles, labels)
     return figure
+
+
+def _n_label(ax, xy: tuple[float, float], n: int, strategy: str, xycoords: object = "data") -> None:
+    """ "n=1" beside a point drawn without an error bar."""
+    ax.annotate(
+        f"n={n}",
+        xy,
+        xycoords=xycoords,
+        xytext=(5, 3),
+        textcoords="offset points",
+        fontsize=7.5,
+        color=style.colour(strategy),
+    )
+
+
+def _level_line(ax, strategy: str, linestyle: str, unit: pd.Series, *, label_n: bool) -> Line2D:
+    """A strategy without workers: a horizontal line across the workers axis at its median, its IQR shaded."""
+    colour = style.colour(strategy)
+    median = float(unit["median"])
+    line = ax.axhline(median, color=colour, linestyle=linestyle, linewidth=1.6, zorder=2)
+    if int(unit["n"]) >= MIN_SPREAD:
+        ax.axhspan(float(unit["q25"]), float(unit["q75"]), color=colour, alpha=0.12, linewidth=0, zorder=1)
+    elif label_n:
+        _n_label(ax, (0.01, median), int(unit["n"]), strategy, xycoords=("axes fraction", "data"))
+    return line
 
 
 def _memcpy_mb_per_s(run: RunData) -> float | None:
@@ -221,7 +276,8 @@ def memory_trace(run: RunData) -> Figure:
                     marker="." if len(trace) < 20 else None,
                 )
         kinds.add("warm-up" if bool(epoch.get("warmup", False)) else "measured")
-        ax.set_title(f"{strategy}, {variant_label(epoch, ['workers'])}")
+        workers = variant_label(epoch, ["workers"])
+        ax.set_title(f"{strategy}, {workers}" if has_workers(strategy) else strategy_label(strategy))
         ax.set_xlim(left=0)
         top = max(top, float(np.nanmax(trace[:, 1:])))
     figure.suptitle(f"Memory during one {' or '.join(sorted(kinds))} epoch (main process + workers)")

@@ -2,9 +2,10 @@
 
 The output is a Hugo page: YAML front matter between ``---`` lines (title, date,
 description, ``series: ["Live-Dead Assay"]``, tags), then GitHub-flavoured Markdown
-whose images point at ``plots/NAME.png`` beside it. Copied into a blog as a leaf page
-bundle (the folder, with ``report.md`` renamed ``index.md``), the relative image
-links resolve unchanged; on GitHub the same file renders as is.
+whose images point at ``plots/NAME.png`` beside it. ``ipcbench report --hugo DIR``
+writes the same text as ``DIR/index.md`` of a leaf bundle with the figures under
+``DIR/plots/`` (:mod:`.hugo`), where the relative image links resolve unchanged; on
+GitHub the file renders as is.
 
 YAML scalars are written as JSON strings, which YAML reads as double-quoted strings,
 so a colon or a quote in a title cannot break the front matter.

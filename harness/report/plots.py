@@ -2,9 +2,10 @@
 
 Every figure is 8 inches wide (shown ~800 px on a blog), titled, with units on its
 axes, one colour and marker per strategy (:mod:`.style`), medians with IQR error
-bars. The drawing lives in :mod:`.linecharts`, :mod:`.barcharts` and
-:mod:`.faultmatrix`; each function takes a RunData and returns a matplotlib Figure,
-and nothing here writes a file (:mod:`harness.report` saves them).
+bars (none for a cell of a single value, which says n=1 instead: :mod:`.cells`). The
+drawing lives in :mod:`.linecharts`, :mod:`.barcharts` and :mod:`.faultmatrix`; each
+function takes a RunData and returns a matplotlib Figure, and nothing here writes a
+file (:mod:`harness.report` saves them).
 
 ``FIGURES`` names each figure's file, title, caption text and the columns it needs,
 so a run (or a pytest-benchmark file) lacking a column simply gets no such figure.
@@ -31,6 +32,7 @@ class FigureSpec:
     draw: Callable[[RunData], Figure]
     needs: tuple[str, ...]  # summary columns (``M_median``) or sample columns that must hold data
     describe: str  # what the figure shows, for the caption
+    spread: tuple[str, ...] = ()  # metrics drawn with IQR error bars (none for a cell of a single value)
 
 
 FIGURES: tuple[FigureSpec, ...] = (
@@ -40,8 +42,10 @@ FIGURES: tuple[FigureSpec, ...] = (
         throughput,
         ("batches_per_s",),
         "Median batches/s and payload MB/s per strategy against the number of workers; error bars span the "
-        "inter-quartile range (points dodged sideways a little so they do not hide each other). A baseline "
-        "measured at one worker count only is carried across as a dashed line.",
+        "inter-quartile range (points dodged sideways a little so they do not hide each other). A strategy "
+        "without workers (the baseline, whose work runs in the training loop's own process) is drawn at no worker "
+        "count but as a horizontal line across the axis at the median of all its measured windows, the IQR shaded.",
+        ("batches_per_s", "mb_per_s"),
     ),
     FigureSpec(
         "wait_ecdf",
@@ -59,7 +63,9 @@ FIGURES: tuple[FigureSpec, ...] = (
         ("pss_peak_mb",),
         "Peak PSS and USS summed over the main process and every worker, and peak /dev/shm use above the "
         "level before the generator started; bars are medians over epochs, whiskers the IQR; a stub on the axis "
-        "marks a value too small to see.",
+        "marks a value too small to see. A strategy that hands nothing over through /dev/shm and measured no use of "
+        "it is left out of the /dev/shm panel, which names it.",
+        ("pss_peak_mb", "uss_peak_mb", "shm_peak_mb"),
     ),
     FigureSpec(
         "memory_trace",
@@ -78,6 +84,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Median generator start-up (pool start to ready), time from iter() to the first batch, and "
         "shutdown (close() to every worker gone); whiskers are the IQR, a stub on the axis marks a value too "
         "small to see. Start-up and shutdown count once per process.",
+        ("startup_s", "time_to_first_batch_s", "shutdown_s"),
     ),
     FigureSpec(
         "cpu_per_batch",
@@ -86,6 +93,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         ("cpu_s_per_batch",),
         "User + system CPU time of the main process and all workers during an epoch, divided by its "
         "batches; bars are medians, whiskers the IQR; a stub on the axis marks a value too small to see.",
+        ("cpu_s_per_batch",),
     ),
     FigureSpec(
         "stages",

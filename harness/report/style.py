@@ -55,6 +55,8 @@ DIRTY_COLOUR = "#F4A9A0"  # pale vermillion
 MISSING_COLOUR = "#EEEEEE"
 
 FIGURE_WIDTH_IN = 8.0
+# A legend column: its handle and gap, then about this much per character of a label at 9 pt.
+LEGEND_HANDLE_IN, LEGEND_CHAR_IN, LEGEND_ROW_IN = 0.6, 0.07, 0.22
 SAVE_DPI = 150
 
 
@@ -127,21 +129,45 @@ def new_figure(ncols: int, nrows: int = 1, *, height_in: float, **kwargs: Any) -
 
 
 def legend_below(figure: Figure, handles: list, labels: list[str]) -> None:
-    """One legend for the whole figure, under the axes, in up to 6 columns."""
-    figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6))
+    """One legend for the whole figure, under the axes, in up to 6 columns that fit the figure's width.
+
+    Long labels (a strategy with its variant) get fewer columns; past two rows the figure
+    grows by the extra rows, so that the legend does not squeeze the axes.
+    """
+    fits = (n for n in range(min(len(labels), 6), 1, -1) if _legend_width_in(labels, n) <= FIGURE_WIDTH_IN)
+    ncol = next(fits, 1)
+    rows = -(-len(labels) // ncol)
+    if rows > 2:
+        width, height = figure.get_size_inches()
+        figure.set_size_inches(width, height + (rows - 2) * LEGEND_ROW_IN)
+    figure.legend(handles, labels, loc="outside lower center", ncol=ncol)
+
+
+def _legend_width_in(labels: list[str], ncol: int) -> float:
+    """About how wide a legend of ``ncol`` columns is (matplotlib's layout: the first columns one entry longer)."""
+    rows, long_columns = divmod(len(labels), ncol)
+    sizes = [rows + 1] * long_columns + [rows] * (ncol - long_columns)
+    starts = [sum(sizes[:i]) for i in range(ncol)]
+    columns = [labels[start : start + size] for start, size in zip(starts, sizes, strict=True) if size]
+    return sum(LEGEND_HANDLE_IN + LEGEND_CHAR_IN * max(len(label) for label in column) for column in columns)
 
 
 def line_handles(strategies: Iterable[str]) -> tuple[list, list[str]]:
-    """Legend entries (line with marker) for ``strategies`` in canonical order."""
+    """Legend entries (line with marker) for ``strategies`` in canonical order, labelled by ``strategy_label``."""
     from matplotlib.lines import Line2D
 
+    from .cells import strategy_label
+
     names = order_strategies(strategies)
-    return [Line2D([], [], color=colour(s), marker=marker(s), linestyle="-") for s in names], names
+    handles = [Line2D([], [], color=colour(s), marker=marker(s), linestyle="-") for s in names]
+    return handles, [strategy_label(s) for s in names]
 
 
 def patch_handles(strategies: Iterable[str]) -> tuple[list, list[str]]:
-    """Legend entries (filled patch) for ``strategies`` in canonical order, for bar charts."""
+    """Legend entries (filled patch) for ``strategies`` in canonical order, for bar charts (``strategy_label``)."""
     from matplotlib.patches import Patch
 
+    from .cells import strategy_label
+
     names = order_strategies(strategies)
-    return [Patch(color=colour(s)) for s in names], names
+    return [Patch(color=colour(s)) for s in names], [strategy_label(s) for s in names]
