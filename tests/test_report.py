@@ -491,3 +491,47 @@ def test_the_baseline_is_a_level_across_the_workers_axis_and_not_a_dev_shm_stub(
     assert "left out of the /dev/shm panel, which names it" in text
     (note,) = [t.get_text().replace("\n", " ") for t in shm_panel.texts]
     assert note == "no /dev/shm, not drawn: baseline, queue"  # queue: the fixture's queue measured none either
+
+
+def test_converted_cells_are_set_beside_their_uint16_twins(tmp_path: Path) -> None:
+    run_dir = write_results(tmp_path / "run", strategies=("baseline", "shm"), workers=(2,), faults=False)
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    converted = [
+        {
+            **r,
+            "dtype": "float32",
+            "batches_per_s": r["batches_per_s"] * 0.8,
+            "cpu_s_per_batch": r["cpu_s_per_batch"] * 1.25,
+        }
+        for r in records
+    ]
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records + converted))
+    write_summary(run_dir)
+    build_report(run_dir)
+    text = (run_dir / "report.md").read_text()
+    section = text.split("### What converting the batches costs", 1)[1].split("\n### ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith(("| baseline", "| shm"))]
+    assert [(row[0], row[1]) for row in rows] == [("| baseline", "float32"), ("| shm", "float32")]
+    assert [row[5] for row in rows] == ["0.80", "0.80"]  # batches/s against the uint16 twin, same run
+
+
+def test_a_run_of_one_dtype_has_no_conversion_section(tmp_path: Path) -> None:
+    run_dir = write_results(tmp_path / "run", strategies=("baseline", "shm"), workers=(2,), faults=False)
+    build_report(run_dir)
+    assert "What converting" not in (run_dir / "report.md").read_text()
+
+
+def test_a_dataset_of_several_sizes_is_described_by_them_all(tmp_path: Path) -> None:
+    run_dir = write_results(tmp_path / "run", strategies=("baseline",), workers=(1,), faults=False)
+    env = json.loads((run_dir / "env.json").read_text())
+    env["dataset"] = {
+        **env.get("dataset", {}),
+        "images": 12,
+        "shape": [1, 512, 512],  # the first image's: not the dataset's
+        "description": "12 images, 3 sizes from 1 x 512 x 512 to 1 x 2700 x 3600",
+    }
+    (run_dir / "env.json").write_text(json.dumps(env))
+    build_report(run_dir)
+    text = (run_dir / "report.md").read_text()
+    assert "12 images, 3 sizes from 1 x 512 x 512 to 1 x 2700 x 3600" in text
+    assert "12 images, 1 x 512 x 512" not in text

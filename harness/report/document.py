@@ -20,6 +20,7 @@ import pandas as pd
 
 from harness.results import (
     HEADLINE,
+    KEY_FILL,
     METRICS,
     MIN_SAMPLES,
     UNSTABLE_CV,
@@ -126,6 +127,7 @@ def build_document(run: RunData, figures: list[FigureSpec]) -> Document:
     blocks: list[Block] = [Paragraph(_lede(run))]
     blocks += [Heading(2, "Provenance"), Bullets(tuple(f"**{k}:** {v}" for k, v in provenance_items(run)))]
     blocks += _summary_section(run)
+    blocks += _conversion_section(run)
     blocks += _transfer_section(run)
     blocks += _stages_section(run)
     blocks += _goals_section(run)
@@ -315,6 +317,68 @@ def _transfer_section(run: RunData) -> list[Block]:
             "whose workers write in parallel and whose main process copies nothing, can exceed it."
         ),
         Table(header, tuple(table_rows), (False, *[True] * (len(header) - 1))),
+    ]
+
+
+PIXELS = KEY_FILL["dtype"]  # the images' own dtype: what a converted cell is compared with
+
+
+def _conversion_section(run: RunData) -> list[Block]:
+    """What converting the batches (``--dtype``) costs: each converted cell against its uint16 twin."""
+    summary = run.summary
+    if "dtype" not in summary or summary["dtype"].nunique() < 2:
+        return []
+    keys = [k for k in variant_keys(summary) if k != "dtype"]
+    images = summary[summary["dtype"] == PIXELS]
+    table_rows = []
+    for _, row in summary[summary["dtype"] != PIXELS].sort_values(["strategy", "dtype"]).iterrows():
+        twin = images
+        for key in ("strategy", *keys):
+            twin = twin[twin[key] == row[key]]
+        if twin.empty:
+            continue
+        ref = twin.iloc[0]
+        rate, ref_rate = row[f"{HEADLINE}_median"], ref[f"{HEADLINE}_median"]
+        verdicts = {str(v) for v in (ref.get("verdict"), row.get("verdict")) if isinstance(v, str)}
+        table_rows.append(
+            (
+                str(row["strategy"]),
+                *(str(plain(row[k])) for k in keys),
+                str(row["dtype"]),
+                f"{int(ref['n'])} / {int(row['n'])}",
+                _cell(ref, HEADLINE),
+                _cell(row, HEADLINE),
+                "–" if pd.isna(rate) or pd.isna(ref_rate) or not ref_rate else f"{rate / ref_rate:.2f}",
+                _cell(ref, "cpu_s_per_batch", 1000.0),
+                _cell(row, "cpu_s_per_batch", 1000.0),
+                "ok" if verdicts == {"ok"} else "; ".join(sorted(verdicts - {"ok"})) or "–",
+            )
+        )
+    if not table_rows:
+        return []
+    scale = lookup(run.env, "config.float32_scale")
+    scaled = f", float32 multiplied by {scale:g}" if isinstance(scale, int | float) else ""
+    header = (
+        "strategy",
+        *keys,
+        "dtype",
+        "n (uint16 / dtype)",
+        "uint16 batches/s",
+        "batches/s",
+        "vs uint16",
+        "uint16 CPU ms/batch",
+        "CPU ms/batch",
+        "verdict",
+    )
+    return [
+        Heading(3, "What converting the batches costs"),
+        Paragraph(
+            f"Each cell converted to another dtype ({PIXELS} is the images' own{scaled}) beside the same cell in "
+            f"{PIXELS}, measured in the same run. The conversion runs where the tiles are cut (in the workers, or "
+            f"in the main process for strategies without them), so it costs CPU there and the batch carries more "
+            f"bytes (float32 and int32: twice the data of uint16) through the strategy's IPC path."
+        ),
+        Table(header, tuple(table_rows), (False, *[False] * len(keys), False, False, *[True] * 5, False)),
     ]
 
 

@@ -58,18 +58,22 @@ def machine_text(env: dict[str, Any]) -> str:
 
 
 def dataset_text(run: RunData) -> str:
-    """The dataset(s) of the samples, with source, image count and shape from env.json."""
+    """The dataset(s) of the samples, with source, image count and sizes from env.json."""
     names = sorted({str(v) for v in run.samples["dataset"].unique()} - {"n/a"}) or ["not recorded"]
     source = lookup(run.env, "dataset.source")
     images = lookup(run.env, "dataset.images")
     shape = lookup(run.env, "dataset.shape")
+    description = lookup(run.env, "dataset.description")  # its sizes, all of them (older runs: the first's)
     details = []
     if source and source not in names:
         details.append(str(source))
-    if images is not None:
-        details.append(f"{images} images")
-    if isinstance(shape, list | tuple):
-        details.append(" x ".join(str(s) for s in shape))
+    if isinstance(description, str) and description:
+        details.append(description)
+    else:
+        if images is not None:
+            details.append(f"{images} images")
+        if isinstance(shape, list | tuple):
+            details.append(" x ".join(str(s) for s in shape))
     text = ", ".join(names)
     return f"{text} ({', '.join(details)})" if details else text
 
