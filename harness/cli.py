@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "compare": "harness.commands.compare",
     "faults": "harness.commands.faults",
     "soak": "harness.commands.soak",
+    "clean": "harness.commands.clean",
 }
 
 
