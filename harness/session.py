@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from strategies import STRATEGIES, LoaderConfig
+from strategies import LoaderConfig, StrategyUnavailableError, resolve_strategies
 from strategies.config import DTYPES, WORKLOADS
 from strategies.dataset import Dataset, check_tile, open_dataset
 
@@ -124,10 +124,10 @@ def build_options(
     The tile is checked against every image of the dataset (``opened``, or the folder
     opened again) here, before any measurement: one error names each image it does not fit.
     """
-    strategies = request.strategies or tuple(STRATEGIES)
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        raise IpcbenchError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
+    try:
+        strategies = resolve_strategies(request.strategies or None)
+    except (ValueError, StrategyUnavailableError) as exc:
+        raise IpcbenchError(str(exc)) from exc
     overrides = {
         name: value
         for name, value in (

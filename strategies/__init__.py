@@ -15,6 +15,7 @@ This package is the system under test: it never imports ``harness``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from .base import BatchGenerator
@@ -28,6 +29,7 @@ from .errors import (
     ProcessContextError,
     RemoteTraceback,
     SharedMemorySpaceError,
+    StrategyUnavailableError,
     WorkerDiedError,
     WorkerError,
     WorkerTimeoutError,
@@ -50,6 +52,30 @@ STRATEGIES: dict[str, type[BatchGenerator]] = {
     "torch": TorchGenerator,
     "threads": ThreadGenerator,
 }
+
+
+def available_strategies() -> tuple[str, ...]:
+    """The strategies that can run here: every one whose wrapped library (if any) is installed."""
+    return tuple(name for name, cls in STRATEGIES.items() if cls.unavailable() is None)
+
+
+def resolve_strategies(names: Iterable[str] | None = None) -> tuple[str, ...]:
+    """``names`` checked (each known and able to run here), or every available strategy when None.
+
+    An unknown name is a ``ValueError`` listing the known ones; a peer strategy whose
+    library is missing is a :class:`StrategyUnavailableError` with the pip line.
+    """
+    if names is None:
+        return available_strategies()
+    names = tuple(names)
+    unknown = [name for name in names if name not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategy {', '.join(map(repr, unknown))}; choose from {', '.join(STRATEGIES)}")
+    for name in names:
+        missing = STRATEGIES[name].unavailable()
+        if missing is not None:
+            raise StrategyUnavailableError(missing)
+    return names
 
 
 def make_generator(
@@ -83,11 +109,14 @@ __all__ = [
     "ProcessContextError",
     "RemoteTraceback",
     "SharedMemorySpaceError",
+    "StrategyUnavailableError",
     "WorkerDiedError",
     "WorkerError",
     "WorkerTimeoutError",
+    "available_strategies",
     "exit_on_sigterm",
     "make_generator",
     "make_plan",
     "open_dataset",
+    "resolve_strategies",
 ]

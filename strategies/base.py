@@ -57,6 +57,7 @@ process but the generator's own.
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing as mp
 import os
 import threading
@@ -72,7 +73,7 @@ from .close_signal import CloseSignal
 from .config import LoaderConfig
 from .constants import STOP_GRACE_S
 from .dataset import Dataset, check_tile, open_dataset
-from .errors import LoaderClosedError, ProcessContextError
+from .errors import LoaderClosedError, ProcessContextError, StrategyUnavailableError
 from .main_guard import refuse_while_importing_main
 from .plan import EpochPlan, make_plan, max_tiles_per_image
 from .stages import StageClock, summed
@@ -149,11 +150,29 @@ class BatchGenerator(ABC):
     worker_processes: ClassVar[bool] = False
     # True where workers hand images over through shared memory (/dev/shm);
     shared_memory: ClassVar[bool] = False
-    # True where batches are views into the producer's memory (zero-copy ``shm``).
+    # True where batches are views into the producer's memory (zero-copy ``shm``);
     zero_copy: ClassVar[bool] = False
+    # (module, pip requirement) of the library a peer strategy wraps, which may be absent.
+    requires: ClassVar[tuple[str, str] | None] = None
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this strategy cannot run here (the library it wraps is not installed, with the pip line), or None."""
+        if cls.requires is None:
+            return None
+        module, requirement = cls.requires
+        if importlib.util.find_spec(module) is not None:
+            return None
+        return (
+            f"the {cls.name} strategy needs {requirement}, which is not installed here: "
+            f"pip install '{requirement}' (make setup installs it with the project's [peers] extra)"
+        )
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         refuse_while_importing_main(self.name)
+        missing = self.unavailable()
+        if missing is not None:
+            raise StrategyUnavailableError(missing)
         if config.zero_copy and not self.zero_copy:
             raise ValueError(
                 f"zero_copy=True is an option of the shm strategy (batches as views into shared memory); "

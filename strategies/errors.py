@@ -15,6 +15,10 @@ class DatasetError(ValueError):
     """
 
 
+class StrategyUnavailableError(ImportError):
+    """The strategy wraps a library (a peer loader) that is not installed; the message has the pip line."""
+
+
 class LoaderClosedError(RuntimeError):
     """The generator was used after ``close()`` (or after a worker failure closed it)."""
 

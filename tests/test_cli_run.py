@@ -129,7 +129,7 @@ def test_clear_errors_for_bad_arguments(dataset, tmp_path, capsys):
     assert main(run_args(tmp_path / "missing", tmp_path / "a")) == 2
     assert "neither 'real', 'synth' nor an existing dataset folder" in capsys.readouterr().err
     assert main([*run_args(dataset, tmp_path / "b"), "--strategies", "nope"]) == 2
-    assert "unknown strategy nope" in capsys.readouterr().err
+    assert "unknown strategy 'nope'" in capsys.readouterr().err
     assert main([*run_args(dataset, tmp_path / "c"), "--prefetch", "0"]) == 2
     assert "prefetch" in capsys.readouterr().err
     taken = tmp_path / "taken"

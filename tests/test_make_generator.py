@@ -88,3 +88,54 @@ def test_missing_dataset_is_dataset_error(tmp_path: Path) -> None:
 def test_world_size_larger_than_dataset(tiny_dataset: Path) -> None:
     with pytest.raises(ValueError, match=r"3 images, fewer than world_size=4"):
         make_generator("baseline", tiny_dataset, tile=16, world_size=4, rank=1)
+
+
+class _AbsentPeer(BaselineGenerator):
+    """A strategy wrapping a library that is not installed."""
+
+    name = "absent_peer"
+    requires = ("ipcbench_no_such_module", "no-such-loader==1.0")
+
+
+@pytest.fixture
+def absent_peer(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(STRATEGIES, _AbsentPeer.name, _AbsentPeer)
+    return _AbsentPeer.name
+
+
+def test_a_peer_whose_library_is_missing_says_what_to_install(absent_peer: str, tiny_dataset: Path) -> None:
+    from strategies import StrategyUnavailableError, available_strategies, resolve_strategies
+
+    assert absent_peer not in available_strategies()
+    assert "baseline" in available_strategies()
+    assert resolve_strategies() == available_strategies()
+    for attempt in (lambda: make_generator(absent_peer, tiny_dataset), lambda: resolve_strategies([absent_peer])):
+        with pytest.raises(StrategyUnavailableError, match=r"pip install 'no-such-loader==1.0'"):
+            attempt()
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        resolve_strategies(["baseline", "nope"])
+
+
+def test_the_cli_leaves_a_missing_peer_out_by_default_and_refuses_it_by_name(
+    absent_peer: str, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import main
+
+    common = ["--dataset", str(tiny_dataset), "--tile", "64", "--batch-size", "4", "--quick"]
+    assert main(["run", *common, "--strategies", f"baseline,{absent_peer}", "--out", str(tmp_path / "a")]) == 2
+    assert "pip install 'no-such-loader==1.0'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert main(["faults", "--strategies", absent_peer, "--out", str(tmp_path / "f")]) == 2
+    assert "no-such-loader" in capsys.readouterr().err
+    assert main(["soak", "--strategies", absent_peer, "--out", str(tmp_path / "s")]) == 2
+    assert "no-such-loader" in capsys.readouterr().err
+
+
+def test_a_default_run_says_which_peer_it_left_out(absent_peer: str) -> None:
+    from harness.commands.run import unavailable_lines
+
+    lines = unavailable_lines()
+    assert [line for line in lines if absent_peer in line] == [
+        f"not measured: {STRATEGIES[absent_peer].unavailable()}"
+    ]
+    assert not [line for line in lines if "'baseline'" in line or "baseline strategy" in line]

@@ -52,16 +52,16 @@ def main(args: argparse.Namespace) -> int:
     from harness.envinfo import run_id_for, utc_now
     from harness.faults.matrix import MatrixOptions, run_matrix, summary_lines
     from harness.faults.scenarios import DEFAULT_SCENARIOS
-    from strategies import STRATEGIES
+    from strategies import StrategyUnavailableError, available_strategies
 
     command = FaultsCommand.from_args(args)
     try:
         options = MatrixOptions(
-            strategies=command.strategies or tuple(STRATEGIES),
+            strategies=command.strategies or available_strategies(),
             start_methods=command.start_methods or ("forkserver",),
             scenarios=command.scenarios or DEFAULT_SCENARIOS,
         )
-    except ValueError as exc:
+    except (ValueError, StrategyUnavailableError) as exc:
         raise IpcbenchError(str(exc)) from exc
     out = command.out or Path("results") / f"faults-{run_id_for(utc_now())}"
     if not options.cells():

@@ -434,6 +434,13 @@ def request_from(args: argparse.Namespace) -> RunRequest:
     )
 
 
+def unavailable_lines() -> list[str]:
+    """One line per strategy left out of a default run because the library it wraps is missing."""
+    from strategies import STRATEGIES
+
+    return [f"not measured: {cls.unavailable()}" for cls in STRATEGIES.values() if cls.unavailable() is not None]
+
+
 def main(args: argparse.Namespace) -> int:
     request = request_from(args)
     if args.distributed:
@@ -495,6 +502,9 @@ def main(args: argparse.Namespace) -> int:
         file=err,
     )
 
+    if not request.strategies:
+        for line in unavailable_lines():
+            print(line, file=err)
     progress = ProgressLine(err)
     try:
         result = run_plan(options, run_dir, run_id, on_progress=progress)

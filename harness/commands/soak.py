@@ -58,17 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from harness.envinfo import run_id_for, utc_now
     from harness.faults.soak import SoakOptions, run_soak, soak_lines
-    from strategies import STRATEGIES
+    from strategies import StrategyUnavailableError, available_strategies
 
     command = SoakCommand.from_args(args)
     try:
         options = SoakOptions(
-            strategies=command.strategies or tuple(STRATEGIES),
+            strategies=command.strategies or available_strategies(),
             cycles=command.cycles,
             warmup=command.warmup,
             start_method=command.start_method,
         )
-    except ValueError as exc:
+    except (ValueError, StrategyUnavailableError) as exc:
         raise IpcbenchError(str(exc)) from exc
     out = command.out or Path("results") / f"soak-{run_id_for(utc_now())}"
     records = run_soak(

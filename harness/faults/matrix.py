@@ -65,7 +65,7 @@ class MatrixOptions:
     cell_timeout_s: float = CELL_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        from strategies import STRATEGIES
+        from strategies import STRATEGIES, resolve_strategies
 
         for kind, values, known in (
             ("strategy", self.strategies, tuple(STRATEGIES)),
@@ -77,6 +77,7 @@ class MatrixOptions:
             for value in values:
                 if value not in known:
                     raise ValueError(f"unknown {kind} {value!r}; choose from {', '.join(known)}")
+        resolve_strategies(self.strategies)  # a peer whose library is missing: the pip line
         if self.cell_timeout_s <= 0:
             raise ValueError(f"{self.cell_timeout_s=} must be > 0")
 

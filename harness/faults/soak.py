@@ -221,13 +221,11 @@ class SoakOptions:
     start_method: str = "forkserver"
 
     def __post_init__(self) -> None:
-        from strategies import STRATEGIES
+        from strategies import resolve_strategies
 
         if not self.strategies:
             raise ValueError("no strategy chosen")
-        for name in self.strategies:
-            if name not in STRATEGIES:
-                raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+        resolve_strategies(self.strategies)
         if self.start_method not in ("fork", "forkserver", "spawn"):
             raise ValueError(f"unknown start method {self.start_method!r}; choose from fork, forkserver, spawn")
         if self.warmup < 1:
