@@ -135,7 +135,5 @@ def test_a_default_run_says_which_peer_it_left_out(absent_peer: str) -> None:
     from harness.commands.run import unavailable_lines
 
     lines = unavailable_lines()
-    assert [line for line in lines if absent_peer in line] == [
-        f"not measured: {STRATEGIES[absent_peer].unavailable()}"
-    ]
+    assert [line for line in lines if absent_peer in line] == [f"not measured: {STRATEGIES[absent_peer].unavailable()}"]
     assert not [line for line in lines if "'baseline'" in line or "baseline strategy" in line]
