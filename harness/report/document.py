@@ -339,7 +339,13 @@ def _conversion_section(run: RunData) -> list[Block]:
             continue
         ref = twin.iloc[0]
         rate, ref_rate = row[f"{HEADLINE}_median"], ref[f"{HEADLINE}_median"]
-        verdicts = {str(v) for v in (ref.get("verdict"), row.get("verdict")) if isinstance(v, str)}
+        # Each cell's own verdict, named by its dtype, where it is not ok.
+        verdicts = [
+            (dtype, verdict)
+            for dtype, verdict in ((PIXELS, ref.get("verdict")), (str(row["dtype"]), row.get("verdict")))
+            if isinstance(verdict, str)
+        ]
+        flagged = "; ".join(f"{dtype}: {verdict}" for dtype, verdict in verdicts if verdict != "ok")
         table_rows.append(
             (
                 str(row["strategy"]),
@@ -351,7 +357,7 @@ def _conversion_section(run: RunData) -> list[Block]:
                 "–" if pd.isna(rate) or pd.isna(ref_rate) or not ref_rate else f"{rate / ref_rate:.2f}",
                 _cell(ref, "cpu_s_per_batch", 1000.0),
                 _cell(row, "cpu_s_per_batch", 1000.0),
-                "ok" if verdicts == {"ok"} else "; ".join(sorted(verdicts - {"ok"})) or "–",
+                flagged or ("ok" if verdicts else "–"),
             )
         )
     if not table_rows:
