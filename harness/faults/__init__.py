@@ -1,4 +1,4 @@
-"""``ipcbench faults``: the shutdown-cleanliness matrix (docs/design.md section 8, issue 8).
+"""``ipcbench faults``: the shutdown-cleanliness matrix (docs/design.md section 8).
 
 :mod:`.scenarios` breaks one generator on purpose in a fresh process and says what it
 saw; :mod:`.matrix` runs every scenario x strategy under a watchdog, judges each cell
