@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import struct
@@ -547,3 +548,74 @@ def test_a_dataset_of_several_sizes_is_described_by_them_all(tmp_path: Path) -> 
     text = (run_dir / "report.md").read_text()
     assert "12 images, 3 sizes from 1 x 512 x 512 to 1 x 2700 x 3600" in text
     assert "12 images, 1 x 512 x 512" not in text
+
+
+def _markdown_table(text: str, heading: str) -> list[dict[str, str]]:
+    """The first table under ``heading`` in report.md, one dict per row keyed by the header."""
+    after = text.split(f"\n{heading}\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(after) if line.startswith("|"))
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"), after[start:]))
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]]
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", "").replace("*", ""))
+
+
+# column label -> (sample field, unit scale, one value per process rather than per window)
+SUMMARY_COLUMNS = {
+    "batches/s": ("batches_per_s", 1.0, False),
+    "MB/s": ("mb_per_s", 1.0, False),
+    "wait p50 (ms)": ("wait_ms_p50", 1.0, False),
+    "wait p95 (ms)": ("wait_ms_p95", 1.0, False),
+    "wait p99 (ms)": ("wait_ms_p99", 1.0, False),
+    "first batch (ms)": ("time_to_first_batch_s", 1000.0, False),
+    "consumer busy": ("consumer_utilization", 1.0, False),
+    "epoch (s)": ("seconds", 1.0, False),
+    "PSS (MB)": ("pss_peak_mb", 1.0, False),
+    "USS (MB)": ("uss_peak_mb", 1.0, False),
+    "/dev/shm (MB)": ("shm_peak_mb", 1.0, False),
+    "CPU ms/batch": ("cpu_s_per_batch", 1000.0, False),
+    "startup (ms)": ("startup_s", 1000.0, True),
+    "shutdown (ms)": ("shutdown_s", 1000.0, True),
+}
+
+
+def test_every_summary_cell_is_the_median_and_iqr_of_its_samples_in_the_column_unit(tmp_path: Path) -> None:
+    """Each number of the summary tables, against the raw samples: right statistic, right unit, every column.
+
+    The samples are noisy (cv 20%), so their mean, median and quartiles differ: a table
+    showing a quartile or the mean, or a unit scaled wrongly, does not match.
+    """
+    run_dir = write_results(tmp_path / "run", strategies=("baseline", "pipe", "shm"), noise=0.2, faults=False)
+    build_report(run_dir)
+    text = (run_dir / "report.md").read_text()
+    samples = pd.DataFrame([json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()])
+    measured = samples[~samples["warmup"]]
+    checked: set[str] = set()
+    shown_columns: set[str] = set()
+    for heading in ("### Throughput and latency", "### Memory, CPU, start-up and shutdown"):
+        for row in _markdown_table(text, heading):
+            cell = measured[(measured["strategy"] == row["strategy"]) & (measured["workers"] == int(row["workers"]))]
+            assert int(row["n"]) == len(cell)
+            for label, shown in row.items():
+                if label not in SUMMARY_COLUMNS or shown == "–":
+                    continue
+                field, scale, per_process = SUMMARY_COLUMNS[label]
+                values = (cell.groupby("repeat")[field].first() if per_process else cell[field]) * scale
+                median, iqr = shown.removesuffix("]").split(" [")
+                expected_median = float(np.median(values))
+                expected_iqr = float(np.quantile(values, 0.75) - np.quantile(values, 0.25))
+                # three significant figures (fmt_number): within half a unit of the last digit shown
+                for got, want in ((median, expected_median), (iqr, expected_iqr)):
+                    where = (row["strategy"], row["workers"], label, shown)
+                    if got == "<0.01":
+                        assert 0 < want < 0.01, where
+                    else:
+                        assert _number(got) == pytest.approx(want, rel=6e-3, abs=6e-3), where
+                checked.add(label)
+            shown_columns |= set(row) & set(SUMMARY_COLUMNS)
+    assert checked == shown_columns  # every column shown was checked, in some row with a value
+    assert {"batches/s", "MB/s", "wait p99 (ms)", "first batch (ms)", "PSS (MB)", "CPU ms/batch"} <= checked
+    assert {"startup (ms)", "shutdown (ms)"} <= checked

@@ -157,7 +157,7 @@ def _samples(strategy: str, rates: list[float], **changes) -> list[dict]:
                 repeat=i // 2,
                 epoch=1 + i % 2,
                 batches_per_s=rate,
-                startup_s=0.1 * (1 + i // 2),
+                startup_s=(0.1, 0.2, 0.6)[i // 2 % 3],
                 checksum=f"c{i % 2}",
                 **changes,
             ).as_dict()
@@ -166,21 +166,22 @@ def _samples(strategy: str, rates: list[float], **changes) -> list[dict]:
 
 
 def test_summary_median_iqr_n_cv_and_stability():
-    stable = [10.0, 10.2, 9.8, 10.1, 9.9, 10.0]
-    noisy = [10.0, 20.0, 10.0, 20.0, 10.0, 20.0]
+    # Skewed on purpose: mean and median differ, so a summary that took the mean would fail.
+    stable = [10.0, 10.2, 9.8, 10.1, 9.9, 10.6]  # median 10.05, mean 10.1
+    noisy = [10.0, 20.0, 10.0, 20.0, 12.0, 30.0]  # median 16.0, mean 17.0
     summary = summarize(_samples("steady", stable) + _samples("jumpy", noisy)).set_index("strategy")
     assert list(summary.reset_index().columns[: len(CELL_KEYS)]) == list(CELL_KEYS)
     steady, jumpy = summary.loc["steady"], summary.loc["jumpy"]
     assert steady["n"] == 6 and jumpy["n"] == 6  # warm-ups excluded
-    assert steady["batches_per_s_median"] == pytest.approx(10.0)
+    assert steady["batches_per_s_median"] == pytest.approx(10.05)
     s = pd.Series(stable)
     assert steady["batches_per_s_q25"] == pytest.approx(s.quantile(0.25))
     assert steady["batches_per_s_iqr"] == pytest.approx(s.quantile(0.75) - s.quantile(0.25))
     assert steady["batches_per_s_cv"] == pytest.approx(s.std() / s.mean())
     assert not steady["unstable"]
-    assert jumpy["batches_per_s_median"] == pytest.approx(15.0)
+    assert jumpy["batches_per_s_median"] == pytest.approx(16.0)
     assert jumpy["batches_per_s_cv"] > 0.10 and jumpy["unstable"]
-    # startup is per process: three repeats (0.1, 0.2, 0.3), one value each.
+    # startup is per process: three repeats, one value each (0.1, 0.2, 0.6: median 0.2, mean 0.3).
     assert steady["startup_s_median"] == pytest.approx(0.2)
     assert steady["checksums_consistent"]
     assert steady["leaked_shm_max"] == 0 and steady["leftover_processes_max"] == 0
