@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,10 @@ def test_every_scenario_is_clean_for_shm(tmp_path: Path) -> None:
     assert len(lines) == len(DEFAULT_SCENARIOS) and lines[0].startswith(f"[1/{len(lines)}] worker_raises / shm")
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["schema_version"] == 1 and env["loadavg_after"] is not None and env["dataset"]["images"] == 6
-    assert (tmp_path / "plots" / "faults.png").stat().st_size > 0
+    png = (tmp_path / "plots" / "faults.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"  # a whole PNG, drawn at blog width (8 in at 150 dpi)
+    width, height = struct.unpack(">II", png[16:24])
+    assert 1000 <= width <= 1400 and height > 200, (width, height)
     assert f"{len(records)} of {len(records)} fault runs ended clean" in (tmp_path / "report.md").read_text()
 
 
@@ -183,7 +187,10 @@ def test_report_reads_a_faults_only_folder(tmp_path: Path, capsys: pytest.Captur
     # The fault report alone: each cell with its times, and no empty throughput sections.
     assert "| sigkill_idle | shm |" in report and "time to error (s)" in report
     assert "## Summary" not in report and "batches/s" not in report
-    assert (tmp_path / "plots" / "faults.png").stat().st_size > 0
+    png = (tmp_path / "plots" / "faults.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"  # a whole PNG, drawn at blog width (8 in at 150 dpi)
+    width, height = struct.unpack(">II", png[16:24])
+    assert 1000 <= width <= 1400 and height > 200, (width, height)
     # Without faults.jsonl it is no results folder, and the error says which file is missing.
     (tmp_path / "faults.jsonl").unlink()
     assert main(["report", str(tmp_path)]) == 2

@@ -153,9 +153,27 @@ def test_resource_tracker_unlinks_what_a_dead_owner_left() -> None:
     assert "leaked shared_memory" in result.stderr  # the tracker says what it cleaned up
 
 
-def test_check_free_space_passes_when_there_is_room(tmp_path: Path) -> None:
-    check_free_space(0, directory=str(tmp_path))
-    check_free_space(2**60, directory=str(tmp_path / "missing"))  # nothing to inspect: fallocate guards
+def test_check_free_space_refuses_exactly_what_does_not_fit_with_its_headroom(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    free_blocks = 10_000
+    real_statvfs = os.statvfs
+
+    def statvfs(path):  # a filesystem with exactly free_blocks * block bytes free
+        stats = real_statvfs(path)
+        return os.statvfs_result((*stats[:4], free_blocks, *stats[5:]))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    free = free_blocks * os.statvfs(str(tmp_path)).f_frsize
+    fits = free - SHM_HEADROOM_BYTES
+    check_free_space(fits, directory=str(tmp_path))  # the last byte that fits, headroom kept
+    with pytest.raises(SharedMemorySpaceError):
+        check_free_space(fits + 1, directory=str(tmp_path))
+
+
+def test_check_free_space_leaves_a_missing_directory_to_fallocate(tmp_path: Path) -> None:
+    # Nothing to inspect (no /dev/shm on this system): no error here; posix_fallocate guards creation.
+    assert check_free_space(2**60, directory=str(tmp_path / "missing")) is None
 
 
 def test_check_free_space_names_need_free_and_fix() -> None:
