@@ -68,6 +68,15 @@ def batch_rows(job: ImageJob, batch_size: int, n_slots: int) -> list[tuple[int, 
     return [((j // batch_size) % n_slots, j % batch_size) for j in tiles]
 
 
+def in_window(job: ImageJob, held: int, n_slots: int, batch_size: int) -> bool:
+    """May ``job`` be written now? Only if its last batch is less than ``n_slots`` batches past ``held``.
+
+    Batch ``held + n_slots`` would share the slot of the batch the loop holds (or asks for).
+    """
+    last_batch = (job.end_tile - 1) // batch_size
+    return last_batch < held + n_slots
+
+
 class ZeroCopyWorker(RequestWorker):
     def __init__(
         self,
@@ -128,8 +137,7 @@ class ShmZeroCopyGenerator(RequestGenerator):
         return (self.dataset, self.config, self.segment.name, self.n_slots)
 
     def _dispatch(self, job: ImageJob) -> bool:
-        last_batch = (job.end_tile - 1) // self.config.batch_size
-        if self._stale or last_batch >= self._held + self.n_slots:
+        if self._stale or not in_window(job, self._held, self.n_slots, self.config.batch_size):
             return False
         return super()._dispatch(job)
 

@@ -16,8 +16,8 @@ from conftest import write_dataset
 from faults_helpers import existing_segments, segment_names, wait_until_gone
 
 from strategies import STRATEGIES, LoaderConfig, make_generator
-from strategies.plan import make_plan
-from strategies.shm_zerocopy import ShmZeroCopyGenerator, batch_rows, n_batch_slots
+from strategies.plan import ImageJob, make_plan
+from strategies.shm_zerocopy import ShmZeroCopyGenerator, batch_rows, in_window, n_batch_slots
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -108,6 +108,34 @@ def test_torch_output_shares_the_slot(dataset: Path, expected: list) -> None:
 )
 def test_slot_count_covers_the_window(workers: int, prefetch: int, max_tiles: int, batch: int, slots: int) -> None:
     assert n_batch_slots(workers, prefetch, max_tiles, batch) == slots
+
+
+def _job(first_tile: int, n_tiles: int) -> ImageJob:
+    tiles = np.zeros((n_tiles, 2), np.int32)
+    return ImageJob(0, 0, tiles, np.zeros(n_tiles, np.uint8), first_tile=first_tile)
+
+
+@pytest.mark.parametrize(("workers", "prefetch", "max_tiles", "batch"), [(1, 1, 20, 7), (2, 2, 9, 4), (3, 2, 5, 8)])
+def test_the_window_never_writes_the_held_batchs_slot_and_never_narrows(
+    workers: int, prefetch: int, max_tiles: int, batch: int
+) -> None:
+    """Deterministic, every alignment: the guard and the slot count, without timing.
+
+    A job is dispatched only if none of its batches but the held one maps to the held
+    batch's slot; and a full window of ``workers * prefetch`` images of the largest
+    size, starting at any tile of the held batch, is dispatchable at once.
+    """
+    n_slots = n_batch_slots(workers, prefetch, max_tiles, batch)
+    for held in range(3):
+        for first in range(held * batch, (held + n_slots + 1) * batch):  # jobs from the held batch to past the ring
+            for n_tiles in range(1, max_tiles + 1):
+                job = _job(first, n_tiles)
+                batches = range(first // batch, (job.end_tile - 1) // batch + 1)
+                overwrites_held = any(b != held and b % n_slots == held % n_slots for b in batches)
+                assert in_window(job, held, n_slots, batch) == (not overwrites_held), (held, first, n_tiles)
+        for first in range(held * batch, (held + 1) * batch):  # a window whose first image starts in the held batch
+            window = [_job(first + i * max_tiles, max_tiles) for i in range(workers * prefetch)]
+            assert all(in_window(job, held, n_slots, batch) for job in window), (held, first)
 
 
 def test_batch_rows_follow_the_epochs_tile_sequence() -> None:
