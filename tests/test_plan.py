@@ -330,9 +330,11 @@ def test_every_rank_keeps_the_tiles_of_the_smallest_shuffled_shard(epoch: int) -
 
 
 def test_a_job_crosses_to_a_worker_as_its_draw_not_its_arrays() -> None:
-    job = plan(shapes=[(2700, 3600)]).jobs[0]
+    job = plan(shapes=[(2700, 3600), (2700, 3600)]).jobs[1]  # not the first: position and first_tile > 0
     assert job.draw is not None and job.tiles.nbytes + job.augmentations.nbytes > 1000
     assert len(pickle.dumps(job)) < 400  # a few dozen bytes of draw, whatever the tile count
     again = pickle.loads(pickle.dumps(job))
+    assert (again.position, again.image_index, again.first_tile) == (job.position, job.image_index, job.first_tile)
+    assert again.draw == job.draw and len(pickle.dumps(again)) < 400  # and it crosses on as small
     np.testing.assert_array_equal(again.tiles, job.tiles)
     np.testing.assert_array_equal(again.augmentations, job.augmentations)
