@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup bench test lint format data clean
+.PHONY: setup bench test lint format data clean mutate
 
 setup: $(STAMP)
 
@@ -26,6 +26,14 @@ bench: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Mutation testing of the shared strategy code and the report's numbers ([tool.mutmut] in
+# pyproject.toml); about 30 minutes on 2 cores; not part of `make test`.
+mutate: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[mutate]'
+	rm -rf mutants
+	$(VENV)/bin/mutmut run
+	$(VENV)/bin/mutmut results
 
 lint: setup
 	$(VENV)/bin/ruff check .
