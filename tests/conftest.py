@@ -112,16 +112,50 @@ def shm_entries() -> set[str]:
     return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
 
 
+def _family() -> set[int]:
+    """This process and its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(ppid, []).append(int(entry))
+    family, todo = set(), [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        family.add(pid)
+        todo += children.get(pid, [])
+    return family
+
+
+def _mapped_by_a_stranger(name: str) -> bool:
+    """Whether a live process outside this one's family has /dev/shm/``name`` mapped (it is theirs)."""
+    family, path = _family(), f"/dev/shm/{name}"
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in family:
+            try:
+                with open(f"/proc/{entry}/maps") as f:
+                    if path in f.read():
+                        return True
+            except OSError:
+                continue  # gone, or not ours to read
+    return False
+
+
 def _ours_or_orphaned(name: str) -> bool:
     """A segment this test process created, or one whose creator is gone (``ipcbench_<pid>_...``).
 
-    Segments of other live processes (another pytest running beside this one) are
-    not this test's doing; Python's own ``psm_*`` (SharedMemory) and ``sem.mp-*``
-    (multiprocessing locks and queues under spawn/forkserver) names carry no pid, so
-    any new one counts.
+    Segments of other live processes (another pytest running beside this one, a
+    mutation-testing worker) are not this test's doing. Python's own ``psm_*``
+    (SharedMemory) and ``sem.mp-*`` (multiprocessing locks and queues under
+    spawn/forkserver) names carry no pid: one counts unless a live process outside
+    this one's family has it mapped.
     """
     if name.startswith(("psm_", "sem.mp-")):  # SharedMemory and multiprocessing semaphores
-        return True
+        return not _mapped_by_a_stranger(name)
     if not name.startswith("ipcbench_"):
         return False
     pid = name.removeprefix("ipcbench_").split("_", 1)[0]
