@@ -80,7 +80,13 @@ class Segment:
         self._unlinked = False
 
     @classmethod
-    def create(cls, size: int, tag: str) -> Segment:
+    def create(cls, size: int, tag: str, *, track: bool = True) -> Segment:
+        """A new segment of ``size`` bytes, named after this process; ``track=False``: no resource tracker.
+
+        Untracked segments are for a worker that hands its segment's name to the main
+        process, which unlinks it (the ``grain`` strategy): whoever unlinks it must
+        be the only one to know it, or the tracker warns of a leak at exit.
+        """
         name = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
         fd = shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
         try:
@@ -98,6 +104,8 @@ class Segment:
             raise
         finally:
             os.close(fd)
+        if not track:
+            return cls(name, size, buf, owner=True)
         resource_tracker.register("/" + name, "shared_memory")
         return cls(name, size, buf, owner=True, tracker_pid=tracker_pid())
 
