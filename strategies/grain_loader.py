@@ -436,6 +436,7 @@ class _GrainState:
         self.slots: list[Any] = []
         self.workers: list[Any] = []  # grain's per-worker iterators
         self.processes: list[Any] = []
+        self.pids: list[int] = []
         self.closing = threading.Event()
         self.broken = False  # a worker died, failed or timed out: no polite stop
         self.tracker: int | None = None
@@ -473,6 +474,9 @@ def _close_grain(state: _GrainState) -> None:
         deadline = time.monotonic() + KILL_GRACE_S
         for p in processes:
             p.join(max(0.0, deadline - time.monotonic()))
+        for p in processes:
+            if p.exitcode is not None:
+                p.close()  # its sentinel and its spawn pipe: two descriptors each
         _release(state, iterator)
 
 
@@ -505,7 +509,7 @@ def _release(state: _GrainState, iterator: Any) -> None:
             close_queue(channel, KILL_GRACE_S)
         channels += queues + others
     release_semaphores(state.tracker, *channels)
-    remove_segments(SHM_PREFIX, [p.pid for p in state.processes if p is not None])
+    remove_segments(SHM_PREFIX, state.pids)
     for it in (iterator, *state.slots, *state.workers):
         disarm_grain_iterator(it)
     state.slots, state.workers = [], []
@@ -553,6 +557,7 @@ class GrainGenerator(BatchGenerator):
             worker.start_prefetch()  # spawns the worker process
             process = grain_process(worker)
             state.processes.append(process)
+            state.pids.append(process.pid)
             thread_stop, _ = grain_stop_events(slot)
             wrap_grain_buffer(worker, lambda inner, p=process, s=thread_stop: WatchedBuffer(inner, p, s, state.closing))
             slot.start_prefetch()  # the slot thread
@@ -625,11 +630,16 @@ class GrainGenerator(BatchGenerator):
                     f"grain: {waiting_for} did not come within timeout={self.config.timeout:g}s; workers alive: {alive}"
                 )
             wait_not_empty(buffer, min(WATCH_SLICE_S, remaining))
+        self.close_signal.check(waiting_for)  # an image that came with close() from another thread: close() wins
 
     def worker_pids(self) -> list[int]:
+        if self._state.iterator is None:
+            return []  # closed: the processes are gone (and their pids may be someone else's)
         return [p.pid for p in self._state.processes if p is not None]
 
     def _death(self, waiting_for: str) -> WorkerDiedError | None:
+        if self._state.iterator is None:
+            return None  # closed: its processes are closed too
         for worker_id, p in enumerate(self._state.processes):
             if p is not None and p.exitcode is not None:
                 return WorkerDiedError(
