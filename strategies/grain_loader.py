@@ -589,6 +589,7 @@ class GrainGenerator(BatchGenerator):
     def _next_image(self) -> ProcessedImage:
         index = self._next_index
         waiting_for = f"image {index - self._epoch_start} of epoch {self.epoch}"
+        self._check_workers(waiting_for)  # a death is news at once, even with images still buffered
         with self.clock.timing("wait"):
             self._wait_for(index % self.config.workers, waiting_for)
             with self._grain_errors(waiting_for):

@@ -78,6 +78,7 @@ class Segment:
         self.owner = owner
         self._tracker_pid = tracker_pid  # the resource tracker that holds our registration
         self._unlinked = False
+        self._tracked = owner  # registered with the resource tracker (Segment.create without track=False)
 
     @classmethod
     def create(cls, size: int, tag: str, *, track: bool = True) -> Segment:
@@ -105,7 +106,9 @@ class Segment:
         finally:
             os.close(fd)
         if not track:
-            return cls(name, size, buf, owner=True)
+            segment = cls(name, size, buf, owner=True)
+            segment._tracked = False
+            return segment
         resource_tracker.register("/" + name, "shared_memory")
         return cls(name, size, buf, owner=True, tracker_pid=tracker_pid())
 
@@ -139,7 +142,7 @@ class Segment:
             shm_unlink(self.name)
         except FileNotFoundError:
             pass  # already removed (by the resource tracker after a crash, or by hand)
-        if tracker_holds(self._tracker_pid):
+        if self._tracked and tracker_holds(self._tracker_pid):
             resource_tracker.unregister("/" + self.name, "shared_memory")
 
 
