@@ -66,8 +66,9 @@ the GrainImage) and is raised as ``WorkerError`` with a ``RemoteTraceback`` caus
 other exception grain raises (its own, re-raised with the worker's traceback) becomes
 ``WorkerError`` with it as the cause.
 
-Grain's raw behaviour under faults (grain 0.2.18, measured without this module's
-watch, 2 workers, default per-element ndarrays): a worker that raises: grain carries
+Grain's raw behaviour under faults (grain 0.2.18, without this module's watch, 2
+workers, default per-element ndarrays; from a feasibility probe and grain's source,
+``process_prefetch.py``; not yet re-measured case by case): a worker that raises: grain carries
 the exception with its reconstructed traceback to ``next()`` (good), but keeps the
 failed worker idle and alive. A worker SIGKILLed mid-epoch: the slot thread's
 ``get(timeout=1)`` loop notices the non-zero exit code after up to 1 s and ``next()``
