@@ -34,6 +34,7 @@ from .errors import (
     WorkerError,
     WorkerTimeoutError,
 )
+from .grain_loader import GrainGenerator
 from .mpqueue import QueueGenerator
 from .pipe import PipeGenerator
 from .plan import EpochPlan, ImageJob, make_plan
@@ -51,6 +52,7 @@ STRATEGIES: dict[str, type[BatchGenerator]] = {
     "shm_zerocopy": ShmZeroCopyGenerator,
     "torch": TorchGenerator,
     "threads": ThreadGenerator,
+    "grain": GrainGenerator,
 }
 
 

@@ -114,6 +114,23 @@ def owner_only(func: Callable[..., Any], *args: Any) -> Callable[[], None]:
     return call
 
 
+def config_plan(dataset: Dataset, config: LoaderConfig, epoch: int) -> EpochPlan:
+    """The plan of ``epoch`` for ``dataset`` cut as ``config`` says: what every producer executes, anywhere."""
+    c = config
+    return make_plan(
+        dataset.shapes,
+        seed=c.seed,
+        epoch=epoch,
+        tile=c.tile,
+        batch_size=c.batch_size,
+        shuffle=c.shuffle,
+        augment=c.augment,
+        drop_last=c.drop_last,
+        rank=c.rank,
+        world_size=c.world_size,
+    )
+
+
 class EpochIterator:
     """One epoch of a generator: what ``iter(gen)`` returns; its own ``iter()`` is itself."""
 
@@ -243,19 +260,7 @@ class BatchGenerator(ABC):
 
     # -- plan -----------------------------------------------------------------
     def plan_for(self, epoch: int) -> EpochPlan:
-        c = self.config
-        return make_plan(
-            self.dataset.shapes,
-            seed=c.seed,
-            epoch=epoch,
-            tile=c.tile,
-            batch_size=c.batch_size,
-            shuffle=c.shuffle,
-            augment=c.augment,
-            drop_last=c.drop_last,
-            rank=c.rank,
-            world_size=c.world_size,
-        )
+        return config_plan(self.dataset, self.config, epoch)
 
     @property
     def epoch(self) -> int | None:

@@ -1,15 +1,17 @@
-"""Every use of a private CPython or torch attribute, in one place.
+"""Every use of a private CPython, torch or grain attribute, in one place.
 
 The strategies need a few things the public APIs do not give: the pipe under a
 ``multiprocessing.Queue`` (to wait on it beside the workers' sentinels), the names of
 its POSIX semaphores (to unlink them at ``close()``), the record of the fork server a
 forked child inherited, the resource tracker's pid, torch's DataLoader iterator's
-workers and queues. Each is reached through a function here, and only here.
+workers and queues, grain's per-worker iterators. Each is reached through a function
+here, and only here.
 
 :data:`REQUIRED` lists every private attribute these functions touch, with where it
 lives; :func:`missing` looks each up on live objects, and ``tests/test_internals.py``
 asserts that none is missing. A Python or torch upgrade that renames one fails that
-test, here, with the attribute's name, instead of as a strange error somewhere in a
+test (grain's, :data:`GRAIN_REQUIRED`, in ``tests/test_grain_strategy.py``: grain is an
+optional peer), here, with the attribute's name, instead of as a strange error somewhere in a
 strategy.
 """
 
@@ -238,6 +240,111 @@ def shut_down_loader(iterator: Any, *, politely: bool) -> None:
         iterator._shutdown = True
 
 
+# -- grain's mp_prefetch iterator (grain 0.2.18) ------------------------------------------
+#
+# ``mp_prefetch`` makes an InterleaveDatasetIterator over one ThreadPrefetchDatasetIterator
+# per worker (a thread in this process that fills a ``queue.Queue``), each reading a
+# ProcessPrefetchDatasetIterator (the worker process and its ``multiprocessing`` queues).
+
+
+def grain_slots(iterator: Any) -> list[Any]:
+    """The per-worker iterators (ThreadPrefetchDatasetIterator) of an interleave iterator, in worker order."""
+    return list(iterator._iterators_in_use)
+
+
+def grain_worker_iterator(slot: Any) -> Any:
+    """The ProcessPrefetchDatasetIterator a slot's thread reads."""
+    return slot._maybe_nonnative_parent
+
+
+def grain_process(worker_iterator: Any) -> Any:
+    """The worker process of a ProcessPrefetchDatasetIterator (None before ``start_prefetch``)."""
+    return worker_iterator._prefetch_process
+
+
+def set_grain_process_context(worker_iterator: Any, context: Any) -> None:
+    """What ``start_prefetch`` calls ``.Process(...)`` on (grain's own: ``mp.get_context("spawn")``)."""
+    worker_iterator._process_ctx = context
+
+
+def wrap_grain_buffer(worker_iterator: Any, wrap: Any) -> None:
+    """Replace the worker's output queue, as this process reads it, by ``wrap(queue)``."""
+    worker_iterator._buffer = wrap(worker_iterator._buffer)
+
+
+def grain_worker_channels(worker_iterator: Any) -> tuple[list[Any], list[Any]]:
+    """([output queue, set-state queue, stats queue], [stop event, set-state counter, two profiling events])."""
+    w = worker_iterator
+    buffer = getattr(w._buffer, "inner", w._buffer)
+    return (
+        [buffer, w._set_state_queue, w._stats_in_queue],
+        [w._prefetch_should_stop, w._set_state_request_count, w._start_profiling_event, w._stop_profiling_event],
+    )
+
+
+def grain_stop_events(slot: Any) -> tuple[threading.Event, Any]:
+    """(the slot thread's stop Event, the worker process's stop Event (multiprocessing))."""
+    return slot._prefetch_should_stop, slot._maybe_nonnative_parent._prefetch_should_stop
+
+
+def grain_thread(slot: Any) -> threading.Thread | None:
+    """The slot's prefetch thread (None when stopped)."""
+    return slot._prefetch_thread
+
+
+def grain_thread_buffer(slot: Any) -> Any:
+    """The ``queue.Queue`` the slot's thread fills and ``next()`` takes from."""
+    return slot._buffer
+
+
+def wait_not_empty(buffer: Any, timeout: float) -> bool:
+    """Wait up to ``timeout`` s until the ``queue.Queue`` holds an item; whether it does (no item is taken)."""
+    with buffer.not_empty:
+        if not buffer._qsize():
+            buffer.not_empty.wait(timeout)
+        return bool(buffer._qsize())
+
+
+def grain_make_iter_pool(iterator: Any) -> Any:
+    """The interleave iterator's own prefetch iterator (threads that make the per-worker iterators)."""
+    return iterator._prefetch_ds_iter
+
+
+def disarm_grain_iterator(iterator: Any) -> None:
+    """Make a closed grain iterator's ``close()`` (called by its ``__del__``) do nothing.
+
+    Grain's ``DatasetIterator.__del__`` calls ``close()``, which reads module globals:
+    at interpreter exit they may be gone, and it prints "Exception ignored in ... __del__".
+    """
+    iterator._closed = True
+    iterator.close = _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
+GRAIN_REQUIRED: tuple[tuple[str, str], ...] = (
+    ("grain interleave iterator", "_iterators_in_use"),
+    ("grain interleave iterator", "_prefetch_ds_iter"),
+    ("grain interleave iterator", "_closed"),
+    ("grain slot iterator", "_maybe_nonnative_parent"),
+    ("grain slot iterator", "_prefetch_should_stop"),
+    ("grain slot iterator", "_prefetch_thread"),
+    ("grain slot iterator", "_buffer"),
+    ("grain worker iterator", "_prefetch_process"),
+    ("grain worker iterator", "_process_ctx"),
+    ("grain worker iterator", "_buffer"),
+    ("grain worker iterator", "_set_state_queue"),
+    ("grain worker iterator", "_stats_in_queue"),
+    ("grain worker iterator", "_prefetch_should_stop"),
+    ("grain worker iterator", "_set_state_request_count"),
+    ("grain worker iterator", "_start_profiling_event"),
+    ("grain worker iterator", "_stop_profiling_event"),
+    ("queue.Queue()", "_qsize"),
+)
+
+
 # -- what a Python or torch upgrade could take away ----------------------------------------
 
 # (where, attribute): every private attribute the functions above use.
@@ -277,7 +384,7 @@ REQUIRED: tuple[tuple[str, str], ...] = (
 )
 
 
-def missing(objects: dict[str, Any]) -> list[str]:
+def missing(objects: dict[str, Any], required: tuple[tuple[str, str], ...] = REQUIRED) -> list[str]:
     """``where.attribute`` for every :data:`REQUIRED` attribute that ``objects[where]`` lacks.
 
     ``objects`` maps each ``where`` of :data:`REQUIRED` to a live object (a module, a
@@ -285,7 +392,7 @@ def missing(objects: dict[str, Any]) -> list[str]:
     check cannot pass by leaving things out.
     """
     absent = []
-    for where, attribute in REQUIRED:
+    for where, attribute in required:
         if where not in objects or not hasattr(objects[where], attribute):
             absent.append(f"{where}.{attribute}")
     return absent

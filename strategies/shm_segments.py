@@ -78,9 +78,16 @@ class Segment:
         self.owner = owner
         self._tracker_pid = tracker_pid  # the resource tracker that holds our registration
         self._unlinked = False
+        self._tracked = owner  # registered with the resource tracker (Segment.create without track=False)
 
     @classmethod
-    def create(cls, size: int, tag: str) -> Segment:
+    def create(cls, size: int, tag: str, *, track: bool = True) -> Segment:
+        """A new segment of ``size`` bytes, named after this process; ``track=False``: no resource tracker.
+
+        Untracked segments are for a worker that hands its segment's name to the main
+        process, which unlinks it (the ``grain`` strategy): whoever unlinks it must
+        be the only one to know it, or the tracker warns of a leak at exit.
+        """
         name = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
         fd = shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
         try:
@@ -98,6 +105,10 @@ class Segment:
             raise
         finally:
             os.close(fd)
+        if not track:
+            segment = cls(name, size, buf, owner=True)
+            segment._tracked = False
+            return segment
         resource_tracker.register("/" + name, "shared_memory")
         return cls(name, size, buf, owner=True, tracker_pid=tracker_pid())
 
@@ -131,7 +142,7 @@ class Segment:
             shm_unlink(self.name)
         except FileNotFoundError:
             pass  # already removed (by the resource tracker after a crash, or by hand)
-        if tracker_holds(self._tracker_pid):
+        if self._tracked and tracker_holds(self._tracker_pid):
             resource_tracker.unregister("/" + self.name, "shared_memory")
 
 

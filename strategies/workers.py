@@ -163,14 +163,22 @@ def main_process_watch() -> Callable[[float], bool]:
     return gone
 
 
-def watch_parent() -> Callable[[float], bool]:
-    """Exit this worker process within ``PARENT_POLL_S`` once the main process is gone; return its ``gone``."""
+def watch_parent(before_exit: Callable[[], object] | None = None) -> Callable[[float], bool]:
+    """Exit this worker process within ``PARENT_POLL_S`` once the main process is gone; return its ``gone``.
+
+    ``before_exit`` runs first (the ``grain`` strategy's workers remove the shared
+    memory they made and nobody took): whatever it raises, the worker exits.
+    """
     gone = main_process_watch()
 
     def watch() -> None:
         while not gone(PARENT_POLL_S):
             pass
-        os._exit(EXIT_PARENT_DIED)
+        try:
+            if before_exit is not None:
+                before_exit()
+        finally:
+            os._exit(EXIT_PARENT_DIED)
 
     threading.Thread(target=watch, name="ipcbench-parent-watch", daemon=True).start()
     return gone

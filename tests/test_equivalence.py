@@ -150,7 +150,7 @@ def test_eight_workers(strategy: str, many_images: Path) -> None:
     assert_same(baseline_protocol(many_images, config), run_and_check_clean(strategy, many_images, config))
 
 
-@pytest.mark.parametrize("strategy", [*MULTI, "threads", "torch"])
+@pytest.mark.parametrize("strategy", [*MULTI, "threads", "torch", "grain"])
 def test_transfer_workload_is_the_same_for_every_strategy(strategy: str, dataset: Path) -> None:
     # The transfer workload hands over tiles computed once; its batches still must not
     # depend on how they travel (or the benchmark would compare different work).
@@ -195,7 +195,7 @@ def test_conversion_in_the_workers_is_numpys(strategy: str, conversion: str, wor
             assert np.array_equal(got_m, want_m)
 
 
-@pytest.mark.parametrize("strategy", ["shm", "shm_zerocopy", "torch"])
+@pytest.mark.parametrize("strategy", ["shm", "shm_zerocopy", "torch", "grain"])
 def test_torch_output_in_float32_is_what_training_code_can_use(
     strategy: str, dataset: Path, reference: list[Batches]
 ) -> None:

@@ -27,6 +27,7 @@ STRATEGY_COLOURS: dict[str, str] = {
     "shm_zerocopy": "#56B4E9",
     "torch": "#D55E00",
     "threads": "#CC79A7",
+    "grain": "#999933",
 }
 STRATEGY_MARKERS: dict[str, str] = {
     "baseline": "o",
@@ -36,6 +37,7 @@ STRATEGY_MARKERS: dict[str, str] = {
     "shm_zerocopy": "d",
     "torch": "v",
     "threads": "P",
+    "grain": "X",
 }
 STRATEGY_ORDER: tuple[str, ...] = tuple(STRATEGY_COLOURS)
 FALLBACK_COLOURS: tuple[str, ...] = ("#F0E442", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF")

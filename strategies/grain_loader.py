@@ -1,0 +1,680 @@
+"""grain: Google's Grain (0.2.18) ``mp_prefetch`` doing the per-image work, behind the BatchGenerator contract.
+
+Message flow::
+
+    main process                                         grain worker k (spawned; grain's loop)
+    ------------                                         --------------------------------------
+    one persistent pipeline, built once:                 _worker_main: ignore SIGINT, watch the
+      MapDataset.range(stride * EPOCHS_AHEAD)              parent, quiet grain's import, then grain's
+        .map(JobAt)  (element i = job i % stride of        _put_dataset_elements_in_buffer
+         epoch first + i // stride; stride = the most    JobAt(i) for i = k, k + W, k + 2W, ...:
+         jobs an epoch can have)                           the epoch plan (a pure function), the
+        .to_iter_dataset(no threads, no buffer)            per-image work written straight into a
+        .mp_prefetch(W workers, prefetch per worker)       fresh segment ipcbench_<pid>_<hex>_grain
+    slot thread k (grain's ThreadPrefetch) reads  <----  output queue k (multiprocessing, maxsize
+      worker k's queue through WatchedBuffer               prefetch): a GrainImage, ~200 bytes
+      into its queue.Queue (prefetch deep)
+    _next_image: element i from slot i % W (grain's
+      interleave: round robin, so plan order); maps
+      the segment, unlinks its name, ProcessedImage
+    BatchGenerator._assemble copies the tiles into batches, as every strategy does
+
+Epochs: one iterator over a range spanning many epochs keeps the workers alive
+(rebuilding it spawns new ones: ~20 batches/s instead of ~260 on the transfer
+workload). An epoch with fewer jobs than ``stride`` (``drop_last``, uneven shards)
+leaves elements that are padding (a worker returns an empty GrainImage for them);
+an abandoned epoch (early ``break``) leaves real jobs. Either way the next epoch
+starts with a jump: grain's own checkpoint API, ``set_state`` on the interleave
+iterator with each worker's next index set to the next epoch's first element of its
+slice. The workers stay; grain discards what they had buffered (up to ``2 * prefetch
++ 1`` images a worker: the queue, the slot thread's queue, the one in hand) and the
+discarded images' segments are unlinked when grain drops them (:class:`GrainImage`'s
+finalizer). An epoch that ends where the next one starts needs no jump: the workers
+prefetch across the boundary.
+
+Settings, and why: ``ReadOptions(num_threads=0, prefetch_buffer_size=0)`` (defaults:
+16 threads and a 500-element buffer in each worker, gigabytes of images here): the
+work runs in the worker's main thread, one image at a time, as every strategy here
+does it. ``MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch)``:
+grain applies that depth twice, to the worker's output queue and to the slot thread's
+queue in this process, so up to ``2 * prefetch + 1`` images per worker are in flight.
+
+Start method: grain always spawns its workers (``mp.get_context("spawn")``), whatever
+``LoaderConfig.start_method`` says; it is ignored. Each generator pays a spawn and an
+import of grain per worker (~1-2 s on 2 cores).
+
+How the pixels travel: grain copies every ndarray a worker returns into a fresh
+``psm_*`` segment (``multiprocessing.shared_memory``, registered with the resource
+tracker) that the main process maps and unlinks when the array is garbage collected
+(on a thread pool). Those names say nothing of their maker, so a segment of a worker
+killed between making and sending it could not be found, and every segment is
+registered twice (maker and reader), the source of the tracker's "leaked
+shared_memory objects" warnings at exit (grain issue 1031). Here the worker writes
+the tiles straight into a segment it names after itself (``Segment.create(...,
+track=False)``: no tracker) and returns only its name; the main process maps it and
+unlinks the name at once (:meth:`GrainImage.take`), then the assembler copies the
+tiles out: one copy per byte, like ``shm`` and ``torch``. Grain sees a small object.
+
+Who owns each buffer: a segment belongs to the worker that made it until the main
+process takes it (maps it, unlinks its name); a discarded one is unlinked by the
+finalizer of the GrainImage that names it; after close() whatever names a worker pid
+are removed (``remove_segments``): nothing can be in flight any more. A worker whose
+main process died removes its own names before it exits.
+
+Errors: the per-image work's exception travels as data (``messages.WorkerFailure`` in
+the GrainImage) and is raised as ``WorkerError`` with a ``RemoteTraceback`` cause; any
+other exception grain raises (its own, re-raised with the worker's traceback) becomes
+``WorkerError`` with it as the cause.
+
+Grain's raw behaviour under faults (grain 0.2.18, without this module's watch, 2
+workers, default per-element ndarrays; from a feasibility probe and grain's source,
+``process_prefetch.py``; not yet re-measured case by case): a worker that raises: grain carries
+the exception with its reconstructed traceback to ``next()`` (good), but keeps the
+failed worker idle and alive. A worker SIGKILLed mid-epoch: the slot thread's
+``get(timeout=1)`` loop notices the non-zero exit code after up to 1 s and ``next()``
+raises ``RuntimeError("Worker process was terminated unexpectedly with exit code
+-9")``, but only once the interleave reaches that worker's turn; the other workers
+go on; a ``psm_*`` segment it made and had not sent stays in /dev/shm until the
+resource tracker exits. A worker SIGSTOPped (hung) or one that exits with status 0:
+``next()`` waits for ever (no timeout exists; the slot thread polls every second).
+The main process SIGKILLed: the workers never notice (they do not watch their
+parent): 2 workers, the resource tracker, ~165 MB of ``psm_*`` segments and 50
+semaphores stayed. ``close()``: joins each worker for up to 25 s, and each slot
+thread with no timeout at all (a hung worker hangs it). Every exit printed
+"leaked shared_memory objects" and ``__del__`` noise; ``import grain`` logs
+"WARNING:absl:Failed to load jax profiler" (and installs a root logging handler).
+
+What this module adds: a watch where the main process waits (:meth:`_wait_for`: the
+slot's queue, every worker's exit status, ``close_signal``, ``timeout``, in 50 ms
+steps), so a dead worker is ``WorkerDiedError`` at once, a silent one
+``WorkerTimeoutError`` after ``timeout``; :class:`WatchedBuffer` under each slot
+thread (a dead worker raises there at once, and a stop request ends the thread's wait
+within 50 ms); :func:`_worker_main` before grain's loop in each worker (SIGINT
+ignored, ``workers.watch_parent`` with a sweep of the worker's own segments, fault
+injection armed, grain's import quiet); a filter on the ``absl`` logger for the
+profiler message only (scoped: the root handler absl's first warning installs is
+removed again, so a real warning later is still printed).
+
+Shutdown (``close()`` or garbage collection, through a ``weakref.finalize``): never
+grain's ``close()`` (unbounded joins; and after a worker died it may hold a lock its
+stop event needs). Instead: stop every slot thread's wait, ask the workers to stop
+(grain's stop event; skipped after a failure), join for ``STOP_GRACE_S``, SIGTERM ->
+``TERMINATE_GRACE_S`` -> SIGKILL -> ``KILL_GRACE_S``; join the slot threads, draining
+their queues; close grain's make-iterator pool; close the queues' descriptors and
+unlink their semaphores now (``release_semaphores``); remove the workers' segments;
+and disarm the iterators' ``__del__``.
+
+grain is imported lazily (inside functions), never at module import:
+``strategies/__init__`` imports every strategy module, and grain may be absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import wait
+from typing import Any
+
+import numpy as np
+
+from . import injection
+from .base import BatchGenerator, config_plan, owner_only
+from .config import LoaderConfig
+from .constants import KILL_GRACE_S, SHM_PREFIX, STOP_GRACE_S, TERMINATE_GRACE_S
+from .dataset import Dataset
+from .errors import LoaderClosedError, RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
+from .internals import (
+    disarm_grain_iterator,
+    grain_make_iter_pool,
+    grain_process,
+    grain_slots,
+    grain_stop_events,
+    grain_thread,
+    grain_thread_buffer,
+    grain_worker_channels,
+    grain_worker_iterator,
+    queue_reader,
+    set_grain_process_context,
+    shm_unlink,
+    tracker_pid,
+    wait_not_empty,
+    wrap_grain_buffer,
+)
+from .messages import WorkerFailure
+from .plan import EpochPlan
+from .shm_segments import Segment, check_free_space, close_queue, release_semaphores, remove_segments
+from .stages import StageClock
+from .torch_loader import _how_it_ended, image_tile_bytes
+from .work import ProcessedImage, Processor, data_dtype, make_processor
+from .workers import watch_parent
+
+# The pipeline's range spans this many epochs (it is lazy: only its length is stored).
+EPOCHS_AHEAD = 10**9
+# How often the waits (main process and slot threads) look at the workers and the close signal.
+WATCH_SLICE_S = 0.05
+# Segments a grain worker makes: ipcbench_<worker pid>_<hex>_grain.
+SEGMENT_TAG = "grain"
+# The one message of grain's import that is noise here (no jax: no profiler, nothing lost).
+GRAIN_NOISE = ("Failed to load jax profiler",)
+
+_worker_id = -1  # set in each worker process by _worker_main
+
+
+# -- quiet grain ---------------------------------------------------------------------------
+class _GrainNoise(logging.Filter):
+    """Drops grain's profiler message from the ``absl`` logger; everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(GRAIN_NOISE)
+
+
+@contextmanager
+def quiet_grain() -> Iterator[None]:
+    """Import grain (or what imports it) without its noise, and without changing the root logger.
+
+    absl's first warning calls ``logging.basicConfig()`` when the root logger has no
+    handler; the handler it installs is removed again, so the program's logging is
+    as it was (and a real absl warning later installs it then, and is printed).
+    """
+    absl = logging.getLogger("absl")
+    if not any(isinstance(f, _GrainNoise) for f in absl.filters):
+        absl.addFilter(_GrainNoise())
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        yield
+    finally:
+        if not before:
+            for handler in [h for h in root.handlers if h not in before]:
+                root.removeHandler(handler)
+
+
+def import_grain() -> Any:
+    with quiet_grain():
+        import grain
+
+    return grain
+
+
+# -- what a worker returns -------------------------------------------------------------------
+class GrainImage:
+    """One element of the pipeline: a processed image's segment name (or padding, or a failure).
+
+    Pickled as its fields; unpickled (in the main process, or in a worker clearing its
+    queue) with a finalizer that unlinks the segment's name unless :meth:`take`
+    claimed it: an image grain discards (a jump, a close) leaves nothing behind.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_finalizer",
+        "channels",
+        "failure",
+        "image_index",
+        "index",
+        "n_tiles",
+        "segment",
+        "stages",
+        "worker_id",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        image_index: int = -1,
+        segment: str | None = None,
+        n_tiles: int = 0,
+        channels: int = 0,
+        stages: tuple[float, ...] = (),
+        failure: WorkerFailure | None = None,
+        worker_id: int = -1,
+    ) -> None:
+        self.index = index
+        self.image_index = image_index
+        self.segment = segment
+        self.n_tiles = n_tiles
+        self.channels = channels
+        self.stages = stages
+        self.failure = failure
+        self.worker_id = worker_id
+        self._finalizer: Any = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.index, self.image_index, self.segment, self.n_tiles, self.channels, self.stages, self.failure)
+        return (_arrived, (*fields, self.worker_id))
+
+    def take(self, tile: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Map the segment, unlink its name, return (data, masks) views of it (valid while referenced)."""
+        assert self.segment is not None
+        data_bytes, mask_bytes = segment_layout(self.n_tiles, self.channels, tile, dtype)
+        segment = Segment.attach(self.segment, data_bytes + mask_bytes)
+        shm_unlink(self.segment)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        data = np.ndarray((self.n_tiles, self.channels, tile, tile), dtype, buffer=segment.buf)
+        masks = np.ndarray((self.n_tiles, tile, tile), np.uint8, buffer=segment.buf, offset=data_bytes)
+        return data, masks
+
+
+def _arrived(*fields: Any) -> GrainImage:
+    image = GrainImage(*fields)
+    if image.segment is not None:
+        image._finalizer = weakref.finalize(image, _unlink_quietly, image.segment)
+    return image
+
+
+def _unlink_quietly(name: str) -> None:
+    try:
+        shm_unlink(name)
+    except FileNotFoundError:
+        pass  # taken, or removed with its worker's segments
+
+
+def segment_layout(n_tiles: int, channels: int, tile: int, dtype: np.dtype) -> tuple[int, int]:
+    """Bytes of an image's data (first) and masks (after it) in its segment."""
+    return n_tiles * channels * tile * tile * np.dtype(dtype).itemsize, n_tiles * tile * tile
+
+
+# -- the worker side -------------------------------------------------------------------------
+class JobAt:
+    """The mapped function: element ``index`` of the pipeline -> that job, processed into a segment.
+
+    Made in the main process, cloudpickled by grain into every worker; the plan and
+    the processor are made in the worker, on first use.
+    """
+
+    def __init__(self, dataset: Dataset, config: LoaderConfig, stride: int) -> None:
+        self.dataset = dataset
+        self.config = config
+        self.stride = stride
+        self._plan: EpochPlan | None = None
+        self._processor: Processor | None = None
+        self._clock: StageClock | None = None
+
+    def __call__(self, index: int) -> GrainImage:
+        try:
+            epoch, position = self.config.epoch + index // self.stride, index % self.stride
+            if self._plan is None or self._plan.epoch != epoch:
+                self._plan = config_plan(self.dataset, self.config, epoch)
+            if position >= len(self._plan.jobs):
+                return GrainImage(index, worker_id=_worker_id)  # padding: the epoch has fewer jobs
+            job = self._plan.jobs[position]
+            if self._processor is None:
+                self._processor = make_processor(self.dataset, self.config)
+                self._clock = StageClock()
+            assert self._clock is not None
+            with self._clock.timing("compute"):
+                name = self._process(job)
+            return GrainImage(
+                index,
+                job.image_index,
+                name,
+                job.n_tiles,
+                self.dataset.entries[job.image_index].channels,
+                self._clock.totals(),
+                worker_id=_worker_id,
+            )
+        except Exception as exc:  # travels as data, raised as WorkerError in the main process
+            failure = WorkerFailure(_worker_id, os.getpid(), type(exc).__name__, str(exc), traceback.format_exc())
+            return GrainImage(index, failure=failure, worker_id=_worker_id)
+
+    def _process(self, job: Any) -> str:
+        assert self._processor is not None
+        t, dtype = self.config.tile, data_dtype(self.config)
+        channels = self.dataset.entries[job.image_index].channels
+        data_bytes, mask_bytes = segment_layout(job.n_tiles, channels, t, dtype)
+        segment = Segment.create(data_bytes + mask_bytes, SEGMENT_TAG, track=False)
+        try:
+            data = np.ndarray((job.n_tiles, channels, t, t), dtype, buffer=segment.buf)
+            masks = np.ndarray((job.n_tiles, t, t), np.uint8, buffer=segment.buf, offset=data_bytes)
+            self._processor.process(job, data, masks)
+            del data, masks
+        except BaseException:
+            segment.release()
+            raise
+        segment.buf.close()
+        return segment.name
+
+
+def _remove_own_segments() -> None:
+    remove_segments(SHM_PREFIX, [os.getpid()])
+
+
+def _worker_main(worker_id: int, target: str, kwargs: dict[str, Any]) -> None:
+    """Each grain worker process runs this, then grain's own loop (``target``)."""
+    global _worker_id
+    _worker_id = worker_id
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    watch_parent(before_exit=_remove_own_segments)  # grain's workers do not watch their parent
+    injection.arm_from_environment()  # nothing, unless a fault test armed a point (strategies.injection)
+    module, _, name = target.partition(":")
+    with quiet_grain():
+        loop = getattr(importlib.import_module(module), name)
+    loop(**kwargs)
+
+
+class _WorkerContext:
+    """What a grain worker iterator starts its process with: spawn, through :func:`_worker_main`."""
+
+    def __init__(self, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self._spawn = mp.get_context("spawn")
+
+    def Process(self, *, target: Any, kwargs: dict[str, Any], daemon: bool = True, name: str = "") -> Any:
+        return self._spawn.Process(
+            target=_worker_main,
+            args=(self.worker_id, f"{target.__module__}:{target.__qualname__}", kwargs),
+            daemon=daemon,
+            name=f"ipcbench-grain-{self.worker_id}",
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._spawn, name)
+
+
+# -- the main side ---------------------------------------------------------------------------
+class WorkerGone(RuntimeError):
+    """Raised in a slot thread's wait when its worker process has exited."""
+
+
+class _Stopped(RuntimeError):
+    """Raised in a slot thread's wait when it was asked to stop (a jump, or close())."""
+
+
+class WatchedBuffer:
+    """A worker's output queue as its slot thread reads it: the queue, the worker's sentinel, stop requests.
+
+    Grain's thread calls ``get(timeout=1)`` in a loop and learns of a dead worker from
+    its exit code only when one of those times out (and never of one that exited
+    with 0); here a dead worker raises :class:`WorkerGone` at once, and a stop request
+    (grain's own stop event for the thread, or close()) :class:`_Stopped` within
+    ``WATCH_SLICE_S``.
+    """
+
+    def __init__(self, inner: Any, process: Any, thread_stop: threading.Event, closing: threading.Event) -> None:
+        self.inner = inner
+        self.process = process
+        self.thread_stop = thread_stop
+        self.closing = closing
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if not block:
+            return self.inner.get_nowait()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reader = queue_reader(self.inner)
+        while True:
+            if self.closing.is_set() or self.thread_stop.is_set():
+                raise _Stopped("the slot thread was asked to stop")
+            step = WATCH_SLICE_S if deadline is None else max(0.0, min(WATCH_SLICE_S, deadline - time.monotonic()))
+            ready = wait([reader, self.process.sentinel], step)
+            if reader in ready:
+                return self.inner.get(timeout=KILL_GRACE_S)  # a small message, written whole
+            if ready:
+                self.process.join(KILL_GRACE_S)
+                raise WorkerGone(f"pid {self.process.pid} {_how_it_ended(self.process.exitcode)}")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise queue.Empty
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _GrainState:
+    """What the finalizer needs, without a reference to the generator."""
+
+    def __init__(self) -> None:
+        self.iterator: Any = None
+        self.slots: list[Any] = []
+        self.workers: list[Any] = []  # grain's per-worker iterators
+        self.processes: list[Any] = []
+        self.pids: list[int] = []
+        self.closing = threading.Event()
+        self.broken = False  # a worker died, failed or timed out: no polite stop
+        self.tracker: int | None = None
+
+
+def _close_grain(state: _GrainState) -> None:
+    """Stop the slot threads and the workers (polite, SIGTERM, SIGKILL), release everything. Idempotent."""
+    iterator, state.iterator = state.iterator, None
+    if iterator is None:
+        return
+    state.closing.set()
+    processes = [p for p in state.processes if p is not None]
+    thread_stops = []
+    for slot in state.slots:
+        thread_stop, worker_stop = grain_stop_events(slot)
+        thread_stops.append(thread_stop)
+        thread_stop.set()
+        if not state.broken and all(p.exitcode is None for p in processes):
+            worker_stop.set()  # grain's stop: the worker leaves its loop after the image in hand
+    try:
+        if not state.broken:
+            deadline = time.monotonic() + STOP_GRACE_S
+            for p in processes:
+                p.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in processes:
+            if p.exitcode is None:
+                p.terminate()
+        deadline = time.monotonic() + TERMINATE_GRACE_S
+        for p in processes:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in processes:
+            if p.exitcode is None:
+                p.kill()
+        deadline = time.monotonic() + KILL_GRACE_S
+        for p in processes:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in processes:
+            if p.exitcode is not None:
+                p.close()  # its sentinel and its spawn pipe: two descriptors each
+        _release(state, iterator)
+
+
+def _release(state: _GrainState, iterator: Any) -> None:
+    """After the workers: the slot threads, grain's pool, descriptors, semaphores, segments."""
+    deadline = time.monotonic() + KILL_GRACE_S
+    for slot in state.slots:
+        thread, buffer = grain_thread(slot), grain_thread_buffer(slot)
+        while thread is not None and thread.is_alive() and time.monotonic() < deadline:
+            try:
+                while True:
+                    buffer.get_nowait()  # room for the thread's last put; dropped images unlink their names
+            except queue.Empty:
+                pass
+            thread.join(WATCH_SLICE_S)
+        try:
+            while True:
+                buffer.get_nowait()
+        except queue.Empty:
+            pass
+    try:
+        grain_make_iter_pool(iterator).close()
+    except Exception:  # a pool that failed to start has nothing to stop
+        pass
+    channels: list[Any] = []
+    for worker in state.workers:
+        queues, others = grain_worker_channels(worker)
+        for channel in queues:
+            channel.cancel_join_thread()
+            close_queue(channel, KILL_GRACE_S)
+        channels += queues + others
+    release_semaphores(state.tracker, *channels)
+    remove_segments(SHM_PREFIX, state.pids)
+    for it in (iterator, *state.slots, *state.workers):
+        disarm_grain_iterator(it)
+    state.slots, state.workers = [], []
+
+
+class GrainGenerator(BatchGenerator):
+    """A persistent grain ``mp_prefetch`` pipeline produces processed images; the base class assembles batches."""
+
+    name = "grain"
+    worker_processes = True
+    shared_memory = True
+    requires = ("grain", "grain==0.2.18")
+
+    def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
+        super().__init__(dataset, config)
+        c = config
+        # Images in flight: per worker its queue, its slot thread's queue and the one in hand.
+        check_free_space((c.workers * (2 * self.prefetch + 1) + 1) * self.max_tiles * image_tile_bytes(self.dataset, c))
+        grain = import_grain()
+        self._stride = len(self.dataset) // c.world_size  # the most jobs an epoch can have
+        self._next_index = 0  # the element grain delivers next
+        self._epoch_start = 0
+        self._state = _GrainState()
+        self._finalizer = weakref.finalize(self, owner_only(_close_grain, self._state))
+        pipeline = (
+            grain.MapDataset.range(self._stride * EPOCHS_AHEAD)
+            .map(JobAt(self.dataset, c, self._stride))
+            .to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+            .mp_prefetch(grain.MultiprocessingOptions(num_workers=c.workers, per_worker_buffer_size=self.prefetch))
+        )
+        try:
+            self._start(pipeline)
+        except BaseException:
+            self._finalizer()
+            raise
+
+    def _start(self, pipeline: Any) -> None:
+        state = self._state
+        iterator = state.iterator = iter(pipeline)
+        iterator.get_state()  # makes the per-worker iterators, not started
+        state.slots = grain_slots(iterator)
+        state.workers = [grain_worker_iterator(slot) for slot in state.slots]
+        for worker_id, (slot, worker) in enumerate(zip(state.slots, state.workers, strict=True)):
+            set_grain_process_context(worker, _WorkerContext(worker_id))
+            worker.start_prefetch()  # spawns the worker process
+            process = grain_process(worker)
+            state.processes.append(process)
+            state.pids.append(process.pid)
+            thread_stop, _ = grain_stop_events(slot)
+            wrap_grain_buffer(worker, lambda inner, p=process, s=thread_stop: WatchedBuffer(inner, p, s, state.closing))
+            slot.start_prefetch()  # the slot thread
+        state.tracker = tracker_pid()
+
+    # -- producer hooks -------------------------------------------------------
+    def _begin_epoch(self, plan: EpochPlan) -> None:
+        start = (plan.epoch - self.config.epoch) * self._stride
+        self._epoch_start = start
+        if self._next_index != start:
+            self._jump(start, f"the jump to epoch {plan.epoch}")
+
+    def _jump(self, index: int, waiting_for: str) -> None:
+        """Make grain deliver element ``index`` next: each worker skips to its first element at or after it."""
+        iterator, workers = self._state.iterator, self.config.workers
+        self._check_workers(waiting_for)
+        with self._grain_errors(waiting_for):
+            state = iterator.get_state()
+            state["next_index_in_cycle"] = index % workers
+            state["iterators_in_use_states"] = [
+                {**slot_state, "next_index": -(-(index - k) // workers)}
+                for k, slot_state in enumerate(state["iterators_in_use_states"])
+            ]
+            iterator.set_state(state)  # stops each slot thread (our WatchedBuffer lets it go at once)
+            for slot in self._state.slots:
+                slot.start_prefetch()
+        self._next_index = index
+
+    def _next_image(self) -> ProcessedImage:
+        index = self._next_index
+        waiting_for = f"image {index - self._epoch_start} of epoch {self.epoch}"
+        self._check_workers(waiting_for)  # a death is news at once, even with images still buffered
+        with self.clock.timing("wait"):
+            self._wait_for(index % self.config.workers, waiting_for)
+            with self._grain_errors(waiting_for):
+                item = next(self._state.iterator)
+        self._next_index += 1
+        if item.failure is not None:
+            f = item.failure
+            self._state.broken = True
+            error = WorkerError(
+                f"grain worker {f.worker_id} (pid {f.pid}) raised {f.exc_type}: {f.message}",
+                worker_id=f.worker_id,
+                pid=f.pid,
+            )
+            raise error from RemoteTraceback(f.traceback)
+        if item.index != index or item.segment is None:
+            raise RuntimeError(
+                f"grain: got element {item.index} (image {item.segment!r}) while waiting for {waiting_for}"
+            )
+        self._worker_stages[item.worker_id] = item.stages
+        data, masks = item.take(self.config.tile, data_dtype(self.config))
+        return ProcessedImage(index - self._epoch_start, item.image_index, data, masks)
+
+    def _shutdown(self) -> None:
+        self._finalizer()
+
+    # -- workers and errors -------------------------------------------------
+    def _wait_for(self, slot: int, waiting_for: str) -> None:
+        """Until slot ``slot`` holds an element: a dead worker, a silent one, or close() raise meanwhile."""
+        buffer = grain_thread_buffer(self._state.slots[slot])
+        deadline = time.monotonic() + self.config.wait_timeout
+        while not wait_not_empty(buffer, 0.0):
+            self.close_signal.check(waiting_for)
+            self._check_workers(waiting_for)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._state.broken = True
+                alive = [p.pid for p in self._state.processes if p.exitcode is None]
+                raise WorkerTimeoutError(
+                    f"grain: {waiting_for} did not come within timeout={self.config.timeout:g}s; workers alive: {alive}"
+                )
+            wait_not_empty(buffer, min(WATCH_SLICE_S, remaining))
+        self.close_signal.check(waiting_for)  # an image that came with close() from another thread: close() wins
+
+    def worker_pids(self) -> list[int]:
+        if self._state.iterator is None:
+            return []  # closed: the processes are gone (and their pids may be someone else's)
+        return [p.pid for p in self._state.processes if p is not None]
+
+    def _death(self, waiting_for: str) -> WorkerDiedError | None:
+        if self._state.iterator is None:
+            return None  # closed: its processes are closed too
+        for worker_id, p in enumerate(self._state.processes):
+            if p is not None and p.exitcode is not None:
+                return WorkerDiedError(
+                    f"grain worker {worker_id} (pid {p.pid}) {_how_it_ended(p.exitcode)}; "
+                    f"was waiting for {waiting_for}",
+                    worker_id=worker_id,
+                    pid=p.pid,
+                    exitcode=p.exitcode,
+                )
+        return None
+
+    def _check_workers(self, waiting_for: str) -> None:
+        if (error := self._death(waiting_for)) is not None:
+            self._state.broken = True
+            raise error
+
+    @contextmanager
+    def _grain_errors(self, waiting_for: str) -> Iterator[None]:
+        """What grain raises, as this package's error family."""
+        try:
+            yield
+        except (WorkerError, LoaderClosedError):
+            raise
+        except WorkerGone as exc:
+            self._state.broken = True
+            raise self._death(waiting_for) or WorkerDiedError(
+                f"grain: a worker {exc}; was waiting for {waiting_for}"
+            ) from exc
+        except _Stopped as exc:
+            self.close_signal.check(waiting_for)
+            raise LoaderClosedError(f"grain generator was closed while waiting for {waiting_for}") from exc
+        except Exception as exc:
+            self._state.broken = True
+            if (death := self._death(waiting_for)) is not None:
+                raise death from exc
+            raise WorkerError(f"grain raised {type(exc).__name__}: {exc}; was waiting for {waiting_for}") from exc
