@@ -28,7 +28,7 @@ test: setup
 	$(PY) -m pytest
 
 # Mutation testing of the shared strategy code and the report's numbers ([tool.mutmut] in
-# pyproject.toml); about 30 minutes on 2 cores; not part of `make test`.
+# pyproject.toml); not part of `make test` (docs/mutation.md).
 mutate: setup
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[mutate]'
 	rm -rf mutants
