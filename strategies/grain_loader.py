@@ -119,9 +119,11 @@ import signal
 import threading
 import time
 import traceback
+import types
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing import shared_memory
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -135,6 +137,7 @@ from .dataset import Dataset
 from .errors import LoaderClosedError, RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .internals import (
     disarm_grain_iterator,
+    flush_grain_shm_deletes,
     grain_make_iter_pool,
     grain_process,
     grain_slots,
@@ -145,14 +148,16 @@ from .internals import (
     grain_worker_iterator,
     queue_reader,
     set_grain_process_context,
+    set_grain_shared_memory,
     shm_unlink,
+    tracker_holds,
     tracker_pid,
     wait_not_empty,
     wrap_grain_buffer,
 )
 from .messages import WorkerFailure
 from .plan import EpochPlan
-from .shm_segments import Segment, check_free_space, close_queue, release_semaphores, remove_segments
+from .shm_segments import Segment, check_free_space, close_queue, release_semaphores, remove_segments, segment_name
 from .stages import StageClock
 from .torch_loader import _how_it_ended, image_tile_bytes
 from .work import ProcessedImage, Processor, data_dtype, make_processor
@@ -162,12 +167,21 @@ from .workers import watch_parent
 EPOCHS_AHEAD = 10**9
 # How often the waits (main process and slot threads) look at the workers and the close signal.
 WATCH_SLICE_S = 0.05
-# Segments a grain worker makes: ipcbench_<worker pid>_<hex>_grain.
+# Segments a grain worker makes (grain's own, or ours with the "segment" payload):
+# ipcbench_<worker pid>_<hex>_grain.
 SEGMENT_TAG = "grain"
+# How the tiles cross from a worker to the main process (``GrainGenerator.payload``;
+# measured in the module docstring):
+# "arrays": the worker returns fresh ndarrays; grain copies each into a fresh shared-memory
+#           segment, the main process maps it (grain's own transport);
+# "segment": the worker writes the tiles into a segment of ours and returns its name.
+PAYLOADS = ("arrays", "segment")
 # The one message of grain's import that is noise here (no jax: no profiler, nothing lost).
 GRAIN_NOISE = ("Failed to load jax profiler",)
 
 _worker_id = -1  # set in each worker process by _worker_main
+# Held while a worker makes a segment; taken for good by the sweep before the worker exits.
+_making = threading.Lock()
 
 
 # -- quiet grain ---------------------------------------------------------------------------
@@ -293,29 +307,36 @@ class JobAt:
     the processor are made in the worker, on first use.
     """
 
-    def __init__(self, dataset: Dataset, config: LoaderConfig, stride: int) -> None:
+    def __init__(self, dataset: Dataset, config: LoaderConfig, stride: int, payload: str) -> None:
         self.dataset = dataset
         self.config = config
         self.stride = stride
+        self.payload = payload
         self._plan: EpochPlan | None = None
         self._processor: Processor | None = None
         self._clock: StageClock | None = None
 
-    def __call__(self, index: int) -> GrainImage:
+    def __call__(self, index: int) -> dict[str, Any]:
+        """``{"image": GrainImage, "data": ndarray, "masks": ndarray}`` (no arrays: padding, a failure, a segment)."""
         try:
             epoch, position = self.config.epoch + index // self.stride, index % self.stride
             if self._plan is None or self._plan.epoch != epoch:
                 self._plan = config_plan(self.dataset, self.config, epoch)
             if position >= len(self._plan.jobs):
-                return GrainImage(index, worker_id=_worker_id)  # padding: the epoch has fewer jobs
+                return {"image": GrainImage(index, worker_id=_worker_id)}  # padding: the epoch has fewer jobs
             job = self._plan.jobs[position]
             if self._processor is None:
                 self._processor = make_processor(self.dataset, self.config)
                 self._clock = StageClock()
             assert self._clock is not None
+            element: dict[str, Any] = {}
             with self._clock.timing("compute"):
-                name = self._process(job)
-            return GrainImage(
+                if self.payload == "arrays":
+                    element["data"], element["masks"] = self._arrays(job)
+                    name = None
+                else:
+                    name = self._process(job)
+            element["image"] = GrainImage(
                 index,
                 job.image_index,
                 name,
@@ -324,16 +345,28 @@ class JobAt:
                 self._clock.totals(),
                 worker_id=_worker_id,
             )
+            return element
         except Exception as exc:  # travels as data, raised as WorkerError in the main process
             failure = WorkerFailure(_worker_id, os.getpid(), type(exc).__name__, str(exc), traceback.format_exc())
-            return GrainImage(index, failure=failure, worker_id=_worker_id)
+            return {"image": GrainImage(index, failure=failure, worker_id=_worker_id)}
+
+    def _arrays(self, job: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The image's tiles in fresh ndarrays (grain copies them into shared memory after we return)."""
+        assert self._processor is not None
+        t = self.config.tile
+        channels = self.dataset.entries[job.image_index].channels
+        data = np.empty((job.n_tiles, channels, t, t), data_dtype(self.config))
+        masks = np.empty((job.n_tiles, t, t), np.uint8)
+        self._processor.process(job, data, masks)
+        return data, masks
 
     def _process(self, job: Any) -> str:
         assert self._processor is not None
         t, dtype = self.config.tile, data_dtype(self.config)
         channels = self.dataset.entries[job.image_index].channels
         data_bytes, mask_bytes = segment_layout(job.n_tiles, channels, t, dtype)
-        segment = Segment.create(data_bytes + mask_bytes, SEGMENT_TAG, track=False)
+        with _making:
+            segment = Segment.create(data_bytes + mask_bytes, SEGMENT_TAG, track=False)
         try:
             data = np.ndarray((job.n_tiles, channels, t, t), dtype, buffer=segment.buf)
             masks = np.ndarray((job.n_tiles, t, t), np.uint8, buffer=segment.buf, offset=data_bytes)
@@ -346,8 +379,31 @@ class JobAt:
         return segment.name
 
 
+class AttributedSharedMemory(shared_memory.SharedMemory):
+    """``multiprocessing.shared_memory.SharedMemory`` whose new segments are named after this worker.
+
+    Grain's ``SharedMemoryArray`` calls ``SharedMemory(create=True, size=size)`` (a
+    random ``psm_*`` name) for every array a worker returns; in a grain worker it
+    calls this (:func:`_worker_main`), which only supplies the name,
+    ``ipcbench_<worker pid>_<hex>_grain``: the creation, the resource tracker's
+    registration, the copy, the mapping and the unlink stay grain's and Python's.
+    """
+
+    def __init__(self, name: str | None = None, create: bool = False, size: int = 0) -> None:
+        if not create or name is not None:
+            super().__init__(name, create, size)
+            return
+        with _making:  # the sweep before exit waits for a segment being made, and stops new ones
+            super().__init__(segment_name(SEGMENT_TAG), True, size)
+
+
+GRAIN_SHARED_MEMORY = types.SimpleNamespace(SharedMemory=AttributedSharedMemory)
+
+
 def _remove_own_segments() -> None:
-    remove_segments(SHM_PREFIX, [os.getpid()])
+    """The main process is gone: remove this worker's segments, untracked, before it exits."""
+    _making.acquire(timeout=KILL_GRACE_S)  # never released: no segment is made after the sweep
+    remove_segments(SHM_PREFIX, [os.getpid()], untrack=tracker_holds(None))
 
 
 def _worker_main(worker_id: int, target: str, kwargs: dict[str, Any]) -> None:
@@ -360,6 +416,7 @@ def _worker_main(worker_id: int, target: str, kwargs: dict[str, Any]) -> None:
     module, _, name = target.partition(":")
     with quiet_grain():
         loop = getattr(importlib.import_module(module), name)
+    set_grain_shared_memory(GRAIN_SHARED_MEMORY)  # grain's segments, named after this worker
     loop(**kwargs)
 
 
@@ -510,7 +567,12 @@ def _release(state: _GrainState, iterator: Any) -> None:
             close_queue(channel, KILL_GRACE_S)
         channels += queues + others
     release_semaphores(state.tracker, *channels)
-    remove_segments(SHM_PREFIX, state.pids)
+    # Every array the main process mapped is dropped now (the images in the slot queues
+    # above, the generator's current one); grain unlinks them on its deletion thread.
+    flush_grain_shm_deletes(KILL_GRACE_S)
+    # Left: segments a worker made and nobody mapped (a killed worker's, a queue's). Each
+    # is registered with the resource tracker (by grain's SharedMemory in the worker).
+    remove_segments(SHM_PREFIX, state.pids, untrack=tracker_holds(state.tracker))
     for it in (iterator, *state.slots, *state.workers):
         disarm_grain_iterator(it)
     state.slots, state.workers = [], []
@@ -520,6 +582,7 @@ class GrainGenerator(BatchGenerator):
     """A persistent grain ``mp_prefetch`` pipeline produces processed images; the base class assembles batches."""
 
     name = "grain"
+    payload = "arrays"  # how the tiles cross (PAYLOADS); a class attribute, for measuring the alternative
     worker_processes = True
     shared_memory = True
     requires = ("grain", "grain==0.2.18")
@@ -529,6 +592,8 @@ class GrainGenerator(BatchGenerator):
         c = config
         # Images in flight: per worker its queue, its slot thread's queue and the one in hand.
         check_free_space((c.workers * (2 * self.prefetch + 1) + 1) * self.max_tiles * image_tile_bytes(self.dataset, c))
+        if self.payload not in PAYLOADS:
+            raise ValueError(f"grain payload must be one of {PAYLOADS}, not {self.payload!r}")
         grain = import_grain()
         self._stride = len(self.dataset) // c.world_size  # the most jobs an epoch can have
         self._next_index = 0  # the element grain delivers next
@@ -537,7 +602,7 @@ class GrainGenerator(BatchGenerator):
         self._finalizer = weakref.finalize(self, owner_only(_close_grain, self._state))
         pipeline = (
             grain.MapDataset.range(self._stride * EPOCHS_AHEAD)
-            .map(JobAt(self.dataset, c, self._stride))
+            .map(JobAt(self.dataset, c, self._stride, self.payload))
             .to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
             .mp_prefetch(grain.MultiprocessingOptions(num_workers=c.workers, per_worker_buffer_size=self.prefetch))
         )
@@ -594,8 +659,9 @@ class GrainGenerator(BatchGenerator):
         with self.clock.timing("wait"):
             self._wait_for(index % self.config.workers, waiting_for)
             with self._grain_errors(waiting_for):
-                item = next(self._state.iterator)
+                element = next(self._state.iterator)
         self._next_index += 1
+        item = element["image"]
         if item.failure is not None:
             f = item.failure
             self._state.broken = True
@@ -605,12 +671,15 @@ class GrainGenerator(BatchGenerator):
                 pid=f.pid,
             )
             raise error from RemoteTraceback(f.traceback)
-        if item.index != index or item.segment is None:
+        if item.index != index or (item.segment is None and "data" not in element):
             raise RuntimeError(
-                f"grain: got element {item.index} (image {item.segment!r}) while waiting for {waiting_for}"
+                f"grain: got element {item.index} (image {item.image_index}) while waiting for {waiting_for}"
             )
         self._worker_stages[item.worker_id] = item.stages
-        data, masks = item.take(self.config.tile, data_dtype(self.config))
+        if item.segment is None:
+            data, masks = element["data"], element["masks"]  # grain's SharedMemoryArrays, mapped by grain
+        else:
+            data, masks = item.take(self.config.tile, data_dtype(self.config))
         return ProcessedImage(index - self._epoch_start, item.image_index, data, masks)
 
     def _shutdown(self) -> None:

@@ -68,6 +68,11 @@ def check_free_space(needed: int, *, directory: str = SHM_DIR) -> None:
         )
 
 
+def segment_name(tag: str) -> str:
+    """A fresh name for a segment this process makes: ``ipcbench_<pid>_<random>_<tag>``."""
+    return f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
+
+
 class Segment:
     """One mapped shared-memory segment; ``buf`` is its mmap."""
 
@@ -88,7 +93,7 @@ class Segment:
         process, which unlinks it (the ``grain`` strategy): whoever unlinks it must
         be the only one to know it, or the tracker warns of a leak at exit.
         """
-        name = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
+        name = segment_name(tag)
         fd = shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
         try:
             try:
@@ -192,11 +197,17 @@ def close_queue(channel: Any, grace_s: float) -> None:
     queue_writer(channel).close()
 
 
-def remove_segments(prefix: str, pids: Iterable[int], directory: str = SHM_DIR) -> list[str]:
+def remove_segments(
+    prefix: str, pids: Iterable[int], directory: str = SHM_DIR, *, untrack: bool = False
+) -> list[str]:
     """Unlink the entries named ``<prefix><pid>_...`` of processes ``pids`` (gone); return their names.
 
     For segments that another library's workers name after themselves and unlink at
     once (torch's ``torch_<pid>_...``), which a worker that failed in between leaves.
+    ``untrack``: the names may be registered with this process's resource tracker
+    (``multiprocessing.shared_memory`` registers every segment it makes or opens):
+    each is registered (a no-op if it was: the tracker keeps a set) and unregistered
+    around its unlink, so the tracker forgets it whatever it knew, and stays quiet.
     """
     wanted = tuple(f"{prefix}{pid}_" for pid in pids)
     if not wanted:
@@ -206,10 +217,14 @@ def remove_segments(prefix: str, pids: Iterable[int], directory: str = SHM_DIR) 
     except OSError:
         return []
     for name in names:
+        if untrack:
+            resource_tracker.register("/" + name, "shared_memory")
         try:
             os.unlink(os.path.join(directory, name))
         except FileNotFoundError:
             pass  # gone meanwhile
+        if untrack:
+            resource_tracker.unregister("/" + name, "shared_memory")
     return names
 
 
