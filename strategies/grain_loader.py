@@ -112,6 +112,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import mmap
 import multiprocessing as mp
 import os
 import queue
@@ -149,8 +150,8 @@ from .internals import (
     queue_reader,
     set_grain_process_context,
     set_grain_shared_memory,
+    shm_open,
     shm_unlink,
-    tracker_holds,
     tracker_pid,
     wait_not_empty,
     wrap_grain_buffer,
@@ -379,31 +380,74 @@ class JobAt:
         return segment.name
 
 
-class AttributedSharedMemory(shared_memory.SharedMemory):
-    """``multiprocessing.shared_memory.SharedMemory`` whose new segments are named after this worker.
+def _attributed(name: str) -> bool:
+    """Whether ``name`` is a segment a grain worker of ours made: ``ipcbench_<pid>_<hex>_grain``."""
+    return name.startswith(SHM_PREFIX) and name.endswith(f"_{SEGMENT_TAG}")
 
-    Grain's ``SharedMemoryArray`` calls ``SharedMemory(create=True, size=size)`` (a
-    random ``psm_*`` name) for every array a worker returns; in a grain worker it
-    calls this (:func:`_worker_main`), which only supplies the name,
-    ``ipcbench_<worker pid>_<hex>_grain``: the creation, the resource tracker's
-    registration, the copy, the mapping and the unlink stay grain's and Python's.
+
+class AttributedSharedMemory(shared_memory.SharedMemory):
+    """What grain's ``SharedMemoryArray`` uses as ``SharedMemory`` here: new segments named after the worker.
+
+    Grain calls ``SharedMemory(create=True, size=size)`` for every array a worker
+    returns (Python picks a random ``psm_*`` name), ``SharedMemory(name)`` to map one
+    (the main process's ``open_from_shm``; a worker's ``unlink_shm`` of one it drops)
+    and ``unlink()`` once. This class changes two things only. A new segment is named
+    ``ipcbench_<worker pid>_<hex>_grain`` (``segment_name``). And segments so named
+    are not registered with the resource tracker (Python 3.11 registers every segment
+    made *or mapped*, in every process, and unregisters at ``unlink()``; a killed
+    tracker is relaunched by the next registration, with a warning, and the new one
+    prints a ``KeyError`` for a name it never held and "leaked shared_memory
+    objects" for the names only the killed one was told were unlinked): what cleans
+    up after a death is this module's sweep by worker pid instead. Creating,
+    sizing (``ftruncate``), mapping, closing and unlinking are what
+    ``SharedMemory.__init__``/``close``/``unlink`` do. Any other name (grain used
+    elsewhere in the program) gets Python's ``SharedMemory`` unchanged.
     """
 
+    _tracked = False
+
     def __init__(self, name: str | None = None, create: bool = False, size: int = 0) -> None:
-        if not create or name is not None:
+        if create and name is None:
+            if size <= 0:
+                raise ValueError("'size' must be a positive number different from zero")
+            with _making:  # the sweep before a worker exits waits for a segment being made, and stops new ones
+                self._open(segment_name(SEGMENT_TAG), os.O_CREAT | os.O_EXCL | os.O_RDWR, size)
+        elif name is not None and not create and _attributed(name):
+            self._open(name, os.O_RDWR, 0)
+        else:
             super().__init__(name, create, size)
-            return
-        with _making:  # the sweep before exit waits for a segment being made, and stops new ones
-            super().__init__(segment_name(SEGMENT_TAG), True, size)
+            self._tracked = True
+
+    def _open(self, name: str, flags: int, size: int) -> None:
+        self._flags = flags
+        self._fd = shm_open(name, flags)
+        self._name = "/" + name
+        try:
+            if size:
+                os.ftruncate(self._fd, size)
+            size = os.fstat(self._fd).st_size
+            self._mmap = mmap.mmap(self._fd, size)
+        except OSError:
+            if flags & os.O_CREAT:
+                self.unlink()
+            raise
+        self._size = size
+        self._buf = memoryview(self._mmap)
+
+    def unlink(self) -> None:
+        if self._tracked:
+            super().unlink()
+        else:
+            shm_unlink(self.name)
 
 
 GRAIN_SHARED_MEMORY = types.SimpleNamespace(SharedMemory=AttributedSharedMemory)
 
 
 def _remove_own_segments() -> None:
-    """The main process is gone: remove this worker's segments, untracked, before it exits."""
+    """The main process is gone: remove this worker's segments before it exits."""
     _making.acquire(timeout=KILL_GRACE_S)  # never released: no segment is made after the sweep
-    remove_segments(SHM_PREFIX, [os.getpid()], untrack=tracker_holds(None))
+    remove_segments(SHM_PREFIX, [os.getpid()])
 
 
 def _worker_main(worker_id: int, target: str, kwargs: dict[str, Any]) -> None:
@@ -570,9 +614,8 @@ def _release(state: _GrainState, iterator: Any) -> None:
     # Every array the main process mapped is dropped now (the images in the slot queues
     # above, the generator's current one); grain unlinks them on its deletion thread.
     flush_grain_shm_deletes(KILL_GRACE_S)
-    # Left: segments a worker made and nobody mapped (a killed worker's, a queue's). Each
-    # is registered with the resource tracker (by grain's SharedMemory in the worker).
-    remove_segments(SHM_PREFIX, state.pids, untrack=tracker_holds(state.tracker))
+    # Left: segments a worker made and nobody mapped (a killed worker's, a queue's).
+    remove_segments(SHM_PREFIX, state.pids)
     for it in (iterator, *state.slots, *state.workers):
         disarm_grain_iterator(it)
     state.slots, state.workers = [], []
@@ -595,6 +638,7 @@ class GrainGenerator(BatchGenerator):
         if self.payload not in PAYLOADS:
             raise ValueError(f"grain payload must be one of {PAYLOADS}, not {self.payload!r}")
         grain = import_grain()
+        set_grain_shared_memory(GRAIN_SHARED_MEMORY)  # how grain maps and unlinks our workers' segments here
         self._stride = len(self.dataset) // c.world_size  # the most jobs an epoch can have
         self._next_index = 0  # the element grain delivers next
         self._epoch_start = 0

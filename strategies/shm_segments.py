@@ -197,17 +197,11 @@ def close_queue(channel: Any, grace_s: float) -> None:
     queue_writer(channel).close()
 
 
-def remove_segments(
-    prefix: str, pids: Iterable[int], directory: str = SHM_DIR, *, untrack: bool = False
-) -> list[str]:
+def remove_segments(prefix: str, pids: Iterable[int], directory: str = SHM_DIR) -> list[str]:
     """Unlink the entries named ``<prefix><pid>_...`` of processes ``pids`` (gone); return their names.
 
     For segments that another library's workers name after themselves and unlink at
     once (torch's ``torch_<pid>_...``), which a worker that failed in between leaves.
-    ``untrack``: the names may be registered with this process's resource tracker
-    (``multiprocessing.shared_memory`` registers every segment it makes or opens):
-    each is registered (a no-op if it was: the tracker keeps a set) and unregistered
-    around its unlink, so the tracker forgets it whatever it knew, and stays quiet.
     """
     wanted = tuple(f"{prefix}{pid}_" for pid in pids)
     if not wanted:
@@ -217,14 +211,10 @@ def remove_segments(
     except OSError:
         return []
     for name in names:
-        if untrack:
-            resource_tracker.register("/" + name, "shared_memory")
         try:
             os.unlink(os.path.join(directory, name))
         except FileNotFoundError:
             pass  # gone meanwhile
-        if untrack:
-            resource_tracker.unregister("/" + name, "shared_memory")
     return names
 
 
