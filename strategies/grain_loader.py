@@ -1,36 +1,45 @@
 """grain: Google's Grain (0.2.18) ``mp_prefetch`` doing the per-image work, behind the BatchGenerator contract.
 
-Message flow::
+Message flow (the default ``payload``, "arrays")::
 
     main process                                         grain worker k (spawned; grain's loop)
     ------------                                         --------------------------------------
     one persistent pipeline, built once:                 _worker_main: ignore SIGINT, watch the
-      MapDataset.range(stride * EPOCHS_AHEAD)              parent, quiet grain's import, then grain's
-        .map(JobAt)  (element i = job i % stride of        _put_dataset_elements_in_buffer
-         epoch first + i // stride; stride = the most    JobAt(i) for i = k, k + W, k + 2W, ...:
-         jobs an epoch can have)                           the epoch plan (a pure function), the
-        .to_iter_dataset(no threads, no buffer)            per-image work written straight into a
-        .mp_prefetch(W workers, prefetch per worker)       fresh segment ipcbench_<pid>_<hex>_grain
-    slot thread k (grain's ThreadPrefetch) reads  <----  output queue k (multiprocessing, maxsize
-      worker k's queue through WatchedBuffer               prefetch): a GrainImage, ~200 bytes
-      into its queue.Queue (prefetch deep)
+      MapDataset.range(stride * EPOCHS_AHEAD)              parent, quiet grain's import, name
+        .map(JobAt)  (element i = job i % stride of        grain's segments after this worker,
+         epoch first + i // stride; stride = the most      then grain's _put_dataset_elements_in_buffer
+         jobs an epoch can have)                         JobAt(i) for i = k, k + W, k + 2W, ...:
+        .to_iter_dataset(no threads, no buffer)            the epoch plan (a pure function), the
+        .mp_prefetch(W workers, prefetch per worker)       per-image work into fresh ndarrays;
+                                                           returns {"image": GrainImage (~200 bytes),
+                                                           "data": ndarray, "masks": ndarray}
+                                                         grain's copy_to_shm: each ndarray copied
+                                                           into a fresh segment
+                                                           ipcbench_<pid>_<hex>_grain; its name,
+                                                           shape and dtype go on
+    slot thread k (grain's ThreadPrefetch): grain's <--  output queue k (multiprocessing, maxsize
+      open_from_shm maps the segments                      prefetch)
+      (SharedMemoryArray) into its queue.Queue
+      (prefetch deep), through WatchedBuffer
     _next_image: element i from slot i % W (grain's
-      interleave: round robin, so plan order); maps
-      the segment, unlinks its name, ProcessedImage
-    BatchGenerator._assemble copies the tiles into batches, as every strategy does
+      interleave: round robin, so plan order): the
+      two SharedMemoryArrays, as ProcessedImage
+    BatchGenerator._assemble copies the tiles into batches, as every strategy does; the
+      image is dropped, and grain's SharedMemoryArray.__del__ unlinks its segments (on
+      grain's deletion thread)
 
 Epochs: one iterator over a range spanning many epochs keeps the workers alive
 (rebuilding it spawns new ones: ~20 batches/s instead of ~260 on the transfer
 workload). An epoch with fewer jobs than ``stride`` (``drop_last``, uneven shards)
-leaves elements that are padding (a worker returns an empty GrainImage for them);
-an abandoned epoch (early ``break``) leaves real jobs. Either way the next epoch
-starts with a jump: grain's own checkpoint API, ``set_state`` on the interleave
+leaves elements that are padding (a worker returns an element without arrays for
+them); an abandoned epoch (early ``break``) leaves real jobs. Either way the next
+epoch starts with a jump: grain's own checkpoint API, ``set_state`` on the interleave
 iterator with each worker's next index set to the next epoch's first element of its
 slice. The workers stay; grain discards what they had buffered (up to ``2 * prefetch
-+ 1`` images a worker: the queue, the slot thread's queue, the one in hand) and the
-discarded images' segments are unlinked when grain drops them (:class:`GrainImage`'s
-finalizer). An epoch that ends where the next one starts needs no jump: the workers
-prefetch across the boundary.
++ 1`` images a worker: the queue, the slot thread's queue, the one in hand) and
+unlinks the discarded images' segments itself (``unlink_shm`` in the worker for the
+queue's, ``SharedMemoryArray.__del__`` here for the slot queue's). An epoch that ends
+where the next one starts needs no jump: the workers prefetch across the boundary.
 
 Settings, and why: ``ReadOptions(num_threads=0, prefetch_buffer_size=0)`` (defaults:
 16 threads and a 500-element buffer in each worker, gigabytes of images here): the
@@ -43,23 +52,50 @@ Start method: grain always spawns its workers (``mp.get_context("spawn")``), wha
 ``LoaderConfig.start_method`` says; it is ignored. Each generator pays a spawn and an
 import of grain per worker (~1-2 s on 2 cores).
 
-How the pixels travel: grain copies every ndarray a worker returns into a fresh
-``psm_*`` segment (``multiprocessing.shared_memory``, registered with the resource
-tracker) that the main process maps and unlinks when the array is garbage collected
-(on a thread pool). Those names say nothing of their maker, so a segment of a worker
-killed between making and sending it could not be found, and every segment is
-registered twice (maker and reader), the source of the tracker's "leaked
-shared_memory objects" warnings at exit (grain issue 1031). Here the worker writes
-the tiles straight into a segment it names after itself (``Segment.create(...,
-track=False)``: no tracker) and returns only its name; the main process maps it and
-unlinks the name at once (:meth:`GrainImage.take`), then the assembler copies the
-tiles out: one copy per byte, like ``shm`` and ``torch``. Grain sees a small object.
+How the pixels travel (``payload``). "arrays" (the default) is what grain does for
+its users: the worker's function returns the image's ndarrays, and grain moves them.
+Copies per byte: the per-image work writes the tiles into the worker's fresh ndarrays
+(private memory); grain's ``copy_to_shm`` copies each into a fresh shared-memory
+segment (``np.copyto``, page-faulting it in); the main process maps it (grain's
+``open_from_shm``: no copy, the pages are faulted again on first read); the assembler
+copies the tiles out into the batch. Two copies, like torch's ``tensor`` payload.
+All of that is grain's code; this module changes only what ``SharedMemory`` grain's
+``shared_memory_array`` module calls (:class:`AttributedSharedMemory`, installed in
+every worker and in this process): a segment a worker makes is named
+``ipcbench_<worker pid>_<hex>_grain`` instead of ``psm_<random>`` (so a killed
+worker's segments can be found and attributed: ``stale_segments``, ``ipcbench
+clean``, the fault harness), and those segments are never registered with the
+resource tracker (Python 3.11 registers every segment made or mapped, in each
+process; a killed tracker is relaunched by the next registration, and the new one
+prints a ``KeyError`` and "leaked shared_memory objects" at exit). "segment" (the
+alternative, ``GrainGenerator.payload = "segment"``): the worker writes the tiles
+straight into a segment of ours of the same name (``Segment.create(..., track=False)``)
+and returns only its name; the main process maps it and unlinks the name at once
+(:meth:`GrainImage.take`): one copy per byte, like ``shm``; grain then moves only a
+small object. Measured on ``data/real`` (batch 32, tile 256, 2 workers, prefetch 2;
+5 epochs after a warm-up one, two runs each, alternating; 2 cores shared with other
+jobs, load average 4.6-5.3, so the CPU times are the figures to trust)::
 
-Who owns each buffer: a segment belongs to the worker that made it until the main
-process takes it (maps it, unlinks its name); a discarded one is unlinked by the
-finalizer of the GrainImage that names it; after close() whatever names a worker pid
-are removed (``remove_segments``): nothing can be in flight any more. A worker whose
-main process died removes its own names before it exits.
+    payload   batches/s   main CPU ms/batch   workers CPU ms/batch
+    arrays    51.3, 45.8          3.7, 4.0             14.9, 14.0
+    segment   43.6, 44.0          3.5, 3.4             13.7, 13.6
+
+The two are within the noise of this machine (two 3-epoch runs before these: arrays
+10.7 and 13.5 workers ms/batch, segment 13.6 and 14.4). The copy grain adds seems to
+cost little; a likely reason (not measured): the ndarrays the work fills are reused
+heap memory, without page faults, while the "segment" payload faults in a fresh
+segment for every image, as grain's copy does.
+
+Who owns each buffer: the ndarrays a worker's function returns are the worker's
+(grain drops them after its copy). A segment belongs to the worker that made it
+until grain puts its name on the output queue; from then on to grain: the slot
+thread maps it, and grain's ``SharedMemoryArray.__del__`` unlinks it when the last
+view here is dropped (the assembler's current image; a slot queue a jump or close()
+clears), on grain's deletion thread; a name still on the queue when the worker stops
+is unlinked by the worker (grain's ``_clear_queue_and_maybe_unlink_shm``). After
+close() (grain's deletion thread drained first) whatever names a worker pid is
+removed (``remove_segments``): a killed worker's, an unread queue's. A worker whose
+main process died removes its own names before it exits (and makes none after).
 
 Errors: the per-image work's exception travels as data (``messages.WorkerFailure`` in
 the GrainImage) and is raised as ``WorkerError`` with a ``RemoteTraceback`` cause; any
@@ -83,6 +119,11 @@ semaphores stayed. ``close()``: joins each worker for up to 25 s, and each slot
 thread with no timeout at all (a hung worker hangs it). Every exit printed
 "leaked shared_memory objects" and ``__del__`` noise; ``import grain`` logs
 "WARNING:absl:Failed to load jax profiler" (and installs a root logging handler).
+(Not, as an earlier version of this docstring said, because every segment is
+registered twice, by maker and reader: the 3.11 tracker keeps a set, so one
+unregister forgets a name registered twice. From the source, not measured: the
+warnings name what the tracker still holds when it exits, a killed worker's unsent
+segments, and those whose unlink was still queued on grain's deletion thread.)
 
 What this module adds: a watch where the main process waits (:meth:`_wait_for`: the
 slot's queue, every worker's exit status, ``close_signal``, ``timeout``, in 50 ms
@@ -91,8 +132,8 @@ steps), so a dead worker is ``WorkerDiedError`` at once, a silent one
 thread (a dead worker raises there at once, and a stop request ends the thread's wait
 within 50 ms); :func:`_worker_main` before grain's loop in each worker (SIGINT
 ignored, ``workers.watch_parent`` with a sweep of the worker's own segments, fault
-injection armed, grain's import quiet); a filter on the ``absl`` logger for the
-profiler message only (scoped: the root handler absl's first warning installs is
+injection armed, grain's import quiet, :class:`AttributedSharedMemory` installed); a
+filter on the ``absl`` logger for the profiler message only (scoped: the root handler absl's first warning installs is
 removed again, so a real warning later is still printed).
 
 Shutdown (``close()`` or garbage collection, through a ``weakref.finalize``): never
@@ -101,8 +142,9 @@ stop event needs). Instead: stop every slot thread's wait, ask the workers to st
 (grain's stop event; skipped after a failure), join for ``STOP_GRACE_S``, SIGTERM ->
 ``TERMINATE_GRACE_S`` -> SIGKILL -> ``KILL_GRACE_S``; join the slot threads, draining
 their queues; close grain's make-iterator pool; close the queues' descriptors and
-unlink their semaphores now (``release_semaphores``); remove the workers' segments;
-and disarm the iterators' ``__del__``.
+unlink their semaphores now (``release_semaphores``); wait for grain's deletion thread
+to unlink what it was given; remove the workers' segments; and disarm the iterators'
+``__del__``.
 
 grain is imported lazily (inside functions), never at module import:
 ``strategies/__init__`` imports every strategy module, and grain may be absent.
@@ -223,11 +265,12 @@ def import_grain() -> Any:
 
 # -- what a worker returns -------------------------------------------------------------------
 class GrainImage:
-    """One element of the pipeline: a processed image's segment name (or padding, or a failure).
+    """An element's small part: which image (or padding, or a failure), and its stage times.
 
-    Pickled as its fields; unpickled (in the main process, or in a worker clearing its
-    queue) with a finalizer that unlinks the segment's name unless :meth:`take`
-    claimed it: an image grain discards (a jump, a close) leaves nothing behind.
+    With the "segment" payload it also names the image's segment, and is unpickled (in
+    the main process, or in a worker clearing its queue) with a finalizer that unlinks
+    that name unless :meth:`take` claimed it: an image grain discards (a jump, a
+    close) leaves nothing behind. With "arrays" grain carries the arrays beside it.
     """
 
     __slots__ = (
@@ -302,7 +345,7 @@ def segment_layout(n_tiles: int, channels: int, tile: int, dtype: np.dtype) -> t
 
 # -- the worker side -------------------------------------------------------------------------
 class JobAt:
-    """The mapped function: element ``index`` of the pipeline -> that job, processed into a segment.
+    """The mapped function: element ``index`` of the pipeline -> that job, processed (``payload``).
 
     Made in the main process, cloudpickled by grain into every worker; the plan and
     the processor are made in the worker, on first use.
