@@ -1,36 +1,45 @@
 """grain: Google's Grain (0.2.18) ``mp_prefetch`` doing the per-image work, behind the BatchGenerator contract.
 
-Message flow::
+Message flow (the default ``payload``, "arrays")::
 
     main process                                         grain worker k (spawned; grain's loop)
     ------------                                         --------------------------------------
     one persistent pipeline, built once:                 _worker_main: ignore SIGINT, watch the
-      MapDataset.range(stride * EPOCHS_AHEAD)              parent, quiet grain's import, then grain's
-        .map(JobAt)  (element i = job i % stride of        _put_dataset_elements_in_buffer
-         epoch first + i // stride; stride = the most    JobAt(i) for i = k, k + W, k + 2W, ...:
-         jobs an epoch can have)                           the epoch plan (a pure function), the
-        .to_iter_dataset(no threads, no buffer)            per-image work written straight into a
-        .mp_prefetch(W workers, prefetch per worker)       fresh segment ipcbench_<pid>_<hex>_grain
-    slot thread k (grain's ThreadPrefetch) reads  <----  output queue k (multiprocessing, maxsize
-      worker k's queue through WatchedBuffer               prefetch): a GrainImage, ~200 bytes
-      into its queue.Queue (prefetch deep)
+      MapDataset.range(stride * EPOCHS_AHEAD)              parent, quiet grain's import, name
+        .map(JobAt)  (element i = job i % stride of        grain's segments after this worker,
+         epoch first + i // stride; stride = the most      then grain's _put_dataset_elements_in_buffer
+         jobs an epoch can have)                         JobAt(i) for i = k, k + W, k + 2W, ...:
+        .to_iter_dataset(no threads, no buffer)            the epoch plan (a pure function), the
+        .mp_prefetch(W workers, prefetch per worker)       per-image work into fresh ndarrays;
+                                                           returns {"image": GrainImage (~200 bytes),
+                                                           "data": ndarray, "masks": ndarray}
+                                                         grain's copy_to_shm: each ndarray copied
+                                                           into a fresh segment
+                                                           ipcbench_<pid>_<hex>_grain; its name,
+                                                           shape and dtype go on
+    slot thread k (grain's ThreadPrefetch): grain's <--  output queue k (multiprocessing, maxsize
+      open_from_shm maps the segments                      prefetch)
+      (SharedMemoryArray) into its queue.Queue
+      (prefetch deep), through WatchedBuffer
     _next_image: element i from slot i % W (grain's
-      interleave: round robin, so plan order); maps
-      the segment, unlinks its name, ProcessedImage
-    BatchGenerator._assemble copies the tiles into batches, as every strategy does
+      interleave: round robin, so plan order): the
+      two SharedMemoryArrays, as ProcessedImage
+    BatchGenerator._assemble copies the tiles into batches, as every strategy does; the
+      image is dropped, and grain's SharedMemoryArray.__del__ unlinks its segments (on
+      grain's deletion thread)
 
 Epochs: one iterator over a range spanning many epochs keeps the workers alive
 (rebuilding it spawns new ones: ~20 batches/s instead of ~260 on the transfer
 workload). An epoch with fewer jobs than ``stride`` (``drop_last``, uneven shards)
-leaves elements that are padding (a worker returns an empty GrainImage for them);
-an abandoned epoch (early ``break``) leaves real jobs. Either way the next epoch
-starts with a jump: grain's own checkpoint API, ``set_state`` on the interleave
+leaves elements that are padding (a worker returns an element without arrays for
+them); an abandoned epoch (early ``break``) leaves real jobs. Either way the next
+epoch starts with a jump: grain's own checkpoint API, ``set_state`` on the interleave
 iterator with each worker's next index set to the next epoch's first element of its
 slice. The workers stay; grain discards what they had buffered (up to ``2 * prefetch
-+ 1`` images a worker: the queue, the slot thread's queue, the one in hand) and the
-discarded images' segments are unlinked when grain drops them (:class:`GrainImage`'s
-finalizer). An epoch that ends where the next one starts needs no jump: the workers
-prefetch across the boundary.
++ 1`` images a worker: the queue, the slot thread's queue, the one in hand) and
+unlinks the discarded images' segments itself (``unlink_shm`` in the worker for the
+queue's, ``SharedMemoryArray.__del__`` here for the slot queue's). An epoch that ends
+where the next one starts needs no jump: the workers prefetch across the boundary.
 
 Settings, and why: ``ReadOptions(num_threads=0, prefetch_buffer_size=0)`` (defaults:
 16 threads and a 500-element buffer in each worker, gigabytes of images here): the
@@ -43,23 +52,50 @@ Start method: grain always spawns its workers (``mp.get_context("spawn")``), wha
 ``LoaderConfig.start_method`` says; it is ignored. Each generator pays a spawn and an
 import of grain per worker (~1-2 s on 2 cores).
 
-How the pixels travel: grain copies every ndarray a worker returns into a fresh
-``psm_*`` segment (``multiprocessing.shared_memory``, registered with the resource
-tracker) that the main process maps and unlinks when the array is garbage collected
-(on a thread pool). Those names say nothing of their maker, so a segment of a worker
-killed between making and sending it could not be found, and every segment is
-registered twice (maker and reader), the source of the tracker's "leaked
-shared_memory objects" warnings at exit (grain issue 1031). Here the worker writes
-the tiles straight into a segment it names after itself (``Segment.create(...,
-track=False)``: no tracker) and returns only its name; the main process maps it and
-unlinks the name at once (:meth:`GrainImage.take`), then the assembler copies the
-tiles out: one copy per byte, like ``shm`` and ``torch``. Grain sees a small object.
+How the pixels travel (``payload``). "arrays" (the default) is what grain does for
+its users: the worker's function returns the image's ndarrays, and grain moves them.
+Copies per byte: the per-image work writes the tiles into the worker's fresh ndarrays
+(private memory); grain's ``copy_to_shm`` copies each into a fresh shared-memory
+segment (``np.copyto``, page-faulting it in); the main process maps it (grain's
+``open_from_shm``: no copy, the pages are faulted again on first read); the assembler
+copies the tiles out into the batch. Two copies, like torch's ``tensor`` payload.
+All of that is grain's code; this module changes only what ``SharedMemory`` grain's
+``shared_memory_array`` module calls (:class:`AttributedSharedMemory`, installed in
+every worker and in this process): a segment a worker makes is named
+``ipcbench_<worker pid>_<hex>_grain`` instead of ``psm_<random>`` (so a killed
+worker's segments can be found and attributed: ``stale_segments``, ``ipcbench
+clean``, the fault harness), and those segments are never registered with the
+resource tracker (Python 3.11 registers every segment made or mapped, in each
+process; a killed tracker is relaunched by the next registration, and the new one
+prints a ``KeyError`` and "leaked shared_memory objects" at exit). "segment" (the
+alternative, ``GrainGenerator.payload = "segment"``): the worker writes the tiles
+straight into a segment of ours of the same name (``Segment.create(..., track=False)``)
+and returns only its name; the main process maps it and unlinks the name at once
+(:meth:`GrainImage.take`): one copy per byte, like ``shm``; grain then moves only a
+small object. Measured on ``data/real`` (batch 32, tile 256, 2 workers, prefetch 2;
+5 epochs after a warm-up one, two runs each, alternating; 2 cores shared with other
+jobs, load average 4.6-5.3, so the CPU times are the figures to trust)::
 
-Who owns each buffer: a segment belongs to the worker that made it until the main
-process takes it (maps it, unlinks its name); a discarded one is unlinked by the
-finalizer of the GrainImage that names it; after close() whatever names a worker pid
-are removed (``remove_segments``): nothing can be in flight any more. A worker whose
-main process died removes its own names before it exits.
+    payload   batches/s   main CPU ms/batch   workers CPU ms/batch
+    arrays    51.3, 45.8          3.7, 4.0             14.9, 14.0
+    segment   43.6, 44.0          3.5, 3.4             13.7, 13.6
+
+The two are within the noise of this machine (two 3-epoch runs before these: arrays
+10.7 and 13.5 workers ms/batch, segment 13.6 and 14.4). The copy grain adds seems to
+cost little; a likely reason (not measured): the ndarrays the work fills are reused
+heap memory, without page faults, while the "segment" payload faults in a fresh
+segment for every image, as grain's copy does.
+
+Who owns each buffer: the ndarrays a worker's function returns are the worker's
+(grain drops them after its copy). A segment belongs to the worker that made it
+until grain puts its name on the output queue; from then on to grain: the slot
+thread maps it, and grain's ``SharedMemoryArray.__del__`` unlinks it when the last
+view here is dropped (the assembler's current image; a slot queue a jump or close()
+clears), on grain's deletion thread; a name still on the queue when the worker stops
+is unlinked by the worker (grain's ``_clear_queue_and_maybe_unlink_shm``). After
+close() (grain's deletion thread drained first) whatever names a worker pid is
+removed (``remove_segments``): a killed worker's, an unread queue's. A worker whose
+main process died removes its own names before it exits (and makes none after).
 
 Errors: the per-image work's exception travels as data (``messages.WorkerFailure`` in
 the GrainImage) and is raised as ``WorkerError`` with a ``RemoteTraceback`` cause; any
@@ -83,6 +119,11 @@ semaphores stayed. ``close()``: joins each worker for up to 25 s, and each slot
 thread with no timeout at all (a hung worker hangs it). Every exit printed
 "leaked shared_memory objects" and ``__del__`` noise; ``import grain`` logs
 "WARNING:absl:Failed to load jax profiler" (and installs a root logging handler).
+(Not, as an earlier version of this docstring said, because every segment is
+registered twice, by maker and reader: the 3.11 tracker keeps a set, so one
+unregister forgets a name registered twice. From the source, not measured: the
+warnings name what the tracker still holds when it exits, a killed worker's unsent
+segments, and those whose unlink was still queued on grain's deletion thread.)
 
 What this module adds: a watch where the main process waits (:meth:`_wait_for`: the
 slot's queue, every worker's exit status, ``close_signal``, ``timeout``, in 50 ms
@@ -91,8 +132,8 @@ steps), so a dead worker is ``WorkerDiedError`` at once, a silent one
 thread (a dead worker raises there at once, and a stop request ends the thread's wait
 within 50 ms); :func:`_worker_main` before grain's loop in each worker (SIGINT
 ignored, ``workers.watch_parent`` with a sweep of the worker's own segments, fault
-injection armed, grain's import quiet); a filter on the ``absl`` logger for the
-profiler message only (scoped: the root handler absl's first warning installs is
+injection armed, grain's import quiet, :class:`AttributedSharedMemory` installed); a
+filter on the ``absl`` logger for the profiler message only (scoped: the root handler absl's first warning installs is
 removed again, so a real warning later is still printed).
 
 Shutdown (``close()`` or garbage collection, through a ``weakref.finalize``): never
@@ -101,8 +142,9 @@ stop event needs). Instead: stop every slot thread's wait, ask the workers to st
 (grain's stop event; skipped after a failure), join for ``STOP_GRACE_S``, SIGTERM ->
 ``TERMINATE_GRACE_S`` -> SIGKILL -> ``KILL_GRACE_S``; join the slot threads, draining
 their queues; close grain's make-iterator pool; close the queues' descriptors and
-unlink their semaphores now (``release_semaphores``); remove the workers' segments;
-and disarm the iterators' ``__del__``.
+unlink their semaphores now (``release_semaphores``); wait for grain's deletion thread
+to unlink what it was given; remove the workers' segments; and disarm the iterators'
+``__del__``.
 
 grain is imported lazily (inside functions), never at module import:
 ``strategies/__init__`` imports every strategy module, and grain may be absent.
@@ -112,6 +154,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import mmap
 import multiprocessing as mp
 import os
 import queue
@@ -119,9 +162,11 @@ import signal
 import threading
 import time
 import traceback
+import types
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing import shared_memory
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -135,6 +180,7 @@ from .dataset import Dataset
 from .errors import LoaderClosedError, RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .internals import (
     disarm_grain_iterator,
+    flush_grain_shm_deletes,
     grain_make_iter_pool,
     grain_process,
     grain_slots,
@@ -145,6 +191,8 @@ from .internals import (
     grain_worker_iterator,
     queue_reader,
     set_grain_process_context,
+    set_grain_shared_memory,
+    shm_open,
     shm_unlink,
     tracker_pid,
     wait_not_empty,
@@ -152,7 +200,7 @@ from .internals import (
 )
 from .messages import WorkerFailure
 from .plan import EpochPlan
-from .shm_segments import Segment, check_free_space, close_queue, release_semaphores, remove_segments
+from .shm_segments import Segment, check_free_space, close_queue, release_semaphores, remove_segments, segment_name
 from .stages import StageClock
 from .torch_loader import _how_it_ended, image_tile_bytes
 from .work import ProcessedImage, Processor, data_dtype, make_processor
@@ -162,12 +210,21 @@ from .workers import watch_parent
 EPOCHS_AHEAD = 10**9
 # How often the waits (main process and slot threads) look at the workers and the close signal.
 WATCH_SLICE_S = 0.05
-# Segments a grain worker makes: ipcbench_<worker pid>_<hex>_grain.
+# Segments a grain worker makes (grain's own, or ours with the "segment" payload):
+# ipcbench_<worker pid>_<hex>_grain.
 SEGMENT_TAG = "grain"
+# How the tiles cross from a worker to the main process (``GrainGenerator.payload``;
+# measured in the module docstring):
+# "arrays": the worker returns fresh ndarrays; grain copies each into a fresh shared-memory
+#           segment, the main process maps it (grain's own transport);
+# "segment": the worker writes the tiles into a segment of ours and returns its name.
+PAYLOADS = ("arrays", "segment")
 # The one message of grain's import that is noise here (no jax: no profiler, nothing lost).
 GRAIN_NOISE = ("Failed to load jax profiler",)
 
 _worker_id = -1  # set in each worker process by _worker_main
+# Held while a worker makes a segment; taken for good by the sweep before the worker exits.
+_making = threading.Lock()
 
 
 # -- quiet grain ---------------------------------------------------------------------------
@@ -208,11 +265,12 @@ def import_grain() -> Any:
 
 # -- what a worker returns -------------------------------------------------------------------
 class GrainImage:
-    """One element of the pipeline: a processed image's segment name (or padding, or a failure).
+    """An element's small part: which image (or padding, or a failure), and its stage times.
 
-    Pickled as its fields; unpickled (in the main process, or in a worker clearing its
-    queue) with a finalizer that unlinks the segment's name unless :meth:`take`
-    claimed it: an image grain discards (a jump, a close) leaves nothing behind.
+    With the "segment" payload it also names the image's segment, and is unpickled (in
+    the main process, or in a worker clearing its queue) with a finalizer that unlinks
+    that name unless :meth:`take` claimed it: an image grain discards (a jump, a
+    close) leaves nothing behind. With "arrays" grain carries the arrays beside it.
     """
 
     __slots__ = (
@@ -287,35 +345,42 @@ def segment_layout(n_tiles: int, channels: int, tile: int, dtype: np.dtype) -> t
 
 # -- the worker side -------------------------------------------------------------------------
 class JobAt:
-    """The mapped function: element ``index`` of the pipeline -> that job, processed into a segment.
+    """The mapped function: element ``index`` of the pipeline -> that job, processed (``payload``).
 
     Made in the main process, cloudpickled by grain into every worker; the plan and
     the processor are made in the worker, on first use.
     """
 
-    def __init__(self, dataset: Dataset, config: LoaderConfig, stride: int) -> None:
+    def __init__(self, dataset: Dataset, config: LoaderConfig, stride: int, payload: str) -> None:
         self.dataset = dataset
         self.config = config
         self.stride = stride
+        self.payload = payload
         self._plan: EpochPlan | None = None
         self._processor: Processor | None = None
         self._clock: StageClock | None = None
 
-    def __call__(self, index: int) -> GrainImage:
+    def __call__(self, index: int) -> dict[str, Any]:
+        """``{"image": GrainImage, "data": ndarray, "masks": ndarray}`` (no arrays: padding, a failure, a segment)."""
         try:
             epoch, position = self.config.epoch + index // self.stride, index % self.stride
             if self._plan is None or self._plan.epoch != epoch:
                 self._plan = config_plan(self.dataset, self.config, epoch)
             if position >= len(self._plan.jobs):
-                return GrainImage(index, worker_id=_worker_id)  # padding: the epoch has fewer jobs
+                return {"image": GrainImage(index, worker_id=_worker_id)}  # padding: the epoch has fewer jobs
             job = self._plan.jobs[position]
             if self._processor is None:
                 self._processor = make_processor(self.dataset, self.config)
                 self._clock = StageClock()
             assert self._clock is not None
+            element: dict[str, Any] = {}
             with self._clock.timing("compute"):
-                name = self._process(job)
-            return GrainImage(
+                if self.payload == "arrays":
+                    element["data"], element["masks"] = self._arrays(job)
+                    name = None
+                else:
+                    name = self._process(job)
+            element["image"] = GrainImage(
                 index,
                 job.image_index,
                 name,
@@ -324,16 +389,28 @@ class JobAt:
                 self._clock.totals(),
                 worker_id=_worker_id,
             )
+            return element
         except Exception as exc:  # travels as data, raised as WorkerError in the main process
             failure = WorkerFailure(_worker_id, os.getpid(), type(exc).__name__, str(exc), traceback.format_exc())
-            return GrainImage(index, failure=failure, worker_id=_worker_id)
+            return {"image": GrainImage(index, failure=failure, worker_id=_worker_id)}
+
+    def _arrays(self, job: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The image's tiles in fresh ndarrays (grain copies them into shared memory after we return)."""
+        assert self._processor is not None
+        t = self.config.tile
+        channels = self.dataset.entries[job.image_index].channels
+        data = np.empty((job.n_tiles, channels, t, t), data_dtype(self.config))
+        masks = np.empty((job.n_tiles, t, t), np.uint8)
+        self._processor.process(job, data, masks)
+        return data, masks
 
     def _process(self, job: Any) -> str:
         assert self._processor is not None
         t, dtype = self.config.tile, data_dtype(self.config)
         channels = self.dataset.entries[job.image_index].channels
         data_bytes, mask_bytes = segment_layout(job.n_tiles, channels, t, dtype)
-        segment = Segment.create(data_bytes + mask_bytes, SEGMENT_TAG, track=False)
+        with _making:
+            segment = Segment.create(data_bytes + mask_bytes, SEGMENT_TAG, track=False)
         try:
             data = np.ndarray((job.n_tiles, channels, t, t), dtype, buffer=segment.buf)
             masks = np.ndarray((job.n_tiles, t, t), np.uint8, buffer=segment.buf, offset=data_bytes)
@@ -346,7 +423,73 @@ class JobAt:
         return segment.name
 
 
+def _attributed(name: str) -> bool:
+    """Whether ``name`` is a segment a grain worker of ours made: ``ipcbench_<pid>_<hex>_grain``."""
+    return name.startswith(SHM_PREFIX) and name.endswith(f"_{SEGMENT_TAG}")
+
+
+class AttributedSharedMemory(shared_memory.SharedMemory):
+    """What grain's ``SharedMemoryArray`` uses as ``SharedMemory`` here: new segments named after the worker.
+
+    Grain calls ``SharedMemory(create=True, size=size)`` for every array a worker
+    returns (Python picks a random ``psm_*`` name), ``SharedMemory(name)`` to map one
+    (the main process's ``open_from_shm``; a worker's ``unlink_shm`` of one it drops)
+    and ``unlink()`` once. This class changes two things only. A new segment is named
+    ``ipcbench_<worker pid>_<hex>_grain`` (``segment_name``). And segments so named
+    are not registered with the resource tracker (Python 3.11 registers every segment
+    made *or mapped*, in every process, and unregisters at ``unlink()``; a killed
+    tracker is relaunched by the next registration, with a warning, and the new one
+    prints a ``KeyError`` for a name it never held and "leaked shared_memory
+    objects" for the names only the killed one was told were unlinked): what cleans
+    up after a death is this module's sweep by worker pid instead. Creating,
+    sizing (``ftruncate``), mapping, closing and unlinking are what
+    ``SharedMemory.__init__``/``close``/``unlink`` do. Any other name (grain used
+    elsewhere in the program) gets Python's ``SharedMemory`` unchanged.
+    """
+
+    _tracked = False
+
+    def __init__(self, name: str | None = None, create: bool = False, size: int = 0) -> None:
+        if create and name is None:
+            if size <= 0:
+                raise ValueError("'size' must be a positive number different from zero")
+            with _making:  # the sweep before a worker exits waits for a segment being made, and stops new ones
+                self._open(segment_name(SEGMENT_TAG), os.O_CREAT | os.O_EXCL | os.O_RDWR, size)
+        elif name is not None and not create and _attributed(name):
+            self._open(name, os.O_RDWR, 0)
+        else:
+            super().__init__(name, create, size)
+            self._tracked = True
+
+    def _open(self, name: str, flags: int, size: int) -> None:
+        self._flags = flags
+        self._fd = shm_open(name, flags)
+        self._name = "/" + name
+        try:
+            if size:
+                os.ftruncate(self._fd, size)
+            size = os.fstat(self._fd).st_size
+            self._mmap = mmap.mmap(self._fd, size)
+        except OSError:
+            if flags & os.O_CREAT:
+                self.unlink()
+            raise
+        self._size = size
+        self._buf = memoryview(self._mmap)
+
+    def unlink(self) -> None:
+        if self._tracked:
+            super().unlink()
+        else:
+            shm_unlink(self.name)
+
+
+GRAIN_SHARED_MEMORY = types.SimpleNamespace(SharedMemory=AttributedSharedMemory)
+
+
 def _remove_own_segments() -> None:
+    """The main process is gone: remove this worker's segments before it exits."""
+    _making.acquire(timeout=KILL_GRACE_S)  # never released: no segment is made after the sweep
     remove_segments(SHM_PREFIX, [os.getpid()])
 
 
@@ -360,6 +503,7 @@ def _worker_main(worker_id: int, target: str, kwargs: dict[str, Any]) -> None:
     module, _, name = target.partition(":")
     with quiet_grain():
         loop = getattr(importlib.import_module(module), name)
+    set_grain_shared_memory(GRAIN_SHARED_MEMORY)  # grain's segments, named after this worker
     loop(**kwargs)
 
 
@@ -510,6 +654,10 @@ def _release(state: _GrainState, iterator: Any) -> None:
             close_queue(channel, KILL_GRACE_S)
         channels += queues + others
     release_semaphores(state.tracker, *channels)
+    # Every array the main process mapped is dropped now (the images in the slot queues
+    # above, the generator's current one); grain unlinks them on its deletion thread.
+    flush_grain_shm_deletes(KILL_GRACE_S)
+    # Left: segments a worker made and nobody mapped (a killed worker's, a queue's).
     remove_segments(SHM_PREFIX, state.pids)
     for it in (iterator, *state.slots, *state.workers):
         disarm_grain_iterator(it)
@@ -520,6 +668,7 @@ class GrainGenerator(BatchGenerator):
     """A persistent grain ``mp_prefetch`` pipeline produces processed images; the base class assembles batches."""
 
     name = "grain"
+    payload = "arrays"  # how the tiles cross (PAYLOADS); a class attribute, for measuring the alternative
     worker_processes = True
     shared_memory = True
     requires = ("grain", "grain==0.2.18")
@@ -529,7 +678,10 @@ class GrainGenerator(BatchGenerator):
         c = config
         # Images in flight: per worker its queue, its slot thread's queue and the one in hand.
         check_free_space((c.workers * (2 * self.prefetch + 1) + 1) * self.max_tiles * image_tile_bytes(self.dataset, c))
+        if self.payload not in PAYLOADS:
+            raise ValueError(f"grain payload must be one of {PAYLOADS}, not {self.payload!r}")
         grain = import_grain()
+        set_grain_shared_memory(GRAIN_SHARED_MEMORY)  # how grain maps and unlinks our workers' segments here
         self._stride = len(self.dataset) // c.world_size  # the most jobs an epoch can have
         self._next_index = 0  # the element grain delivers next
         self._epoch_start = 0
@@ -537,7 +689,7 @@ class GrainGenerator(BatchGenerator):
         self._finalizer = weakref.finalize(self, owner_only(_close_grain, self._state))
         pipeline = (
             grain.MapDataset.range(self._stride * EPOCHS_AHEAD)
-            .map(JobAt(self.dataset, c, self._stride))
+            .map(JobAt(self.dataset, c, self._stride, self.payload))
             .to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
             .mp_prefetch(grain.MultiprocessingOptions(num_workers=c.workers, per_worker_buffer_size=self.prefetch))
         )
@@ -594,8 +746,9 @@ class GrainGenerator(BatchGenerator):
         with self.clock.timing("wait"):
             self._wait_for(index % self.config.workers, waiting_for)
             with self._grain_errors(waiting_for):
-                item = next(self._state.iterator)
+                element = next(self._state.iterator)
         self._next_index += 1
+        item = element["image"]
         if item.failure is not None:
             f = item.failure
             self._state.broken = True
@@ -605,12 +758,15 @@ class GrainGenerator(BatchGenerator):
                 pid=f.pid,
             )
             raise error from RemoteTraceback(f.traceback)
-        if item.index != index or item.segment is None:
+        if item.index != index or (item.segment is None and "data" not in element):
             raise RuntimeError(
-                f"grain: got element {item.index} (image {item.segment!r}) while waiting for {waiting_for}"
+                f"grain: got element {item.index} (image {item.image_index}) while waiting for {waiting_for}"
             )
         self._worker_stages[item.worker_id] = item.stages
-        data, masks = item.take(self.config.tile, data_dtype(self.config))
+        if item.segment is None:
+            data, masks = element["data"], element["masks"]  # grain's SharedMemoryArrays, mapped by grain
+        else:
+            data, masks = item.take(self.config.tile, data_dtype(self.config))
         return ProcessedImage(index - self._epoch_start, item.image_index, data, masks)
 
     def _shutdown(self) -> None:

@@ -324,6 +324,27 @@ def _nothing() -> None:
     return None
 
 
+def set_grain_shared_memory(module: Any) -> None:
+    """Make grain's ``SharedMemoryArray`` (``copy_to_shm``, ``from_metadata``, ``unlink_shm``) use
+    ``module.SharedMemory`` in this process instead of ``multiprocessing.shared_memory``'s."""
+    from grain._src.python.ipc import shared_memory_array
+
+    shared_memory_array.shared_memory = module
+
+
+def flush_grain_shm_deletes(timeout: float) -> None:
+    """Wait up to ``timeout`` s for the unlinks grain's ``SharedMemoryArray.__del__`` queued (one thread, FIFO)."""
+    from grain._src.python.ipc import shared_memory_array
+
+    pool = shared_memory_array.SharedMemoryArray._del_thread_pool
+    if pool is None:
+        return
+    try:
+        pool.apply_async(_nothing).wait(timeout)
+    except ValueError:
+        pass  # the pool was terminated (interpreter exit): nothing runs on it any more
+
+
 GRAIN_REQUIRED: tuple[tuple[str, str], ...] = (
     ("grain interleave iterator", "_iterators_in_use"),
     ("grain interleave iterator", "_prefetch_ds_iter"),
@@ -342,6 +363,8 @@ GRAIN_REQUIRED: tuple[tuple[str, str], ...] = (
     ("grain worker iterator", "_start_profiling_event"),
     ("grain worker iterator", "_stop_profiling_event"),
     ("queue.Queue()", "_qsize"),
+    ("grain shared_memory_array module", "shared_memory"),
+    ("grain SharedMemoryArray", "_del_thread_pool"),
 )
 
 

@@ -68,6 +68,11 @@ def check_free_space(needed: int, *, directory: str = SHM_DIR) -> None:
         )
 
 
+def segment_name(tag: str) -> str:
+    """A fresh name for a segment this process makes: ``ipcbench_<pid>_<random>_<tag>``."""
+    return f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
+
+
 class Segment:
     """One mapped shared-memory segment; ``buf`` is its mmap."""
 
@@ -88,7 +93,7 @@ class Segment:
         process, which unlinks it (the ``grain`` strategy): whoever unlinks it must
         be the only one to know it, or the tracker warns of a leak at exit.
         """
-        name = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
+        name = segment_name(tag)
         fd = shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
         try:
             try:

@@ -1,12 +1,14 @@
 """The ``grain`` strategy: Grain's ``mp_prefetch`` behind the BatchGenerator contract.
 
 What the shared suites do not check: bit-identical batches for several worker counts
-and prefetch depths, across epochs, an early break (a jump with ``set_state``) and a
-conversion; the same worker processes throughout; no segment (``ipcbench_*_grain``,
-``psm_*``) left after close(), after a worker is killed, after the main process is
-killed; a quiet stderr (no "leaked shared_memory", no ``__del__`` noise, no absl
-profiler warning); the grain attributes the strategy reaches into still exist; and
-``import strategies`` does not import grain.
+and prefetch depths (and both payloads), across epochs, an early break (a jump with
+``set_state``) and a conversion; the default payload is grain's own transport (the
+images arrive as grain's ``SharedMemoryArray``, in segments named after a worker);
+the same worker processes throughout; no segment (``ipcbench_*_grain``, ``psm_*``)
+left after close(), after a worker is killed, after the main process is killed; a
+quiet stderr (no "leaked shared_memory", no ``__del__`` noise, no absl profiler
+warning); the grain attributes the strategy reaches into still exist; and ``import
+strategies`` does not import grain.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from strategies import (
     internals,
     make_generator,
 )
+from strategies.grain_loader import GrainGenerator
 
 pytest.importorskip("grain")
 pytestmark = pytest.mark.timeout(120)
@@ -70,6 +73,28 @@ def test_matches_baseline(dataset: Path, expected: list, workers: int, prefetch:
     assert ours() - before == set()
 
 
+def test_segment_payload_matches_baseline(dataset: Path, expected: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(GrainGenerator, "payload", "segment")
+    before = ours()
+    assert_same_batches(epochs_with_a_break("grain", dataset, CFG), expected)
+    assert ours() - before == set()
+
+
+def test_images_travel_in_grains_shared_memory_named_after_a_worker(dataset: Path) -> None:
+    from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+
+    with make_generator("grain", dataset, CFG) as gen:
+        assert gen.payload == "arrays"
+        next(gen)
+        data, masks = gen._current.data, gen._current.masks
+        assert isinstance(data, SharedMemoryArray) and isinstance(masks, SharedMemoryArray)
+        name = data.shm.name  # the main process's own mapping, made by grain's open_from_shm
+        pid = int(name.split("_")[1])
+        assert name.startswith("ipcbench_") and name.endswith("_grain") and pid in gen.worker_pids()
+        assert not [n for n in ours() if n.startswith("psm_")]
+        del data, masks
+
+
 def test_conversion_matches_numpy(dataset: Path, expected: list) -> None:
     scale = 1 / 65535
     got = epochs_with_a_break("grain", dataset, CFG.replace(dtype="float32", scale=scale))
@@ -95,6 +120,8 @@ def test_same_workers_across_epochs_and_jumps(dataset: Path) -> None:
 
 
 def test_the_grain_attributes_the_strategy_uses_exist(dataset: Path) -> None:
+    from grain._src.python.ipc import shared_memory_array
+
     with make_generator("grain", dataset, CFG) as gen:
         next(gen)
         iterator = gen._state.iterator
@@ -104,6 +131,8 @@ def test_the_grain_attributes_the_strategy_uses_exist(dataset: Path) -> None:
             "grain slot iterator": slot,
             "grain worker iterator": internals.grain_worker_iterator(slot),
             "queue.Queue()": internals.grain_thread_buffer(slot),
+            "grain shared_memory_array module": shared_memory_array,
+            "grain SharedMemoryArray": shared_memory_array.SharedMemoryArray,
         }
         assert set(objects) == {where for where, _ in internals.GRAIN_REQUIRED}
         assert internals.missing(objects, internals.GRAIN_REQUIRED) == []
