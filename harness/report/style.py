@@ -27,6 +27,8 @@ STRATEGY_COLOURS: dict[str, str] = {
     "shm_zerocopy": "#56B4E9",
     "torch": "#D55E00",
     "threads": "#CC79A7",
+    "spdl": "#882255",  # wine (Tol's muted)
+    "spdl_arena": "#AA4499",  # purple
 }
 STRATEGY_MARKERS: dict[str, str] = {
     "baseline": "o",
@@ -36,6 +38,8 @@ STRATEGY_MARKERS: dict[str, str] = {
     "shm_zerocopy": "d",
     "torch": "v",
     "threads": "P",
+    "spdl": "*",
+    "spdl_arena": "h",
 }
 STRATEGY_ORDER: tuple[str, ...] = tuple(STRATEGY_COLOURS)
 FALLBACK_COLOURS: tuple[str, ...] = ("#F0E442", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF")
