@@ -6,7 +6,8 @@ Message flow::
     ------------                                        -------------------------------
     iterate_in_subprocess(ArenaSource, arena=pool)      start_worker (initializer): ignore SIGINT,
       waits for "initialised"                             watch the parent, arm faults
-    _begin_epoch: iter(iterable)  ---- START ---->      iter(ArenaSource): the next epoch's plan
+    _begin_epoch: epoch -> control segment;
+      iter(iterable); first next() - START -->      iter(ArenaSource): that epoch's plan
                                                           (make_plan is a pure function of the
                                                           dataset, the config and the epoch index),
                                                           ``workers`` threads compute its images,
@@ -22,9 +23,11 @@ What SPDL is asked for, and why:
 
 - ``iterate_in_subprocess(..., buffer_size=workers * prefetch)``: the bounded data
   queue is the window every strategy honours. The re-iterable source is created once
-  in the subprocess; each ``iter()`` of the returned iterable is the next epoch (the
-  subprocess counts epochs as the generator does, and every item carries its epoch
-  and position, which the main process checks).
+  in the subprocess; each ``iter()`` of the returned iterable is an epoch. SPDL's START
+  carries no argument and is sent at the first ``next()`` only (an epoch abandoned
+  unread sends none), so the main process writes the epoch's index into the pool's
+  control segment and the source reads it at START; every item carries its epoch
+  and position, which the main process checks.
 - ``arena=ProjectSegmentPool(segment_size, count)``: SPDL's segment pool on this
   project's segments (``strategies.spdl_segments`` says why: the stock pool's
   resource-tracker ``KeyError`` noise, its failure under spawn/forkserver, its
@@ -34,7 +37,8 @@ What SPDL is asked for, and why:
 
 Knobs it cannot honour as the others do: ``workers``. SPDL runs the iterable in ONE
 subprocess (``iterate_in_subprocess`` has no pool); ``workers`` is honoured as
-threads inside it, each with its own processor. They run at once only where the
+threads inside it, each with its own processor (one worker: SPDL's own loop, the
+subprocess's main thread, does the work). They run at once only where the
 work releases the GIL (tifffile's reads, NumPy's copies); the per-tile Python loop
 does not, so more workers add far less here than processes would (as ``threads``).
 
@@ -142,13 +146,15 @@ STARTING = "the subprocess to start"
 class ArenaSource:
     """The re-iterable source, made in the subprocess: each ``iter()`` is the next epoch, in plan order."""
 
-    def __init__(self, dataset: Dataset, config: LoaderConfig, first_epoch: int) -> None:
+    def __init__(self, dataset: Dataset, config: LoaderConfig, pool: Any) -> None:
         failure = setup_failure()
         if failure is not None:  # the only way out now: SPDL's "Failed to create the iterable" message
-            raise RuntimeError(SETUP_FAILED + json.dumps([failure.exc_type, failure.message, failure.traceback]))
+            raise RuntimeError(
+                SETUP_FAILED + json.dumps([failure.pid, failure.exc_type, failure.message, failure.traceback])
+            )
         self.dataset = dataset
         self.config = config
-        self.epoch = first_epoch
+        self.pool = pool  # the arena: its control segment says which epoch to make
         self._local = threading.local()
         self._clocks: list[StageClock] = []
         self._threads: ThreadPoolExecutor | None = None
@@ -173,7 +179,7 @@ class ArenaSource:
 
     def __iter__(self) -> Any:
         c = self.config
-        epoch, self.epoch = self.epoch, self.epoch + 1
+        epoch = self.pool.epoch()
         plan = make_plan(
             self.dataset.shapes,
             seed=c.seed,
@@ -186,6 +192,13 @@ class ArenaSource:
             rank=c.rank,
             world_size=c.world_size,
         )
+        if c.workers == 1:  # in SPDL's loop, the subprocess's main thread: no thread hop
+            for job in plan.jobs:
+                result = self._work((epoch, job))
+                yield result
+                if isinstance(result, WorkerFailure):
+                    return
+            return
         if self._threads is None:
             self._threads = ThreadPoolExecutor(c.workers, thread_name_prefix="ipcbench-spdl-arena")
         jobs = iter(plan.jobs)
@@ -308,7 +321,7 @@ class SpdlArenaGenerator(BatchGenerator):
             self.segments = list(state.pool.owned)
             try:
                 iterable = iterate_in_subprocess(
-                    partial(ArenaSource, self.dataset, c, c.epoch),
+                    partial(ArenaSource, self.dataset, c, state.pool),
                     buffer_size=buffer_size,
                     initializer=partial(start_worker, self.dataset, c),
                     mp_context=c.start_method,
@@ -332,8 +345,7 @@ class SpdlArenaGenerator(BatchGenerator):
     def _start_error(self, exc: RuntimeError) -> WorkerError:
         text = str(exc)
         if SETUP_FAILED in text:
-            exc_type, message, tb = json.loads(text.split(SETUP_FAILED, 1)[1])
-            pid = self._state.process.pid if self._state.process is not None else None
+            pid, exc_type, message, tb = json.loads(text.split(SETUP_FAILED, 1)[1])
             error = WorkerError(f"spdl_arena worker 0 (pid {pid}) raised {exc_type}: {message}", worker_id=0, pid=pid)
             error.__cause__ = RemoteTraceback(tb)
             return error
@@ -344,7 +356,11 @@ class SpdlArenaGenerator(BatchGenerator):
     # -- producer hooks -------------------------------------------------------
     def _begin_epoch(self, plan: EpochPlan) -> None:
         self._wanted = 0
-        self._iter = iter(self._state.iterable)  # SPDL sends STOP/START at the first next()
+        # SPDL's START carries nothing, and is sent at the first next() only (an epoch
+        # abandoned unread never sends one): the epoch to make travels in the pool's
+        # control segment, read by the subprocess when START comes.
+        self._state.pool.set_epoch(plan.epoch)
+        self._iter = iter(self._state.iterable)
 
     def _next_image(self) -> ProcessedImage:
         waiting_for = f"image {self._wanted} of epoch {self.epoch}"
@@ -358,6 +374,7 @@ class SpdlArenaGenerator(BatchGenerator):
             raise self._why_it_ended(waiting_for, exc) from exc
         finally:
             self._stop_when.deadline = math.inf
+        self.close_signal.check(waiting_for)  # closed while the image came: the close is the news
         if isinstance(item, WorkerFailure):
             self._state.broken = True
             raise worker_error("spdl_arena", item, 0)

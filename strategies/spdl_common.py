@@ -148,7 +148,20 @@ class TaskLogFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args: Any = record.args
-        return not (isinstance(args, tuple) and any(isinstance(a, str) and self.stage in a for a in args))
+        if isinstance(args, tuple) and any(isinstance(a, str) and self.stage in a for a in args):
+            return False  # "Task [<n>:<n>:<stage>[...]] failed."
+        # "Task [Pipeline::main] failed.": the pipeline's failure, whose sub-exceptions name the stage.
+        return not (record.exc_info and _mentions(record.exc_info[1], self.stage))
+
+
+def _mentions(exc: BaseException | None, stage: str, depth: int = 0) -> bool:
+    """Whether ``exc``, its sub-exceptions (an exception group) or its causes name ``stage``."""
+    if exc is None or depth > 8:
+        return False
+    if stage in str(exc):
+        return True
+    inner = [*getattr(exc, "exceptions", ()), exc.__cause__]
+    return any(_mentions(e, stage, depth + 1) for e in inner)
 
 
 SPDL_TASK_LOGGER = "spdl.pipeline._common._misc"

@@ -183,6 +183,7 @@ class SpdlGenerator(BatchGenerator):
         quiet_task_logs(STAGE)
         self._state = _PoolState()
         self._wanted = 0
+        self._jobs: list[tuple[int, Any]] = []
         self._kept_failure: BaseException | None = None  # a task failure found at the end of an epoch
         self._finalizer = weakref.finalize(self, owner_only(_close_pool, self._state))
         try:
@@ -228,18 +229,27 @@ class SpdlGenerator(BatchGenerator):
 
     # -- producer hooks -------------------------------------------------------
     def _begin_epoch(self, plan: EpochPlan) -> None:
-        from spdl.pipeline import PipelineBuilder
-
-        waiting_for = f"the start of epoch {plan.epoch}"
-        self._check_workers(waiting_for)
+        self._check_workers(f"the start of epoch {plan.epoch}")
         if (kept := self._kept_failure) is not None:
             self._state.broken = True
             raise WorkerError(f"spdl: the pipeline of the previous epoch failed: {kept}") from kept
         self._wanted = 0
+        self._jobs = [(plan.epoch, job) for job in plan.jobs]  # the pipeline starts with the first image wanted
+
+    def _start_pipeline(self) -> Any:
+        """Build and start this epoch's pipeline.
+
+        Lazily, at the first image: an epoch started and abandoned unread (``iter(gen)``
+        then another ``iter(gen)``) never starts one, because SPDL 0.8.0 stopping a
+        pipeline whose task has not begun leaves its stage coroutines unawaited (a
+        "coroutine ... was never awaited" RuntimeWarning per stage on stderr).
+        """
+        from spdl.pipeline import PipelineBuilder
+
         c = self.config
         pipeline = (
             PipelineBuilder()
-            .add_source([(plan.epoch, job) for job in plan.jobs])
+            .add_source(self._jobs)
             .pipe(
                 process_image,
                 concurrency=c.workers * self.prefetch,
@@ -253,10 +263,11 @@ class SpdlGenerator(BatchGenerator):
         )
         self._state.pipeline = pipeline
         pipeline.start(timeout=c.wait_timeout)
+        return pipeline
 
     def _next_image(self) -> ProcessedImage:
         waiting_for = f"image {self._wanted} of epoch {self.epoch}"
-        pipeline = self._state.pipeline
+        pipeline = self._state.pipeline or self._start_pipeline()
         deadline = time.monotonic() + self.config.wait_timeout
         with self.clock.timing("wait"):
             while True:
@@ -276,6 +287,7 @@ class SpdlGenerator(BatchGenerator):
                     raise RuntimeError(f"spdl: the pipeline ended before {waiting_for}") from None
                 except Exception as exc:  # PipelineFailure: a task failed (BrokenProcessPool, ...)
                     raise self._died(waiting_for, exc) from exc
+        self.close_signal.check(waiting_for)  # closed while the image came: the close is the news
         if isinstance(item, WorkerFailure):
             raise self._failed(item)
         if not isinstance(item, ImageResult) or item.position != self._wanted or item.epoch != self.epoch:

@@ -28,6 +28,7 @@ lists them; a test checks them against a live pool of the pinned SPDL).
 from __future__ import annotations
 
 import os
+import struct
 from typing import Any
 
 from spdl.pipeline import SharedMemorySegmentPool
@@ -36,6 +37,9 @@ from .shm_segments import Segment
 
 # The control segment holds SPDL's counters (published, reclaimed, shutdown: 17 bytes); one page.
 CTRL_SIZE = 4096
+# Where in it the main process writes the index of the epoch to produce next (ours, past SPDL's).
+EPOCH = struct.Struct("<q")
+EPOCH_OFFSET = 64
 
 
 class ProjectSegmentPool(SharedMemorySegmentPool):
@@ -76,7 +80,8 @@ class ProjectSegmentPool(SharedMemorySegmentPool):
     def _ctrl_view(self) -> memoryview:
         if self._ctrl_buf is None:
             if self._closed:
-                raise ValueError("segment pool closed")  # shutdown_arena() after close(): nothing to wake
+                # A zero-copy view released after close() reclaims its unit: counters nobody reads now.
+                return memoryview(bytearray(CTRL_SIZE))
             self._ctrl = Segment.attach(self._ctrl_name, CTRL_SIZE)
             self._ctrl_buf = memoryview(self._ctrl.buf)
         return self._ctrl_buf
@@ -88,6 +93,14 @@ class ProjectSegmentPool(SharedMemorySegmentPool):
             self._segs = [Segment.attach(name, self._segment_size) for name in self._seg_names]
             self._seg_bufs = [memoryview(s.buf) for s in self._segs]
         return self._seg_bufs[index % self._count]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Main process: the epoch the producer's next ``iter()`` makes."""
+        EPOCH.pack_into(self._ctrl_view(), EPOCH_OFFSET, epoch)
+
+    def epoch(self) -> int:
+        """Producer: the epoch its ``iter()`` makes now (SPDL's START carries no argument)."""
+        return EPOCH.unpack_from(self._ctrl_view(), EPOCH_OFFSET)[0]
 
     def close(self) -> None:
         """Wake a waiting producer, then unmap this process's mappings (those with live views go with the views)."""
