@@ -373,7 +373,7 @@ def test_run_help_shows_every_default(capsys):
         ("--start-method", loader.start_method),
     ):
         assert f"(default: {value})" in helps[option], (option, helps[option])
-    assert f"default: all: {','.join(STRATEGIES)}" in helps["--strategies"]
+    assert f"default: all: {', '.join(STRATEGIES)}" in helps["--strategies"]
     flags = {"--help", "--quick", "--no-report", "--distributed"}
     missing = [option for option, help_text in helps.items() if option not in flags and "default:" not in help_text]
     assert missing == [], missing
