@@ -70,11 +70,18 @@ Faults, SPDL's raw behaviour (measured, fork, buffer 2, stock segment pool):
   subprocess exits and the iterable is shut down ("Cannot iterate again");
 - the subprocess SIGKILLed mid-epoch: ``RuntimeError("The worker subprocess exited
   unexpectedly.")`` 1.1 s later (a 1 s grace for a last message), then shut down;
+- the subprocess SIGSTOPped (hung), ``timeout=2``: ``RuntimeError("The worker
+  subprocess did not produce any data for 2.00 seconds.")`` only 15.0 s later: SPDL
+  first tears the subprocess down itself (join 3 s, SIGTERM, join 10 s, SIGKILL),
+  logging "Terminating the worker process." and "Killing the worker process.";
+- the stock pool under forkserver or spawn: the constructor raises "A SemLock
+  created in a fork context is being shared with a process in a spawn context";
 - at exit, with the stock pool: one resource-tracker ``KeyError`` traceback per
   segment on stderr, plus SPDL's warning "segments still had live zero-copy views
   at close()" when an item is still referenced.
 
-Here a death is found within the 0.1 s poll; stderr stays clean.
+Here a death is found within the 0.1 s poll, a hang is ``WorkerTimeoutError`` at
+``timeout`` and ``close()`` then takes about ``TERMINATE_GRACE_S``; stderr stays clean.
 
 Early ``break``: the next ``iter()`` makes SPDL send STOP/START to the subprocess and
 discard the abandoned epoch's queued items (their segments reclaimed at once); the

@@ -62,7 +62,11 @@ Faults, SPDL's raw behaviour (measured, fork, 2 workers, ``get_item(timeout=3)``
   SIGTERMs the other workers); by default the epoch ends early *without an error*
   (4 of 40 items) and every later epoch is empty, with ~1200 lines of tracebacks on
   stderr; with ``max_failures=0``, ``PipelineFailure`` within 0.11 s, still with
-  SPDL's task-failure tracebacks on stderr.
+  SPDL's task-failure tracebacks on stderr;
+- a worker SIGSTOPped (hung): ``get_item(timeout=2)`` raises ``TimeoutError`` after
+  2.05 s and ``Pipeline.stop`` returns in 0.06 s, but the executor's
+  ``shutdown(wait=True)`` waits for the stopped worker for ever (still waiting after
+  5 s): hence our own escalation.
 
 Here: a worker's exception is ``WorkerError`` with its traceback; a dead worker is
 ``WorkerDiedError`` (naming every worker found dead: the executor terminates the
