@@ -268,10 +268,12 @@ def _close_arena(state: _ArenaState) -> None:
     interface, state.interface, state.iterable = state.interface, None, None
     process, pool = state.process, state.pool
     if interface is None:
-        if pool is not None:  # made, but the subprocess never started
+        if pool is not None:  # made, but the subprocess never started (or failed to; SPDL closed the rest)
             state.pool = None
             pool.close()
             pool.unlink()
+            release_semaphores(state.tracker, state.condition)
+            state.condition = None
         return
     if state.broken and process is not None:
         stop_processes([process])  # SPDL's own teardown would give a stopped process 3 + 10 + 10 s
