@@ -41,6 +41,8 @@ from .plan import EpochPlan, ImageJob, make_plan
 from .shm import ShmGenerator
 from .shm_zerocopy import ShmZeroCopyGenerator
 from .signals import exit_on_sigterm
+from .spdl_arena import SpdlArenaGenerator
+from .spdl_pool import SpdlGenerator
 from .threads import ThreadGenerator
 from .torch_loader import TorchGenerator
 
@@ -53,6 +55,8 @@ STRATEGIES: dict[str, type[BatchGenerator]] = {
     "torch": TorchGenerator,
     "threads": ThreadGenerator,
     "grain": GrainGenerator,
+    "spdl": SpdlGenerator,
+    "spdl_arena": SpdlArenaGenerator,
 }
 
 

@@ -366,6 +366,35 @@ GRAIN_REQUIRED: tuple[tuple[str, str], ...] = (
     ("grain shared_memory_array module", "shared_memory"),
     ("grain SharedMemoryArray", "_del_thread_pool"),
 )
+# -- concurrent.futures.ProcessPoolExecutor (the spdl strategy's worker pool) --------------
+
+
+def executor_processes(executor: Any) -> list[Any]:
+    """The worker processes of a ``ProcessPoolExecutor``, in the order they were started."""
+    return list(executor._processes.values())
+
+
+def start_executor_processes(executor: Any) -> None:
+    """Start every worker of a spawn/forkserver ``ProcessPoolExecutor`` now (it starts them one per submit).
+
+    Under ``fork`` the executor starts them all at its first submit (before its
+    manager thread, which a fork must not copy); call this only for the other methods.
+    """
+    for _ in range(len(executor._processes), executor._max_workers):
+        executor._spawn_process()
+
+
+def executor_channels(executor: Any) -> tuple[Any, Any, Any]:
+    """(call queue, result queue, manager thread) of a ``ProcessPoolExecutor`` (the thread None before any submit)."""
+    return executor._call_queue, executor._result_queue, executor._executor_manager_thread
+
+
+# -- spdl (0.8.0): the spdl_arena strategy's subprocess -------------------------------------
+
+
+def subprocess_interface(iterable: Any) -> Any:
+    """The ``_ipc`` record (process, queues, ``closed`` event) behind ``iterate_in_subprocess``'s iterable."""
+    return iterable._interface
 
 
 # -- what a Python or torch upgrade could take away ----------------------------------------
@@ -394,6 +423,12 @@ REQUIRED: tuple[tuple[str, str], ...] = (
     ("multiprocessing.resource_tracker._resource_tracker", "_pid"),
     ("multiprocessing.resource_tracker._resource_tracker", "_fd"),
     ("multiprocessing.resource_tracker._resource_tracker", "_check_alive"),
+    ("concurrent.futures.ProcessPoolExecutor()", "_processes"),
+    ("concurrent.futures.ProcessPoolExecutor()", "_max_workers"),
+    ("concurrent.futures.ProcessPoolExecutor()", "_spawn_process"),
+    ("concurrent.futures.ProcessPoolExecutor()", "_call_queue"),
+    ("concurrent.futures.ProcessPoolExecutor()", "_result_queue"),
+    ("concurrent.futures.ProcessPoolExecutor()", "_executor_manager_thread"),
     ("torch.UntypedStorage", "_new_shared"),
     ("torch.utils.data._utils.signal_handling", "_remove_worker_pids"),
     ("DataLoader iterator", "_workers"),
@@ -404,6 +439,28 @@ REQUIRED: tuple[tuple[str, str], ...] = (
     ("DataLoader iterator", "_worker_pids_set"),
     ("DataLoader iterator", "_shutdown"),
     ("DataLoader iterator", "_shutdown_workers"),
+)
+
+# The same for the peer library spdl (pinned, 0.8.0), checked by tests/test_spdl_strategies.py
+# on live objects: what ``subprocess_interface`` reaches, and the fields of
+# ``SharedMemorySegmentPool`` that ``strategies.spdl_segments.ProjectSegmentPool`` sets
+# and overrides (it keeps SPDL's writer, reader and accounting, and replaces the storage).
+SPDL_REQUIRED: tuple[tuple[str, str], ...] = (
+    ("iterate_in_subprocess()", "_interface"),
+    ("iterate_in_subprocess()._interface", "closed"),
+    ("iterate_in_subprocess()._interface", "process"),
+    ("SharedMemorySegmentPool()", "_ctrl_name"),
+    ("SharedMemorySegmentPool()", "_seg_names"),
+    ("SharedMemorySegmentPool()", "_segment_size"),
+    ("SharedMemorySegmentPool()", "_count"),
+    ("SharedMemorySegmentPool()", "_acquire_timeout"),
+    ("SharedMemorySegmentPool()", "_space_cv"),
+    ("SharedMemorySegmentPool()", "_ctrl"),
+    ("SharedMemorySegmentPool()", "_segs"),
+    ("SharedMemorySegmentPool()", "_ctrl_buf"),
+    ("SharedMemorySegmentPool()", "_seg_bufs"),
+    ("SharedMemorySegmentPool()", "_ctrl_view"),
+    ("SharedMemorySegmentPool()", "_segment"),
 )
 
 

@@ -111,7 +111,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -129,7 +128,7 @@ from . import injection
 from .base import BatchGenerator, owner_only
 from .close_signal import CloseSignal
 from .config import LoaderConfig
-from .constants import KILL_GRACE_S, TERMINATE_GRACE_S
+from .constants import KILL_GRACE_S
 from .dataset import Dataset
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .internals import (
@@ -148,7 +147,7 @@ from .plan import EpochPlan, ImageJob
 from .shm_segments import check_free_space, close_queue, release_semaphores, remove_segments
 from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, Processor, data_dtype, image_buffers, make_processor, tile_nbytes
-from .workers import FORKSERVER_PRELOAD, start_fork_server, watch_parent
+from .workers import FORKSERVER_PRELOAD, how_it_ended, start_fork_server, stop_processes, watch_parent
 
 # What torch's worker loop imports, for the fork server to import once (torch.utils.data
 # is not imported by ``import torch`` alone).
@@ -361,7 +360,7 @@ class WatchedQueue:
         if gone:
             for w in gone:
                 w.join(KILL_GRACE_S)  # its descriptors are closed, it is exiting: learn how it ended
-            raise WorkerGone(", ".join(f"pid {w.pid} {_how_it_ended(w.exitcode)}" for w in gone)) from cause
+            raise WorkerGone(", ".join(f"pid {w.pid} {how_it_ended(w.exitcode)}" for w in gone)) from cause
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -369,14 +368,6 @@ class WatchedQueue:
 
 class WorkerGone(RuntimeError):
     """Raised inside torch's ``_try_get_data``, which reports it as a worker that exited unexpectedly."""
-
-
-def _how_it_ended(exitcode: int | None) -> str:
-    if exitcode is None:  # its exit status was collected by someone else (a waitpid(-1) elsewhere)
-        return "exited"
-    if exitcode < 0:
-        return f"was killed by signal {-exitcode} ({signal.Signals(-exitcode).name})"
-    return f"exited with code {exitcode}"
 
 
 class _LoaderState:
@@ -408,18 +399,7 @@ def _close_loader(state: _LoaderState) -> None:
         else:
             shut_down_loader(iterator, politely=True)  # a no-op at interpreter exit: then the escalation does it
     finally:
-        for w in workers:
-            if w.exitcode is None:
-                w.terminate()
-        deadline = time.monotonic() + TERMINATE_GRACE_S
-        for w in workers:
-            w.join(max(0.0, deadline - time.monotonic()))
-        for w in workers:
-            if w.exitcode is None:
-                w.kill()
-        deadline = time.monotonic() + KILL_GRACE_S
-        for w in workers:
-            w.join(max(0.0, deadline - time.monotonic()))
+        stop_processes(workers)
         # The iterator's queues hold pipes, closed by feeder threads (or the collector)
         # some time later, and with its done event 14 named semaphores (2 workers) under
         # spawn/forkserver; the workers are gone, so all of it goes now (as queue's do).
@@ -554,7 +534,7 @@ class TorchGenerator(BatchGenerator):
                 hint = unguarded_main_hint(self.config.start_method, w.exitcode) if waiting_for == STARTING else ""
                 return WorkerDiedError(
                     f"torch: DataLoader worker {worker_id} (pid {w.pid}) "
-                    f"{_how_it_ended(w.exitcode)}; was waiting for {waiting_for}{hint}",
+                    f"{how_it_ended(w.exitcode)}; was waiting for {waiting_for}{hint}",
                     worker_id=worker_id,
                     pid=w.pid,
                     exitcode=w.exitcode,

@@ -184,6 +184,33 @@ def watch_parent(before_exit: Callable[[], object] | None = None) -> Callable[[f
     return gone
 
 
+def how_it_ended(exitcode: int | None) -> str:
+    """What a worker's exit status says, in words: "was killed by signal 9 (SIGKILL)", "exited with code 1"."""
+    if exitcode is None:  # its exit status was collected by someone else (a waitpid(-1) elsewhere)
+        return "exited"
+    if exitcode < 0:
+        return f"was killed by signal {-exitcode} ({signal.Signals(-exitcode).name})"
+    return f"exited with code {exitcode}"
+
+
+def stop_processes(processes: Sequence[mp.process.BaseProcess], grace_s: float = 0.0) -> None:
+    """Wait up to ``grace_s`` for ``processes`` to exit by themselves, then SIGTERM -> join -> SIGKILL -> join.
+
+    The escalation of docs/design.md section 8 for processes a library started (the
+    workers of torch's DataLoader, of a ``ProcessPoolExecutor``, an SPDL subprocess):
+    bounded by ``grace_s + TERMINATE_GRACE_S + KILL_GRACE_S``.
+    """
+    for stage, grace in ((None, grace_s), ("terminate", TERMINATE_GRACE_S), ("kill", KILL_GRACE_S)):
+        if stage is not None:
+            for process in processes:
+                if process.exitcode is None:
+                    getattr(process, stage)()
+        deadline = time.monotonic() + grace
+        for process in processes:
+            if process.exitcode is None:
+                process.join(max(0.0, deadline - time.monotonic()))
+
+
 def worker_main(worker_cls: type[Worker], worker_id: int, conn: Connection, args: tuple[Any, ...]) -> None:
     """Entry point of every worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

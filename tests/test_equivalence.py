@@ -150,7 +150,7 @@ def test_eight_workers(strategy: str, many_images: Path) -> None:
     assert_same(baseline_protocol(many_images, config), run_and_check_clean(strategy, many_images, config))
 
 
-@pytest.mark.parametrize("strategy", [*MULTI, "threads", "torch", "grain"])
+@pytest.mark.parametrize("strategy", [*MULTI, "threads", "torch", "grain", "spdl", "spdl_arena"])
 def test_transfer_workload_is_the_same_for_every_strategy(strategy: str, dataset: Path) -> None:
     # The transfer workload hands over tiles computed once; its batches still must not
     # depend on how they travel (or the benchmark would compare different work).
@@ -177,7 +177,7 @@ def bits(array: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("workload", ["full", "transfer"])
 @pytest.mark.parametrize("conversion", list(CONVERSIONS))
-@pytest.mark.parametrize("strategy", ["baseline", *MULTI, "threads", "torch"])
+@pytest.mark.parametrize("strategy", ["baseline", *MULTI, "threads", "torch", "spdl", "spdl_arena"])
 def test_conversion_in_the_workers_is_numpys(strategy: str, conversion: str, workload: str, dataset: Path) -> None:
     # The workers write tiles in the batch's dtype; the batches must be NumPy's conversion
     # of the uint16 batches, bit for bit, whatever the strategy (masks untouched).

@@ -266,7 +266,7 @@ def test_keyboard_interrupt_in_loop_body_subprocess(strategy: str, small_images:
     assert report["survivors"] == [] and report["segments_left"] == []
 
 
-@pytest.mark.parametrize("strategy", MULTI)
+@pytest.mark.parametrize("strategy", [*MULTI, "spdl", "spdl_arena"])
 def test_sigint_to_process_group(strategy: str, big_images: Path) -> None:
     # Ctrl-C in a terminal: SIGINT to every process of the group. Workers, the fork
     # server and the resource tracker ignore it; the main process raises once.

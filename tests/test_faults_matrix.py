@@ -106,7 +106,13 @@ def test_every_registered_process_strategy_is_in_the_process_scenarios() -> None
 
     process = set(STRATEGIES) - {"baseline", "threads"}
     assert set(SCENARIOS["sigkill_mid_transfer"].strategies) == process
-    assert set(SCENARIOS["sigkill_after_shm_write"].strategies) <= {"shm", "shm_zerocopy", "torch", "grain"}
+    assert set(SCENARIOS["sigkill_after_shm_write"].strategies) <= {
+        "shm",
+        "shm_zerocopy",
+        "torch",
+        "grain",
+        "spdl_arena",
+    }
     assert "torch" not in SCENARIOS["startup_failure"].strategies
     assert "grain" not in SCENARIOS["startup_failure"].strategies
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 from strategies import internals
 
@@ -32,6 +33,7 @@ def live_objects() -> tuple[dict[str, object], tuple[object, object]]:
     lock = context.Lock()
     forkserver.ensure_running()
     resource_tracker.ensure_running()
+    executor = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
     loader = DataLoader(range(4), num_workers=1, multiprocessing_context="fork", persistent_workers=True)
     iterator = iter(loader)
     objects = {
@@ -45,10 +47,12 @@ def live_objects() -> tuple[dict[str, object], tuple[object, object]]:
         "multiprocessing.queues": queues,
         "multiprocessing.forkserver._forkserver": forkserver._forkserver,
         "multiprocessing.resource_tracker._resource_tracker": resource_tracker._resource_tracker,
+        "concurrent.futures.ProcessPoolExecutor()": executor,
         "torch.UntypedStorage": torch.UntypedStorage,
         "torch.utils.data._utils.signal_handling": signal_handling,
         "DataLoader iterator": iterator,
     }
+    executor.shutdown()  # never started a process: its attributes are all there is to look at
     return objects, (channel, iterator)
 
 

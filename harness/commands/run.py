@@ -126,7 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--strategies",
         type=_name_list,
         metavar="A,B",
-        help=f"strategies to run (default: all: {','.join(STRATEGIES)})",
+        # ", ": a list with no spaces is one word, which the help's line wrapping cuts anywhere.
+        help=f"strategies to run (default: all: {', '.join(STRATEGIES)})",
     )
     parser.add_argument(
         "--workers",

@@ -30,7 +30,10 @@ START_FAILURE_MESSAGE = "injected start-up failure"
 MODULE = __name__
 
 _images_seen = 0
-_victim = False  # this worker struck at the image whose tiles it is writing
+# The image (its position in the epoch) this worker struck at: its tiles are where it dies.
+# Kept by image, not as "the image in hand", so that threads of one worker process
+# (spdl_arena's) working on other images neither clear it nor die for it.
+_victim: int | None = None
 
 
 def arming(actions: dict[str, str]) -> dict[str, str]:
@@ -104,18 +107,19 @@ def queue_message_cut_short(results: Any, result: Any) -> None:
 def choose_victim(job: Any) -> None:
     """tiles.start: count the image; the victim's is the one it breaks while writing."""
     global _victim
-    _victim = strikes()
+    if strikes():
+        _victim = job.position
 
 
 def die_half_way(job: Any, index: int) -> None:
     """tiles.row: the victim dies with half of the image's tiles written (into a slot or a shared tensor)."""
-    if _victim and index == job.n_tiles // 2:
+    if job.position == _victim and index == job.n_tiles // 2:
         die()
 
 
 def die_after_writing(job: Any) -> None:
     """tiles.done: the victim wrote every tile into shared memory, and dies before announcing them."""
-    if _victim:
+    if job.position == _victim:
         die()
 
 

@@ -82,7 +82,11 @@ class Scenario:
 
 def cut_mid_transfer(strategy: str) -> dict[str, str]:
     """Kill a worker half-way through handing over an image, where its strategy hands images over."""
-    if STRATEGIES[strategy].shared_memory:  # half the tiles written into a slot or a shared tensor
+    if STRATEGIES[strategy].shared_memory or strategy == "spdl":
+        # Half the tiles written into a slot or a shared tensor. spdl and spdl_arena hand
+        # images over inside SPDL (concurrent.futures' result pipe; SPDL's copy into an
+        # arena segment), after our call returned: no point of ours inside that write, so
+        # the victim dies half-way through its tiles, just before its image would travel.
         return {"tiles.start": "choose_victim", "tiles.row": "die_half_way"}
     if strategy == "queue":  # half the pickled result written into the shared pipe, its lock held
         return {"queue.result": "queue_message_cut_short"}

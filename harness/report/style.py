@@ -28,6 +28,8 @@ STRATEGY_COLOURS: dict[str, str] = {
     "torch": "#D55E00",
     "threads": "#CC79A7",
     "grain": "#999933",
+    "spdl": "#882255",  # wine (Tol's muted)
+    "spdl_arena": "#AA4499",  # purple
 }
 STRATEGY_MARKERS: dict[str, str] = {
     "baseline": "o",
@@ -38,6 +40,8 @@ STRATEGY_MARKERS: dict[str, str] = {
     "torch": "v",
     "threads": "P",
     "grain": "X",
+    "spdl": "*",
+    "spdl_arena": "h",
 }
 STRATEGY_ORDER: tuple[str, ...] = tuple(STRATEGY_COLOURS)
 FALLBACK_COLOURS: tuple[str, ...] = ("#F0E442", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF")
