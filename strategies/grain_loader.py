@@ -175,7 +175,7 @@ import numpy as np
 from . import injection
 from .base import BatchGenerator, config_plan, owner_only
 from .config import LoaderConfig
-from .constants import KILL_GRACE_S, SHM_PREFIX, STOP_GRACE_S, TERMINATE_GRACE_S
+from .constants import KILL_GRACE_S, SHM_PREFIX, STOP_GRACE_S
 from .dataset import Dataset
 from .errors import LoaderClosedError, RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .internals import (
@@ -202,9 +202,9 @@ from .messages import WorkerFailure
 from .plan import EpochPlan
 from .shm_segments import Segment, check_free_space, close_queue, release_semaphores, remove_segments, segment_name
 from .stages import StageClock
-from .torch_loader import _how_it_ended, image_tile_bytes
+from .torch_loader import image_tile_bytes
 from .work import ProcessedImage, Processor, data_dtype, make_processor
-from .workers import watch_parent
+from .workers import how_it_ended, stop_processes, watch_parent
 
 # The pipeline's range spans this many epochs (it is lazy: only its length is stored).
 EPOCHS_AHEAD = 10**9
@@ -565,7 +565,7 @@ class WatchedBuffer:
                 return self.inner.get(timeout=KILL_GRACE_S)  # a small message, written whole
             if ready:
                 self.process.join(KILL_GRACE_S)
-                raise WorkerGone(f"pid {self.process.pid} {_how_it_ended(self.process.exitcode)}")
+                raise WorkerGone(f"pid {self.process.pid} {how_it_ended(self.process.exitcode)}")
             if deadline is not None and time.monotonic() >= deadline:
                 raise queue.Empty
 
@@ -602,23 +602,8 @@ def _close_grain(state: _GrainState) -> None:
         if not state.broken and all(p.exitcode is None for p in processes):
             worker_stop.set()  # grain's stop: the worker leaves its loop after the image in hand
     try:
-        if not state.broken:
-            deadline = time.monotonic() + STOP_GRACE_S
-            for p in processes:
-                p.join(max(0.0, deadline - time.monotonic()))
+        stop_processes(processes, 0.0 if state.broken else STOP_GRACE_S)
     finally:
-        for p in processes:
-            if p.exitcode is None:
-                p.terminate()
-        deadline = time.monotonic() + TERMINATE_GRACE_S
-        for p in processes:
-            p.join(max(0.0, deadline - time.monotonic()))
-        for p in processes:
-            if p.exitcode is None:
-                p.kill()
-        deadline = time.monotonic() + KILL_GRACE_S
-        for p in processes:
-            p.join(max(0.0, deadline - time.monotonic()))
         for p in processes:
             if p.exitcode is not None:
                 p.close()  # its sentinel and its spawn pipe: two descriptors each
@@ -801,7 +786,7 @@ class GrainGenerator(BatchGenerator):
         for worker_id, p in enumerate(self._state.processes):
             if p is not None and p.exitcode is not None:
                 return WorkerDiedError(
-                    f"grain worker {worker_id} (pid {p.pid}) {_how_it_ended(p.exitcode)}; "
+                    f"grain worker {worker_id} (pid {p.pid}) {how_it_ended(p.exitcode)}; "
                     f"was waiting for {waiting_for}",
                     worker_id=worker_id,
                     pid=p.pid,
