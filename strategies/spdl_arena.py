@@ -113,7 +113,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from .base import BatchGenerator, owner_only
+from .base import BatchGenerator, config_plan, owner_only
 from .close_signal import CloseSignal
 from .config import LoaderConfig
 from .constants import KILL_GRACE_S, STOP_GRACE_S
@@ -121,7 +121,7 @@ from .dataset import Dataset
 from .errors import RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .internals import subprocess_interface, tracker_pid
 from .messages import WorkerFailure
-from .plan import EpochPlan, make_plan
+from .plan import EpochPlan
 from .shm_segments import check_free_space, close_queue, release_semaphores
 from .spdl_common import (
     SPDL_REQUIRES,
@@ -187,18 +187,7 @@ class ArenaSource:
     def __iter__(self) -> Any:
         c = self.config
         epoch = self.pool.epoch()
-        plan = make_plan(
-            self.dataset.shapes,
-            seed=c.seed,
-            epoch=epoch,
-            tile=c.tile,
-            batch_size=c.batch_size,
-            shuffle=c.shuffle,
-            augment=c.augment,
-            drop_last=c.drop_last,
-            rank=c.rank,
-            world_size=c.world_size,
-        )
+        plan = config_plan(self.dataset, c, epoch)
         if c.workers == 1:  # in SPDL's loop, the subprocess's main thread: no thread hop
             for job in plan.jobs:
                 result = self._work((epoch, job))
