@@ -105,7 +105,7 @@ from .config import LoaderConfig
 from .constants import KILL_GRACE_S, STOP_GRACE_S
 from .dataset import Dataset
 from .errors import WorkerDiedError, WorkerError, WorkerTimeoutError
-from .internals import executor_channels, executor_processes, start_executor_processes, tracker_pid
+from .internals import executor_channels, executor_processes, queue_writer, start_executor_processes, tracker_pid
 from .main_guard import unguarded_main_hint
 from .messages import WorkerFailure
 from .plan import EpochPlan
@@ -161,6 +161,13 @@ def _close_pool(state: _PoolState) -> None:
         stop_processes(processes, 0.0 if state.broken else STOP_GRACE_S)
         if manager is not None:
             manager.join(KILL_GRACE_S)  # it joins the workers and closes the call queue; they are gone
+            if manager.is_alive():
+                # It is reading a result that a killed worker left half-written. With every worker
+                # gone, only this process's own write end keeps that pipe open: closing it ends
+                # the read (EOF), and the thread handles a broken pool and exits. Left alone, it
+                # would block interpreter exit for ever (concurrent.futures joins it at exit).
+                queue_writer(result_queue).close()
+                manager.join(KILL_GRACE_S)
         for process in processes:
             if process.exitcode is not None:
                 process.close()  # its sentinel, now

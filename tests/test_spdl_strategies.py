@@ -262,3 +262,35 @@ def test_stderr_stays_clean(start_method: str, dataset: Path, tmp_path: Path) ->
     assert out.returncode == 0 and out.stdout.startswith("done"), out.stderr
     noise = [marker for marker in STDERR_NOISE if marker in out.stderr]
     assert not noise, f"stderr shows {noise}:\n{out.stderr}"
+
+
+def test_a_result_left_half_written_by_a_killed_worker_does_not_block_close_or_exit(dataset: Path) -> None:
+    """A worker SIGKILLed while writing its result leaves the executor's manager thread
+    reading the rest for ever (the pipe stays open through this process's own write end),
+    and concurrent.futures joins that thread at interpreter exit. close() must end it.
+
+    Made deterministic: a length header promising more bytes than follow is written
+    into the result pipe, as a worker killed mid-write leaves it; then every worker dies.
+    """
+    import struct
+
+    from strategies.internals import executor_channels, queue_writer
+
+    gen = make_generator("spdl", dataset, CFG)
+    next(gen)
+    state = gen._state
+    _, result_queue, manager = executor_channels(state.executor)
+    writer = queue_writer(result_queue)
+    writer._send(struct.pack("!i", 1 << 20) + b"half")  # a header for 1 MiB, then 4 bytes
+    pids = gen.worker_pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(WorkerDiedError):
+        for _ in range(20):
+            for _ in gen:
+                pass
+    gen.close()
+    assert time.monotonic() - start < CLOSE_BOUND_S
+    assert manager is None or not manager.is_alive(), "the executor's manager thread would block interpreter exit"
+    assert wait_until_gone(pids) == []
