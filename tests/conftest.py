@@ -114,21 +114,9 @@ def shm_entries() -> set[str]:
 
 def _family() -> set[int]:
     """This process and its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-            children.setdefault(ppid, []).append(int(entry))
-    family, todo = set(), [os.getpid()]
-    while todo:
-        pid = todo.pop()
-        family.add(pid)
-        todo += children.get(pid, [])
-    return family
+    import psutil
+
+    return {os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))}
 
 
 def _mapped_by_a_stranger(name: str) -> bool:

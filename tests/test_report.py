@@ -514,17 +514,16 @@ def test_converted_cells_are_set_beside_their_uint16_twins(tmp_path: Path) -> No
     write_summary(run_dir)
     build_report(run_dir)
     text = (run_dir / "report.md").read_text()
-    section = text.split("### What converting the batches costs", 1)[1].split("\n### ", 1)[0]
-    rows = [line.split(" | ") for line in section.splitlines() if line.startswith(("| baseline", "| shm"))]
-    assert [(row[0], row[1]) for row in rows] == [("| baseline", "float32"), ("| shm", "float32")]
+    rows = _markdown_table(text, "### What converting the batches costs")
+    assert [(row["strategy"], row["dtype"]) for row in rows] == [("baseline", "float32"), ("shm", "float32")]
     # batches/s against the uint16 twin of the same run: the ratio of the two cells' medians
     shm_rates = {
         dtype: np.median([r["batches_per_s"] for r in group if r["strategy"] == "shm" and not r["warmup"]])
         for dtype, group in (("uint16", records), ("float32", converted))
     }
-    assert [row[5] for row in rows] == ["0.80", f"{shm_rates['float32'] / shm_rates['uint16']:.2f}"]
+    assert [row["vs uint16"] for row in rows] == ["0.80", f"{shm_rates['float32'] / shm_rates['uint16']:.2f}"]
     # The verdict column names the dtype of each cell it flags (here: float32 windows made jumpy).
-    verdicts = [row[-1].rstrip(" |") for row in rows]
+    verdicts = [row["verdict"] for row in rows]
     assert verdicts[0] == "ok" and re.fullmatch(r"float32: unstable \(cv \d+%\)", verdicts[1]), verdicts
 
 
