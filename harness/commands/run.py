@@ -439,7 +439,8 @@ def unavailable_lines() -> list[str]:
     """One line per strategy left out of a default run because the library it wraps is missing."""
     from strategies import STRATEGIES
 
-    return [f"not measured: {cls.unavailable()}" for cls in STRATEGIES.values() if cls.unavailable() is not None]
+    reasons = (cls.unavailable() for cls in STRATEGIES.values())
+    return [f"not measured: {reason}" for reason in reasons if reason is not None]
 
 
 def main(args: argparse.Namespace) -> int:
