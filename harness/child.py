@@ -33,6 +33,11 @@ becomes an "error" event with its traceback and exit status 1. SIGINT (the runne
 forwards Ctrl-C) stops the window in progress; the generator is still closed and
 measured, "closed" and then "interrupted" are sent, and the exit status is 130.
 
+With ``spec.cache == "cold"`` the dataset's files are evicted from the page cache
+before every epoch (:mod:`harness.pagecache`), and how much of them was still cached
+just after is recorded (``cache_resident_before``, the window's largest share); an
+eviction between two epochs of a window is taken out of the window's time.
+
 The timed loop (:func:`time_epoch`) does what a training loop does and nothing
 else: ``next()``, then an optional ``sleep(step_ms)`` standing in for the GPU step.
 Per batch it also adds a few microseconds of bookkeeping (lengths, a sampled
@@ -77,6 +82,7 @@ from .measure import (
     wait_stats,
 )
 from .memcpy import measure_memcpy
+from .pagecache import dataset_files, evict, resident_fraction
 
 # How long after close() returns the workers may take to disappear before they
 # count as left over. close() joins them, so this only bounds a strategy that does not.
@@ -105,6 +111,7 @@ class ChildSpec:
     min_window_s: float = 0.0  # each window: whole epochs until it lasts this long (0: one epoch)
     epochs_per_window: int = 0  # > 0: exactly this many epochs a window instead (the ranks of --distributed)
     step_ms: float = 0.0
+    cache: str = "warm"  # "cold": evict the dataset's files from the page cache before every epoch
     sampler_interval_s: float = 0.2
     event_fd: int = -1  # filled in by the launcher
     gate_fd: int = -1  # >= 0: wait for GATE_GO on it before each window (see the module docstring)
@@ -116,6 +123,8 @@ class ChildSpec:
             raise ValueError(f"ChildSpec: {self.min_window_s=} and {self.epochs_per_window=} must be >= 0")
         if self.step_ms < 0:
             raise ValueError(f"ChildSpec.step_ms={self.step_ms} must be >= 0")
+        if self.cache not in ("warm", "cold"):
+            raise ValueError(f"ChildSpec.cache={self.cache!r} must be 'warm' or 'cold'")
         if self.sampler_interval_s < 0:
             raise ValueError(f"ChildSpec.sampler_interval_s={self.sampler_interval_s} must be >= 0")
 
@@ -207,6 +216,7 @@ def window_record(
     shm_base: int,
     cpu_s: float,
     stages: dict[str, float] | None = None,
+    paused_s: float = 0.0,
 ) -> dict[str, Any]:
     """The measured fields of one window's samples.jsonl line (the runner adds identity and shutdown).
 
@@ -215,9 +225,11 @@ def window_record(
     the tree samples of the window, from the one taken just before the first ``iter()``
     to the one taken just after the last batch. ``stages``: ms per batch by stage
     (:func:`harness.measure.stage_ms_per_batch`), None for a strategy without stage timers.
+    ``paused_s``: time between the window's epochs that belongs to the instrument (evicting
+    the page cache before a cold epoch), taken out of the window's time.
     """
     first, last = timings[0], timings[-1]
-    seconds = max(last.t_end - first.t_start, 1e-12)
+    seconds = max(last.t_end - first.t_start - paused_s, 1e-12)
     batches = sum(t.batches for t in timings)
     nbytes = sum(t.bytes for t in timings)
     waits_ms = [w for t in timings for w in t.waits_ms]
@@ -357,6 +369,8 @@ def measure(spec: ChildSpec, events: Events) -> None:
         gen = make_generator(spec.strategy, spec.dataset, config)
         startup_s = time.perf_counter() - t0
         worker_pids = list(getattr(gen, "worker_pids", lambda: [])())
+        decode_threads = getattr(gen, "decode_threads", None)
+        cold_files = dataset_files(spec.dataset) if spec.cache == "cold" else []
         stage_times = stage_timer(gen)  # read just outside each timed epoch: its cost is never timed
         events.emit("ready", startup_s=startup_s, batches_per_epoch=len(gen), worker_pids=worker_pids, pid=os.getpid())
         # This machine's copy bandwidth now, in this process: R for its windows, paired with them, so that
@@ -380,8 +394,15 @@ def measure(spec: ChildSpec, events: Events) -> None:
                     sampler.configure(**_WARMUP_PACE)
                 stages_before = stage_times() if stage_times is not None else None
                 first_epoch, images, timings = next_epoch, [], []
+                paused_s, resident = 0.0, []
                 while not timings or not window_done(timings, spec):
                     images += [job.image_index for job in gen.plan_for(config.epoch + next_epoch).jobs]
+                    if cold_files:
+                        t_evict = time.perf_counter()
+                        evict(cold_files)
+                        resident.append(resident_fraction(cold_files))
+                        if timings:  # between two epochs of the window: not the strategy's time
+                            paused_s += time.perf_counter() - t_evict
                     timings.append(time_epoch(gen, step_ms=spec.step_ms, full_checksum=next_epoch == 0))
                     next_epoch += 1
                 stages_after = stage_times() if stage_times is not None else None
@@ -404,6 +425,7 @@ def measure(spec: ChildSpec, events: Events) -> None:
                     shm_base=shm_base,
                     cpu_s=cpu_s,
                     stages=stages,
+                    paused_s=paused_s,
                 )
                 # What the rest of the machine used meanwhile, in cores: a loaded machine's figures are suspect.
                 other_cores = max(0.0, busy - (after.cpu_s - before.cpu_s)) / record["seconds"]
@@ -412,6 +434,8 @@ def measure(spec: ChildSpec, events: Events) -> None:
                     sampler_cpu_s=sampler_cpu_s,
                     other_cores=other_cores,
                     memcpy_gb_per_s=memcpy_gb_per_s,
+                    decode_threads_used=decode_threads,
+                    cache_resident_before=max(resident) if resident else None,
                     images=images,
                     **record,
                 )

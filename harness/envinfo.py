@@ -171,7 +171,20 @@ def dataset_info(path: Path, source: str, *, opened: Dataset | None = None) -> d
         "shapes_differ": len(sizes) > 1,
         "sizes": [{"shape": list(shape), "images": count} for shape, count in sizes],
         "description": dataset.describe(),
+        "compression": image_compression(dataset.entries[0].image_path),
+        "bytes": sum(os.path.getsize(p) for e in dataset.entries for p in (e.image_path, e.label_path)),
     }
+
+
+def image_compression(path: str) -> str | None:
+    """The TIFF compression of an image's first page, as tifffile names it ("NONE", "ADOBE_DEFLATE", "LZW", ...)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages[0].compression.name
+    except Exception:  # the dataset was validated; a file that changed since is the run's to report
+        return None
 
 
 def dataset_fingerprint(path: Path) -> str | None:

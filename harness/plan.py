@@ -7,7 +7,8 @@
     plan_measurements  for repeat in range(R): for cell in cells: one Measurement
                        (A B C D, A B C D, ...: a slow drift of the machine spreads over
                        every cell instead of biasing the ones that ran last); a cell is
-                       (strategy, workers, workload, batch size, dtype)
+                       (strategy, workers, workload, batch size, dtype, step,
+                       decode threads, background load, cache)
 
 Pure data and functions: the runner (``harness.runner``) executes a plan, the session
 (``harness.session``) builds one from a request.
@@ -27,6 +28,11 @@ DEFAULT_SAMPLER_INTERVAL_S = 0.2  # the shortest wait; measure.MAX_CPU_FRACTION 
 # The shortest measured window: long against the epoch boundaries, the timers and the
 # memory sampler's period, as pyperf makes each value last 100 ms or more.
 DEFAULT_MIN_WINDOW_S = 0.5
+# How a measured epoch finds the dataset's pages (RunOptions.caches): left in the page
+# cache by the epochs before it, or evicted just before it (harness.pagecache).
+CACHES = ("warm", "cold")
+AUTO = "auto"  # the decode_threads cell key of LoaderConfig.decode_threads=None
+
 # No event for this long means a hung child: the slowest step is one epoch of the
 # slowest strategy on the real dataset (a few seconds) or a start-up importing torch.
 DEFAULT_WATCHDOG_S = 120.0
@@ -80,12 +86,19 @@ class RunOptions:
     windows: int = 2  # measured windows per process, after one warm-up window
     # Each window is as many whole epochs as its time reaches this (docs/design.md section 7).
     min_window_s: float = DEFAULT_MIN_WINDOW_S
-    step_ms: float = 0.0
+    # The simulated training step after each batch, in ms: each value its own cell (a sweep).
+    step_ms: tuple[float, ...] = (0.0,)
     # Every (workload, batch size) each strategy runs at; empty: the loader's own, one cell per strategy x workers.
     workloads: tuple[Workload, ...] = ()
     # Every dtype the batches are converted to (LoaderConfig.dtype), each its own cell; empty: the loader's.
     dtypes: tuple[str, ...] = ()
     scale: float | None = None  # LoaderConfig.scale of the float32 cells
+    # LoaderConfig.decode_threads of each cell (None: automatic); each value its own cell.
+    decode_threads: tuple[int | None, ...] = (None,)
+    # Busy processes spinning beside each measurement (CPU contention); each count its own cell.
+    background_load: tuple[int, ...] = (0,)
+    # "warm" and/or "cold" (CACHES): the page cache a measured epoch starts with; each its own cell.
+    caches: tuple[str, ...] = ("warm",)
     sampler_interval_s: float = DEFAULT_SAMPLER_INTERVAL_S
     watchdog_s: float = DEFAULT_WATCHDOG_S
     quick: bool = False
@@ -103,8 +116,22 @@ class RunOptions:
             raise ValueError(f"RunOptions.windows={self.windows} must be >= 1")
         if not self.min_window_s >= 0:
             raise ValueError(f"RunOptions.min_window_s={self.min_window_s} must be >= 0")
-        if self.step_ms < 0:
+        for name, values in (
+            ("step_ms", self.step_ms),
+            ("decode_threads", self.decode_threads),
+            ("background_load", self.background_load),
+            ("caches", self.caches),
+        ):
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"RunOptions.{name}={values} must be one or more distinct values")
+        if any(not step >= 0 for step in self.step_ms):
             raise ValueError(f"RunOptions.step_ms={self.step_ms} must be >= 0")
+        if any(n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1) for n in self.decode_threads):
+            raise ValueError(f"RunOptions.decode_threads={self.decode_threads} must each be None (automatic) or >= 1")
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in self.background_load):
+            raise ValueError(f"RunOptions.background_load={self.background_load} must be counts >= 0")
+        if not set(self.caches) <= set(CACHES):
+            raise ValueError(f"RunOptions.caches={self.caches} must each be one of {CACHES}")
         if self.sampler_interval_s < 0:
             raise ValueError(f"RunOptions.sampler_interval_s={self.sampler_interval_s} must be >= 0")
         if self.watchdog_s <= 0:
@@ -139,7 +166,10 @@ class RunOptions:
             "windows": self.windows,
             "warmup_windows": 1,
             "min_window_s": self.min_window_s,
-            "step_ms": self.step_ms,
+            "step_ms": list(self.step_ms),
+            "decode_threads": [AUTO if n is None else n for n in self.decode_threads],
+            "background_load": list(self.background_load),
+            "cache": list(self.caches),
             "workloads": [dataclasses.asdict(w) for w in self.cell_workloads],
             "dtypes": list(self.cell_dtypes),
             "float32_scale": self.scale,
@@ -165,16 +195,29 @@ class Measurement:
     workload: str | None = None  # None: the loader's
     batch_size: int | None = None  # None: the loader's
     dtype: str | None = None  # None: the loader's
+    step_ms: float = 0.0
+    decode_threads: int | None = None  # LoaderConfig.decode_threads: None is automatic
+    background_load: int = 0
+    cache: str = "warm"
+
+    @property
+    def decode_threads_key(self) -> str:
+        """The cell key: ``"auto"`` or the count, as text."""
+        return AUTO if self.decode_threads is None else str(self.decode_threads)
 
 
 def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
     """Interleaved: every cell once per repeat, cells in the same order each time."""
     cells = [
-        (s, w, load.name, load.batch_size, dtype)
+        (s, w, load.name, load.batch_size, dtype, step, threads, busy, cache)
         for s in options.strategies
         for w in options.workers
         for load in options.cell_workloads
         for dtype in options.cell_dtypes
+        for step in options.step_ms
+        for threads in options.decode_threads
+        for busy in options.background_load
+        for cache in options.caches
     ]
     plan = []
     for repeat in range(options.repeats):
@@ -196,4 +239,5 @@ def measurement_loader(options: RunOptions, measurement: Measurement) -> LoaderC
         batch_size=measurement.batch_size or options.loader.batch_size,
         dtype=dtype,
         scale=scale if dtype == "float32" else None,
+        decode_threads=measurement.decode_threads,
     )

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from . import envinfo
+from .background import BackgroundLoad
 from .child import ChildSpec
 from .errors import IpcbenchError
 from .measure import leaked_segments, shm_segments
@@ -79,7 +80,8 @@ def child_spec(options: RunOptions, measurement: Measurement) -> ChildSpec:
         loader=loader.as_dict(),
         windows=options.windows,
         min_window_s=options.min_window_s,
-        step_ms=options.step_ms,
+        step_ms=measurement.step_ms,
+        cache=measurement.cache,
         sampler_interval_s=options.sampler_interval_s,
     )
 
@@ -298,8 +300,11 @@ def samples_from(
         "tile": loader.tile,
         "dataset": options.dataset_name,
         "workload": loader.workload,
-        "step_ms": float(options.step_ms),
+        "step_ms": float(measurement.step_ms),
         "dtype": loader.dtype,
+        "decode_threads": measurement.decode_threads_key,
+        "background_load": measurement.background_load,
+        "cache": measurement.cache,
         "repeat": measurement.repeat,
     }
     process = {
@@ -407,7 +412,8 @@ def run_plan(
                     notify(Progress("window", measurement, len(plan), clock() - started, event=event))
 
             try:
-                outcome = launch(child_spec(options, measurement), flag, forward)
+                with BackgroundLoad(measurement.background_load):
+                    outcome = launch(child_spec(options, measurement), flag, forward)
             except KeyboardInterrupt:  # a launcher without the flag (or Ctrl-C outside the handler)
                 interrupted = True
                 break
@@ -456,6 +462,10 @@ def append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
                 "workload": m.workload,
                 "batch_size": m.batch_size,
                 "dtype": m.dtype,
+                "step_ms": m.step_ms,
+                "decode_threads": m.decode_threads_key,
+                "background_load": m.background_load,
+                "cache": m.cache,
                 "repeat": m.repeat,
                 "error": failure.error,
                 "detail": failure.detail,

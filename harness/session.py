@@ -29,6 +29,7 @@ from strategies.dataset import Dataset, check_tile, open_dataset
 
 from .errors import IpcbenchError
 from .plan import (
+    AUTO,
     DEFAULT_MIN_WINDOW_S,
     DEFAULT_SAMPLER_INTERVAL_S,
     DEFAULT_WATCHDOG_S,
@@ -56,7 +57,10 @@ class RunRequest:
     repeats: int | None = None
     windows: int | None = None  # measured windows per process, after one warm-up window
     min_window_s: float = DEFAULT_MIN_WINDOW_S
-    step_ms: float = 0.0
+    step_ms: tuple[float, ...] = (0.0,)  # each its own cell: a sweep of training-step times
+    decode_threads: tuple[int | None, ...] = (None,)  # None: automatic (LoaderConfig.decode_threads)
+    background_load: tuple[int, ...] = (0,)  # busy processes beside each measurement
+    caches: tuple[str, ...] = ("warm",)  # "warm" and/or "cold" (evicted before every epoch)
     quick: bool = False
     out: Path | None = None  # None: results/<run id>
     prefetch: int | None = None
@@ -160,7 +164,10 @@ def build_options(
             repeats=request.repeats if request.repeats is not None else (QUICK_REPEATS if quick else DEFAULT_REPEATS),
             windows=request.windows if request.windows is not None else (QUICK_WINDOWS if quick else DEFAULT_WINDOWS),
             min_window_s=request.min_window_s,
-            step_ms=request.step_ms,
+            step_ms=tuple(request.step_ms),
+            decode_threads=tuple(request.decode_threads),
+            background_load=tuple(request.background_load),
+            caches=tuple(request.caches),
             workloads=workloads,
             dtypes=tuple(request.dtypes or ()),
             scale=request.scale,
@@ -205,7 +212,7 @@ def canonical_command(options: RunOptions, dataset: str) -> list[str]:
         "--min-window-s",
         f"{options.min_window_s:g}",
         "--step-ms",
-        f"{options.step_ms:g}",
+        ",".join(f"{step:g}" for step in options.step_ms),
         "--prefetch",
         str(loader.prefetch),
         "--workload",
@@ -220,6 +227,15 @@ def canonical_command(options: RunOptions, dataset: str) -> list[str]:
         f"{options.sampler_interval_s:g}",
         *(["--dtype", ",".join(options.dtypes)] if options.dtypes else []),
         *(["--scale", f"{options.scale:g}"] if options.scale is not None else []),
+        "--decode-threads",
+        ",".join(AUTO if n is None else str(n) for n in options.decode_threads),
+        *(
+            ["--background-load", ",".join(map(str, options.background_load))]
+            if options.background_load != (0,)
+            else []
+        ),
+        "--cache",
+        ",".join(options.caches),
     ]
     return [*command, "--quick"] if options.quick else command
 

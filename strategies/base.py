@@ -77,7 +77,7 @@ from .errors import LoaderClosedError, ProcessContextError, StrategyUnavailableE
 from .main_guard import refuse_while_importing_main
 from .plan import EpochPlan, make_plan, max_tiles_per_image
 from .stages import StageClock, summed
-from .work import ProcessedImage, data_dtype
+from .work import ProcessedImage, data_dtype, decode_threads_for
 from .workers import check_descriptor_room
 
 
@@ -388,6 +388,11 @@ class BatchGenerator(ABC):
         if c.device is not None:
             batch = tuple(t.to(c.device, non_blocking=c.pin_memory) for t in batch)
         return batch
+
+    @property
+    def decode_threads(self) -> int:
+        """tifffile's decode threads per decoding process or thread of this loader (``LoaderConfig.decode_threads``)."""
+        return decode_threads_for(self.config, self.config.workers if self.has_workers else 1)
 
     def worker_pids(self) -> list[int]:
         """Process ids of this generator's workers (none for a single-process strategy)."""

@@ -32,7 +32,7 @@ class BaselineGenerator(BatchGenerator):
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)
-        self._processor = make_processor(self.dataset, config)
+        self._processor = make_processor(self.dataset, config, decoders=1)
         self._data_buffer, self._masks_buffer = image_buffers(self.max_tiles, self.dataset, config)
         self._jobs: Iterator[ImageJob] = iter(())
 

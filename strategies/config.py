@@ -50,6 +50,13 @@ class LoaderConfig:
     ``device`` (``output="torch"`` only: batches in page-locked memory, or moved to
     a device such as ``"cuda"``).
 
+    ``decode_threads``: tifffile's threads decoding one image's compressed strips or
+    tiles in each process that decodes (the main process of ``baseline``, each
+    worker or thread of the others). ``None`` (the default) shares the cores this
+    process may run on among the decoders: ``max(1, cores // decoders)``, so
+    ``decoders x threads <= cores`` (:func:`strategies.work.decode_threads_for`).
+    Uncompressed images have nothing to decode in parallel; it changes nothing there.
+
     ``workload`` (``"full"`` or ``"transfer"``) chooses the per-image work:
     ``transfer`` hands over tiles computed once per worker, to measure the IPC path
     alone (:class:`strategies.work.TransferProcessor`); it changes the batches.
@@ -75,6 +82,7 @@ class LoaderConfig:
     device: str | None = None
     dtype: str = "uint16"
     scale: float | None = None
+    decode_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tile", "workers", "prefetch", "seed", "epoch", "rank", "world_size"):
@@ -119,6 +127,12 @@ class LoaderConfig:
                 )
             if not (math.isfinite(self.scale) and self.scale > 0):
                 raise ValueError(f"LoaderConfig.scale={self.scale!r} must be a finite number > 0")
+        if self.decode_threads is not None and (
+            isinstance(self.decode_threads, bool) or not isinstance(self.decode_threads, int) or self.decode_threads < 1
+        ):
+            raise ValueError(
+                f"LoaderConfig.decode_threads={self.decode_threads!r} must be None (automatic) or an int >= 1"
+            )
         if self.device is not None and (not isinstance(self.device, str) or not self.device):
             raise ValueError(f"LoaderConfig.device={self.device!r} must be None or a device name such as 'cuda'")
         if (self.pin_memory or self.device is not None) and self.output != "torch":

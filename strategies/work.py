@@ -23,6 +23,7 @@ so that a benchmark measures how the pixels travel and nothing else.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,13 +138,37 @@ def classes_of(labels: np.ndarray, classes: tuple[tuple[int, int], ...] | None, 
             out[labels == label] = cls
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def decode_threads_for(config: LoaderConfig, decoders: int) -> int:
+    """tifffile's decode threads per decoder: ``config.decode_threads``, or the cores shared among ``decoders``.
+
+    ``decoders``: how many processes or threads of the loader decode images at once
+    (1 for ``baseline``, ``workers`` for the others). Automatic: ``max(1, cores //
+    decoders)``, so that ``decoders x threads`` never exceeds the cores (docs/design.md
+    section 7 gives the measurement behind the default).
+    """
+    if config.decode_threads is not None:
+        return config.decode_threads
+    return max(1, usable_cores() // max(1, decoders))
+
+
 class ImageProcessor:
     """Runs :meth:`process` for jobs of one dataset, reusing its decode buffers."""
 
-    def __init__(self, dataset: Dataset, tile: int, conversion: Conversion | None = None) -> None:
+    def __init__(
+        self, dataset: Dataset, tile: int, conversion: Conversion | None = None, decode_threads: int = 1
+    ) -> None:
         self.dataset = dataset
         self.tile = tile
         self.conversion = conversion or Conversion()
+        self.decode_threads = decode_threads
         self._buffers: dict[tuple[str, tuple[int, ...], str], np.ndarray] = {}
         self._luts: dict[tuple[int, str], np.ndarray | None] = {}
 
@@ -160,8 +185,8 @@ class ImageProcessor:
                 buffer = self._buffers.get(key)
                 if buffer is None:
                     buffer = self._buffers[key] = np.empty(shape, dtype)
-                # maxworkers=1: one decode thread per process, as docs/design.md section 7 pins it.
-                series.asarray(out=buffer, maxworkers=1)
+                # Threads decode a compressed image's strips or tiles side by side (LoaderConfig.decode_threads).
+                series.asarray(out=buffer, maxworkers=self.decode_threads)
         except DatasetError:
             raise
         except Exception as exc:
@@ -271,9 +296,15 @@ class TransferProcessor:
 Processor = ImageProcessor | TransferProcessor
 
 
-def make_processor(dataset: Dataset, config: LoaderConfig) -> Processor:
-    """The per-image work of ``config.workload`` (``full`` or ``transfer``)."""
+def make_processor(dataset: Dataset, config: LoaderConfig, decoders: int | None = None) -> Processor:
+    """The per-image work of ``config.workload`` (``full`` or ``transfer``).
+
+    ``decoders``: how many of the loader's processes or threads run this work at once
+    (default ``config.workers``; the single-process baseline passes 1), which sets the
+    automatic decode threads (:func:`decode_threads_for`).
+    """
     conversion = Conversion.of(config)
     if config.workload == "transfer":
         return TransferProcessor(dataset, config.tile, conversion)
-    return ImageProcessor(dataset, config.tile, conversion)
+    threads = decode_threads_for(config, config.workers if decoders is None else decoders)
+    return ImageProcessor(dataset, config.tile, conversion, threads)

@@ -12,7 +12,8 @@ from harness.cli import main
 from harness.compare import CellChange, compare_runs, format_comparison, min_p_value, regressions
 from harness.results import load_run
 
-CELL = ("shm", 2, 2, "forkserver", 32, 256, "synth", "full", 0.0, "all", "uint16")  # the cell keys, dtype last
+# the cell keys, in CELL_KEYS order
+CELL = ("shm", 2, 2, "forkserver", 32, 256, "synth", "full", 0.0, "all", "uint16", "1", 0, "warm")
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ def test_defaults() -> None:
         "device": None,
         "dtype": "uint16",
         "scale": None,
+        "decode_threads": None,
     }
     assert {f.name for f in dataclasses.fields(LoaderConfig)} >= DESIGN_FIELDS
     assert set(START_METHODS) == {"fork", "spawn", "forkserver"}
@@ -154,6 +155,11 @@ def test_valid_extremes_accepted() -> None:
         ("scale", math.nan, {"dtype": "float32"}),
         ("scale", "1/65535", {"dtype": "float32"}),
         ("scale", True, {"dtype": "float32"}),
+        ("decode_threads", 0, {}),
+        ("decode_threads", -2, {}),
+        ("decode_threads", 1.5, {}),
+        ("decode_threads", True, {}),
+        ("decode_threads", "auto", {}),
     ],
 )
 def test_invalid_value_names_field_and_value(field: str, value: object, extra: dict) -> None:

@@ -40,7 +40,7 @@ from strategies.signals import EXIT_STATUS_SIGTERM
 
 from ..errors import IpcbenchError
 from ..noise import DEFAULT_SECONDS as DEFAULT_NOISE_FLOOR_S
-from ..plan import DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S
+from ..plan import AUTO, CACHES, DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S
 from ..session import (
     DEFAULT_REPEATS,
     DEFAULT_TRANSFER_MIB,
@@ -92,6 +92,8 @@ def _workload_list(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+# Cell keys a run may sweep besides workers, workload and dtype: named in a summary line when they vary.
+SWEPT_KEYS = ("step_ms", "decode_threads", "background_load", "cache")
 PIXEL_DTYPE = "uint16"  # the images' own: a cell in another dtype says so in progress and summary lines
 
 
@@ -100,6 +102,47 @@ def _dtype_list(text: str) -> tuple[str, ...]:
     unknown = [name for name in names if name not in DTYPES]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown dtype {', '.join(unknown)}; choose from {', '.join(DTYPES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _step_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated milliseconds, got {text!r}") from exc
+    if not values or any(not v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected one or more step times >= 0 ms, got {text!r}")
+    return tuple(dict.fromkeys(values))
+
+
+def _decode_threads_list(text: str) -> tuple[int | None, ...]:
+    values: list[int | None] = []
+    for name in _name_list(text):
+        if name == AUTO:
+            values.append(None)
+            continue
+        try:
+            count = int(name)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"decode threads must be 'auto' or counts >= 1, got {name!r}")
+        values.append(count)
+    return tuple(dict.fromkeys(values))
+
+
+def _count_list(text: str) -> tuple[int, ...]:
+    values = _int_list(text)
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected counts >= 0, got {text!r}")
+    return tuple(dict.fromkeys(values))
+
+
+def _cache_list(text: str) -> tuple[str, ...]:
+    names = _name_list(text)
+    unknown = [name for name in names if name not in CACHES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown cache {', '.join(unknown)}; choose from {', '.join(CACHES)}")
     return tuple(dict.fromkeys(names))
 
 
@@ -161,10 +204,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--step-ms",
-        type=float,
+        type=_step_list,
         default=request.step_ms,
-        metavar="X",
-        help=f"simulated training step after each batch, in ms (a sleep; default: {request.step_ms:g})",
+        metavar="X[,Y]",
+        help="simulated training step after each batch, in ms (a sleep, as a GPU step leaves the CPU free); "
+        "comma-separated for a sweep, each its own cell, e.g. 0,5,20,50 "
+        f"(default: {','.join(f'{v:g}' for v in request.step_ms)})",
+    )
+    parser.add_argument(
+        "--decode-threads",
+        type=_decode_threads_list,
+        default=request.decode_threads,
+        metavar="auto|N",
+        help="tifffile's threads decoding one compressed image in each decoding process or thread; auto shares "
+        "the cores among the decoders (cores // workers, the baseline's one process gets them all); "
+        "comma-separated, each its own cell (default: auto)",
+    )
+    parser.add_argument(
+        "--background-load",
+        type=_count_list,
+        default=request.background_load,
+        metavar="N[,M]",
+        help="busy processes spinning beside each measurement, one core each: how a strategy degrades when it "
+        "competes for cores; comma-separated, each its own cell (default: 0)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=_cache_list,
+        default=request.caches,
+        metavar="warm|cold",
+        help="warm: the dataset stays in the page cache; cold: its files are evicted before every epoch "
+        "(posix_fadvise DONTNEED), so every image is read from disk, as for a dataset larger than memory; "
+        "comma-separated for both, each its own cell (default: warm)",
     )
     parser.add_argument(
         "--quick",
@@ -266,6 +337,16 @@ class ProgressLine:
         m, total = progress.measurement, progress.total
         cell = f" {m.workload} batch={m.batch_size}" if m.batch_size else ""
         cell += f" {m.dtype}" if m.dtype and m.dtype != PIXEL_DTYPE else ""
+        cell += "".join(
+            f" {key}={value}"
+            for key, value, usual in (
+                ("step_ms", f"{m.step_ms:g}", "0"),
+                ("decode_threads", m.decode_threads_key, AUTO),
+                ("background_load", str(m.background_load), "0"),
+                ("cache", m.cache, "warm"),
+            )
+            if value != usual
+        )
         head = f"[{m.index + 1:>{len(str(total))}}/{total}] {m.strategy} workers={m.workers}{cell} repeat={m.repeat}"
         eta = format_eta(m.index + (progress.kind == "done"), total, progress.elapsed_s)
         if progress.kind == "done":
@@ -347,7 +428,10 @@ def summary_lines(summary: Any, copies_per_s: dict[int, float] | None = None) ->
         "n",
         "",
     )
+    from ..results import variant_label
+
     rows = [header]
+    varying = [k for k in SWEPT_KEYS if k in summary and summary[k].nunique() > 1]
     for _, r in summary.iterrows():
         r_rate = (copies_per_s or {}).get(int(r["batch_size"]))
         of_r = "-"
@@ -365,7 +449,9 @@ def summary_lines(summary: Any, copies_per_s: dict[int, float] | None = None) ->
             (
                 str(r["strategy"]),
                 str(int(r["workers"])),
-                str(r["workload"]) + (f" {r['dtype']}" if r.get("dtype", PIXEL_DTYPE) != PIXEL_DTYPE else ""),
+                str(r["workload"])
+                + (f" {r['dtype']}" if r.get("dtype", PIXEL_DTYPE) != PIXEL_DTYPE else "")
+                + (f" ({variant_label(r, varying)})" if varying else ""),
                 str(int(r["batch_size"])),
                 f"{_fmt(r['batches_per_s_median'], 1)} [{_fmt(r['batches_per_s_q25'], 1)}-"
                 f"{_fmt(r['batches_per_s_q75'], 1)}]",
@@ -419,6 +505,9 @@ def request_from(args: argparse.Namespace) -> RunRequest:
         windows=args.windows,
         min_window_s=args.min_window_s,
         step_ms=args.step_ms,
+        decode_threads=args.decode_threads,
+        background_load=args.background_load,
+        caches=args.cache,
         quick=args.quick,
         out=args.out,
         prefetch=args.prefetch,
@@ -458,6 +547,8 @@ def main(args: argparse.Namespace) -> int:
     from ..envinfo import dataset_info, loadavg, run_id_for, utc_now
     from ..memcpy import combine, measure_memcpy
     from ..noise import floor_dict, measure_noise_floor
+    from ..pagecache import dataset_files, read_bandwidth
+    from ..plan import plan_measurements
     from ..results import ENV_FILE, SAMPLES_FILE, SUMMARY_FILE, read_samples, summarize, write_json
     from ..runner import finish_env, prepare_run_dir, run_plan
 
@@ -490,14 +581,26 @@ def main(args: argparse.Namespace) -> int:
         memcpy=memcpy.as_dict(batch_bytes, by_batch_size),
     )
     env["other_cores_before"] = round(cores_in_use, 3)  # other processes' CPU over 1 s before the run
+    # The disk as a cold epoch meets it: measured once, when some cell reads the dataset cold.
+    env["disk"] = read_bandwidth(dataset_files(dataset)).as_dict() if "cold" in options.caches else None
     env["noise_floor"] = floor_dict([floor]) if floor is not None else None
     write_json(run_dir / ENV_FILE, env)
     variants, dtypes = len(options.cell_workloads), options.cell_dtypes
-    plan_size = len(options.strategies) * len(options.workers) * variants * len(dtypes) * options.repeats
-    in_dtypes = f" x {len(dtypes)} dtypes ({', '.join(dtypes)})" if len(dtypes) > 1 else ""
+    plan_size = len(plan_measurements(options))
+    swept = "".join(
+        f" x {len(values)} {what} ({', '.join(map(str, values))})"
+        for what, values in (
+            ("dtypes", dtypes),
+            ("step times in ms", [f"{v:g}" for v in options.step_ms]),
+            ("decode threads", [AUTO if n is None else n for n in options.decode_threads]),
+            ("background loads", options.background_load),
+            ("caches", options.caches),
+        )
+        if len(values) > 1
+    )
     print(
         f"ipcbench run {run_id}: {plan_size} measurements ({len(options.strategies)} strategies x "
-        f"{len(options.workers)} worker counts x {variants} workload/batch sizes{in_dtypes} x "
+        f"{len(options.workers)} worker counts x {variants} workload/batch sizes{swept} x "
         f"{options.repeats} repeats, "
         f"1 warm-up + {options.windows} windows of >= {options.min_window_s:g} s each) on {dataset} "
         f"({info['description']}) -> {run_dir}",

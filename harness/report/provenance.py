@@ -64,6 +64,7 @@ def dataset_text(run: RunData) -> str:
     images = lookup(run.env, "dataset.images")
     shape = lookup(run.env, "dataset.shape")
     description = lookup(run.env, "dataset.description")  # its sizes, all of them (older runs: the first's)
+    compression = lookup(run.env, "dataset.compression")
     details = []
     if source and source not in names:
         details.append(str(source))
@@ -74,6 +75,8 @@ def dataset_text(run: RunData) -> str:
             details.append(f"{images} images")
         if isinstance(shape, list | tuple):
             details.append(" x ".join(str(s) for s in shape))
+    if isinstance(compression, str) and compression:
+        details.append("uncompressed" if compression == "NONE" else f"{compression.lower()} compression")
     text = ", ".join(names)
     return f"{text} ({', '.join(details)})" if details else text
 
@@ -85,6 +88,9 @@ CONFIG_PHRASES = (
     ("start_method", "{}"),
     ("step_ms", "step {} ms"),
     ("workload", "workload {}"),
+    ("decode_threads", "decode threads {}"),
+    ("background_load", "{} busy processes beside"),
+    ("cache", "{} page cache"),
 )
 
 
@@ -97,6 +103,23 @@ NOT_RECORDED: dict[str, tuple[object, ...]] = {
     "start_method": ("n/a",),
     "workload": ("n/a",),
 }
+
+
+def disk_text(run: RunData) -> str:
+    """The disk as a cold epoch meets it, and how well the eviction worked (env.json ``disk``, the samples)."""
+    env = run.env
+    text = (
+        f"{float(lookup(env, 'disk.read_mb_per_s')):,.0f} MB/s sequential read of "
+        f"{float(lookup(env, 'disk.bytes', default=0)) / 1e6:,.0f} MB just evicted from the page cache"
+    )
+    if "cache_resident_before" in run.samples.columns:
+        resident = pd.to_numeric(run.samples["cache_resident_before"], errors="coerce").dropna()
+        if len(resident):
+            text += (
+                f"; cold cells evict the dataset before every epoch, after which at most "
+                f"{float(resident.max()):.1%} of its pages were still cached"
+            )
+    return text
 
 
 def config_text(samples: pd.DataFrame) -> str:
@@ -193,6 +216,9 @@ def provenance_items(run: RunData) -> list[tuple[str, str]]:
         elif copies is not None:
             text += f" ({float(copies):,.0f} batch copies/s on one core)"
         items.append(("memcpy", text))
+    disk = lookup(env, "disk.read_mb_per_s")
+    if disk is not None:
+        items.append(("Disk", disk_text(run)))
     before, after = lookup(env, "loadavg_before"), lookup(env, "loadavg_after")
     if before is not None or after is not None:
         items.append(("Load average", f"before {_loadavg(before)}, after {_loadavg(after)}"))

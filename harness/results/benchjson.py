@@ -37,7 +37,7 @@ from .rundata import RunData
 from .schema import ALL_RANKS, CELL_KEYS, KEY_FILL, METRICS
 from .summary import summarize
 
-NUMERIC_KEYS = {"workers": 0, "prefetch": 0, "batch_size": 0, "tile": 0, "step_ms": 0.0}
+NUMERIC_KEYS = {"workers": 0, "prefetch": 0, "batch_size": 0, "tile": 0, "step_ms": 0.0, "background_load": 0}
 PER_ROUND_FROM_COUNTS = {"batches_per_s": "batches", "mb_per_s": "bytes"}
 EXTRA_NUMBERS = ("batches", "bytes", "tiles", "leaked_shm", "leftover_processes")
 PER_BENCHMARK_LISTS = ("wait_ms", "memory_trace")  # raw lists: kept once, on the first round
@@ -133,6 +133,8 @@ def _cell(bench: dict[str, Any], params: dict[str, Any], extra: dict[str, Any]) 
         "workload": str(workload),
         "rank": ALL_RANKS,
         "dtype": str(pick("dtype", KEY_FILL["dtype"])),
+        "decode_threads": str(pick("decode_threads", KEY_FILL["decode_threads"])),
+        "cache": str(pick("cache", KEY_FILL["cache"])),
     }
     for key, default in NUMERIC_KEYS.items():
         value = pick(key, default)

@@ -49,6 +49,9 @@ class WindowSample:
     step_ms: float
     rank: str = ALL_RANKS
     dtype: str = "uint16"  # what the batches' data held (LoaderConfig.dtype)
+    decode_threads: str = "1"  # LoaderConfig.decode_threads: "auto" or the count asked for
+    background_load: int = 0  # busy processes spinning beside the measurement (harness.background)
+    cache: str = "warm"  # "cold": the dataset evicted from the page cache before every epoch
     repeat: int
     epoch: int
     warmup: bool
@@ -90,6 +93,10 @@ class WindowSample:
     other_cores: float | None = None
     # One core's copy bandwidth measured in the same process just before its windows (R's GB/s, paired).
     memcpy_gb_per_s: float | None = None
+    # tifffile's decode threads per decoding process or thread, as the generator resolved them.
+    decode_threads_used: int | None = None
+    # cache "cold": the largest share of the dataset's pages still cached just after an eviction.
+    cache_resident_before: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

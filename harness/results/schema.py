@@ -43,6 +43,9 @@ CELL_KEYS = (
     "step_ms",
     "rank",
     "dtype",
+    "decode_threads",
+    "background_load",
+    "cache",
 )
 # ``rank`` is a cell key: "all" for the figures of a whole run, or "0", "1", ... for one
 # rank's share of an ``ipcbench run --distributed``, whose "all" rows combine the ranks.
@@ -59,6 +62,9 @@ KEY_FILL: dict[str, Any] = {
     "step_ms": 0.0,
     "rank": ALL_RANKS,
     "dtype": "uint16",  # converting came later: an older sample's batches held the images' uint16
+    "decode_threads": "1",  # before it was a setting, every process decoded with one thread
+    "background_load": 0,
+    "cache": "warm",
 }
 REQUIRED_SAMPLE_FIELDS = ("strategy", "workers")
 

@@ -118,6 +118,9 @@ def variant_label(row: pd.Series, keys: list[str]) -> str:
         "batch_size": lambda v: f"batch {v}",
         "tile": lambda v: f"tile {v}",
         "step_ms": lambda v: f"step {v:g} ms",
+        "decode_threads": lambda v: f"{v} decode thread" + ("" if str(v) == "1" else "s"),
+        "background_load": lambda v: f"{v} busy process" + ("" if v == 1 else "es") + " beside",
+        "cache": lambda v: f"{v} cache",
         "rank": lambda v: "all ranks" if v == ALL_RANKS else f"rank {v}",
     }
     return ", ".join(phrases.get(k, str)(row[k]) for k in keys) or "all cells"
@@ -229,7 +232,11 @@ def summarize(samples: pd.DataFrame | Iterable[Mapping[str, Any]], cores: int | 
         stats[f"{counter}_max"] = grouped[counter].max() if counter in rows else pd.Series(0, index=n.index)
     stats["drift"] = drift(rows, keys).reindex(n.index)
     stats["other_cores_median"] = (
-        grouped["other_cores"].median() if "other_cores" in rows else pd.Series(math.nan, index=n.index)
+        rows.assign(other_cores=unplanned_other_cores(rows))
+        .groupby(keys, sort=True, dropna=False)["other_cores"]
+        .median()
+        if "other_cores" in rows
+        else pd.Series(math.nan, index=n.index)
     )
     summary = pd.DataFrame(stats, index=n.index).reset_index()
     summary["verdict"] = [verdict(row, cores) for _, row in summary.iterrows()]
@@ -346,6 +353,19 @@ def write_summary(run_dir: Path, cores: int | None = None) -> Path:
     return write_atomic(run_dir / SUMMARY_FILE, text.encode())
 
 
+def unplanned_other_cores(rows: pd.DataFrame) -> pd.Series:
+    """``other_cores`` less the run's own deliberate load (``background_load`` busy processes, one core each).
+
+    What else the machine ran, which is what makes a figure suspect; the spinners of
+    ``--background-load`` are part of the experiment.
+    """
+    others = pd.to_numeric(rows["other_cores"], errors="coerce")
+    if "background_load" not in rows:
+        return others
+    planned = pd.to_numeric(rows["background_load"], errors="coerce").fillna(0)
+    return (others - planned).clip(lower=0)
+
+
 def load_verdict(env: Mapping[str, Any], samples: pd.DataFrame, cores: int | None = None) -> str | None:
     """Whether the run's machine was busy with other work: what to say, or None for a quiet machine.
 
@@ -364,7 +384,7 @@ def load_verdict(env: Mapping[str, Any], samples: pd.DataFrame, cores: int | Non
     if isinstance(others_before, int | float) and others_before > limit:
         said.append(f"other processes used {others_before:.2f} cores just before it")
     if "other_cores" in samples.columns:
-        others = measured(samples)["other_cores"].dropna()
+        others = unplanned_other_cores(measured(samples)).dropna()
         if len(others) and float(others.median()) > limit:
             said.append(f"other processes used {float(others.median()):.2f} cores (median) during its windows")
     if not said:
