@@ -2,10 +2,10 @@
 
 ::
 
-    ipcbench data real  [--out DIR] [--source hela|ecoli] [--images N] [--compression C]
+    ipcbench data real  [--out DIR] [--source hela|ecoli|hela+ecoli] [--images N] [--compression C]
                         [--layout strips|tiles] [--seed S] [--force]
     ipcbench data synth [--out DIR] [--images N] [--height H] [--width W] [--channels C]
-                        [--compression none|zlib|zstd] [--layout strips|tiles] [--seed S] [--force]
+                        [--compression none|zlib|zstd|lzw] [--layout strips|tiles] [--seed S] [--force]
 
 Progress goes to stderr, one line per image; the dataset's path goes to stdout, so
 ``DIR=$(ipcbench data synth --images 4)`` works. Options left out keep the defaults of
@@ -44,7 +44,7 @@ def _add_common(parser: argparse.ArgumentParser, defaults: RealParams | SynthPar
         "--compression",
         choices=COMPRESSIONS,
         default=None,
-        help=f"TIFF compression of images and labels (default {defaults.compression})",
+        help=f"TIFF compression of images and labels, all lossless (default {defaults.compression})",
     )
     parser.add_argument(
         "--layout",
