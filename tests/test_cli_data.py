@@ -50,6 +50,19 @@ def test_real_with_source_and_images(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "reading ecoli frames" in capsys.readouterr().err
 
 
+def test_real_two_channels_with_lzw_in_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "real", "--source", "hela+ecoli", "--images", "1", "--compression", "lzw"]) == 0
+    out = tmp_path / "data" / "real-hela+ecoli-n1-lzw"
+    assert Path(capsys.readouterr().out.strip()) == out
+    (entry,) = open_dataset(out).entries
+    assert entry.stem == "hela+ecoli_000" and entry.shape == (2, 2700, 3600)
+    with tifffile.TiffFile(entry.image_path) as tif:
+        assert tif.series[0].axes == "CYX" and int(tif.pages[0].compression) == 5
+
+
 def test_rerun_reuses_and_other_arguments_need_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = str(tmp_path / "s")
     assert main(["data", "synth", *SMALL, "--out", out]) == 0
