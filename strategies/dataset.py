@@ -6,6 +6,26 @@
     DATASET/labels/<name>.tif    integer label image (H, W), 0 = background
     DATASET/classes.csv          optional: image,label,class  (class 1..255)
 
+Axes: the first series of a TIFF is read with the axes tifffile gives it
+(``series.axes``: from OME-XML, ImageJ or tifffile's own metadata, else guessed).
+Axes of length 1 are dropped first (OME and ImageJ files come so from tifffile; its
+own shaped files keep them, e.g. ZCYX of shape (1, 2, H, W)). What remains must be
+``YX`` (one channel) or a 3-D series whose first axis is a channel axis:
+
+* ``C``: channels;
+* ``S``: samples stored planar (``SYX``: one plane per sample), each a channel;
+* ``I`` or ``Q``: tifffile's names for a plain stack of pages and for an axis it
+  cannot name (a multi-page TIFF without metadata): each page is a channel, as it
+  always was.
+
+Anything else is a :class:`DatasetError` naming the file, its axes and shape, and what
+to do: a Z (depth) or T (time) axis longer than 1 (an OME-TIFF z-stack, an ImageJ
+hyperstack: project or split the planes into separate images, write channels as C),
+interleaved samples (``YXS``, RGB-like: write them planar, C first), more than 3
+dimensions, or another first axis. A label image, its length-1 axes dropped, must be
+``YX`` of its image's height and width. :func:`read_shape` is the rule, shared with the
+per-image work that decodes the pixels.
+
 An image's *name* is its file name without the final ``.tif`` or ``.tiff`` (any case);
 every other dot stays: ``well_A01_field01.ome.tif`` is named ``well_A01_field01.ome``,
 ``plate1.A01.tiff`` is ``plate1.A01``. Names are unique in images/. The label image of
@@ -132,8 +152,70 @@ def check_tile(dataset: Dataset, tile: int) -> None:
     )
 
 
-def _tiff_summary(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of the first series of a TIFF, after checking it is complete."""
+# Axes (tifffile's codes) that may come first in a 3-D image and are read as its channels:
+# C channel, S planar samples, I pages of a plain stack, Q an axis tifffile cannot name.
+# An S last is samples interleaved pixel by pixel (YXS, RGB-like): not accepted.
+CHANNEL_AXES = "CSIQ"
+# Axes that are not channels, what they are and what to do about one.
+NOT_CHANNELS = {
+    "Z": (
+        "a Z (depth) axis",
+        "project the Z planes (a maximum projection, say) or split them into separate images, and write "
+        "channels as C (tifffile: metadata={'axes': 'CYX'})",
+    ),
+    "T": (
+        "a T (time) axis",
+        "split the time points into separate images (one image per time point), and write channels as C",
+    ),
+}
+
+
+def _squeezed(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    """``axes`` and ``shape`` without their axes of length 1 (Y and X are always kept)."""
+    if len(axes) != len(shape):  # not expected from tifffile; read it as unnamed axes
+        axes = "Q" * (len(shape) - 2) + "YX" if len(shape) >= 2 else "Q" * len(shape)
+    kept = [(a, n) for a, n in zip(axes, shape, strict=True) if n != 1 or a in "YX"]
+    return "".join(a for a, _ in kept), tuple(n for _, n in kept)
+
+
+def read_shape(path: str | os.PathLike[str], what: str, axes: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape ipcbench reads a TIFF series of ``axes`` and ``shape`` as (see the module docstring).
+
+    ``what="image"``: (C, H, W), or a DatasetError naming the file, its axes and shape,
+    and what to do. ``what="label image"``: the shape without its length-1 axes, which
+    the caller compares with (H, W) of the image.
+    """
+    short_axes, short = _squeezed(axes, shape)
+    if what != "image":
+        return short
+    if short_axes == "YX":
+        return (1, *short)
+    if len(short) == 3 and short_axes[1:] == "YX" and short_axes[0] in CHANNEL_AXES:
+        return short
+    problems, fixes = [], []
+    for axis, (name, fix) in NOT_CHANNELS.items():
+        if axis in short_axes:
+            problems.append(f"{name} of length {short[short_axes.index(axis)]}")
+            fixes.append(fix)
+    if short_axes.endswith("S"):
+        problems.append(f"{short[-1]} samples interleaved pixel by pixel (an S axis after Y and X, as in RGB)")
+        fixes.append("store the samples planar, one plane per channel (CYX; tifffile: planarconfig='separate')")
+    if len(short) > 3:
+        problems.append(f"{len(short)} dimensions of length > 1")
+    elif not problems:
+        problems.append(
+            f"axes {short_axes!r}, where a 3-D image needs YX last and a channel axis first ({', '.join(CHANNEL_AXES)})"
+        )
+    if not fixes:
+        fixes.append("write it as YX, or CYX with the channels first (tifffile: metadata={'axes': 'CYX'})")
+    raise DatasetError(
+        f"image {path} has axes {axes!r} and shape {shape}: {', '.join(problems)}, but ipcbench reads an "
+        f"image as 2-D planes, one per channel (YX, or CYX with the channels first); {'; '.join(fixes)}"
+    )
+
+
+def _tiff_summary(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, str]:
+    """Shape, dtype and axes of the first series of a TIFF, after checking it is complete."""
     if not path.is_file():
         raise DatasetError(f"{what} {path} is missing")
     size = path.stat().st_size
@@ -141,6 +223,7 @@ def _tiff_summary(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype]:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape, dtype = tuple(int(n) for n in series.shape), np.dtype(series.dtype)
+            axes = str(series.axes)
             # A file cut inside a later page's IFD still opens: tifffile lists only the
             # pages it could read, and may take the shape from the first page's metadata
             # or fall back to a one-page series. So check that the values the file
@@ -174,7 +257,7 @@ def _tiff_summary(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype]:
         raise DatasetError(f"{what} {path} is not a readable TIFF: {type(exc).__name__}: {exc}") from exc
     if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > MAX_IMAGE_BYTES:
         raise DatasetError(f"{what} {path} declares shape {shape} {dtype}, larger than {MAX_IMAGE_BYTES} bytes")
-    return shape, dtype
+    return shape, dtype, axes
 
 
 # How many of images/' names an error about an unknown name lists.
@@ -244,8 +327,10 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
 
     Raises :class:`DatasetError` naming the file for: a missing folder, no images,
     two images of the same name (``a.tif`` and ``a.tiff``), an image without a label
-    file or with two, an unreadable or truncated TIFF, an image that is not uint16, a
-    label image that is not integer or whose shape differs from its image, images
+    file or with two, an unreadable or truncated TIFF, an image that is not uint16 or
+    whose axes are not channels of 2-D planes (a Z stack, a time series, interleaved
+    RGB: see the module docstring), a label image that is not integer or whose shape
+    differs from its image, images
     with different channel counts, a malformed ``classes.csv`` (or one naming an
     image that is not there), and a folder or file this process may not read
     (permissions).
@@ -312,23 +397,19 @@ def _open_dataset(root: Path) -> Dataset:
     entries = []
     for name, image_path in images.items():
         label_path = _label_of(image_path, labels_dir, labels)
-        shape, dtype = _tiff_summary(image_path, "image")
+        shape, dtype, axes = _tiff_summary(image_path, "image")
         if dtype != np.uint16:
             raise DatasetError(f"image {image_path} has dtype {dtype}; ipcbench expects 16-bit images (uint16)")
-        if len(shape) == 2:
-            shape = (1, *shape)
-        if len(shape) != 3:
-            raise DatasetError(f"image {image_path} has shape {shape}; expected (H, W) or (C, H, W)")
-        channels, height, width = shape
         if min(shape) < 1:
             raise DatasetError(f"image {image_path} is empty: shape {shape}")
-        label_shape, label_dtype = _tiff_summary(label_path, "label image")
+        channels, height, width = read_shape(image_path, "image", axes, shape)
+        label_shape, label_dtype, label_axes = _tiff_summary(label_path, "label image")
         if label_dtype.kind not in "iu":
             raise DatasetError(f"label image {label_path} has dtype {label_dtype}; labels must be integers")
-        if label_shape != (height, width):
+        if read_shape(label_path, "label image", label_axes, label_shape) != (height, width):
             raise DatasetError(
-                f"label image {label_path} has shape {label_shape} but its image {image_path} is "
-                f"{height} x {width}; they must match"
+                f"label image {label_path} has shape {label_shape} (axes {label_axes!r}) but its image "
+                f"{image_path} is {height} x {width}; they must match (a label image is 2-D, YX)"
             )
         entry_classes = None if classes is None else classes.get(name, ())
         entries.append(ImageEntry(name, str(image_path), str(label_path), channels, height, width, entry_classes))

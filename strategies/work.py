@@ -33,7 +33,7 @@ import numpy as np
 import tifffile
 
 from . import injection
-from .dataset import Dataset, ImageEntry
+from .dataset import Dataset, ImageEntry, read_shape
 from .errors import DatasetError
 from .plan import ImageJob, image_tiles, tiles_per_image
 
@@ -177,8 +177,12 @@ class ImageProcessor:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 shape, dtype = tuple(series.shape), np.dtype(series.dtype)
-                if int(np.prod(shape)) != int(np.prod(expected)):
-                    raise DatasetError(f"{what} {path} has shape {shape}, expected {expected} (file changed?)")
+                # The axes rule of open_dataset (docs/design.md section 4): (C, H, W) of an
+                # image, (H, W) of a label image, length-1 axes dropped.
+                if read_shape(path, what, str(series.axes), shape) != expected:
+                    raise DatasetError(
+                        f"{what} {path} has shape {shape} (axes {series.axes!r}), expected {expected} (file changed?)"
+                    )
                 # Keyed by ``what`` too: a 1-channel image and its uint16 labels have the
                 # same shape and dtype, and must not share (overwrite) one buffer.
                 key = (what, shape, dtype.str)
@@ -191,7 +195,7 @@ class ImageProcessor:
             raise
         except Exception as exc:
             raise DatasetError(f"cannot decode {what} {path}: {type(exc).__name__}: {exc}") from exc
-        return buffer.reshape(expected)
+        return buffer.reshape(expected)  # the same values: only axes of length 1 differ
 
     def process(
         self, job: ImageJob, data_out: np.ndarray | None = None, masks_out: np.ndarray | None = None

@@ -34,11 +34,12 @@ def test_default_out_is_under_the_current_directory(
     assert len(open_dataset(tmp_path / "data" / "synth-n2-120x160")) == 2
 
 
-def test_compression_and_layout_options(tmp_path: Path):
+@pytest.mark.parametrize("compression, code", [("zstd", 50000), ("lzw", 5)])
+def test_compression_and_layout_options(tmp_path: Path, compression: str, code: int):
     out = tmp_path / "s"
-    assert main(["data", "synth", *SMALL, "--compression", "zstd", "--layout", "tiles", "--out", str(out)]) == 0
+    assert main(["data", "synth", *SMALL, "--compression", compression, "--layout", "tiles", "--out", str(out)]) == 0
     with tifffile.TiffFile(out / "images" / "synth_000.tif") as tif:
-        assert int(tif.pages[0].compression) == 50000 and tif.pages[0].is_tiled
+        assert int(tif.pages[0].compression) == code and tif.pages[0].is_tiled
 
 
 def test_real_with_source_and_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -47,6 +48,19 @@ def test_real_with_source_and_images(tmp_path: Path, capsys: pytest.CaptureFixtu
     (entry,) = open_dataset(out).entries
     assert entry.stem == "ecoli_000" and (entry.channels, entry.height, entry.width) == (1, 2700, 3600)
     assert "reading ecoli frames" in capsys.readouterr().err
+
+
+def test_real_two_channels_with_lzw_in_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "real", "--source", "hela+ecoli", "--images", "1", "--compression", "lzw"]) == 0
+    out = tmp_path / "data" / "real-hela+ecoli-n1-lzw"
+    assert Path(capsys.readouterr().out.strip()) == out
+    (entry,) = open_dataset(out).entries
+    assert entry.stem == "hela+ecoli_000" and entry.shape == (2, 2700, 3600)
+    with tifffile.TiffFile(entry.image_path) as tif:
+        assert tif.series[0].axes == "CYX" and int(tif.pages[0].compression) == 5
 
 
 def test_rerun_reuses_and_other_arguments_need_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -81,7 +95,7 @@ def test_bad_values_exit_2_with_a_message(tmp_path: Path, capsys: pytest.Capture
 @pytest.mark.parametrize(
     "argv",
     [
-        ["data", "synth", "--compression", "lzw"],
+        ["data", "synth", "--compression", "jpeg"],
         ["data", "synth", "--layout", "planes"],
         ["data", "real", "--source", "yeast"],
         ["data", "synth", "--images", "many"],

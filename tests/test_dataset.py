@@ -17,6 +17,8 @@ import tifffile
 from conftest import write_dataset
 
 from strategies import Dataset, DatasetError, ImageEntry, make_generator, open_dataset
+from strategies.plan import ImageJob
+from strategies.work import ImageProcessor
 
 
 def write_pair(root: Path, stem: str, image: np.ndarray, labels: np.ndarray | None = None, **kwargs: object) -> Path:
@@ -316,6 +318,145 @@ def test_mixed_channel_counts(tmp_path: Path) -> None:
     write_pair(tmp_path, "c", np.zeros((2, 20, 30), np.uint16))
     message = error_of(tmp_path)
     assert str(one) in message and str(two) in message and "channel" in message
+
+
+# -- axes: what a multi-dimensional TIFF's first series is read as ------------------
+
+H, W = 24, 32  # small planes; 8 x 8 tiles cover them in 3 x 4
+
+
+def write_axes(root: Path, stem: str, array: np.ndarray, labels: np.ndarray | None = None, **kwargs: object) -> Path:
+    """images/<stem>.tif written with tifffile's ``kwargs`` as given (OME, ImageJ, RGB), labels/<stem>.tif YX."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    path = root / "images" / f"{stem}.tif"
+    tifffile.imwrite(path, array, **kwargs)
+    tifffile.imwrite(root / "labels" / f"{stem}.tif", np.zeros((H, W), np.uint16) if labels is None else labels)
+    return path
+
+
+def pixels_read(root: Path) -> np.ndarray:
+    """Image 0 of the dataset as the per-image work reads it, (C, H, W), put back together from 8 x 8 tiles."""
+    dataset = open_dataset(root)
+    entry = dataset.entries[0]
+    corners = np.array([(y, x) for y in range(0, entry.height, 8) for x in range(0, entry.width, 8)], np.int32)
+    job = ImageJob(0, 0, corners, np.zeros(len(corners), np.uint8))
+    tiles = ImageProcessor(dataset, 8).process(job).data
+    image = np.empty(entry.shape, np.uint16)
+    for (y, x), tile in zip(corners.tolist(), tiles, strict=True):
+        image[:, y : y + 8, x : x + 8] = tile
+    return image
+
+
+def planes(*shape: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 4096, (*shape, H, W), dtype=np.uint16)
+
+
+@pytest.mark.parametrize(
+    ("lead", "axes", "kind"),
+    [
+        ((3,), "ZYX", "ome"),
+        ((3,), "ZYX", "imagej"),
+        ((3,), "ZYX", "shaped"),
+        ((4,), "TYX", "imagej"),
+        ((3, 2), "TCYX", "ome"),
+        ((2, 3), "CZYX", "ome"),
+        ((2, 3, 2), "TZCYX", "imagej"),
+    ],
+)
+def test_a_z_or_t_axis_is_refused_naming_file_axes_and_what_to_do(
+    tmp_path: Path, lead: tuple[int, ...], axes: str, kind: str
+) -> None:
+    kwargs = {"ome": {"ome": True}, "imagej": {"imagej": True}, "shaped": {"photometric": "minisblack"}}[kind]
+    path = write_axes(tmp_path, "stack", planes(*lead), metadata={"axes": axes}, **kwargs)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == axes  # the file says what it is
+    message = error_of(tmp_path)
+    assert str(path) in message and repr(axes) in message and str((*lead, H, W)) in message
+    if "Z" in axes:
+        assert "Z (depth) axis" in message and "project the Z planes" in message
+    if "T" in axes:
+        assert "T (time) axis" in message and "split the time points" in message
+    assert "CYX" in message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ome": True, "metadata": {"axes": "CYX"}},
+        {"imagej": True, "metadata": {"axes": "CYX"}},
+        {"photometric": "minisblack", "metadata": {"axes": "CYX"}},
+    ],
+    ids=["ome", "imagej", "shaped"],
+)
+def test_a_two_channel_cyx_image_opens_and_reads_as_written(tmp_path: Path, kwargs: dict) -> None:
+    array = planes(2)
+    write_axes(tmp_path, "two", array, **kwargs)
+    dataset = open_dataset(tmp_path)
+    assert dataset.channels == 2 and dataset.shapes == ((H, W),)
+    assert np.array_equal(pixels_read(tmp_path), array)
+
+
+@pytest.mark.parametrize("kind", ["ome", "imagej", "shaped"])
+def test_a_singleton_z_is_dropped(tmp_path: Path, kind: str) -> None:
+    # OME and ImageJ files come from tifffile without the Z of length 1; its own shaped
+    # files keep it ((1, 2, H, W), axes ZCYX), and open_dataset drops it.
+    array = planes(1, 2)
+    kwargs = {"ome": {"ome": True}, "imagej": {"imagej": True}, "shaped": {"photometric": "minisblack"}}[kind]
+    path = write_axes(tmp_path, "z1", array, metadata={"axes": "ZCYX"}, **kwargs)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == ("ZCYX" if kind == "shaped" else "CYX")
+    dataset = open_dataset(tmp_path)
+    assert dataset.channels == 2 and dataset.entries[0].shape == (2, H, W)
+    assert np.array_equal(pixels_read(tmp_path), array[0])
+
+
+@pytest.mark.parametrize("samples", [3, 2])
+def test_interleaved_samples_are_refused(tmp_path: Path, samples: int) -> None:
+    array = np.zeros((H, W, samples), np.uint16)
+    kwargs = {"photometric": "rgb"} if samples == 3 else {"photometric": "minisblack", "extrasamples": [0]}
+    path = write_axes(tmp_path, "rgb", array, planarconfig="contig", **kwargs)
+    message = error_of(tmp_path)
+    assert str(path) in message and "'YXS'" in message and str((H, W, samples)) in message
+    assert "interleaved" in message and "planar" in message
+
+
+def test_planar_samples_and_plain_pages_are_channels(tmp_path: Path) -> None:
+    # S first (planar RGB, one plane per sample) and a multi-page TIFF without metadata
+    # (tifffile: axes IYX): each plane is a channel, as it always was.
+    rgb = planes(3)
+    write_axes(tmp_path / "planar", "a", rgb, photometric="rgb", planarconfig="separate")
+    pages = planes(3)
+    (tmp_path / "pages" / "images").mkdir(parents=True)
+    with tifffile.TiffWriter(tmp_path / "pages" / "images" / "a.tif") as tif:
+        for page in pages:
+            tif.write(page, photometric="minisblack", metadata=None)
+    (tmp_path / "pages" / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "pages" / "labels" / "a.tif", np.zeros((H, W), np.uint16))
+    for name, array, axes in (("planar", rgb, "SYX"), ("pages", pages, "IYX")):
+        with tifffile.TiffFile(tmp_path / name / "images" / "a.tif") as tif:
+            assert tif.series[0].axes == axes
+        assert open_dataset(tmp_path / name).channels == 3
+        assert np.array_equal(pixels_read(tmp_path / name), array)
+
+
+def test_a_label_image_with_a_z_axis_is_refused(tmp_path: Path) -> None:
+    labels = tmp_path / "labels" / "a.tif"
+    write_axes(tmp_path, "a", planes(2), metadata={"axes": "CYX"}, photometric="minisblack")
+    tifffile.imwrite(labels, np.zeros((3, H, W), np.uint16), ome=True, metadata={"axes": "ZYX"})
+    message = error_of(tmp_path)
+    assert str(labels) in message and "'ZYX'" in message and "YX" in message
+
+
+def test_an_image_replaced_by_a_z_stack_after_open_fails_in_the_work(tmp_path: Path) -> None:
+    # Same number of values, other axes: the per-image work applies the same rule.
+    path = write_axes(tmp_path, "a", planes(2), metadata={"axes": "CYX"}, photometric="minisblack")
+    dataset = open_dataset(tmp_path)
+    tifffile.imwrite(path, planes(2), ome=True, metadata={"axes": "ZYX"})
+    job = ImageJob(0, 0, np.zeros((1, 2), np.int32), np.zeros(1, np.uint8))
+    with pytest.raises(DatasetError, match="ZYX") as info:
+        ImageProcessor(dataset, 8).process(job)
+    assert str(path) in str(info.value)
 
 
 # -- classes.csv ----------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from harness.datasets import dataset_fingerprint, ensure_dataset, real
+from harness.datasets import dataset_fingerprint, default_dataset_dir, ensure_dataset, real
 from harness.errors import IpcbenchError
 from strategies import make_generator, open_dataset
 
@@ -147,3 +147,81 @@ def test_baseline_generator_over_real_yields_tiles_and_masks_of_the_labels(small
     assert np.array_equal(masks, np.stack(expected_masks).astype(np.uint8))
     fraction = float(np.mean(np.stack(expected_masks)))
     assert 0.01 < fraction < 0.9 and float(np.mean(masks != 0)) == pytest.approx(fraction)
+
+
+# -- hela+ecoli: two real acquisitions as two channels ------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_dataset("real", tmp_path_factory.mktemp("two") / "two", sample="hela+ecoli", **SMALL)
+
+
+def test_the_default_parameters_are_unchanged():
+    # They go into dataset.json and the fingerprint: a new field or value would make every
+    # data/real built before look like a dataset of other parameters.
+    assert real.RealParams().as_dict() == {
+        "sample": "hela",
+        "images": 8,
+        "grid_rows": 4,
+        "grid_cols": 4,
+        "crop_height": 675,
+        "crop_width": 900,
+        "compression": "none",
+        "layout": "strips",
+        "seed": 0,
+    }
+    assert real.RealParams().slug() == "" and real.RealParams(sample="hela+ecoli").slug() == "hela+ecoli"
+    assert default_dataset_dir("real", sample="hela+ecoli") == Path("data/real-hela+ecoli")
+
+
+def test_two_channels_hela_then_ecoli_with_the_hela_labels(small_two: Path, small_real: Path):
+    dataset = open_dataset(small_two)
+    assert [e.stem for e in dataset.entries] == ["hela+ecoli_000", "hela+ecoli_001", "hela+ecoli_002"]
+    assert dataset.channels == 2 and dataset.shapes == ((200, 300),) * 3
+    for n in range(3):
+        two = tifffile.imread(small_two / "images" / f"hela+ecoli_{n:03d}.tif")
+        one = tifffile.imread(small_real / "images" / f"hela_{n:03d}.tif")
+        assert two.shape == (2, 200, 300) and two.dtype == np.uint16
+        # Channel 0 is the one-channel hela mosaic of the same seed and index, by construction.
+        assert np.array_equal(two[0], one)
+        labels = small_two / "labels" / f"hela+ecoli_{n:03d}.tif"
+        assert labels.read_bytes() == (small_real / "labels" / f"hela_{n:03d}.tif").read_bytes()
+
+
+def test_the_second_channel_is_ecoli_cut_from_its_own_draws(small_two: Path, small_real: Path):
+    ecoli = tifffile.imread(real.locate_sample("ecoli")[0])
+    details = json.loads((small_two / "dataset.json").read_text())["details"]
+    hela_details = json.loads((small_real / "dataset.json").read_text())["details"]
+    assert details["mosaics"] == {k.replace("hela", "hela+ecoli"): v for k, v in hela_details["mosaics"].items()}
+    (extra,) = details["extra_channels"]
+    assert extra["channel"] == 1 and extra["sample"] == "ecoli" and extra["frames"] == [20, 727, 1026]
+    assert "not one field imaged twice" in details["description"]
+    assert set(details["source_files"]) == {
+        "Fluo_Hela_02_img.tif",
+        "Fluo_Hela_02_ERR_SEG.tif",
+        "trpL_150310-11_img.tif",
+    }
+    for stem, cells in extra["mosaics"].items():
+        image = tifffile.imread(small_two / "images" / f"{stem}.tif")
+        for n, (frame, y, x) in enumerate(cells):
+            r, c = divmod(n, 2)
+            block = image[1, r * 100 : (r + 1) * 100, c * 150 : (c + 1) * 150]
+            assert np.array_equal(block, ecoli[frame, y : y + 100, x : x + 150])
+        # Its own frames and positions, not channel 0's.
+        assert [cell[:3] for cell in details["mosaics"][stem]] != cells
+    firsts = [cells[0] for cells in extra["mosaics"].values()]
+    assert len({tuple(cell) for cell in firsts}) == 3  # mosaics differ
+
+
+def test_two_channel_full_size(tmp_path: Path):
+    hela = ensure_dataset("real", tmp_path / "hela", images=1)
+    two = ensure_dataset("real", tmp_path / "two", sample="hela+ecoli", images=1)
+    (entry,) = open_dataset(two).entries
+    assert (entry.channels, entry.height, entry.width) == (2, 2700, 3600)
+    image = tifffile.imread(entry.image_path)
+    assert image.shape == (2, 2700, 3600)
+    assert np.array_equal(image[0], tifffile.imread(hela / "images" / "hela_000.tif"))
+    assert (two / "labels" / "hela+ecoli_000.tif").read_bytes() == (hela / "labels" / "hela_000.tif").read_bytes()
+    # Two real acquisitions: fluorescence (dark background) and phase contrast (mid-grey) differ in level.
+    assert abs(float(np.median(image[0])) - float(np.median(image[1]))) > 100

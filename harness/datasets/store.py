@@ -52,7 +52,9 @@ from ..errors import IpcbenchError
 
 SCHEMA_VERSION = 1
 MANIFEST = "dataset.json"
-COMPRESSIONS = ("none", "zlib", "zstd")
+# TIFF compression of built-in datasets: lossless codecs only (the pixels read back are
+# the pixels written); "lzw" and "zstd" are encoded by imagecodecs, which tifffile uses.
+COMPRESSIONS = ("none", "zlib", "zstd", "lzw")
 LAYOUTS = ("strips", "tiles")
 TIFF_TILE_PX = 256  # layout="tiles": 256 x 256 TIFF tiles, the size of a training tile
 # How long to wait for another process building the same folder (a full real or
@@ -74,7 +76,11 @@ def check_int(name: str, value: object, low: int, high: int) -> None:
 
 
 def write_tiff(path: Path, array: np.ndarray, compression: str, layout: str) -> None:
-    """Write ``array`` ((H, W) or (C, H, W), one page per channel) with the given compression and layout."""
+    """Write ``array`` ((H, W) or (C, H, W), one page per channel) with the given compression and layout.
+
+    ``compression`` is one of :data:`COMPRESSIONS` (all lossless: :func:`tifffile.imread`
+    gives back ``array`` bit for bit), ``layout`` one of :data:`LAYOUTS`.
+    """
     kwargs: dict[str, Any] = {"tile": (TIFF_TILE_PX, TIFF_TILE_PX)} if layout == "tiles" else {}
     tifffile.imwrite(
         path,
