@@ -163,6 +163,55 @@ def write_utilization_results(
     return root
 
 
+def write_regime_results(
+    root: Path,
+    *,
+    dataset: str,
+    compression: str | None = None,
+    cost_factor: float = 1.0,
+    factors: dict[str, float] | None = None,
+    strategies: tuple[str, ...] = STRATEGIES,
+    workers: tuple[int, ...] = (1, 2),
+    images_per_epoch: int | None = 8,
+    seed: int = 0,
+) -> Path:
+    """One data regime's run: :func:`write_results` with every strategy's stage times, named ``dataset``.
+
+    The baseline's compute stage is ``STAGE_MS["baseline"]["compute"] * cost_factor`` ms per
+    batch; ``factors`` scale strategies' batches/s; each window lists ``images_per_epoch``
+    images (None: no ``images`` field, as older runs); ``compression`` is recorded in
+    env.json's dataset parameters (None: not recorded).
+    """
+    write_results(
+        root,
+        seed=seed,
+        strategies=strategies,
+        workers=workers,
+        factors=factors,
+        faults=False,
+        summary=False,
+        stage_strategies=strategies,
+        run_id=f"regime-{dataset}",
+    )
+    records = [json.loads(line) for line in (root / "samples.jsonl").read_text().splitlines()]
+    for record in records:
+        record["dataset"] = dataset
+        if record["strategy"] == "baseline":
+            stages = dict(record["stage_ms_per_batch"])
+            stages["compute"] = STAGE_MS["baseline"]["compute"] * cost_factor
+            record["stage_ms_per_batch"] = stages
+        if images_per_epoch is not None:
+            record["images"] = list(range(images_per_epoch))
+    (root / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    env = json.loads((root / "env.json").read_text())
+    env["dataset"]["name"] = dataset
+    if compression is not None:
+        env["dataset"]["params"] = {"compression": compression}
+    (root / "env.json").write_text(json.dumps(env, indent=2))
+    write_summary(root)
+    return root
+
+
 def batch_bytes(batch_size: int) -> int:
     return batch_size * BATCH_BYTES // BATCH_SIZE
 
