@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "run": "harness.commands.run",
     "report": "harness.commands.report",
     "compare": "harness.commands.compare",
+    "regimes": "harness.commands.regimes",
     "faults": "harness.commands.faults",
     "soak": "harness.commands.soak",
     "clean": "harness.commands.clean",

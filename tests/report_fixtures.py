@@ -125,6 +125,93 @@ def write_results(
     return root
 
 
+def write_utilization_results(
+    root: Path,
+    utilization: dict[str, dict[float, float]],
+    *,
+    workers: tuple[int, ...] = (1, 2),
+    repeats: int = 2,
+    epochs: int = 4,
+    jitter: float = 0.004,
+    seed: int = 0,
+) -> Path:
+    """A run measured at several step times: ``utilization[strategy][step_ms]`` is the cell's utilization.
+
+    That value holds at the largest worker count (each measured window within ``jitter``
+    of it); at smaller counts the loader is slower, so the loop is half as busy. The
+    baseline runs at the smallest count only, as :func:`write_results` does.
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    records = []
+    for repeat in range(repeats):
+        for strategy, by_step in utilization.items():
+            for step_ms, busy in by_step.items():
+                for count in (min(workers),) if strategy == "baseline" else workers:
+                    level = busy if strategy == "baseline" or count == max(workers) else busy / 2
+                    for epoch in range(epochs):
+                        record = _epoch(rng, "utilization", strategy, count, repeat, epoch, 40, 0.1, 0.01, 1.0, 0.02)
+                        value = level + jitter * (2 * rng.random() - 1)
+                        record.update(step_ms=float(step_ms), consumer_utilization=min(max(value, 0.0), 1.0))
+                        records.append(record)
+    (root / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    strategies = tuple(utilization)
+    env = _env("utilization", strategies, workers, repeats, epochs)
+    env["config"]["step_ms"] = sorted({float(s) for by_step in utilization.values() for s in by_step})
+    (root / "env.json").write_text(json.dumps(env, indent=2))
+    write_summary(root)
+    return root
+
+
+def write_regime_results(
+    root: Path,
+    *,
+    dataset: str,
+    compression: str | None = None,
+    cost_factor: float = 1.0,
+    factors: dict[str, float] | None = None,
+    strategies: tuple[str, ...] = STRATEGIES,
+    workers: tuple[int, ...] = (1, 2),
+    images_per_epoch: int | None = 8,
+    seed: int = 0,
+) -> Path:
+    """One data regime's run: :func:`write_results` with every strategy's stage times, named ``dataset``.
+
+    The baseline's compute stage is ``STAGE_MS["baseline"]["compute"] * cost_factor`` ms per
+    batch; ``factors`` scale strategies' batches/s; each window lists ``images_per_epoch``
+    images (None: no ``images`` field, as older runs); ``compression`` is recorded in
+    env.json's dataset parameters (None: not recorded).
+    """
+    write_results(
+        root,
+        seed=seed,
+        strategies=strategies,
+        workers=workers,
+        factors=factors,
+        faults=False,
+        summary=False,
+        stage_strategies=strategies,
+        run_id=f"regime-{dataset}",
+    )
+    records = [json.loads(line) for line in (root / "samples.jsonl").read_text().splitlines()]
+    for record in records:
+        record["dataset"] = dataset
+        if record["strategy"] == "baseline":
+            stages = dict(record["stage_ms_per_batch"])
+            stages["compute"] = STAGE_MS["baseline"]["compute"] * cost_factor
+            record["stage_ms_per_batch"] = stages
+        if images_per_epoch is not None:
+            record["images"] = list(range(images_per_epoch))
+    (root / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    env = json.loads((root / "env.json").read_text())
+    env["dataset"]["name"] = dataset
+    if compression is not None:
+        env["dataset"]["params"] = {"compression": compression}
+    (root / "env.json").write_text(json.dumps(env, indent=2))
+    write_summary(root)
+    return root
+
+
 def batch_bytes(batch_size: int) -> int:
     return batch_size * BATCH_BYTES // BATCH_SIZE
 

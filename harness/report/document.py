@@ -36,6 +36,7 @@ from harness.results import (
 from . import style
 from .barcharts import stage_cells
 from .cells import single_value_note
+from .cells import strategy_label as strategy_label_of
 from .goals import GOALS, below_baseline_explanations, copies_per_s, first_batch_line, performance_goals
 from .plots import FigureSpec
 from .provenance import (
@@ -48,6 +49,15 @@ from .provenance import (
     n_text,
     plain,
     provenance_items,
+)
+from .utilization import (
+    WITHIN_BEST,
+    has_utilization_curve,
+    largest_workers,
+    loader_stops_mattering,
+    stops_mattering_sentence,
+    utilization_cells,
+    utilization_table,
 )
 
 SERIES = "Live-Dead Assay"
@@ -129,6 +139,7 @@ def build_document(run: RunData, figures: list[FigureSpec]) -> Document:
     blocks += _summary_section(run)
     blocks += _conversion_section(run)
     blocks += _transfer_section(run)
+    blocks += _utilization_section(run)
     blocks += _stages_section(run)
     blocks += _goals_section(run)
     blocks.append(Heading(2, "Figures"))
@@ -317,6 +328,36 @@ def _transfer_section(run: RunData) -> list[Block]:
             "whose workers write in parallel and whose main process copies nothing, can exceed it."
         ),
         Table(header, tuple(table_rows), (False, *[True] * (len(header) - 1))),
+    ]
+
+
+def _utilization_section(run: RunData) -> list[Block]:
+    """Consumer utilization at each step time per strategy, and from which step on the loader stops mattering."""
+    if not has_utilization_curve(run):
+        return []
+    table = utilization_table(run)
+    cells = utilization_cells(run.summary)
+    steps = list(table.columns)
+    rows = []
+    for strategy in table.index:
+        own = cells[cells["strategy"] == strategy]
+        by_step = {float(r["step_ms"]): r for _, r in own.iterrows()}
+        cells_text = (_cell(by_step[s], "consumer_utilization") if s in by_step else "–" for s in steps)
+        rows.append((strategy_label_of(strategy), *cells_text))
+    workers = largest_workers(cells)
+    at = f"at {workers} worker" + ("" if workers == 1 else "s") if workers is not None else ""
+    found = loader_stops_mattering(table)
+    text = (
+        "Share of wall time the training loop spends in its simulated step (consumer utilization; DLIO and MLPerf "
+        "Storage call it accelerator utilization), median [IQR] over measured windows, for each step time the run "
+        f"measured: each strategy {at}{' (a strategy without workers: its own cell)' if at else ''}, full "
+        "workload. 1.0 is a loop that never waits for a batch."
+    )
+    return [
+        Heading(3, "Consumer utilization against step time"),
+        Paragraph(text),
+        Table(("strategy", *(f"{s:g} ms" for s in steps)), tuple(rows), (False, *[True] * len(steps))),
+        *([Paragraph(stops_mattering_sentence(found, WITHIN_BEST))] if found is not None else []),
     ]
 
 

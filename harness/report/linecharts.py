@@ -21,6 +21,7 @@ from harness.results import RunData, measured, variant_keys, variant_label
 from . import style
 from .cells import MIN_SPREAD, has_workers, pooled_units, strategy_label
 from .provenance import lookup
+from .utilization import IDEAL, METRIC, largest_workers, utilization_cells
 
 WAIT_FLOOR_MS = 1e-3  # log axes cannot show 0: waits under 1 µs are drawn at 1 µs
 LINESTYLES = ("-", "--", ":", "-.")
@@ -297,3 +298,57 @@ def _representative_epoch(rows: pd.DataFrame) -> pd.Series:
     """Of the most-workers cell, the epoch with the most memory samples (the first such)."""
     rows = rows[rows["workers"] == rows["workers"].max()]
     return rows.loc[rows["memory_trace"].map(len).idxmax()]
+
+
+# -- consumer utilization against step time ---------------------------------------------------------------
+
+
+def utilization(run: RunData) -> Figure:
+    """Median consumer utilization (IQR whiskers) against the simulated step time, one line per strategy.
+
+    Each strategy at the run's largest worker count (a strategy without workers: its own
+    cell), the full workload (:func:`.utilization.utilization_cells`); a dashed line at
+    the ideal, a loop that never waits. A step axis spanning a factor of 10 or more is
+    logarithmic.
+    """
+    cells = utilization_cells(run.summary)
+    steps = sorted({float(s) for s in cells["step_ms"]})
+    workers = largest_workers(cells)
+    figure, axes = style.new_figure(1, height_in=4.4)
+    ax = axes[0, 0]
+    at = "" if workers is None else f", {workers} worker" + ("" if workers == 1 else "s")
+    figure.suptitle(f"Consumer utilization vs training-step time{at}")
+    handles, labels = [], []
+    for strategy in style.order_strategies(cells["strategy"]):
+        rows = cells[cells["strategy"] == strategy].sort_values("step_ms")
+        x = rows["step_ms"].to_numpy(float)
+        median = rows[f"{METRIC}_median"].to_numpy(float)
+        spread = rows["n"].to_numpy(int) >= MIN_SPREAD
+        q25 = rows.get(f"{METRIC}_q25", pd.Series(np.nan, index=rows.index)).to_numpy(float)
+        q75 = rows.get(f"{METRIC}_q75", pd.Series(np.nan, index=rows.index)).to_numpy(float)
+        low = np.where(spread, median - q25, np.nan)
+        high = np.where(spread, q75 - median, np.nan)
+        line = ax.errorbar(
+            x,
+            median,
+            yerr=[low, high],  # NaN: no whisker for a cell of a single value
+            color=style.colour(strategy),
+            marker=style.marker(strategy),
+            linestyle=style.linestyle(strategy),
+        )
+        handles.append(line)
+        labels.append(strategy_label(strategy))
+    ideal = ax.axhline(IDEAL, color="black", linestyle="--", linewidth=1.2, zorder=1)
+    handles.append(ideal)
+    labels.append("ideal: the loop never waits")
+    if steps and steps[-1] / steps[0] >= 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_locator(FixedLocator(steps))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("simulated training step per batch (ms" + (", log scale)" if ax.get_xscale() == "log" else ")"))
+    ax.set_ylabel("consumer utilization (step time / wall time)")
+    ax.set_title("Share of the loop's time spent in its step; whiskers: IQR")
+    style.legend_below(figure, handles, labels)
+    return figure

@@ -22,7 +22,8 @@ from harness.results import RunData, measured
 
 from .barcharts import cpu_per_batch, lifecycle, memory, stages
 from .faultmatrix import faults
-from .linecharts import memory_trace, throughput, wait_ecdf
+from .linecharts import memory_trace, throughput, utilization, wait_ecdf
+from .utilization import WITHIN_BEST, has_utilization_curve
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class FigureSpec:
     needs: tuple[str, ...]  # summary columns (``M_median``) or sample columns that must hold data
     describe: str  # what the figure shows, for the caption
     spread: tuple[str, ...] = ()  # metrics drawn with IQR error bars (none for a cell of a single value)
+    when: Callable[[RunData], bool] | None = None  # a further condition on the run (None: the columns suffice)
 
 
 FIGURES: tuple[FigureSpec, ...] = (
@@ -55,6 +57,19 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Empirical CDF of the time the training loop waited in next() for each batch, all measured windows "
         "pooled; markers sit at each strategy's p50, p95 and p99 (dashed guides). Waits under 1 µs are "
         "drawn at 1 µs.",
+    ),
+    FigureSpec(
+        "utilization",
+        "Consumer utilization against step time",
+        utilization,
+        ("consumer_utilization",),
+        "Share of wall time the training loop spends in its simulated step (a sleep standing for the accelerator's "
+        "work; DLIO and MLPerf Storage call it accelerator utilization) against the step's length, one line per "
+        "strategy at the run's largest worker count (a strategy without workers: its own cell), full workload; "
+        "medians over measured windows, whiskers the IQR (none for a cell of a single value). Dashed: the ideal, "
+        f"a loop that never waits for a batch. Once every strategy is within {WITHIN_BEST:.0%} of the best, the "
+        "loader no longer matters (the report's utilization section names that step).",
+        when=has_utilization_curve,
     ),
     FigureSpec(
         "memory",
@@ -119,7 +134,11 @@ FAULTS_FIGURE = FigureSpec(
 
 def available(run: RunData) -> list[FigureSpec]:
     """The figures this run has data for, in report order (the faults matrix only with faults.jsonl)."""
-    specs = [spec for spec in FIGURES if all(_has(run, need) for need in spec.needs)]
+    specs = [
+        spec
+        for spec in FIGURES
+        if all(_has(run, need) for need in spec.needs) and (spec.when is None or spec.when(run))
+    ]
     if run.faults is not None and not run.faults.empty:
         specs.append(FAULTS_FIGURE)
     return specs

@@ -55,6 +55,9 @@ STAGE_COLOURS: dict[str, str] = {
     "wait": "#BBBBBB",
 }
 FALLBACK_MARKERS: tuple[str, ...] = ("X", "*", "h", "<", ">")
+# Line styles for figures whose lines are one per strategy (utilization, the regime map): with the
+# marker, they tell the strategies apart without colour (greyscale print, colour-blind readers).
+STRATEGY_LINESTYLES: tuple[str, ...] = ("-", "--", ":", "-.")
 
 CLEAN_COLOUR = "#B7E4C7"  # pale green: readable black text on top
 DIRTY_COLOUR = "#F4A9A0"  # pale vermillion
@@ -91,6 +94,12 @@ def stage_colour(stage: str) -> str:
 def marker(strategy: str) -> str:
     """The strategy's marker; unknown strategies get a stable fallback."""
     return STRATEGY_MARKERS.get(strategy) or FALLBACK_MARKERS[_fallback_index(strategy)]
+
+
+def linestyle(strategy: str) -> str:
+    """The strategy's line style where each line is one strategy: by its canonical place, a stable fallback else."""
+    index = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else _fallback_index(strategy)
+    return STRATEGY_LINESTYLES[index % len(STRATEGY_LINESTYLES)]
 
 
 def apply() -> None:
