@@ -176,15 +176,20 @@ def dataset_info(path: Path, source: str, *, opened: Dataset | None = None) -> d
     }
 
 
+# tifffile's names of the compressions `ipcbench data --compression` writes, by the option's names.
+COMPRESSION_NAMES = {"NONE": "none", "ADOBE_DEFLATE": "zlib", "DEFLATE": "zlib", "LZW": "lzw", "ZSTD": "zstd"}
+
+
 def image_compression(path: str) -> str | None:
-    """The TIFF compression of an image's first page, as tifffile names it ("NONE", "ADOBE_DEFLATE", "LZW", ...)."""
+    """The TIFF compression of an image's first page: ``none``, ``zlib``, ``lzw``, ``zstd``, or tifffile's name."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
-            return tif.pages[0].compression.name
+            name = tif.pages[0].compression.name
     except Exception:  # the dataset was validated; a file that changed since is the run's to report
         return None
+    return COMPRESSION_NAMES.get(name, name.lower())
 
 
 def dataset_fingerprint(path: Path) -> str | None:

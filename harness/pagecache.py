@@ -10,8 +10,8 @@ can show that the eviction worked. :func:`read_bandwidth` measures the disk once
 run (env.json ``disk``): the files are evicted, then read sequentially, in chunks,
 as the I/O bound of a cold epoch.
 
-Pages another process has mapped, or dirty ones, stay; a dataset's TIFFs are
-read with ``read()`` and never written, so nothing stays here. A file system
+Pages another process has mapped stay; a dataset's TIFFs are read with ``read()``,
+so nothing stays here (dirty pages of a freshly written file are flushed first). A file system
 without page cache control (some network or FUSE mounts) ignores the advice, which
 :func:`resident_fraction` then shows.
 """
@@ -45,10 +45,15 @@ def dataset_files(root: str | os.PathLike[str]) -> list[Path]:
 
 
 def evict(paths: Iterable[str | os.PathLike[str]]) -> None:
-    """Drop the cached pages of every file in ``paths`` (``POSIX_FADV_DONTNEED``)."""
+    """Drop the cached pages of every file in ``paths`` (``POSIX_FADV_DONTNEED``).
+
+    Each file is flushed first (``fdatasync``; nothing to do for a file written long
+    ago): the kernel drops only clean pages, and a freshly built dataset's are dirty.
+    """
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
+            os.fdatasync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)

@@ -35,6 +35,7 @@ from harness.results import (
 
 from . import style
 from .barcharts import stage_cells
+from .bounds import regime_bounds
 from .cells import single_value_note
 from .cells import strategy_label as strategy_label_of
 from .goals import GOALS, below_baseline_explanations, copies_per_s, first_batch_line, performance_goals
@@ -140,6 +141,7 @@ def build_document(run: RunData, figures: list[FigureSpec]) -> Document:
     blocks += _conversion_section(run)
     blocks += _transfer_section(run)
     blocks += _utilization_section(run)
+    blocks += _bounds_section(run)
     blocks += _stages_section(run)
     blocks += _goals_section(run)
     blocks.append(Heading(2, "Figures"))
@@ -358,6 +360,59 @@ def _utilization_section(run: RunData) -> list[Block]:
         Paragraph(text),
         Table(("strategy", *(f"{s:g} ms" for s in steps)), tuple(rows), (False, *[True] * len(steps))),
         *([Paragraph(stops_mattering_sentence(found, WITHIN_BEST))] if found is not None else []),
+    ]
+
+
+def _bounds_section(run: RunData) -> list[Block]:
+    """The regime's ceilings (compute, and disk for a cold cache) beside the baseline, best and slowest strategy."""
+    found = [b for b in regime_bounds(run) if b.baseline is not None and b.best is not None]
+    if not found:
+        return []
+
+    def ratio(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}x"
+
+    def named(strategy: str | None, value: float | None) -> str:
+        return "–" if strategy is None or value is None else f"{strategy_label_of(strategy)} {fmt_number(value)}"
+
+    rows = tuple(
+        (
+            escape(b.variant),
+            fmt_number(b.baseline),
+            named(b.best_strategy, b.best),
+            ratio(b.ratio(b.best, b.baseline)),
+            named(b.slowest_strategy, b.slowest),
+            ratio(b.ratio(b.slowest, b.baseline)),
+            fmt_number(b.compute_bound) if b.compute_bound else "–",
+            fmt_number(b.disk_bound) if b.disk_bound else "–",
+            ratio(b.ratio(b.best, b.tightest)),
+        )
+        for b in found
+    )
+    workers = found[0].workers
+    text = (
+        f"Batches/s (medians) of the full workload without a training step, at {workers} worker"
+        f"{'' if workers == 1 else 's'}: the single-process baseline, the best strategy and the slowest one with "
+        "worker processes, each against the baseline; then what bounds them, measured in this run. Compute bound: "
+        "the machine's cores over the baseline's CPU seconds per batch (every core doing nothing but the "
+        "per-image work). Disk bound (cold page cache only): the disk's read bandwidth (env.json `disk`) over "
+        "the megabytes an epoch reads per batch. The last column is the best strategy against the tighter bound."
+    )
+    header = (
+        "variant",
+        "baseline",
+        "best",
+        "best / baseline",
+        "slowest with processes",
+        "slowest / baseline",
+        "compute bound",
+        "disk bound",
+        "best / bound",
+    )
+    return [
+        Heading(3, "What bounds this regime"),
+        Paragraph(text),
+        Table(header, rows, (False, True, False, True, False, True, True, True, True)),
     ]
 
 

@@ -38,6 +38,8 @@ DODGE = 0.04  # workers-axis units between neighbouring strategies' points
 def throughput(run: RunData) -> Figure:
     """batches/s and MB/s vs workers, median with IQR bars; the memcpy limit as a reference line.
 
+    With cold-cache cells, the disk's limit (harness.report.bounds) is a dash-dot line on batches/s.
+
     A strategy without workers (the baseline) is drawn at no worker count: it is a
     horizontal line across the axis at the median of all its cells, its IQR shaded. A
     cell with a single value gets no error bar but "n=1" beside its point (one note for
@@ -108,6 +110,20 @@ def throughput(run: RunData) -> Figure:
                 fontsize=8,
                 color="dimgrey",
             )
+        io_bound = _disk_batches_per_s(run) if metric == "batches_per_s" else None
+        if io_bound:
+            ax.axhline(io_bound, color="black", linestyle="-.", linewidth=1.2)
+            ax.annotate(
+                f"disk limit, cold cache: {io_bound:,.0f} batches/s "
+                f"({lookup(run.env, 'disk.read_mb_per_s'):,.0f} MB/s)",
+                (0.02, io_bound),
+                xycoords=("axes fraction", "data"),
+                xytext=(0, 3),
+                textcoords="offset points",
+                va="bottom",
+                fontsize=8.5,
+            )
+            top = max(top, io_bound)
         reference = _memcpy_mb_per_s(run) if metric == "mb_per_s" else None
         if reference:
             ax.axhline(reference, color="black", linestyle=":", linewidth=1.4)
@@ -160,6 +176,15 @@ def _level_line(ax, strategy: str, linestyle: str, unit: pd.Series, *, label_n: 
     elif label_n:
         _n_label(ax, (0.01, median), int(unit["n"]), strategy, xycoords=("axes fraction", "data"))
     return line
+
+
+def _disk_batches_per_s(run: RunData) -> float | None:
+    """The I/O bound of the run's cold-cache cells in batches/s (harness.report.bounds), None without one."""
+    from .bounds import disk_bound
+
+    if "cache" not in run.summary or not (run.summary["cache"] == "cold").any():
+        return None
+    return disk_bound(run, {"cache": "cold"})
 
 
 def _memcpy_mb_per_s(run: RunData) -> float | None:

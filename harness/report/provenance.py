@@ -76,7 +76,7 @@ def dataset_text(run: RunData) -> str:
         if isinstance(shape, list | tuple):
             details.append(" x ".join(str(s) for s in shape))
     if isinstance(compression, str) and compression:
-        details.append("uncompressed" if compression == "NONE" else f"{compression.lower()} compression")
+        details.append("uncompressed" if compression == "none" else f"{compression} compression")
     text = ", ".join(names)
     return f"{text} ({', '.join(details)})" if details else text
 
