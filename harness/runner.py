@@ -390,11 +390,16 @@ def run_plan(
     launch: Launcher | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    plan: Sequence[Measurement] | None = None,
 ) -> RunResult:
-    """Run every measurement of the plan, appending samples as each finishes."""
+    """Run every measurement of the plan, appending samples as each finishes.
+
+    ``plan``: the measurements to run (default: :func:`plan_measurements` of ``options``,
+    every cell once per repeat); an adaptive search (``harness.advise``) passes its own.
+    """
     launch = launch or default_launcher(options)
     notify = on_progress or (lambda progress: None)
-    plan = plan_measurements(options)
+    plan = plan_measurements(options) if plan is None else tuple(plan)
     writer = SamplesWriter(run_dir / SAMPLES_FILE)
     failures: list[Failure] = []
     finished = stopped = stopped_samples = 0

@@ -292,15 +292,17 @@ def busy_cores(seconds: float = 1.0) -> float:
 
 
 def busy_warning(cores_in_use: float, loadavg: list[float] | None, cores: int) -> str | None:
-    """The warning to give before measuring on a machine busy with other work (over half its cores), or None."""
+    """The warning to give before measuring on a machine busy with other work (over half its cores), or None.
+
+    Busy is what other processes use now (``cores_in_use``, measured over a second); the
+    load average is named beside it, never alone: it still counts a run that just ended.
+    """
     limit = cores / 2
-    said = []
-    if cores_in_use > limit:
-        said.append(f"{cores_in_use:.1f} of its {cores} cores are in use by other processes")
+    if cores_in_use <= limit:
+        return None  # a high load average alone is the past minute (a run that just ended), not now
+    said = [f"{cores_in_use:.1f} of its {cores} cores are in use by other processes"]
     if loadavg and loadavg[0] > limit:
         said.append(f"its 1-minute load average is {loadavg[0]:.2f}")
-    if not said:
-        return None
     return (
         f"ipcbench: warning: the machine is busy ({' and '.join(said)}); timing is only valid on a quiet machine, "
         "and this run's report will say it was measured under load"

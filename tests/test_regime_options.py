@@ -64,7 +64,9 @@ def test_read_bandwidth_reads_every_byte_of_evicted_files(tmp_path):
     assert [p.parent.name for p in files] == ["images", "images", "labels", "labels"]
     bandwidth = read_bandwidth(files)
     assert bandwidth.bytes == sum(p.stat().st_size for p in files)
-    assert bandwidth.files == 4 and bandwidth.mb_per_s > 0
+    assert bandwidth.files == 4 and len(bandwidth.passes_mb_per_s) == 3 and bandwidth.readers >= 1
+    assert read_bandwidth(files, readers=3).bytes == bandwidth.bytes  # files shared among readers, each read once
+    assert bandwidth.mb_per_s == sorted(bandwidth.passes_mb_per_s)[1] > 0  # the median pass
     if not _on_tmpfs(root):
         assert bandwidth.resident_before < 0.05
     assert bandwidth.as_dict()["read_mb_per_s"] == bandwidth.mb_per_s

@@ -244,6 +244,11 @@ def test_a_busy_machine_is_said_once_and_a_quiet_one_not() -> None:
     busy = quiet.assign(other_cores=1.4)
     said = load_verdict({"loadavg_before": [1.8, 1.2, 1.0]}, busy, cores=2)
     assert said is not None and "load average was 1.80" in said and "1.40 cores" in said
+    # Measured just before the run, the CPU of other processes outranks a load average that still
+    # counts the run before it: quiet then means quiet.
+    assert load_verdict({"loadavg_before": [1.8, 1.2, 1.0], "other_cores_before": 0.05}, quiet, cores=2) is None
+    said = load_verdict({"loadavg_before": [0.2, 0.2, 0.2], "other_cores_before": 1.6}, quiet, cores=2)
+    assert said is not None and "1.60 cores just before" in said
 
 
 def test_a_cell_measured_under_load_says_so_in_its_verdict() -> None:

@@ -8,11 +8,17 @@
     ipcbench run --dataset synth --strategies pipe,shm --workers 2 --step-ms 20
     ipcbench run --workload transfer           # the IPC path alone, batches of 4 and 16 MiB
     ipcbench run --workload full,transfer --batch-mib 4 --workers 2   # the performance goals, one run
+    ipcbench run --step-ms 0,5,20,50 --workers 2    # a sweep: every value its own cell
+    ipcbench run --dataset data/real-zlib --decode-threads 1,auto --background-load 0,2
+    ipcbench run --cache warm,cold                  # cold: the dataset evicted before every epoch
 
 Workloads (``--workload``, a cell key): ``full`` is the real per-image work at
 ``--batch-size`` tiles (default 32); ``transfer`` hands over tiles computed once per
 worker, at each of ``--batch-mib`` (MiB of image data per batch, default 4 and 16).
 memcpy's R (batch copies per second on one core) is recorded for every batch size.
+The regime options (``--step-ms``, ``--decode-threads``, ``--background-load``,
+``--cache``) take comma-separated lists, each value a cell of its own; with a cold
+cell the disk's read bandwidth is measured once and recorded (docs/design.md section 5).
 
 Steps: prepare the dataset (cached), measure memcpy, write ``env.json``, run the
 interleaved plan (harness.runner; one fresh process per measurement), write

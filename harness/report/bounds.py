@@ -3,8 +3,9 @@
 Two ceilings that no loader can pass, each measured in the run itself:
 
 - **compute**: ``cores / c``, where ``c`` is the single-process baseline's CPU seconds
-  per batch (the per-image work with nothing handed over): the rate if every core did
-  nothing but that work. On compressed images the work is mostly decoding, and the
+  per batch (the per-image work with nothing handed over; the least over the run's
+  decode-thread settings, which spread the work without changing it): the rate if
+  every core did nothing but that work. On compressed images the work is mostly decoding, and the
   bound falls as the codec gets slower.
 - **disk** (cells with ``cache == "cold"`` only): env.json's ``disk.read_mb_per_s``
   (the dataset's files read sequentially just after eviction, once per run) over the
@@ -86,6 +87,21 @@ def disk_bound(run: RunData, variant: dict[str, Any]) -> float | None:
     return float(mb_per_s) / (float(dataset_bytes) / 1e6 / batches)
 
 
+def _least_work(rows: pd.DataFrame, variant: dict[str, Any]) -> float | None:
+    """The baseline's CPU seconds per batch for ``variant``'s work: the least over its decode-thread settings.
+
+    Decode threads spread the work; they do not change it, but threads that wait on
+    each other add CPU (a second decode thread in the baseline costs a few percent
+    more CPU per batch). The work itself is the least CPU any setting spent on it.
+    """
+    cells = rows[rows["strategy"] == BASELINE]
+    for key, value in variant.items():
+        if key != "decode_threads":
+            cells = cells[cells[key] == value]
+    values = [float(v) for v in cells.get("cpu_s_per_batch_median", []) if pd.notna(v) and v > 0]
+    return min(values) if values else None
+
+
 def regime_bounds(run: RunData) -> list[RegimeBound]:
     """One :class:`RegimeBound` per variant of the run's step-free, unloaded full-workload cells."""
     summary = run.summary
@@ -111,7 +127,7 @@ def regime_bounds(run: RunData) -> list[RegimeBound]:
         at = base_rows[base_rows["workers"] == workers]
         base_row = at if not at.empty else base_rows.head(1)
         baseline = _median(base_row, "batches_per_s")
-        base_cpu = _median(base_row, "cpu_s_per_batch")
+        base_cpu = _least_work(rows, variant)
         ranked = cells[cells["strategy"].map(has_workers).astype(bool) & (cells["workers"] == workers)]
         ranked = ranked[ranked["batches_per_s_median"].notna()].sort_values("batches_per_s_median")
         processes = ranked[ranked["strategy"].map(worker_processes).astype(bool)]

@@ -396,7 +396,10 @@ def _bounds_section(run: RunData) -> list[Block]:
         "worker processes, each against the baseline; then what bounds them, measured in this run. Compute bound: "
         "the machine's cores over the baseline's CPU seconds per batch (every core doing nothing but the "
         "per-image work). Disk bound (cold page cache only): the disk's read bandwidth (env.json `disk`) over "
-        "the megabytes an epoch reads per batch. The last column is the best strategy against the tighter bound."
+        "the megabytes an epoch reads per batch. The last column is the best strategy against the tighter bound. "
+        "The baseline's CPU per batch is the least of its decode-thread settings: decoding on several threads "
+        "costs a few percent more CPU, so a run that measured only that setting has a bound a few percent low, "
+        "and a best strategy slightly above it."
     )
     header = (
         "variant",

@@ -109,9 +109,12 @@ def disk_text(run: RunData) -> str:
     """The disk as a cold epoch meets it, and how well the eviction worked (env.json ``disk``, the samples)."""
     env = run.env
     text = (
-        f"{float(lookup(env, 'disk.read_mb_per_s')):,.0f} MB/s sequential read of "
+        f"{float(lookup(env, 'disk.read_mb_per_s')):,.0f} MB/s reading "
         f"{float(lookup(env, 'disk.bytes', default=0)) / 1e6:,.0f} MB just evicted from the page cache"
     )
+    readers = lookup(env, "disk.readers")
+    if readers:
+        text += f" ({readers} reader{'' if readers == 1 else 's'} side by side, median of the passes)"
     if "cache_resident_before" in run.samples.columns:
         resident = pd.to_numeric(run.samples["cache_resident_before"], errors="coerce").dropna()
         if len(resident):
@@ -122,11 +125,18 @@ def disk_text(run: RunData) -> str:
     return text
 
 
+def _numbers_first(value: object) -> tuple[int, float, str]:
+    """Sort key: numbers in numeric order (5 before 20), then text in alphabetical order."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
 def config_text(samples: pd.DataFrame) -> str:
     """``"batch 32, tile 256 px, prefetch 2, forkserver, step 0 ms"``; varying keys are named as varying."""
     parts = []
     for key, phrase in CONFIG_PHRASES:
-        values = sorted({plain(v) for v in samples[key].unique()}, key=str)
+        values = sorted({plain(v) for v in samples[key].unique()}, key=_numbers_first)
         if len(values) == 1 and values[0] in NOT_RECORDED.get(key, ()):
             continue
         if len(values) == 1:

@@ -19,9 +19,10 @@ samples' ``images`` lists and ``batches``) where every run records them. A run
 without them gets the compute per batch for every regime, and one without stage
 timers the baseline's CPU time per batch; the axis and the table say which.
 
-Only cells of the full workload, every rank together, the images' own dtype and the
-shortest step time count; a run whose cells vary in another key (prefetch, batch size,
-tile, start method) is refused, since one regime must be one cell per strategy.
+Only cells of the full workload, every rank together, the images' own dtype, the
+shortest step time and the default of every other swept setting (:data:`PREFERRED`)
+count; a run whose cells vary in another key (prefetch, batch size, tile, start
+method) is refused, since one regime must be one cell per strategy.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ BASELINE = "baseline"
 COST_STAGE = "compute"
 LOG_COST_SPAN = 5.0  # a cost axis spanning this factor or more is logarithmic
 SINGLE_KEYS = ("prefetch", "start_method", "batch_size", "tile")  # a regime's cells must agree on these
+# Settings a run may sweep: a regime is read at the default where the run measured it (a warm page
+# cache, no background load, automatic decode threads), else at its first value.
+PREFERRED = {"cache": "warm", "background_load": 0, "decode_threads": "auto"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +142,11 @@ def regime_cells(run: RunData) -> dict[str, Any]:
     rows = rows[rows["dtype"] == chosen["dtype"]]
     chosen["step_ms"] = float(rows["step_ms"].astype(float).min())
     rows = rows[rows["step_ms"].astype(float) == chosen["step_ms"]]
+    for key, usual in PREFERRED.items():  # swept settings: the default where measured, else the first
+        if key in rows:
+            values = sorted(rows[key].astype(str).unique())
+            chosen[key] = str(usual) if str(usual) in values else values[0]
+            rows = rows[rows[key].astype(str) == chosen[key]]
     for key in SINGLE_KEYS:
         values = sorted(rows[key].unique(), key=str)
         if len(values) > 1:

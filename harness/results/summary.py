@@ -369,8 +369,10 @@ def unplanned_other_cores(rows: pd.DataFrame) -> pd.Series:
 def load_verdict(env: Mapping[str, Any], samples: pd.DataFrame, cores: int | None = None) -> str | None:
     """Whether the run's machine was busy with other work: what to say, or None for a quiet machine.
 
-    Busy means over half the cores: the 1-minute load average before the run, or the
-    cores that other processes used during the measured windows (median; a sample's
+    Busy means over half the cores: the cores other processes used over a second just
+    before the run (or, for a run that did not measure it, the 1-minute load average,
+    which also counts a run that just ended), or the cores that other processes used
+    during the measured windows (median; a sample's
     ``other_cores``). Timing on a busy machine is not to be trusted: a figure taken
     under load once reversed a ranking.
     """
@@ -378,10 +380,15 @@ def load_verdict(env: Mapping[str, Any], samples: pd.DataFrame, cores: int | Non
     limit = cores / 2
     said = []
     before = env.get("loadavg_before")
-    if isinstance(before, list | tuple) and before and isinstance(before[0], int | float) and before[0] > limit:
-        said.append(f"the load average was {before[0]:.2f} before the run")
     others_before = env.get("other_cores_before")
-    if isinstance(others_before, int | float) and others_before > limit:
+    measured_before = isinstance(others_before, int | float)
+    # The load average decays over minutes: just after another run (a sweep of runs, say) it still
+    # counts that run. Where the CPU other processes used just before this run was measured, that
+    # measurement says whether the machine was busy; the load average only where it was not.
+    loaded = isinstance(before, list | tuple) and before and isinstance(before[0], int | float) and before[0] > limit
+    if loaded and not measured_before:
+        said.append(f"the load average was {before[0]:.2f} before the run")
+    if measured_before and others_before > limit:
         said.append(f"other processes used {others_before:.2f} cores just before it")
     if "other_cores" in samples.columns:
         others = unplanned_other_cores(measured(samples)).dropna()
