@@ -7,9 +7,9 @@ batch checksum), all of them appended to one normal results folder::
     screen    every strategy at workers = cores, prefetch 2: one measured window each
     widen     the SHORTLIST best: workers 1 .. cores + 1 x prefetch PREFETCHES, best first,
               while the estimated time of the next measurement fits the budget
-    confirm   the two best cells, alternately, until each has MIN_SAMPLES measured windows
-              (or the budget ends): the recommendation and the runner-up, with a
-              Mann-Whitney U test between them
+    confirm   the two best cells, re-ranked after every measurement, until the two on top
+              both have MIN_SAMPLES measured windows (or the budget ends): the
+              recommendation and the runner-up, with a Mann-Whitney U test between them
 
 The time of each measurement is estimated from the strategy's own earlier ones (its
 start-up differs: torch imports itself, Grain spawns); the budget covers the whole
@@ -361,7 +361,7 @@ def advise(
         step_ms=(float(step_ms),),
         batch_size=batch_size,
         tile=tile,
-        prefetch=SCREEN_PREFETCH,
+        prefetch=(SCREEN_PREFETCH,),
         out=out,
     )
     options = build_options(request, path, source, images.channels, opened=images)
@@ -428,15 +428,14 @@ def advise(
             continue  # another strategy's measurement may still fit
         search.measure(candidate, 1, "widen")
         measured.add(candidate)
-    # -- confirm: the two best cells, alternately, until each has MIN_SAMPLES windows -----------------
-    cells = cell_results(run_dir)
-    top = [c.candidate for c in cells[:2]]
-    while not search.interrupted and top:
-        counts = {c.candidate: c.n for c in cell_results(run_dir)}
-        behind = [c for c in top if counts.get(c, 0) < MIN_SAMPLES]
-        if not behind:
+    # -- confirm: the two best cells, re-ranked after every measurement, until both have MIN_SAMPLES -----
+    # A cell measured once can lead by luck; measured again it takes its place, and the next two are
+    # confirmed instead, so the answer rests on the two that stay on top with enough windows.
+    while not search.interrupted:
+        short = [c for c in cell_results(run_dir)[:2] if c.n < MIN_SAMPLES]
+        if not short:
             break
-        candidate = min(behind, key=lambda c: counts.get(c, 0))
+        candidate = min(short, key=lambda c: c.n).candidate
         if not search.fits(candidate, 2):
             break
         search.measure(candidate, 2, "confirm")
@@ -444,7 +443,7 @@ def advise(
     # -- the answer -------------------------------------------------------------------------------
     cells = cell_results(run_dir)
     first = cells[0]
-    second = next((c for c in cells[1:] if c.candidate in top), cells[1] if len(cells) > 1 else None)
+    second = cells[1] if len(cells) > 1 else None
     p_value, behind, distinguishable = compare_cells(first, second) if second is not None else (None, None, False)
     baseline = next((c for c in cells if c.candidate.strategy == BASELINE), None)
     compute_bound = cores / baseline.cpu_s_per_batch if baseline and baseline.cpu_s_per_batch else None
@@ -554,12 +553,13 @@ def advice_markdown(advice: Advice) -> str:
     ]
     if advice.runner_up is not None:
         u = advice.runner_up
-        test = "" if advice.p_value is None else f" (Mann-Whitney U p = {advice.p_value:.3f})"
-        verdict = (
-            f"a measurable difference{test}"
-            if advice.distinguishable
-            else f"no measurable difference{test}; under {NOISE_FLOOR:.0%} or not significant"
-        )
+        test = "no test: too few windows" if advice.p_value is None else f"Mann-Whitney U p = {advice.p_value:.3f}"
+        if advice.distinguishable:
+            verdict = f"a measurable difference ({test})"
+        elif advice.p_value is not None and advice.p_value < ALPHA:
+            verdict = f"no measurable difference ({test}, but a gap under {NOISE_FLOOR:.0%} is within the noise)"
+        else:
+            verdict = f"no measurable difference ({test})"
         faster = u.batches_per_s > r.batches_per_s
         lines += [
             f"Runner-up: {u.candidate.describe()}, {u.batches_per_s:.1f} batches/s [IQR {u.q25:.1f}–{u.q75:.1f}, "

@@ -90,6 +90,8 @@ class RunOptions:
     step_ms: tuple[float, ...] = (0.0,)
     # Every (workload, batch size) each strategy runs at; empty: the loader's own, one cell per strategy x workers.
     workloads: tuple[Workload, ...] = ()
+    # Every prefetch (LoaderConfig.prefetch), each its own cell; empty: the loader's.
+    prefetch: tuple[int, ...] = ()
     # Every dtype the batches are converted to (LoaderConfig.dtype), each its own cell; empty: the loader's.
     dtypes: tuple[str, ...] = ()
     scale: float | None = None  # LoaderConfig.scale of the float32 cells
@@ -139,12 +141,21 @@ class RunOptions:
         keys = [(w.name, w.batch_size) for w in self.workloads]
         if len(set(keys)) != len(keys):
             raise ValueError(f"RunOptions.workloads={keys} has duplicates")
+        if len(set(self.prefetch)) != len(self.prefetch) or any(
+            isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in self.prefetch
+        ):
+            raise ValueError(f"RunOptions.prefetch={self.prefetch} must be distinct counts >= 1")
         if len(set(self.dtypes)) != len(self.dtypes) or not set(self.dtypes) <= set(DTYPES):
             raise ValueError(f"RunOptions.dtypes={self.dtypes} must be distinct, each one of {DTYPES}")
         if self.scale is not None:
             if "float32" not in self.cell_dtypes:
                 raise ValueError(f"RunOptions.scale={self.scale} needs float32 among the dtypes {self.cell_dtypes}")
             self.loader.replace(dtype="float32", scale=self.scale)  # validates the value
+
+    @property
+    def cell_prefetches(self) -> tuple[int, ...]:
+        """The prefetch every strategy x workers cell is measured at."""
+        return self.prefetch or (self.loader.prefetch,)
 
     @property
     def cell_dtypes(self) -> tuple[str, ...]:
@@ -162,6 +173,7 @@ class RunOptions:
             **self.loader.as_dict(),
             "strategies": list(self.strategies),
             "workers": list(self.workers),
+            **({"prefetch": list(self.prefetch)} if len(self.prefetch) > 1 else {}),
             "repeats": self.repeats,
             "windows": self.windows,
             "warmup_windows": 1,
@@ -199,6 +211,7 @@ class Measurement:
     decode_threads: int | None = None  # LoaderConfig.decode_threads: None is automatic
     background_load: int = 0
     cache: str = "warm"
+    prefetch: int | None = None  # None: the loader's
 
     @property
     def decode_threads_key(self) -> str:
@@ -209,9 +222,21 @@ class Measurement:
 def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
     """Interleaved: every cell once per repeat, cells in the same order each time."""
     cells = [
-        (s, w, load.name, load.batch_size, dtype, step, threads, busy, cache)
+        {
+            "strategy": s,
+            "workers": w,
+            "workload": load.name,
+            "batch_size": load.batch_size,
+            "dtype": dtype,
+            "step_ms": step,
+            "decode_threads": threads,
+            "background_load": busy,
+            "cache": cache,
+            "prefetch": prefetch,
+        }
         for s in options.strategies
         for w in options.workers
+        for prefetch in options.prefetch or (None,)  # None: the loader's
         for load in options.cell_workloads
         for dtype in options.cell_dtypes
         for step in options.step_ms
@@ -222,7 +247,7 @@ def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
     plan = []
     for repeat in range(options.repeats):
         for cell in cells:
-            plan.append(Measurement(len(plan), repeat, *cell))
+            plan.append(Measurement(len(plan), repeat, **cell))
     return tuple(plan)
 
 
@@ -240,4 +265,5 @@ def measurement_loader(options: RunOptions, measurement: Measurement) -> LoaderC
         dtype=dtype,
         scale=scale if dtype == "float32" else None,
         decode_threads=measurement.decode_threads,
+        prefetch=measurement.prefetch or options.loader.prefetch,
     )

@@ -63,7 +63,7 @@ class RunRequest:
     caches: tuple[str, ...] = ("warm",)  # "warm" and/or "cold" (evicted before every epoch)
     quick: bool = False
     out: Path | None = None  # None: results/<run id>
-    prefetch: int | None = None
+    prefetch: tuple[int, ...] | None = None  # None: the loader's; several: each its own cell
     workloads: tuple[str, ...] = DEFAULT_WORKLOADS
     batch_mib: tuple[float, ...] | None = None
     batch_size: int | None = None
@@ -135,7 +135,7 @@ def build_options(
     overrides = {
         name: value
         for name, value in (
-            ("prefetch", request.prefetch),
+            ("prefetch", request.prefetch[0] if request.prefetch else None),
             ("batch_size", request.batch_size),
             ("tile", request.tile),
             ("start_method", request.start_method),
@@ -170,6 +170,7 @@ def build_options(
             caches=tuple(request.caches),
             workloads=workloads,
             dtypes=tuple(request.dtypes or ()),
+            prefetch=tuple(request.prefetch) if request.prefetch and len(request.prefetch) > 1 else (),
             scale=request.scale,
             quick=quick,
             sampler_interval_s=(
@@ -214,7 +215,7 @@ def canonical_command(options: RunOptions, dataset: str) -> list[str]:
         "--step-ms",
         ",".join(f"{step:g}" for step in options.step_ms),
         "--prefetch",
-        str(loader.prefetch),
+        ",".join(map(str, options.cell_prefetches)),
         "--workload",
         ",".join(dict.fromkeys(w.name for w in workloads)),
         *(["--batch-size", str(full[0])] if full else []),

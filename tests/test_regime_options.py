@@ -271,3 +271,15 @@ def test_a_cold_sweep_records_what_stayed_cached_and_the_disk(tmp_path, monkeypa
         assert r["decode_threads_used"] == (2 if r["decode_threads"] == "2" else len(os.sched_getaffinity(0)))
         assert (r["consumer_utilization"] > 0) == (r["step_ms"] > 0)
     assert "cold cache" in capsys.readouterr().out
+
+
+def test_prefetch_is_a_sweep_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness.report, "build_report", lambda run_dir: run_dir / "report.md")
+    root = write_dataset(tmp_path / "ds", images=2, height=96, width=128, channels=1)
+    out = tmp_path / "run"
+    assert main(run_args(root, out, "--strategies", "shm", "--workers", "1", "--prefetch", "1,3")) == 0
+    records = [r for r in read_samples(out / SAMPLES_FILE) if not r["warmup"]]
+    assert {r["prefetch"] for r in records} == {1, 3}
+    env = json.loads((out / "env.json").read_text())
+    assert env["config"]["prefetch"] == [1, 3]
+    assert env["command"][env["command"].index("--prefetch") + 1] == "1,3"

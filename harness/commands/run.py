@@ -99,7 +99,7 @@ def _workload_list(text: str) -> tuple[str, ...]:
 
 
 # Cell keys a run may sweep besides workers, workload and dtype: named in a summary line when they vary.
-SWEPT_KEYS = ("step_ms", "decode_threads", "background_load", "cache")
+SWEPT_KEYS = ("prefetch", "step_ms", "decode_threads", "background_load", "cache")
 PIXEL_DTYPE = "uint16"  # the images' own: a cell in another dtype says so in progress and summary lines
 
 
@@ -135,6 +135,10 @@ def _decode_threads_list(text: str) -> tuple[int | None, ...]:
             raise argparse.ArgumentTypeError(f"decode threads must be 'auto' or counts >= 1, got {name!r}")
         values.append(count)
     return tuple(dict.fromkeys(values))
+
+
+def _prefetch_list(text: str) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(_int_list(text)))  # each checked by LoaderConfig, which names the field
 
 
 def _count_list(text: str) -> tuple[int, ...]:
@@ -253,9 +257,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prefetch",
-        type=int,
-        metavar="P",
-        help=f"processed images in flight per worker (default: {loader.prefetch})",
+        type=_prefetch_list,
+        metavar="P[,Q]",
+        help=f"processed images in flight per worker; comma-separated, each its own cell (default: {loader.prefetch})",
     )
     parser.add_argument(
         "--workload",
@@ -346,6 +350,7 @@ class ProgressLine:
         cell += "".join(
             f" {key}={value}"
             for key, value, usual in (
+                ("prefetch", str(m.prefetch), "None"),
                 ("step_ms", f"{m.step_ms:g}", "0"),
                 ("decode_threads", m.decode_threads_key, AUTO),
                 ("background_load", str(m.background_load), "0"),
@@ -596,6 +601,7 @@ def main(args: argparse.Namespace) -> int:
     swept = "".join(
         f" x {len(values)} {what} ({', '.join(map(str, values))})"
         for what, values in (
+            ("prefetches", options.cell_prefetches),
             ("dtypes", dtypes),
             ("step times in ms", [f"{v:g}" for v in options.step_ms]),
             ("decode threads", [AUTO if n is None else n for n in options.decode_threads]),
