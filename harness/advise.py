@@ -132,6 +132,15 @@ class Advice:
         )
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as a reader pastes it: relative to the current folder when inside it, else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
 def _cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -262,11 +271,22 @@ def compare_cells(a: CellResult, b: CellResult) -> tuple[float | None, float, bo
     return p_value, behind, p_value < ALPHA and behind >= NOISE_FLOOR
 
 
+def _text(value: str) -> str:
+    """A Python string literal in double quotes, as the project's code writes them (json's escaping is Python's)."""
+    import json
+
+    return json.dumps(value)
+
+
 def paste_code(candidate: Candidate, dataset: str, *, batch_size: int, tile: int, start_method: str) -> str:
     """The lines to paste: the chosen loader in a training loop, under the guard spawn and forkserver need."""
     options = [f"batch_size={batch_size}", f"tile={tile}"]
     if candidate.strategy != BASELINE:
-        options += [f"workers={candidate.workers}", f"prefetch={candidate.prefetch}", f"start_method={start_method!r}"]
+        options += [
+            f"workers={candidate.workers}",
+            f"prefetch={candidate.prefetch}",
+            f"start_method={_text(start_method)}",
+        ]
     return "\n".join(
         (
             "from strategies import LoaderConfig, make_generator",
@@ -274,7 +294,7 @@ def paste_code(candidate: Candidate, dataset: str, *, batch_size: int, tile: int
             "",
             "def main():",
             f"    config = LoaderConfig({', '.join(options)})",
-            f"    with make_generator({candidate.strategy!r}, {dataset!r}, config) as loader:",
+            f"    with make_generator({_text(candidate.strategy)}, {_text(dataset)}, config) as loader:",
             "        for epoch in range(2):",
             "            for data, masks in loader:  # data: uint16 (B, C, T, T), masks: uint8 (B, T, T)",
             "                ...  # your training step",
@@ -410,7 +430,8 @@ def advise(
             "give it a larger --budget-s"
         )
     # -- widen: the shortlist over workers and prefetch, most promising first -------------------------
-    confirm_keep = 4 * search.estimate(cells[0].candidate, 2)  # room to confirm the two best
+    # Room to confirm the two best: from one window each to MIN_SAMPLES, two windows a measurement.
+    confirm_keep = 2 * math.ceil((MIN_SAMPLES - 1) / 2) * search.estimate(cells[0].candidate, 2)
     shortlist = [c.candidate.strategy for c in cells if c.candidate.strategy != BASELINE][:SHORTLIST]
     measured = {c.candidate for c in cells}
     variants = [
@@ -465,7 +486,7 @@ def advise(
     if search.interrupted:
         limits.insert(0, "The search was interrupted: the answer rests on what was measured before.")
     advice = Advice(
-        dataset=str(path),
+        dataset=shown_path(path),
         step_ms=float(step_ms),
         budget_s=budget_s,
         wall_s=0.0,
@@ -478,7 +499,7 @@ def advise(
         bound_text=bound_text,
         code=paste_code(
             recommended.candidate,
-            str(path),
+            shown_path(path),
             batch_size=options.loader.batch_size,
             tile=options.loader.tile,
             start_method=options.loader.start_method,
