@@ -17,16 +17,10 @@ import sys
 from pathlib import Path
 
 from ..advise import DEFAULT_BUDGET_S, advise
+from .run import name_list
 
 INTERRUPTED_EXIT = 130  # as ipcbench run: the advice from what was measured, then 128 + SIGINT
 HELP = "measure a few configurations on your data and say which loader, workers and prefetch to use"
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("expected at least one strategy name")
-    return names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"wall time for the whole search, report included (default: {DEFAULT_BUDGET_S:g})",
     )
     parser.add_argument(
-        "--strategies", type=_names, metavar="a,b", help="strategies to consider (default: every available one)"
+        "--strategies", type=name_list, metavar="a,b", help="strategies to consider (default: every available one)"
     )
     parser.add_argument("--batch-size", type=int, metavar="B", help="tiles per batch (default: 32)")
     parser.add_argument("--tile", type=int, metavar="T", help="tile size in pixels (default: 256)")

@@ -91,7 +91,7 @@ def _float_list(text: str) -> tuple[float, ...]:
 def _workload_list(text: str) -> tuple[str, ...]:
     from strategies.config import WORKLOADS
 
-    names = _name_list(text)
+    names = name_list(text)
     unknown = [name for name in names if name not in WORKLOADS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
@@ -104,7 +104,7 @@ PIXEL_DTYPE = "uint16"  # the images' own: a cell in another dtype says so in pr
 
 
 def _dtype_list(text: str) -> tuple[str, ...]:
-    names = _name_list(text)
+    names = name_list(text)
     unknown = [name for name in names if name not in DTYPES]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown dtype {', '.join(unknown)}; choose from {', '.join(DTYPES)}")
@@ -123,7 +123,7 @@ def _step_list(text: str) -> tuple[float, ...]:
 
 def _decode_threads_list(text: str) -> tuple[int | None, ...]:
     values: list[int | None] = []
-    for name in _name_list(text):
+    for name in name_list(text):
         if name == AUTO:
             values.append(None)
             continue
@@ -149,14 +149,15 @@ def _count_list(text: str) -> tuple[int, ...]:
 
 
 def _cache_list(text: str) -> tuple[str, ...]:
-    names = _name_list(text)
+    names = name_list(text)
     unknown = [name for name in names if name not in CACHES]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown cache {', '.join(unknown)}; choose from {', '.join(CACHES)}")
     return tuple(dict.fromkeys(names))
 
 
-def _name_list(text: str) -> tuple[str, ...]:
+def name_list(text: str) -> tuple[str, ...]:
+    """Comma-separated names (blanks dropped); at least one."""
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     if not names:
         raise argparse.ArgumentTypeError("expected at least one name")
@@ -177,7 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--strategies",
-        type=_name_list,
+        type=name_list,
         metavar="A,B",
         # ", ": a list with no spaces is one word, which the help's line wrapping cuts anywhere.
         help=f"strategies to run (default: all: {', '.join(STRATEGIES)})",
