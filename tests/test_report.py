@@ -23,7 +23,7 @@ from harness.report.document import escape
 from harness.report.goals import below_baseline_explanations, performance_goals
 from harness.report.goals import copies_per_s as copies_per_s_of_env
 from harness.report.html import inline
-from harness.report.linecharts import throughput
+from harness.report.linecharts import new_image_share, throughput, wait_ecdf
 from harness.results import load_benchmark_json, load_run, summarize, write_summary
 
 ALL_PLOTS = {"throughput", "wait_ecdf", "memory", "memory_trace", "lifecycle", "cpu_per_batch", "faults"}
@@ -419,13 +419,16 @@ def test_a_quick_run_draws_no_error_bars_and_says_n_1(tmp_path: Path) -> None:
     ax = throughput(run).axes[0]
     errorbars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     assert len(errorbars) == 2 and all(all(_bars_without_spread(c)) for c in errorbars)  # pipe and shm, no bars
-    assert [t.get_text() for t in ax.texts] == ["no error bars: one value per cell (n=1)"]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts[0] == "no error bars: one value per cell (n=1)"
+    r = copies_per_s_of_env(run.env, int(run.summary["batch_size"].iloc[0]))  # R for the run's one batch size
+    assert texts[1:] == [f"memcpy limit, one core: {r:,.0f} batches/s (R)"]
     for axes in lifecycle(run).axes:
         assert not [c for c in axes.containers if isinstance(c, ErrorbarContainer)], axes.get_title()
         assert "no whiskers: one value per cell (n=1)" in [t.get_text().replace("\n", " ") for t in axes.texts]
     build_report(run_dir)
     text = (run_dir / "report.md").read_text()
-    assert "No error bars for batches/s and MB/s: every cell has a single value (n=1)." in text
+    assert "No error bars for batches/s: every cell has a single value (n=1)." in text
     assert "No error bars for startup, time to first batch and shutdown: every cell has a single value (n=1)." in text
 
 
@@ -445,14 +448,14 @@ def test_a_cell_of_one_window_among_others_is_marked_n_1(tmp_path: Path) -> None
     ax = throughput(run).axes[0]
     bars = {c.get_label(): _bars_without_spread(c) for c in ax.containers if isinstance(c, ErrorbarContainer)}
     assert bars == {"pipe": [False, True], "shm": [False, False]}  # pipe at 2 workers alone has no bar
-    (label,) = ax.texts
+    (label,) = [t for t in ax.texts if not t.get_text().startswith("memcpy limit")]
     assert label.get_text() == "n=1" and label.xy[0] == pytest.approx(2, abs=0.1)
     cpu = cpu_per_batch(run).axes[0]
     assert [t.get_text() for t in cpu.texts] == ["n=1"]
     assert len([c for c in cpu.containers if isinstance(c, ErrorbarContainer)]) == 4  # the other four cells
     build_report(run_dir)
     text = (run_dir / "report.md").read_text()
-    assert "No error bar for batches/s and MB/s where a cell has a single value (n=1): pipe (2 workers)." in text
+    assert "No error bar for batches/s where a cell has a single value (n=1): pipe (2 workers)." in text
     assert "No error bar for CPU s/batch where a cell has a single value (n=1): pipe (2 workers)." in text
 
 
@@ -475,7 +478,8 @@ def test_the_baseline_is_a_level_across_the_workers_axis_and_not_a_dev_shm_stub(
     figure = throughput(run)
     ax = figure.axes[0]
     assert {c.get_label() for c in ax.containers if isinstance(c, ErrorbarContainer)} == {"queue", "shm"}
-    (level,) = [line for line in ax.lines if list(line.get_xdata()) == [0, 1]]  # axhline: across the whole axis
+    across = [line for line in ax.lines if list(line.get_xdata()) == [0, 1]]  # axhlines: across the whole axis
+    (level,) = [line for line in across if line.get_color() != "black"]  # not the memcpy reference
     assert list(level.get_ydata()) == pytest.approx([base.median()] * 2)
     assert level.get_color() == style.colour("baseline")
     assert "baseline (no workers)" in [t.get_text() for t in figure.legends[0].get_texts()]
@@ -618,3 +622,21 @@ def test_every_summary_cell_is_the_median_and_iqr_of_its_samples_in_the_column_u
     assert checked == shown_columns  # every column shown was checked, in some row with a value
     assert {"batches/s", "MB/s", "wait p99 (ms)", "first batch (ms)", "PSS (MB)", "CPU ms/batch"} <= checked
     assert {"startup (ms)", "shutdown (ms)"} <= checked
+
+
+def test_the_wait_ecdf_marks_where_batches_start_waiting_for_the_next_image(tmp_path: Path) -> None:
+    """The plateau of the ECDF: batches cut from an image already processed below, those that wait above."""
+    run_dir = write_results(tmp_path / "run", strategies=("baseline", "shm"), workers=(2,), faults=False)
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    for record in records:  # three images an epoch, as a run records the images of its epochs
+        record["images"] = [0, 1, 2] * int(record.get("epochs", 1))
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    run = load_run(run_dir)
+    rows = run.samples[~run.samples["warmup"]]
+    images = sum(len(v) for v in rows["images"])
+    share = images / rows["batches"].sum()
+    assert new_image_share(rows) == pytest.approx(share)
+    texts = [t.get_text() for t in wait_ecdf(run).axes[0].texts]
+    assert f"{share:.0%} wait for the next image's work" in texts
+    assert f"{1 - share:.0%} cut from an image already here" in texts
+    assert new_image_share(rows.drop(columns="images")) is None  # an older run: no line, nothing guessed

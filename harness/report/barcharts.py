@@ -210,7 +210,16 @@ def stages(run: RunData) -> Figure:
         for stage, column in columns:
             value = row[column]
             if pd.notna(value) and value > 0:
-                ax.barh(y, value, left=left, height=0.7, color=style.stage_colour(stage))
+                ax.barh(
+                    y,
+                    value,
+                    left=left,
+                    height=0.7,
+                    color=style.stage_colour(stage),
+                    hatch=style.stage_hatch(stage),
+                    edgecolor="#333333",
+                    linewidth=0.4,
+                )
                 left += value
         if left == 0.0:
             ax.annotate("no stage timers", (0, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
@@ -223,7 +232,10 @@ def stages(run: RunData) -> Figure:
     ax.grid(axis="y", visible=False)
     ax.set_xlabel("ms per batch (worker stages summed over workers)")
     figure.suptitle("Where the time goes per batch (each strategy at its most workers)")
-    handles = [Patch(color=style.stage_colour(stage)) for stage, _ in columns]
+    handles = [
+        Patch(facecolor=style.stage_colour(stage), hatch=style.stage_hatch(stage), edgecolor="#333333", linewidth=0.4)
+        for stage, _ in columns
+    ]
     handles.append(Line2D([], [], marker="|", markersize=10, markeredgewidth=2, color="black", linestyle="none"))
     style.legend_below(figure, handles, [stage for stage, _ in columns] + ["wall time per batch"])
     return figure

@@ -575,9 +575,11 @@ def figure_notes(run: RunData, spec: FigureSpec) -> str:
     notes = []
     if spec.name == "throughput":
         gb_per_s = lookup(run.env, "memcpy.gb_per_s", "memcpy.gb_per_s_median")
-        if gb_per_s is not None:
-            limit = f"{float(gb_per_s):.1f} GB/s"
-            notes.append(f"Dotted line: this machine's memcpy limit on one core ({limit}, env.json).")
+        if gb_per_s is not None and len(set(run.summary["batch_size"])) == 1:
+            notes.append(
+                f"Dotted line: R, the batches one core can copy per second at this machine's memcpy bandwidth "
+                f"({float(gb_per_s):.1f} GB/s, env.json)."
+            )
     if spec.spread:
         notes.append(single_value_note(run, spec.spread, pool_inline=spec.name == "throughput"))
     return " ".join(note for note in notes if note)

@@ -16,6 +16,9 @@ from harness.results import RunData
 
 from . import style
 
+ROW_IN_WITH_REASONS = 0.72  # inches per scenario when some cell carries a reason
+ROW_IN_CLEAN = 0.3  # inches per scenario when every cell is clean or not run
+
 
 def faults(run: RunData) -> Figure:
     """The shutdown-cleanliness matrix: scenario x strategy, clean or not clean with the reason."""
@@ -24,7 +27,9 @@ def faults(run: RunData) -> Figure:
         frame["scenario"] = frame["scenario"] + " (" + frame["start_method"].astype(str) + ")"
     scenarios = list(dict.fromkeys(frame["scenario"]))
     strategies = style.order_strategies(frame["strategy"])
-    figure = Figure(figsize=(style.FIGURE_WIDTH_IN, 0.72 * len(scenarios) + 1.2), layout="constrained")
+    # Rows tall enough for a wrapped reason where some cell is not clean; a compact table where all are.
+    row_in = ROW_IN_WITH_REASONS if not frame["clean"].all() else ROW_IN_CLEAN
+    figure = Figure(figsize=(style.FIGURE_WIDTH_IN, row_in * len(scenarios) + 1.2), layout="constrained")
     ax = figure.subplots()
     # Characters per line of a cell: its share of ~6.4 inches of axes, at 7.5 pt (~0.6 em per character).
     chars = max(10, int(6.4 / len(strategies) * 72 / (7.5 * 0.6)))

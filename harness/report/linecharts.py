@@ -36,7 +36,7 @@ DODGE = 0.04  # workers-axis units between neighbouring strategies' points
 
 
 def throughput(run: RunData) -> Figure:
-    """batches/s and MB/s vs workers, median with IQR bars; the memcpy limit as a reference line.
+    """batches/s vs workers, median with IQR bars; the memcpy limit (R, in batches/s) as a reference line.
 
     With cold-cache cells, the disk's limit (harness.report.bounds) is a dash-dot line on batches/s.
 
@@ -46,7 +46,7 @@ def throughput(run: RunData) -> Figure:
     the panel when no cell has more).
     """
     summary = run.summary
-    panels = [m for m in ("batches_per_s", "mb_per_s") if f"{m}_median" in summary]
+    panels = ["batches_per_s"]  # MB/s would repeat it: batches/s times the batch's bytes
     figure, axes = style.new_figure(len(panels), height_in=4.2)
     figure.suptitle("Throughput vs number of workers")
     others = [k for k in variant_keys(summary) if k != "workers"]
@@ -54,8 +54,8 @@ def throughput(run: RunData) -> Figure:
     all_workers = sorted(summary["workers"].unique())
     strategies = style.order_strategies(summary["strategy"])
     by_workers = [s for s in strategies if has_workers(s)]
-    titles = {"batches_per_s": "Batches per second", "mb_per_s": "Payload megabytes per second"}
-    ylabels = {"batches_per_s": "batches/s", "mb_per_s": "MB/s (10⁶ bytes/s)"}
+    titles = {"batches_per_s": "Batches per second"}
+    ylabels = {"batches_per_s": "batches/s"}
     handles, labels = [], []
     for ax, metric in zip(axes[0], panels, strict=True):
         units = pooled_units(run, metric)
@@ -124,11 +124,11 @@ def throughput(run: RunData) -> Figure:
                 fontsize=8.5,
             )
             top = max(top, io_bound)
-        reference = _memcpy_mb_per_s(run) if metric == "mb_per_s" else None
+        reference = _memcpy_batches_per_s(run)
         if reference:
             ax.axhline(reference, color="black", linestyle=":", linewidth=1.4)
             ax.annotate(
-                f"memcpy limit, one core: {reference / 1000:,.1f} GB/s",
+                f"memcpy limit, one core: {reference:,.0f} batches/s (R)",
                 (0.02, reference),
                 xycoords=("axes fraction", "data"),
                 xytext=(0, -4),
@@ -187,9 +187,14 @@ def _disk_batches_per_s(run: RunData) -> float | None:
     return disk_bound(run, {"cache": "cold"})
 
 
-def _memcpy_mb_per_s(run: RunData) -> float | None:
-    gb_per_s = lookup(run.env, "memcpy.gb_per_s", "memcpy.gb_per_s_median")
-    return None if gb_per_s is None else float(gb_per_s) * 1000.0
+def _memcpy_batches_per_s(run: RunData) -> float | None:
+    """R, one core's batch copies per second, where every cell of the run has the same batch size (else None)."""
+    sizes = set(run.summary["batch_size"])
+    if len(sizes) != 1:
+        return None  # R differs by batch size; the summary table gives each transfer cell its own
+    from .goals import copies_per_s
+
+    return copies_per_s(run.env, int(next(iter(sizes))))
 
 
 # -- latency ------------------------------------------------------------------------------------------------
@@ -237,6 +242,9 @@ def wait_ecdf(run: RunData) -> Figure:
             )
         for level in ECDF_LEVELS:
             ax.axhline(level, color="grey", linewidth=0.7, linestyle="--", zorder=0)
+        share = new_image_share(cell_rows)
+        if share is not None and ECDF_Y_RANGE[0] < 1 - share < ECDF_Y_RANGE[1]:
+            _label_plateau(ax, share)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         # A logit axis stretches the tail, where stalls live: p95 and p99 get as much room as the median.
@@ -266,6 +274,37 @@ def wait_ecdf(run: RunData) -> Figure:
         ax.set_visible(False)
     style.legend_below(figure, *style.line_handles(strategies))
     return figure
+
+
+def new_image_share(rows: pd.DataFrame) -> float | None:
+    """The share of batches whose tiles start a new image: images per epoch over batches per epoch.
+
+    A batch cut from an image already processed waits only for slicing (well under a
+    millisecond); one that needs the next image waits for its work (tens of ms). The
+    ECDF's plateau sits between the two, at ``1 - share``. None where the samples do not
+    say which images their epochs had.
+    """
+    if "images" not in rows or rows.empty:
+        return None
+    images = sum(len(v) for v in rows["images"] if isinstance(v, list))
+    batches = float(pd.to_numeric(rows["batches"], errors="coerce").sum())
+    return images / batches if images and batches > 0 and images < batches else None
+
+
+def _label_plateau(ax, share: float) -> None:
+    """A dotted line where the batches that need the next image begin, and what lies on each side of it."""
+    level = 1.0 - share
+    ax.axhline(level, color="black", linewidth=0.8, linestyle=":", zorder=1)
+    style_kw = {
+        "fontsize": 7.5,
+        "color": "#333333",
+        "xycoords": ("axes fraction", "data"),
+        "textcoords": "offset points",
+        "bbox": {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 0.5},
+        "zorder": 4,
+    }
+    ax.annotate(f"{share:.0%} wait for the next image's work", (0.02, level), xytext=(0, 3), va="bottom", **style_kw)
+    ax.annotate(f"{1 - share:.0%} cut from an image already here", (0.02, level), xytext=(0, -3), va="top", **style_kw)
 
 
 # -- memory over time -------------------------------------------------------------------------------------

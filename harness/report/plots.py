@@ -43,11 +43,12 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Throughput",
         throughput,
         ("batches_per_s",),
-        "Median batches/s and payload MB/s per strategy against the number of workers; error bars span the "
-        "inter-quartile range (points dodged sideways a little so they do not hide each other). A strategy "
-        "without workers (the baseline, whose work runs in the training loop's own process) is drawn at no worker "
-        "count but as a horizontal line across the axis at the median of all its measured windows, the IQR shaded.",
-        ("batches_per_s", "mb_per_s"),
+        "Median batches/s per strategy against the number of workers (MB/s is batches/s times the batch's "
+        "bytes: the summary table has it); error bars span the inter-quartile range (points dodged sideways a "
+        "little so they do not hide each other). A strategy without workers (the baseline, whose work runs in "
+        "the training loop's own process) is drawn at no worker count but as a horizontal line across the axis "
+        "at the median of all its measured windows, the IQR shaded.",
+        ("batches_per_s",),
     ),
     FigureSpec(
         "wait_ecdf",

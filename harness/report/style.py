@@ -2,8 +2,9 @@
 
 A reader who learns "shared memory is green" in the throughput figure must find it
 green in the latency, memory and lifecycle figures too, and in the next post of the
-series. Colours come from the Okabe-Ito palette (safe for colour-blind readers and
-in greyscale print, helped by a distinct marker per strategy). Strategies the
+series. Colours come from Paul Tol's muted palette (safe for colour-blind readers,
+helped in greyscale print by a distinct marker per strategy); the stages of a batch
+have a palette of their own (Okabe-Ito) and a hatch each. Strategies the
 palette does not name yet get fallback colours in a stable order.
 
 :func:`apply` sets matplotlib defaults sized for a figure shown ~800 px wide on a
@@ -18,18 +19,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# Okabe-Ito; baseline is neutral grey because it is the reference, not a contender.
+# Paul Tol's "muted" palette (safe for colour-blind readers; no two strategies share a hue
+# family, so pipe and zero-copy shm are not both "blue"); the baseline is neutral grey because
+# it is the reference, not a contender. Each strategy also has its own marker.
 STRATEGY_COLOURS: dict[str, str] = {
     "baseline": "#555555",
-    "pipe": "#0072B2",
-    "queue": "#E69F00",
-    "shm": "#009E73",
-    "shm_zerocopy": "#56B4E9",
-    "torch": "#D55E00",
-    "threads": "#CC79A7",
-    "grain": "#999933",
-    "spdl": "#882255",  # wine (Tol's muted)
-    "spdl_arena": "#AA4499",  # purple
+    "pipe": "#332288",  # indigo
+    "queue": "#DDCC77",  # sand
+    "shm": "#117733",  # green
+    "shm_zerocopy": "#88CCEE",  # cyan
+    "torch": "#CC6677",  # rose
+    "threads": "#AA4499",  # purple
+    "grain": "#999933",  # olive
+    "spdl": "#882255",  # wine
+    "spdl_arena": "#44AA99",  # teal
 }
 STRATEGY_MARKERS: dict[str, str] = {
     "baseline": "o",
@@ -45,15 +48,17 @@ STRATEGY_MARKERS: dict[str, str] = {
 }
 STRATEGY_ORDER: tuple[str, ...] = tuple(STRATEGY_COLOURS)
 FALLBACK_COLOURS: tuple[str, ...] = ("#F0E442", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF")
-# The stages of a batch's journey ("where the time goes"): worker-side stages in
-# colours, main-side waiting in grey because it is idle time, not work.
+# The stages of a batch's journey ("where the time goes"): a palette of their own (Okabe-Ito,
+# which no strategy uses), a hatch each for greyscale print, and waiting in grey because it is
+# idle time, not work.
 STAGE_COLOURS: dict[str, str] = {
-    "compute": "#0072B2",
-    "serialize": "#E69F00",
+    "compute": "#E69F00",
+    "serialize": "#0072B2",
     "transfer": "#009E73",
-    "assemble": "#CC79A7",
+    "assemble": "#F0E442",
     "wait": "#BBBBBB",
 }
+STAGE_HATCHES: dict[str, str] = {"compute": "", "serialize": "//", "transfer": "xx", "assemble": "..", "wait": ""}
 FALLBACK_MARKERS: tuple[str, ...] = ("X", "*", "h", "<", ">")
 # Line styles for figures whose lines are one per strategy (utilization, the regime map): with the
 # marker, they tell the strategies apart without colour (greyscale print, colour-blind readers).
@@ -84,6 +89,11 @@ def _fallback_index(name: str) -> int:
 def colour(strategy: str) -> str:
     """The strategy's colour; unknown strategies get a stable fallback."""
     return STRATEGY_COLOURS.get(strategy) or FALLBACK_COLOURS[_fallback_index(strategy)]
+
+
+def stage_hatch(stage: str) -> str:
+    """The hatch of a stage (none for an unknown one)."""
+    return STAGE_HATCHES.get(stage, "")
 
 
 def stage_colour(stage: str) -> str:
