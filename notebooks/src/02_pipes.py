@@ -97,9 +97,10 @@ baseline = rates["baseline"].fillna(rates["baseline"].median())
 figure("throughput", only(run, "baseline", "pipe"))
 
 # %% [markdown]
-# The right panel puts the payload rate against this machine's memcpy bandwidth (dotted): how far a strategy is
-# from the limit that copying alone would set. The wait per batch shows whether the workers stay ahead of the
-# loop: where they do, most waits are the copy of tiles into the batch.
+# The dotted line is R, the batches one core can copy per second at this machine's memcpy bandwidth: how far a
+# strategy is from the limit that copying alone would set. The wait per batch shows whether the workers stay
+# ahead of the loop: where they do, most waits are the copy of tiles into the batch; the dotted line across the
+# wait figure marks the share of batches that wait for the next image's work.
 
 # %%
 figure("wait_ecdf", only(run, "baseline", "pipe"))
