@@ -74,6 +74,7 @@ from .measure import (
     is_infrastructure,
     leaked_segments,
     machine_busy_s,
+    main_stage_timer,
     memory_stats,
     shm_segments,
     shm_used_bytes,
@@ -372,6 +373,7 @@ def measure(spec: ChildSpec, events: Events) -> None:
         decode_threads = getattr(gen, "decode_threads", None)
         cold_files = dataset_files(spec.dataset) if spec.cache == "cold" else []
         stage_times = stage_timer(gen)  # read just outside each timed epoch: its cost is never timed
+        main_times = main_stage_timer(gen)
         events.emit("ready", startup_s=startup_s, batches_per_epoch=len(gen), worker_pids=worker_pids, pid=os.getpid())
         # This machine's copy bandwidth now, in this process: R for its windows, paired with them, so that
         # a window's "of R" does not carry the minutes of drift between it and the run's own memcpy rounds.
@@ -393,6 +395,7 @@ def measure(spec: ChildSpec, events: Events) -> None:
                 if dense:
                     sampler.configure(**_WARMUP_PACE)
                 stages_before = stage_times() if stage_times is not None else None
+                main_before = main_times() if main_times is not None else None
                 first_epoch, images, timings = next_epoch, [], []
                 paused_s, resident = 0.0, []
                 while not timings or not window_done(timings, spec):
@@ -406,6 +409,7 @@ def measure(spec: ChildSpec, events: Events) -> None:
                     timings.append(time_epoch(gen, step_ms=spec.step_ms, full_checksum=next_epoch == 0))
                     next_epoch += 1
                 stages_after = stage_times() if stage_times is not None else None
+                main_after = main_times() if main_times is not None else None
                 if dense:  # back to the measured pace before anything is timed; its wake-up sample is taken now
                     sampler.configure(**measured_pace)
                 after = sampler.sample_now()
@@ -414,8 +418,11 @@ def measure(spec: ChildSpec, events: Events) -> None:
                 # The sampler thread's CPU is the instrument's, not the strategy's.
                 cpu_s = max(0.0, after.cpu_s - before.cpu_s - sampler_cpu_s - boundary_cpu_s)
                 stages = None
+                main_stages = None
                 if stages_before is not None and stages_after is not None:
                     stages = stage_ms_per_batch(stages_before, stages_after, sum(t.batches for t in timings))
+                if main_before is not None and main_after is not None:
+                    main_stages = stage_ms_per_batch(main_before, main_after, sum(t.batches for t in timings))
                 record = window_record(
                     window,
                     first_epoch,
@@ -434,6 +441,7 @@ def measure(spec: ChildSpec, events: Events) -> None:
                     sampler_cpu_s=sampler_cpu_s,
                     other_cores=other_cores,
                     memcpy_gb_per_s=memcpy_gb_per_s,
+                    stage_main_ms_per_batch=main_stages,
                     decode_threads_used=decode_threads,
                     cache_resident_before=max(resident) if resident else None,
                     images=images,

@@ -447,6 +447,12 @@ def stage_timer(gen: object) -> StageTimes | None:
     return stage_times if callable(stage_times) else None
 
 
+def main_stage_timer(gen: object) -> StageTimes | None:
+    """The generator's ``main_stage_times()`` (the main process's own share), or None where it has none."""
+    main_stage_times = getattr(gen, "main_stage_times", None)
+    return main_stage_times if callable(main_stage_times) else None
+
+
 def stage_ms_per_batch(before: dict[str, float], after: dict[str, float], batches: int) -> dict[str, float] | None:
     """Milliseconds per batch each stage took between two ``stage_times()`` readings (None without batches).
 

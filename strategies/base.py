@@ -402,6 +402,10 @@ class BatchGenerator(ABC):
         """Cumulative seconds per stage since creation, main process plus workers (``strategies.stages``)."""
         return summed(self.clock, self._worker_totals())
 
+    def main_stage_times(self) -> dict[str, float]:
+        """The main process's own share of :meth:`stage_times` (wall time in the loop's process), per stage."""
+        return dict(self.clock.seconds)
+
     def _worker_totals(self) -> Iterable[tuple[float, ...]]:
         return self._worker_stages.values()
 

@@ -270,6 +270,9 @@ def test_a_cold_sweep_records_what_stayed_cached_and_the_disk(tmp_path, monkeypa
             assert r["cache_resident_before"] is None
         assert r["decode_threads_used"] == (2 if r["decode_threads"] == "2" else len(os.sched_getaffinity(0)))
         assert (r["consumer_utilization"] > 0) == (r["step_ms"] > 0)
+        # The main process's own share of the stage times, never more than both sides together.
+        assert set(r["stage_main_ms_per_batch"]) <= set(r["stage_ms_per_batch"])
+        assert all(v <= r["stage_ms_per_batch"][s] + 1e-9 for s, v in r["stage_main_ms_per_batch"].items())
     assert "cold cache" in capsys.readouterr().out
 
 

@@ -18,13 +18,13 @@ from report_fixtures import STRATEGIES, copies_per_s, write_results
 from harness.cli import main
 from harness.errors import IpcbenchError
 from harness.report import build_report, style
-from harness.report.barcharts import cpu_per_batch, lifecycle, memory
+from harness.report.barcharts import cpu_per_batch, lifecycle, memory, stage_cells, stages
 from harness.report.document import escape
 from harness.report.goals import below_baseline_explanations, performance_goals
 from harness.report.goals import copies_per_s as copies_per_s_of_env
 from harness.report.html import inline
 from harness.report.linecharts import new_image_share, throughput, wait_ecdf
-from harness.results import load_benchmark_json, load_run, summarize, write_summary
+from harness.results import load_benchmark_json, load_run, stage_medians, summarize, write_summary
 
 ALL_PLOTS = {"throughput", "wait_ecdf", "memory", "memory_trace", "lifecycle", "cpu_per_batch", "faults"}
 
@@ -640,3 +640,33 @@ def test_the_wait_ecdf_marks_where_batches_start_waiting_for_the_next_image(tmp_
     assert f"{share:.0%} wait for the next image's work" in texts
     assert f"{1 - share:.0%} cut from an image already here" in texts
     assert new_image_share(rows.drop(columns="images")) is None  # an older run: no line, nothing guessed
+
+
+def test_the_stages_figure_puts_each_workers_time_beside_the_main_process_wall_time(tmp_path: Path) -> None:
+    """Worker stages per worker (they run side by side) in one panel, the main process's own in the other."""
+    run_dir = write_results(tmp_path / "run", strategies=("baseline", "pipe"), workers=(2,), faults=False)
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    for record in records:  # both sides summed, and the main process's own share, as the child records them
+        if record["strategy"] == "baseline":
+            record["stage_ms_per_batch"] = record["stage_main_ms_per_batch"] = {"compute": 6.0, "assemble": 0.5}
+        else:
+            record["stage_ms_per_batch"] = {"compute": 6.0, "transfer": 2.0, "assemble": 1.0, "wait": 1.5}
+            record["stage_main_ms_per_batch"] = {"transfer": 0.5, "assemble": 1.0, "wait": 1.5}
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_summary(run_dir)
+    run = load_run(run_dir)
+    figure = stages(run)
+    worker_ax, main_ax = figure.axes[:2]
+    assert (worker_ax.get_title(), main_ax.get_title()) == ("Each worker (in parallel)", "Main process (wall time)")
+    order = list(stage_cells(run.summary)["strategy"])
+    pipe = run.summary[run.summary["strategy"] == "pipe"].iloc[0]
+    total = sum(pipe[column] for _, column in stage_medians(run.summary) if pd.notna(pipe[column]))
+    main = sum(pipe[column] for _, column in stage_medians(run.summary, "main") if pd.notna(pipe[column]))
+    assert (total, main) == (pytest.approx(10.5), pytest.approx(3.0))
+
+    def bar_length(ax, y: int) -> float:
+        return sum(p.get_width() for p in ax.patches if abs(p.get_y() + p.get_height() / 2 - y) < 1e-9)
+
+    assert bar_length(main_ax, order.index("pipe")) == pytest.approx(main)
+    assert bar_length(worker_ax, order.index("pipe")) == pytest.approx((total - main) / 2)  # two workers
+    assert bar_length(worker_ax, order.index("baseline")) == 0.0  # no workers: all its time is the main process's

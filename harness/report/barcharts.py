@@ -21,7 +21,7 @@ from matplotlib.patches import Patch
 from harness.results import RunData, stage_medians, variant_keys, variant_label
 
 from . import style
-from .cells import MIN_SPREAD, uses_shared_memory, value_counts
+from .cells import MIN_SPREAD, has_workers, uses_shared_memory, value_counts
 
 STAGE_BAR_HEIGHT_IN = 0.32  # per cell of the stages figure, which grows with the run
 TICK_CHAR_IN = 0.065  # about how wide a character of a 9 pt tick label is
@@ -195,42 +195,54 @@ def stages(run: RunData) -> Figure:
 
     Only each strategy's most-workers cells: the figure is about where a batch's time
     goes, and one worker count keeps it readable for a run of many workloads and batch
-    sizes (the table beside it has every cell).
+    sizes (the table beside it has every cell). Where the samples carry the main
+    process's own share (``stage_main_ms_per_batch``), two panels: each worker's time
+    per batch (the workers' sum over their count: they run side by side) and the main
+    process's wall time per batch, beside the wall time a batch took in all; an older
+    run gets one panel of the sum.
     """
     most = run.summary.groupby("strategy")["workers"].transform("max")
     summary = stage_cells(run.summary[run.summary["workers"] == most])
     columns = stage_medians(summary)
+    main_columns = dict(stage_medians(summary, "main"))
     keys = [k for k in variant_keys(summary) if k != "workers"]
-    figure, axes = style.new_figure(1, height_in=1.6 + STAGE_BAR_HEIGHT_IN * len(summary))
-    ax = axes[0, 0]
+    split = bool(main_columns)
+    height = 1.6 + STAGE_BAR_HEIGHT_IN * len(summary)
+    figure, axes = style.new_figure(2 if split else 1, height_in=height, sharey=True)
     labels = []
     for y, (_, row) in enumerate(summary.iterrows()):
         labels.append(row["strategy"] + (f", {variant_label(row, keys)}" if keys else ""))
-        left = 0.0
-        for stage, column in columns:
-            value = row[column]
-            if pd.notna(value) and value > 0:
-                ax.barh(
-                    y,
-                    value,
-                    left=left,
-                    height=0.7,
-                    color=style.stage_colour(stage),
-                    hatch=style.stage_hatch(stage),
-                    edgecolor="#333333",
-                    linewidth=0.4,
-                )
-                left += value
-        if left == 0.0:
-            ax.annotate("no stage timers", (0, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+        if split:
+            workers = int(row["workers"]) if has_workers(str(row["strategy"])) else 0
+            main = {stage: _value(row, main_columns.get(stage)) for stage, _ in columns}
+            worker = {
+                stage: max(0.0, _value(row, column) - main[stage]) / workers if workers else 0.0
+                for stage, column in columns
+            }
+            drawn = _stack(axes[0, 0], y, worker) + _stack(axes[0, 1], y, main)
+            wall_ax = axes[0, 1]
+        else:
+            drawn = _stack(axes[0, 0], y, {stage: _value(row, column) for stage, column in columns})
+            wall_ax = axes[0, 0]
+        if drawn == 0.0:
+            axes[0, 0].annotate(
+                "no stage timers", (0, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8
+            )
         wall_ms = 1000.0 / row["batches_per_s_median"] if row.get("batches_per_s_median", 0) > 0 else None
         if wall_ms is not None:
-            ax.plot(wall_ms, y, marker="|", markersize=14, markeredgewidth=2, color="black", linestyle="none")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.invert_yaxis()  # the first cell on top, as in the table
-    ax.set_xlim(left=0)
-    ax.grid(axis="y", visible=False)
-    ax.set_xlabel("ms per batch (worker stages summed over workers)")
+            wall_ax.plot(wall_ms, y, marker="|", markersize=14, markeredgewidth=2, color="black", linestyle="none")
+    for ax in axes[0]:
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlim(left=0)
+        ax.grid(axis="y", visible=False)
+    axes[0, 0].invert_yaxis()  # the first cell on top, as in the table (the panels share y)
+    if split:
+        axes[0, 0].set_title("Each worker (in parallel)")
+        axes[0, 0].set_xlabel("ms of one worker's time per batch")
+        axes[0, 1].set_title("Main process (wall time)")
+        axes[0, 1].set_xlabel("ms per batch in the training loop's process")
+    else:
+        axes[0, 0].set_xlabel("ms per batch (worker stages summed over workers)")
     figure.suptitle("Where the time goes per batch (each strategy at its most workers)")
     handles = [
         Patch(facecolor=style.stage_colour(stage), hatch=style.stage_hatch(stage), edgecolor="#333333", linewidth=0.4)
@@ -239,3 +251,27 @@ def stages(run: RunData) -> Figure:
     handles.append(Line2D([], [], marker="|", markersize=10, markeredgewidth=2, color="black", linestyle="none"))
     style.legend_below(figure, handles, [stage for stage, _ in columns] + ["wall time per batch"])
     return figure
+
+
+def _value(row: pd.Series, column: str | None) -> float:
+    value = row.get(column) if column is not None else None
+    return float(value) if value is not None and pd.notna(value) and value > 0 else 0.0
+
+
+def _stack(ax, y: int, ms_by_stage: dict[str, float]) -> float:
+    """One stacked bar of ``ms_by_stage`` at ``y``; returns its length."""
+    left = 0.0
+    for stage, value in ms_by_stage.items():
+        if value > 0:
+            ax.barh(
+                y,
+                value,
+                left=left,
+                height=0.7,
+                color=style.stage_colour(stage),
+                hatch=style.stage_hatch(stage),
+                edgecolor="#333333",
+                linewidth=0.4,
+            )
+            left += value
+    return left

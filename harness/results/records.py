@@ -86,6 +86,8 @@ class WindowSample:
     orphans_after_exit: int = 0
     leaked_shm_after_exit: int = 0
     stage_ms_per_batch: dict[str, float] | None = None
+    # The main process's own share of stage_ms_per_batch (wall time in the loop's process); the rest is the workers'.
+    stage_main_ms_per_batch: dict[str, float] | None = None
     images: tuple[int, ...] = ()
     checksums: tuple[str, ...] = ()
     # Cores' worth of CPU that other processes of the machine used during the measurement

@@ -114,6 +114,7 @@ UNSTABLE_CV = 0.10
 MIN_SAMPLES = 6
 
 
-def stage_column(stage: str) -> str:
-    """The flat column of one stage: ``stage_compute_ms_per_batch``."""
-    return f"stage_{stage}_ms_per_batch"
+def stage_column(stage: str, side: str = "") -> str:
+    """The flat column of one stage: ``stage_compute_ms_per_batch``; the main side's: ``stage_main_compute_...``."""
+    prefix = f"{side}_" if side else ""
+    return f"stage_{prefix}{stage}_ms_per_batch"

@@ -59,26 +59,33 @@ def with_cell_keys(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def stages_of(frame: pd.DataFrame) -> list[str]:
-    """The stages any row's ``stage_ms_per_batch`` names: :data:`STAGES` order first, then others sorted."""
-    if "stage_ms_per_batch" not in frame:
+def stages_of(frame: pd.DataFrame, field: str = "stage_ms_per_batch") -> list[str]:
+    """The stages any row's ``field`` names: :data:`STAGES` order first, then others sorted."""
+    if field not in frame:
         return []
-    named = {key for value in frame["stage_ms_per_batch"] if isinstance(value, dict) for key in value}
+    named = {key for value in frame[field] if isinstance(value, dict) for key in value}
     return [s for s in STAGES if s in named] + sorted(named - set(STAGES))
 
 
+# Per-sample dicts of ms per batch by stage, and the side their flat columns name ("" = both sides summed).
+STAGE_FIELDS = (("stage_ms_per_batch", ""), ("stage_main_ms_per_batch", "main"))
+
+
+def stage_metrics(frame: pd.DataFrame) -> list[str]:
+    """The flat stage columns ``frame``'s samples carry, both sides summed first, then the main side's."""
+    return [stage_column(stage, side) for field, side in STAGE_FIELDS for stage in stages_of(frame, field)]
+
+
 def with_stage_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with one float column per stage (NaN where a row has no stage times), for aggregation."""
-    stages = stages_of(frame)
-    if not stages:
-        return frame
+    """``frame`` with one float column per stage and side (NaN where a row has no stage times), for aggregation."""
     columns = {
-        stage_column(stage): frame["stage_ms_per_batch"].map(
+        stage_column(stage, side): frame[field].map(
             lambda value, stage=stage: float(value[stage]) if isinstance(value, dict) and stage in value else math.nan
         )
-        for stage in stages
+        for field, side in STAGE_FIELDS
+        for stage in stages_of(frame, field)
     }
-    return frame.assign(**columns)
+    return frame.assign(**columns) if columns else frame
 
 
 def with_of_r(frame: pd.DataFrame) -> pd.DataFrame:
@@ -126,12 +133,20 @@ def variant_label(row: pd.Series, keys: list[str]) -> str:
     return ", ".join(phrases.get(k, str)(row[k]) for k in keys) or "all cells"
 
 
-def stage_medians(summary: pd.DataFrame) -> list[tuple[str, str]]:
-    """``(stage, median column)`` for every stage the summary holds, in :data:`STAGES` order."""
-    prefix, suffix = "stage_", "_ms_per_batch_median"
-    found = {c[len(prefix) : -len(suffix)] for c in summary.columns if c.startswith(prefix) and c.endswith(suffix)}
+def stage_medians(summary: pd.DataFrame, side: str = "") -> list[tuple[str, str]]:
+    """``(stage, median column)`` for every stage the summary holds, in :data:`STAGES` order.
+
+    ``side``: ``""`` for both sides summed, ``"main"`` for the main process's own share.
+    """
+    prefix, suffix = f"stage_{side + '_' if side else ''}", "_ms_per_batch_median"
+    sides = [f"{s}_" for _, s in STAGE_FIELDS if s and s != side]  # another side's columns share the prefix
+    found = {
+        c[len(prefix) : -len(suffix)]
+        for c in summary.columns
+        if c.startswith(prefix) and c.endswith(suffix) and not any(c[len(prefix) :].startswith(o) for o in sides)
+    }
     ordered = [s for s in STAGES if s in found] + sorted(found - set(STAGES))
-    return [(stage, f"{stage_column(stage)}_median") for stage in ordered]
+    return [(stage, f"{stage_column(stage, side)}_median") for stage in ordered]
 
 
 # -- rows -----------------------------------------------------------------------------
@@ -192,7 +207,7 @@ def summarize(samples: pd.DataFrame | Iterable[Mapping[str, Any]], cores: int | 
     frame = samples if isinstance(samples, pd.DataFrame) else pd.DataFrame(list(samples))
     frame = with_of_r(with_stage_columns(with_cell_keys(frame)))
     present = [m for m in METRICS if m in frame.columns] or [m for m in METRICS if m != "of_r"]  # none: empty input
-    metrics = [*present, *(stage_column(stage) for stage in stages_of(frame))]
+    metrics = [*present, *stage_metrics(frame)]
     columns = [
         *CELL_KEYS,
         "n",
