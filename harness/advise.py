@@ -545,7 +545,7 @@ def _limits(
         more = needed * max(search.estimate(c.candidate, 2) for c in short)
         limits.append(
             f"The budget ran out before the top two had {MIN_SAMPLES} measured windows each "
-            f"({', '.join(f'{c.candidate.strategy}: {c.n}' for c in short)}): the ranking is not settled. "
+            f"({'; '.join(f'{c.candidate.describe()}: {c.n}' for c in short)}): the ranking is not settled. "
             f"A budget of about {budget_s + more:.0f} s (--budget-s {math.ceil(budget_s + more)}) would settle it."
         )
     elif runner_up is not None and not distinguishable:
