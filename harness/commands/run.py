@@ -38,10 +38,11 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from strategies.config import DTYPES
+from strategies.config import DTYPES, WORKLOADS
 from strategies.signals import EXIT_STATUS_SIGTERM
 
 from ..errors import IpcbenchError
@@ -78,44 +79,44 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _float_list(text: str) -> tuple[float, ...]:
+def _numbers(text: str, unit: str) -> tuple[float, ...]:
     try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
+        return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"expected comma-separated {unit}, got {text!r}") from exc
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    values = _numbers(text, "numbers")
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected one or more sizes > 0, got {text!r}")
     return values
 
 
-def _workload_list(text: str) -> tuple[str, ...]:
-    from strategies.config import WORKLOADS
+def _choice_list(what: str, choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """A parser of comma-separated ``choices`` (each once, in the order given); an unknown one names the others."""
 
-    names = name_list(text)
-    unknown = [name for name in names if name not in WORKLOADS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
-    return tuple(dict.fromkeys(names))
+    def parse(text: str) -> tuple[str, ...]:
+        names = name_list(text)
+        unknown = [name for name in names if name not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(choices)}")
+        return tuple(dict.fromkeys(names))
 
+    return parse
+
+
+_workload_list = _choice_list("workload", WORKLOADS)
+_dtype_list = _choice_list("dtype", DTYPES)
+_cache_list = _choice_list("cache", CACHES)
 
 # Cell keys a run may sweep besides workers, workload and dtype: named in a summary line when they vary.
 SWEPT_KEYS = ("prefetch", "step_ms", "decode_threads", "background_load", "cache")
 PIXEL_DTYPE = "uint16"  # the images' own: a cell in another dtype says so in progress and summary lines
 
 
-def _dtype_list(text: str) -> tuple[str, ...]:
-    names = name_list(text)
-    unknown = [name for name in names if name not in DTYPES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown dtype {', '.join(unknown)}; choose from {', '.join(DTYPES)}")
-    return tuple(dict.fromkeys(names))
-
-
 def _step_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated milliseconds, got {text!r}") from exc
+    values = _numbers(text, "milliseconds")
     if not values or any(not v >= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected one or more step times >= 0 ms, got {text!r}")
     return tuple(dict.fromkeys(values))
@@ -146,14 +147,6 @@ def _count_list(text: str) -> tuple[int, ...]:
     if any(v < 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected counts >= 0, got {text!r}")
     return tuple(dict.fromkeys(values))
-
-
-def _cache_list(text: str) -> tuple[str, ...]:
-    names = name_list(text)
-    unknown = [name for name in names if name not in CACHES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown cache {', '.join(unknown)}; choose from {', '.join(CACHES)}")
-    return tuple(dict.fromkeys(names))
 
 
 def name_list(text: str) -> tuple[str, ...]:
