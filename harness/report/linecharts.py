@@ -38,7 +38,8 @@ DODGE = 0.04  # workers-axis units between neighbouring strategies' points
 def throughput(run: RunData) -> Figure:
     """batches/s vs workers, median with IQR bars; the memcpy limit (R, in batches/s) as a reference line.
 
-    With cold-cache cells, the disk's limit (harness.report.bounds) is a dash-dot line on batches/s.
+    With cold-cache cells, the disk's limit (harness.report.bounds) is a dash-dot line.
+    One panel: MB/s would repeat it (batches/s times the batch's bytes).
 
     A strategy without workers (the baseline) is drawn at no worker count: it is a
     horizontal line across the axis at the median of all its cells, its IQR shaded. A
@@ -46,111 +47,105 @@ def throughput(run: RunData) -> Figure:
     the panel when no cell has more).
     """
     summary = run.summary
-    panels = ["batches_per_s"]  # MB/s would repeat it: batches/s times the batch's bytes
-    figure, axes = style.new_figure(len(panels), height_in=4.2)
+    figure, axes = style.new_figure(1, height_in=4.2)
+    ax = axes[0, 0]
     figure.suptitle("Throughput vs number of workers")
     others = [k for k in variant_keys(summary) if k != "workers"]
     variants = summary[others].drop_duplicates().to_dict("records") if others else [{}]
     all_workers = sorted(summary["workers"].unique())
     strategies = style.order_strategies(summary["strategy"])
     by_workers = [s for s in strategies if has_workers(s)]
-    titles = {"batches_per_s": "Batches per second"}
-    ylabels = {"batches_per_s": "batches/s"}
     handles, labels = [], []
-    for ax, metric in zip(axes[0], panels, strict=True):
-        units = pooled_units(run, metric)
-        units = units[units["median"].notna()]
-        no_spread_at_all = len(units) > 0 and bool((units["n"] < MIN_SPREAD).all())
-        top = 0.0
-        for strategy in strategies:
-            # A small sideways dodge per strategy keeps overlapping IQR bars apart at the same worker count.
-            position = by_workers.index(strategy) if strategy in by_workers else 0
-            dodge = (position - (len(by_workers) - 1) / 2) * DODGE
-            for number, variant in enumerate(variants):
-                rows = units[units["strategy"] == strategy]
-                for key, value in variant.items():
-                    rows = rows[rows[key] == value]
-                if rows.empty:
-                    continue
-                rows = rows.sort_values("workers")
-                label = strategy_label(strategy) + (f", {variant_label(pd.Series(variant), others)}" if others else "")
-                linestyle = LINESTYLES[number % len(LINESTYLES)]
-                median = rows["median"].to_numpy(float)
-                counts = rows["n"].to_numpy(int)
-                spread = counts >= MIN_SPREAD
-                top = max(top, float(np.nanmax(median)))
-                if not has_workers(strategy):
-                    line = _level_line(ax, strategy, linestyle, rows.iloc[0], label_n=not no_spread_at_all)
-                else:
-                    x = rows["workers"].to_numpy(float) + dodge
-                    low = np.where(spread, median - rows["q25"].to_numpy(float), np.nan)
-                    high = np.where(spread, rows["q75"].to_numpy(float) - median, np.nan)
-                    line = ax.errorbar(
-                        x,
-                        median,
-                        yerr=[low, high],  # NaN: no bar at all for a cell with a single value
-                        color=style.colour(strategy),
-                        marker=style.marker(strategy),
-                        linestyle=linestyle,
-                        label=label,
-                    )
-                    if not no_spread_at_all:
-                        for xi, yi, ni in zip(x[~spread], median[~spread], counts[~spread], strict=True):
-                            _n_label(ax, (xi, yi), ni, strategy)
-                if metric == panels[0]:
-                    handles.append(line)
-                    labels.append(label)
-        if no_spread_at_all:
-            ax.annotate(
-                "no error bars: one value per cell (n=1)",
-                (0.98, 0.02),
-                xycoords="axes fraction",
-                ha="right",
-                va="bottom",
-                fontsize=8,
-                color="dimgrey",
-            )
-        io_bound = _disk_batches_per_s(run) if metric == "batches_per_s" else None
-        if io_bound:
-            ax.axhline(io_bound, color="black", linestyle="-.", linewidth=1.2)
-            ax.annotate(
-                f"disk limit, cold cache: {io_bound:,.0f} batches/s "
-                f"({lookup(run.env, 'disk.read_mb_per_s'):,.0f} MB/s)",
-                (0.02, io_bound),
-                xycoords=("axes fraction", "data"),
-                xytext=(0, 3),
-                textcoords="offset points",
-                va="bottom",
-                fontsize=8.5,
-            )
-            top = max(top, io_bound)
-        reference = _memcpy_batches_per_s(run)
-        if reference:
-            ax.axhline(reference, color="black", linestyle=":", linewidth=1.4)
-            ax.annotate(
-                f"memcpy limit, one core: {reference:,.0f} batches/s (R)",
-                (0.02, reference),
-                xycoords=("axes fraction", "data"),
-                xytext=(0, -4),
-                textcoords="offset points",
-                va="top",
-                fontsize=8.5,
-            )
-            if top > 0 and reference / top > 3:
-                # The physical limit is far above every strategy: a log axis shows both, with 1-2-5 labels.
-                ax.set_yscale("log")
-                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
-                ax.yaxis.set_minor_formatter(NullFormatter())
-        if ax.get_yscale() == "linear":
-            ax.set_ylim(bottom=0)
-        ax.set_title(titles[metric])
-        ax.set_xlabel("workers (processes or threads)")
-        ax.set_ylabel(ylabels[metric] + (", log scale" if ax.get_yscale() == "log" else ""))
-        ax.set_xticks(all_workers)
-        ax.set_xlim(min(all_workers) - 0.5, max(all_workers) + 0.5)
+    units = pooled_units(run, "batches_per_s")
+    units = units[units["median"].notna()]
+    no_spread_at_all = len(units) > 0 and bool((units["n"] < MIN_SPREAD).all())
+    top = 0.0
+    for strategy in strategies:
+        # A small sideways dodge per strategy keeps overlapping IQR bars apart at the same worker count.
+        position = by_workers.index(strategy) if strategy in by_workers else 0
+        dodge = (position - (len(by_workers) - 1) / 2) * DODGE
+        for number, variant in enumerate(variants):
+            rows = units[units["strategy"] == strategy]
+            for key, value in variant.items():
+                rows = rows[rows[key] == value]
+            if rows.empty:
+                continue
+            rows = rows.sort_values("workers")
+            label = strategy_label(strategy) + (f", {variant_label(pd.Series(variant), others)}" if others else "")
+            linestyle = LINESTYLES[number % len(LINESTYLES)]
+            median = rows["median"].to_numpy(float)
+            counts = rows["n"].to_numpy(int)
+            spread = counts >= MIN_SPREAD
+            top = max(top, float(np.nanmax(median)))
+            if not has_workers(strategy):
+                line = _level_line(ax, strategy, linestyle, rows.iloc[0], label_n=not no_spread_at_all)
+            else:
+                x = rows["workers"].to_numpy(float) + dodge
+                low = np.where(spread, median - rows["q25"].to_numpy(float), np.nan)
+                high = np.where(spread, rows["q75"].to_numpy(float) - median, np.nan)
+                line = ax.errorbar(
+                    x,
+                    median,
+                    yerr=[low, high],  # NaN: no bar at all for a cell with a single value
+                    color=style.colour(strategy),
+                    marker=style.marker(strategy),
+                    linestyle=linestyle,
+                    label=label,
+                )
+                if not no_spread_at_all:
+                    for xi, yi, ni in zip(x[~spread], median[~spread], counts[~spread], strict=True):
+                        _n_label(ax, (xi, yi), ni, strategy)
+            handles.append(line)
+            labels.append(label)
+    if no_spread_at_all:
+        ax.annotate(
+            "no error bars: one value per cell (n=1)",
+            (0.98, 0.02),
+            xycoords="axes fraction",
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="dimgrey",
+        )
+    io_bound = _disk_batches_per_s(run)
+    if io_bound:
+        mb_per_s = lookup(run.env, "disk.read_mb_per_s")
+        text = f"disk limit, cold cache: {io_bound:,.0f} batches/s ({mb_per_s:,.0f} MB/s)"
+        _reference_line(ax, io_bound, text, linestyle="-.", linewidth=1.2, above=True)
+        top = max(top, io_bound)
+    reference = _memcpy_batches_per_s(run)
+    if reference:
+        text = f"memcpy limit, one core: {reference:,.0f} batches/s (R)"
+        _reference_line(ax, reference, text, linestyle=":", linewidth=1.4, above=False)
+        if top > 0 and reference / top > 3:
+            # The physical limit is far above every strategy: a log axis shows both, with 1-2-5 labels.
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+    if ax.get_yscale() == "linear":
+        ax.set_ylim(bottom=0)
+    ax.set_title("Batches per second")
+    ax.set_xlabel("workers (processes or threads)")
+    ax.set_ylabel("batches/s" + (", log scale" if ax.get_yscale() == "log" else ""))
+    ax.set_xticks(all_workers)
+    ax.set_xlim(min(all_workers) - 0.5, max(all_workers) + 0.5)
     style.legend_below(figure, handles, labels)
     return figure
+
+
+def _reference_line(ax, y: float, text: str, *, linestyle: str, linewidth: float, above: bool) -> None:
+    """A black horizontal limit across the axis, labelled at its left end, just above or just below it."""
+    ax.axhline(y, color="black", linestyle=linestyle, linewidth=linewidth)
+    ax.annotate(
+        text,
+        (0.02, y),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 3 if above else -4),
+        textcoords="offset points",
+        va="bottom" if above else "top",
+        fontsize=8.5,
+    )
 
 
 def _n_label(ax, xy: tuple[float, float], n: int, strategy: str, xycoords: object = "data") -> None:
