@@ -20,9 +20,10 @@ without them gets the compute per batch for every regime, and one without stage
 timers the baseline's CPU time per batch; the axis and the table say which.
 
 Only cells of the full workload, every rank together, the images' own dtype, the
-shortest step time and the default of every other swept setting (:data:`PREFERRED`)
-count; a run whose cells vary in another key (prefetch, batch size, tile, start
-method) is refused, since one regime must be one cell per strategy.
+shortest step time and the default of every other swept setting
+(:data:`harness.results.SWEPT_DEFAULTS`) count; a run whose cells vary in another key
+(prefetch, batch size, tile, start method) is refused, since one regime must be one
+cell per strategy.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from harness.results import (
     HEADLINE,
     KEY_FILL,
     SAMPLES_FILE,
+    SWEPT_DEFAULTS,
     RunData,
     load_run,
     measured,
@@ -64,9 +66,6 @@ BASELINE = "baseline"
 COST_STAGE = "compute"
 LOG_COST_SPAN = 5.0  # a cost axis spanning this factor or more is logarithmic
 SINGLE_KEYS = ("prefetch", "start_method", "batch_size", "tile")  # a regime's cells must agree on these
-# Settings a run may sweep: a regime is read at the default where the run measured it (a warm page
-# cache, no background load, automatic decode threads), else at its first value.
-PREFERRED = {"cache": "warm", "background_load": 0, "decode_threads": "auto"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +141,7 @@ def regime_cells(run: RunData) -> dict[str, Any]:
     rows = rows[rows["dtype"] == chosen["dtype"]]
     chosen["step_ms"] = float(rows["step_ms"].astype(float).min())
     rows = rows[rows["step_ms"].astype(float) == chosen["step_ms"]]
-    for key, usual in PREFERRED.items():  # swept settings: the default where measured, else the first
+    for key, usual in SWEPT_DEFAULTS.items():  # swept settings: the default where measured, else the first
         if key in rows:
             values = sorted(rows[key].astype(str).unique())
             chosen[key] = str(usual) if str(usual) in values else values[0]

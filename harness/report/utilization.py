@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.results import ALL_RANKS, KEY_FILL, RunData
+from harness.results import ALL_RANKS, KEY_FILL, SWEPT_DEFAULTS, RunData
 
 from . import style
 from .cells import has_workers
@@ -30,8 +30,6 @@ METRIC = "consumer_utilization"
 # this fraction of the best strategy's at that step (and at every longer step measured).
 WITHIN_BEST = 0.05
 IDEAL = 1.0  # the loop never waits for a batch
-# Swept settings other than the step: a run that varies them too is shown at these values (the defaults).
-PREFERRED = {"decode_threads": "auto", "background_load": 0, "cache": "warm"}
 
 
 def utilization_cells(summary: pd.DataFrame) -> pd.DataFrame:
@@ -55,9 +53,10 @@ def utilization_cells(summary: pd.DataFrame) -> pd.DataFrame:
     inline = rows[~with_workers]
     inline = inline[inline["workers"] == inline.groupby("strategy")["workers"].transform("max")]
     rows = pd.concat([at_most, inline])
-    for key in ("prefetch", "start_method", "batch_size", "tile", *PREFERRED):
+    # Swept settings other than the step: a run that varies them too is shown at their defaults.
+    for key in ("prefetch", "start_method", "batch_size", "tile", *SWEPT_DEFAULTS):
         if key in rows and rows[key].nunique() > 1:
-            usual = PREFERRED.get(key)
+            usual = SWEPT_DEFAULTS.get(key)
             values = set(rows[key].astype(str))
             keep = str(usual) if usual is not None and str(usual) in values else sorted(values)[0]
             rows = rows[rows[key].astype(str) == keep]

@@ -66,6 +66,9 @@ KEY_FILL: dict[str, Any] = {
     "background_load": 0,
     "cache": "warm",
 }
+# What a run measures unless a sweep asks for more (ipcbench run's defaults): a figure or map that
+# shows one value of a swept setting shows this one where the run measured it.
+SWEPT_DEFAULTS: dict[str, Any] = {"decode_threads": "auto", "background_load": 0, "cache": "warm"}
 REQUIRED_SAMPLE_FIELDS = ("strategy", "workers")
 
 
