@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strategies.work import usable_cores
+
 from .errors import IpcbenchError
 from .plan import Measurement, RunOptions
 from .results import MIN_SAMPLES
@@ -139,13 +141,6 @@ def shown_path(path: Path) -> str:
         return str(resolved.relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(resolved)
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 class Search:
@@ -369,7 +364,7 @@ def advise(
         raise IpcbenchError(f"--step-ms {step_ms} must be >= 0")
     started = clock()
     deadline = started + budget_s
-    cores = _cores()
+    cores = usable_cores()
     path, source = resolve_dataset(str(dataset), progress=lambda line: say(f"dataset: {line}"))
     images = open_dataset(path)
     request = RunRequest(

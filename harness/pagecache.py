@@ -160,6 +160,8 @@ def read_bandwidth(
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from strategies.work import usable_cores
+
     chosen: list[str | os.PathLike[str]] = []
     planned = 0
     for path in paths:
@@ -167,7 +169,7 @@ def read_bandwidth(
             break
         chosen.append(path)
         planned += os.path.getsize(path)
-    readers = max(1, min(readers or len(os.sched_getaffinity(0)), len(chosen) or 1))
+    readers = max(1, min(readers or usable_cores(), len(chosen) or 1))
     shares = [chosen[i::readers] for i in range(readers)]
     rates, resident, total = [], 0.0, 0
     with ThreadPoolExecutor(readers) as pool:
