@@ -30,7 +30,7 @@ import pandas as pd
 from harness.results import ALL_RANKS, RunData, measured, variant_keys, variant_label
 
 from .cells import has_workers
-from .goals import worker_processes
+from .goals import strategy_median, worker_processes
 from .provenance import lookup
 
 BASELINE = "baseline"
@@ -57,12 +57,6 @@ class RegimeBound:
 
     def ratio(self, top: float | None, bottom: float | None) -> float | None:
         return top / bottom if top is not None and bottom else None
-
-
-def _median(rows: pd.DataFrame, metric: str) -> float | None:
-    column = f"{metric}_median"
-    values = [float(v) for v in rows[column] if pd.notna(v)] if column in rows else []
-    return values[0] if values else None
 
 
 def batches_per_epoch(run: RunData, variant: dict[str, Any]) -> float | None:
@@ -126,7 +120,7 @@ def regime_bounds(run: RunData) -> list[RegimeBound]:
         base_rows = cells[cells["strategy"] == BASELINE]
         at = base_rows[base_rows["workers"] == workers]
         base_row = at if not at.empty else base_rows.head(1)
-        baseline = _median(base_row, "batches_per_s")
+        baseline = strategy_median(base_row, BASELINE, "batches_per_s")
         base_cpu = _least_work(rows, variant)
         ranked = cells[cells["strategy"].map(has_workers).astype(bool) & (cells["workers"] == workers)]
         ranked = ranked[ranked["batches_per_s_median"].notna()].sort_values("batches_per_s_median")

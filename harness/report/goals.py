@@ -185,7 +185,7 @@ def _cells(summary: pd.DataFrame, workload: str, batch_size: int | None = None) 
     return rows
 
 
-def _median(rows: pd.DataFrame, strategy: str, metric: str) -> float | None:
+def strategy_median(rows: pd.DataFrame, strategy: str, metric: str) -> float | None:
     """The strategy's median of ``metric`` in ``rows``; None when it has no such cell (or no value)."""
     match = rows.loc[rows["strategy"] == strategy, f"{metric}_median"] if f"{metric}_median" in rows else []
     values = [float(v) for v in match if pd.notna(v)]
@@ -234,8 +234,11 @@ def transfer_goals(run: RunData, mib: float = TRANSFER_MIB) -> list[GoalResult]:
     rows = _cells(run.summary, "transfer", size) if size is not None else run.summary.iloc[0:0]
     r_rate = copies_per_s(run.env, size) if size is not None else None
     where = f"transfer {mib:g} MiB = {size} tiles, {WORKERS} workers" if size else f"no {mib:g} MiB transfer cells"
-    copying, zero = _median(rows, COPYING_SHM, "batches_per_s"), _median(rows, ZERO_COPY_SHM, "batches_per_s")
-    torch = _median(rows, "torch", "batches_per_s")
+    copying, zero = (
+        strategy_median(rows, COPYING_SHM, "batches_per_s"),
+        strategy_median(rows, ZERO_COPY_SHM, "batches_per_s"),
+    )
+    torch = strategy_median(rows, "torch", "batches_per_s")
     shm_modes = [v for v in (copying, zero) if v is not None]
     best = max(shm_modes) if shm_modes else None
     r_text = f"R {_fmt(r_rate, '/s')}"
@@ -258,7 +261,7 @@ def _of_r(
 ) -> GoalResult:
     """A strategy's batches/s over R: paired per window where each process measured its own R (``of_r``),
     else the cell's median over the run's R."""
-    paired = _median(rows, strategy, "of_r")
+    paired = strategy_median(rows, strategy, "of_r")
     if paired is not None:
         basis = f"{where}: {strategy} {_fmt(rate, '/s')}; median of each window over R measured in its own process"
         return measured_goal(key, paired, basis, _n(rows, strategy))
@@ -269,10 +272,10 @@ def full_goals(run: RunData) -> list[GoalResult]:
     """The full workload at 2 workers: against the baseline, first batch, memory."""
     rows = _cells(run.summary, "full")
     where = f"full, {WORKERS} workers"
-    base = _median(rows, "baseline", "batches_per_s")
+    base = strategy_median(rows, "baseline", "batches_per_s")
     if base is None:  # the baseline has no workers: any worker count is the same baseline
-        base = _median(run.summary[run.summary["workload"] == "full"], "baseline", "batches_per_s")
-    rates = {s: _median(rows, s, "batches_per_s") for s in rows["strategy"].unique() if s != "baseline"}
+        base = strategy_median(run.summary[run.summary["workload"] == "full"], "baseline", "batches_per_s")
+    rates = {s: strategy_median(rows, s, "batches_per_s") for s in rows["strategy"].unique() if s != "baseline"}
     rates = {s: r for s, r in rates.items() if r is not None}
     best = max(rates, key=rates.__getitem__) if rates else None
     multi = {s: r for s, r in rates.items() if worker_processes(s)}
@@ -283,7 +286,10 @@ def full_goals(run: RunData) -> list[GoalResult]:
     base_first = first.get("baseline")
     late = {s: t - base_first for s, t in first.items() if worker_processes(s) and base_first is not None}
     latest = max(late, key=late.__getitem__) if late else None
-    shm_pss, torch_pss = _median(rows, COPYING_SHM, "pss_peak_mb"), _median(rows, "torch", "pss_peak_mb")
+    shm_pss, torch_pss = (
+        strategy_median(rows, COPYING_SHM, "pss_peak_mb"),
+        strategy_median(rows, "torch", "pss_peak_mb"),
+    )
     best_rate = rates.get(best) if best else None
     slowest_rate = multi.get(slowest) if slowest else None
     base_n = _n(rows, "baseline") or _n(run.summary[run.summary["workload"] == "full"], "baseline")
@@ -397,14 +403,16 @@ def below_baseline_explanations(run: RunData) -> dict[str, Explanation]:
     """
     rows = _cells(run.summary, "full")
     full = run.summary[run.summary["workload"] == "full"]
-    base = _median(rows, "baseline", "batches_per_s") or _median(full, "baseline", "batches_per_s")
-    base_cpu = _median(rows, "baseline", "cpu_s_per_batch") or _median(full, "baseline", "cpu_s_per_batch")
+    base = strategy_median(rows, "baseline", "batches_per_s") or strategy_median(full, "baseline", "batches_per_s")
+    base_cpu = strategy_median(rows, "baseline", "cpu_s_per_batch") or strategy_median(
+        full, "baseline", "cpu_s_per_batch"
+    )
     cores = lookup(run.env, "machine.cores_logical")
     if not base or not base_cpu or not cores:
         return {}
     explanations: dict[str, Explanation] = {}
     for strategy in sorted(rows["strategy"].unique()):
-        rate, cpu = _median(rows, strategy, "batches_per_s"), _median(rows, strategy, "cpu_s_per_batch")
+        rate, cpu = strategy_median(rows, strategy, "batches_per_s"), strategy_median(rows, strategy, "cpu_s_per_batch")
         if not worker_processes(strategy) or rate is None or cpu is None or rate >= base:
             continue
         extra = _extra_stages(rows, full, strategy)
@@ -441,10 +449,10 @@ def _extra_stages(rows: pd.DataFrame, full: pd.DataFrame, strategy: str) -> list
     """
     out = []
     for stage in ("compute", "serialize", "transfer", "assemble"):
-        ms = _median(rows, strategy, stage_column(stage))
-        base_ms = _median(rows, "baseline", stage_column(stage))
+        ms = strategy_median(rows, strategy, stage_column(stage))
+        base_ms = strategy_median(rows, "baseline", stage_column(stage))
         if base_ms is None:
-            base_ms = _median(full, "baseline", stage_column(stage))
+            base_ms = strategy_median(full, "baseline", stage_column(stage))
         if ms is not None and ms - (base_ms or 0.0) > EXTRA_STAGE_MS:
             out.append((stage, ms, base_ms or 0.0))
     return out
