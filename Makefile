@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup bench test lint format data clean mutate
+.PHONY: setup bench test lint format data clean mutate blog
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ bench: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The blog posts: every notebook executed and written as a Hugo leaf bundle (notebooks/README.md).
+BLOG_OUT ?= blog
+blog: setup
+	$(PY) notebooks/blog.py --out $(BLOG_OUT)
 
 # Mutation testing of the shared strategy code and the report's numbers ([tool.mutmut] in
 # pyproject.toml); not part of `make test` (docs/mutation.md).

@@ -116,8 +116,6 @@ def compare_runs(
     noise_floor: float = DEFAULT_NOISE_FLOOR,
 ) -> Comparison:
     """Every cell and metric the two runs share, tested; cells only in one run listed."""
-    from scipy.stats import mannwhitneyu
-
     cells_a = {_cell(row) for _, row in a.summary.iterrows()}
     cells_b = {_cell(row) for _, row in b.summary.iterrows()}
     changes = []
@@ -128,12 +126,8 @@ def compare_runs(
         values_b = {_key(cell): v for cell, v in iter_cells(b.samples, metric)}
         for key in sorted(values_a.keys() & values_b.keys(), key=str):
             x, y = values_a[key], values_b[key]
+            ratio, p_value, significant = weigh_change(x, y, alpha=alpha, noise_floor=noise_floor)
             median_a, median_b = float(np.median(x)), float(np.median(y))
-            ratio = _ratio(median_a, median_b)
-            p_value = float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
-            p_value = 1.0 if math.isnan(p_value) else p_value  # all values tied: no evidence of a change
-            change = 0.0 if math.isnan(ratio) else ratio - 1.0
-            significant = p_value < alpha and abs(change) >= noise_floor
             changes.append(CellChange(key, metric, len(x), len(y), median_a, median_b, ratio, p_value, significant))
     keys_a, keys_b = {_key(c) for c in cells_a}, {_key(c) for c in cells_b}
     return Comparison(
@@ -146,6 +140,22 @@ def compare_runs(
         noise_floor=noise_floor,
         notes=tuple(_doubts(a, b)),
     )
+
+
+def weigh_change(
+    x, y, *, alpha: float = DEFAULT_ALPHA, noise_floor: float = DEFAULT_NOISE_FLOOR
+) -> tuple[float, float, bool]:
+    """Samples ``y`` against samples ``x``: (ratio of medians y / x, two-sided Mann-Whitney p, significant).
+
+    Significant when ``p < alpha`` and the medians differ by at least ``noise_floor``.
+    """
+    from scipy.stats import mannwhitneyu
+
+    ratio = _ratio(float(np.median(x)), float(np.median(y)))
+    p_value = float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
+    p_value = 1.0 if math.isnan(p_value) else p_value  # all values tied: no evidence of a change
+    change = 0.0 if math.isnan(ratio) else ratio - 1.0
+    return ratio, p_value, p_value < alpha and abs(change) >= noise_floor
 
 
 def regressions(comparison: Comparison, metric: str, threshold_pct: float) -> list[CellChange]:

@@ -3,7 +3,7 @@
 Every notebook opens with one setup cell::
 
     from harness.notebook import RUN as run
-    from harness.notebook import figure, medians, only, run_text, show, show_source
+    from harness.notebook import figure, medians, only, run_text, say, show, show_source, table
 
     print(run_text())
 
@@ -22,10 +22,16 @@ Importing it does apply the report's figure style (:func:`harness.report.style.a
 display precision to 3 digits, which is what a notebook wants before its first table or figure.
 
 The helpers wrap the report's own functions (``harness.report``) and the results model (``harness.results``),
-so a notebook holds no measurement logic of its own: :func:`only` narrows a run to some strategies,
-:func:`medians` tabulates its summary, :func:`figure` draws one of the report's figures, :func:`show`
-displays any matplotlib figure as the report saves it, :func:`show_source` prints code from this checkout,
-and :func:`run_text` says which run the notebook reads.
+so a notebook holds no measurement logic of its own: :func:`committed` loads another committed results folder,
+:func:`only` narrows a run to some strategies, :func:`medians` tabulates its summary, :func:`figure` draws one
+of the report's figures, :func:`show` displays any matplotlib figure as the report saves it, :func:`show_source`
+prints code from this checkout, and :func:`run_text` says which run the notebook reads.
+
+Prose and numbers: a sentence that quotes a measured number is written by a code cell, :func:`say`, from the
+value the cell computed; tables are shown with :func:`table`, as Markdown. The markdown cells hold no measured
+number of their own (``tests/test_notebooks.py`` checks that every number they quote with a unit is in the
+notebook's outputs), so a new run cannot leave the prose behind. The exported posts (``notebooks/blog.py``)
+show both as the post's text.
 
 Nothing else in ``harness`` imports this module. It needs IPython (installed with the ``dev`` extra, through
 ipykernel), which is not a dependency of the harness itself.
@@ -37,16 +43,20 @@ import dataclasses
 import functools
 import inspect
 import io
+import numbers
 import os
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from IPython.display import Image, Markdown, display
 from matplotlib.figure import Figure
 
+from harness.compare import weigh_change
 from harness.report import plots, provenance, style
-from harness.results import RunData, load_run, summarize
+from harness.report.cells import has_workers
+from harness.results import RunData, load_run, metric_values, summarize
 
 RUN_ENV_VAR = "IPCBENCH_RUN"
 FIGURE_WIDTH_PX = 800  # the report's figures are drawn for a blog column of this width
@@ -96,10 +106,119 @@ def __getattr__(name: str) -> object:
 def run_text(data: RunData | None = None) -> str:
     """One line saying which run ``data`` (default: ``RUN``) is: id, folder, machine, dataset, config and n."""
     data = loaded_run() if data is None else data
+    root = Path(data.root).resolve()
+    shown = root.relative_to(root_dir()) if root.is_relative_to(root_dir()) else root
     return (
-        f"run {provenance.lookup(data.env, 'run_id')} from {data.root}: {provenance.machine_text(data.env)}; "
+        f"run {provenance.lookup(data.env, 'run_id')} from {shown}: {provenance.machine_text(data.env)}; "
         f"dataset {provenance.dataset_text(data)}; {provenance.config_text(data.samples)}; {provenance.n_text(data)}"
     )
+
+
+def committed(name: str) -> RunData:
+    """A committed results folder, ``results/NAME`` (e.g. ``"reference-goals"``), loaded like ``RUN``."""
+    folder = root_dir() / "results" / name
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no committed results folder {folder}")
+    return load_run(folder)
+
+
+def say(text: str) -> None:
+    """Display ``text`` as Markdown prose: a sentence whose numbers the cell computed."""
+    display(Markdown(text))
+
+
+def number(value: float) -> str:
+    """A measured value as the posts print it: 3 significant digits, thousands separated, no exponent."""
+    if value != value:  # NaN: not measured
+        return "n/a"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def table(frame: pd.DataFrame | pd.Series, *, index: bool = True) -> None:
+    """Display a table as Markdown (numbers by :func:`number`), which is how an exported post shows it."""
+    frame = frame.to_frame() if isinstance(frame, pd.Series) else frame
+    if index:
+        frame = frame.reset_index()
+    header = [str(c) for c in frame.columns]
+
+    def cell(value: object) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool | np.bool_):
+            return "yes" if value else "no"
+        if isinstance(value, numbers.Integral):
+            return f"{int(value):,}"
+        if isinstance(value, numbers.Real):
+            return number(float(value))
+        return str(value).replace("|", "\\|")
+
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    display(Markdown("\n".join(lines)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Versus:
+    """One cell against another on the raw samples of one metric (:func:`versus`)."""
+
+    ratio: float  # median of the first / median of the second
+    p_value: float  # two-sided Mann-Whitney U
+    measurable: bool  # p < 0.05 and the medians at least 5% apart (harness.compare's defaults)
+
+    def __str__(self) -> str:
+        verdict = "a measurable difference" if self.measurable else "not measurably different"
+        return f"{number(self.ratio)}x (Mann-Whitney p = {self.p_value:.2g}: {verdict})"
+
+
+def cell_values(data: RunData, strategy: str, workers: int | None = None, metric: str = "batches_per_s") -> list:
+    """The raw samples of ``metric`` for ``strategy`` (at ``workers``, if it has workers; the baseline pools all)."""
+    rows = metric_values(data.samples, metric)  # measured windows (one row per process for per-process metrics)
+    rows = rows[rows["strategy"] == strategy]
+    if workers is not None and has_workers(strategy):
+        rows = rows[rows["workers"] == workers]
+    values = rows[metric].tolist()
+    if not values:
+        raise ValueError(f"no {metric} samples for {strategy} (workers={workers}) in {data.root}")
+    return values
+
+
+def cell_median(data: RunData, strategy: str, workers: int | None = None, metric: str = "batches_per_s") -> float:
+    """The median of :func:`cell_values`: ``strategy`` at ``workers`` (the baseline: all its samples)."""
+    return float(np.median(cell_values(data, strategy, workers, metric)))
+
+
+def versus(data: RunData, first: str, second: str, workers: int | None = None, metric: str = "batches_per_s") -> Versus:
+    """``first`` against ``second`` at ``workers``: ratio of medians, p-value, and whether it is measurable."""
+    ratio, p_value, measurable = weigh_change(
+        cell_values(data, second, workers, metric), cell_values(data, first, workers, metric)
+    )
+    return Versus(ratio, p_value, measurable)
+
+
+def tiers(data: RunData, workers: int, metric: str = "batches_per_s") -> list[list[str]]:
+    """The strategies at ``workers``, fastest first, in groups the measurements cannot order within.
+
+    Sorted by median; a strategy opens a new group when it is measurably slower (:func:`versus`) than the
+    first of the current group, so every strategy in a group is within the noise of the group's best.
+    """
+    strategies = data.summary.loc[data.summary["workers"] == workers, "strategy"].unique().tolist()
+    strategies += [s for s in data.summary["strategy"].unique() if not has_workers(s) and s not in strategies]
+    ordered = sorted(strategies, key=lambda s: -cell_median(data, s, workers, metric))
+    groups: list[list[str]] = []
+    for strategy in ordered:
+        if groups and not versus(data, groups[-1][0], strategy, workers, metric).measurable:
+            groups[-1].append(strategy)
+        else:
+            groups.append([strategy])
+    return groups
 
 
 def only(data: RunData, *strategies: str) -> RunData:
@@ -108,11 +227,28 @@ def only(data: RunData, *strategies: str) -> RunData:
     return dataclasses.replace(data, samples=samples, summary=summarize(samples))
 
 
+def where(data: RunData, **keys: object) -> RunData:
+    """``data`` restricted to the cells whose keys have these values (``where(run, cache="cold", step_ms=20)``)."""
+    samples = data.samples
+    for key, value in keys.items():
+        if key not in samples:
+            raise KeyError(f"{data.root} has no cell key {key!r}")
+        samples = samples[samples[key] == value]
+    if samples.empty:
+        raise ValueError(f"no cells of {data.root} with {keys}")
+    return dataclasses.replace(data, samples=samples, summary=summarize(samples))
+
+
 def show(fig: Figure) -> None:
-    """Display a matplotlib Figure as the report saves it (PNG at the report's dpi, 800 px wide)."""
+    """Display a matplotlib Figure as the report saves it (PNG at the report's dpi, 800 px wide).
+
+    The figure's title goes with the image as its ``alt`` text (the exported post's image description).
+    """
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    display(Image(buffer.getvalue(), width=FIGURE_WIDTH_PX))
+    title = fig.get_suptitle() or next((ax.get_title() for ax in fig.axes if ax.get_title()), "figure")
+    image = Image(buffer.getvalue(), width=FIGURE_WIDTH_PX)
+    display(image, metadata={"image/png": {"width": FIGURE_WIDTH_PX, "alt": title}})
 
 
 def figure(name: str, data: RunData | None = None) -> None:

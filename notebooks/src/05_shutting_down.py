@@ -24,10 +24,64 @@
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from harness.notebook import RUN as run
-from harness.notebook import figure, medians, run_text, show_source
+from harness.notebook import committed, figure, medians, number, root_dir, run_text, say, show_source, table
 
 print(run_text())
+
+# %% [markdown]
+# ## What breaks without it
+#
+# One failure makes the case. A worker puts a processed image (64 MB here) on a plain `multiprocessing.Queue`,
+# and is killed while its feeder thread is half-way through writing the message into the queue's pipe. The
+# main process then calls `get(timeout=3)`. The timeout only covers waiting for the *first* byte: bytes are
+# there, so `get` starts reading the message, and waits for the rest, which will never come. The pipe never
+# reports its end either, because the main process itself (and any other worker) holds its write end open. The
+# program below does exactly this; it runs in a child process, so this notebook can stop it from outside.
+
+# %%
+import subprocess
+import sys
+import textwrap
+
+HANG_DEMO = textwrap.dedent(
+    """
+    import multiprocessing as mp, os, signal, sys, time
+    import numpy as np
+
+    MESSAGE_MB = 64
+
+    def worker(queue):
+        queue.put(np.ones(MESSAGE_MB << 20, np.uint8))  # the feeder thread writes it into a 64 KiB pipe
+
+    if __name__ == "__main__":
+        queue = mp.get_context("fork").Queue()
+        child = mp.get_context("fork").Process(target=worker, args=(queue,))
+        child.start()
+        queue._reader.poll(10)  # the first bytes of the message are in the pipe
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        print(f"worker killed mid-put of a {MESSAGE_MB} MB message (exit code {child.exitcode})")
+        print("calling queue.get(timeout=3)", flush=True)
+        start = time.monotonic()
+        queue.get(timeout=3)
+        print(f"get returned after {time.monotonic() - start:.1f} s")
+    """
+)
+WAIT_S = 8
+try:
+    done = subprocess.run([sys.executable, "-c", HANG_DEMO], capture_output=True, text=True, timeout=WAIT_S)
+    print(done.stdout, done.stderr)
+except subprocess.TimeoutExpired as hung:  # subprocess.run has killed the child
+    print((hung.stdout or b"").decode() if isinstance(hung.stdout, bytes) else hung.stdout or "", end="")
+    print(f"... still inside queue.get(timeout=3) after {WAIT_S} s: the program had to be killed from outside.")
+
+# %% [markdown]
+# The queue strategy never calls `get()` for that reason (post 3): it reads the queue's pipe in pieces,
+# watching the workers' sentinels, so the same kill is a `WorkerDiedError` within milliseconds. The fault
+# matrix below has that very case (`sigkill_mid_transfer`) for every strategy.
 
 # %%
 from strategies import constants
@@ -54,21 +108,76 @@ lifecycle = (medians(run, "startup_s", "shutdown_s") * [1, 1000, 1000]).rename(
 for name in ("leaked_shm_max", "leftover_processes_max"):
     if name in run.summary:
         lifecycle[name.removesuffix("_max")] = run.summary.set_index(["strategy", "workers"])[name]
-lifecycle.round(1)
+table(lifecycle)
 
 # %%
 slowest = run.summary.loc[run.summary["shutdown_s_median"].idxmax()]
-print(
-    f"Slowest median shutdown: {slowest['strategy']} (workers={slowest['workers']}), "
-    f"{slowest['shutdown_s_median'] * 1000:.0f} ms; the escalation bound is {sum(graces.values()):g} s."
+say(
+    f"The slowest median shutdown is {slowest['strategy']}'s (workers={slowest['workers']}): "
+    f"{number(slowest['shutdown_s_median'] * 1000)} ms, against an escalation bound of {sum(graces.values()):g} s."
 )
 figure("lifecycle")
 
+# %% [markdown]
+# ## Every failure, on purpose: the fault matrix
+#
+# `ipcbench faults` runs each strategy through a list of scenarios, each in a fresh process: a worker that
+# raises, is killed (idle, mid-epoch, mid-transfer, right after writing shared memory), hangs, ignores SIGTERM,
+# or stops reading; Ctrl-C, a killed main process, a killed resource tracker; and the ways training programs
+# use loaders (a peek at one batch before the loop, a train and a validation loader side by side, the program's
+# own multiprocessing, `close()` from another thread, a closed loader still referenced, a forked child). A cell
+# is *clean* when the error is the right one, names its cause, and nothing is left behind: no process, no
+# shared-memory segment, no open descriptor. The committed matrix:
+
 # %%
-if run.faults is not None and not run.faults.empty:
-    figure("faults")
-else:
-    print("This run has no faults.jsonl; `ipcbench faults --out RUN_DIR` adds the shutdown-cleanliness matrix.")
+faults = committed("reference-faults")
+matrix = faults.faults
+say(
+    f"{int(matrix['clean'].sum())} of {len(matrix)} cells clean: {matrix['scenario'].nunique()} scenarios x "
+    f"{matrix['strategy'].nunique()} strategies ({', '.join(matrix['strategy'].unique())})."
+)
+figure("faults", faults)
+
+# %%
+errors = matrix.dropna(subset=["time_to_error_s"]).groupby("scenario")["time_to_error_s"]
+table(
+    (errors.median() * 1000)
+    .rename("time to the error, ms (median over strategies)")
+    .sort_values()
+    .to_frame()
+    .assign(**{"slowest strategy, ms": errors.max() * 1000})
+)
+
+# %% [markdown]
+# The two slow rows are the hangs: a worker that stops answering is declared dead only after
+# `LoaderConfig.timeout`, which the matrix sets to a few seconds (the default is longer, since a slow image is
+# not a hang).
+#
+# ## Many times over: the soak test
+#
+# A leak of one descriptor per loader is invisible in one run and fatal in a job that builds a validation loader
+# every epoch for a week. `ipcbench soak` creates a loader, takes three batches, breaks out of the loop and
+# closes it, hundreds of times, counting descriptors, `/dev/shm` entries, threads, child processes and memory
+# after a warm-up and at the end:
+
+# %%
+import json
+
+soak = json.loads((root_dir() / "results" / "reference-soak" / "soak.json").read_text())
+table(
+    pd.DataFrame(
+        [
+            {
+                "strategy": record["strategy"],
+                "cycles": record["cycles"],
+                **{f"+{k}": v for k, v in record["growth"].items()},
+                "passed": record["passed"],
+            }
+            for record in soak
+        ]
+    ),
+    index=False,
+)
 
 # %% [markdown]
 # ## Live: kill a worker
