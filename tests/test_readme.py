@@ -100,6 +100,10 @@ def make_targets() -> set[str]:
     return set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
 
 
+def make_variables() -> set[str]:
+    return set(re.findall(r"^([A-Z][A-Z_]*)\s*[?:]?=", (ROOT / "Makefile").read_text(), re.M))
+
+
 def parses(argv: list[str]) -> None:
     parser, _ = build_parser()
     try:
@@ -112,7 +116,9 @@ def check_command(command: str) -> None:
     words = shlex.split(command)
     program, args = words[0], words[1:]
     if program == "make":
-        assert set(args) <= make_targets(), f"{command}: no such make target"
+        assignments = {a.split("=", 1)[0] for a in args if "=" in a}
+        assert set(args) - {a for a in args if "=" in a} <= make_targets(), f"{command}: no such make target"
+        assert assignments <= make_variables(), f"{command}: sets a variable the Makefile does not use"
     elif program == ".venv/bin/ipcbench":
         parses(args)
     elif program == "torchrun":
