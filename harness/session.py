@@ -66,7 +66,7 @@ class RunRequest:
     prefetch: tuple[int, ...] | None = None  # None: the loader's; several: each its own cell
     workloads: tuple[str, ...] = DEFAULT_WORKLOADS
     batch_mib: tuple[float, ...] | None = None
-    batch_size: int | None = None
+    batch_size: tuple[int, ...] | int | None = None  # the full workload's tiles per batch; several: a sweep
     dtypes: tuple[str, ...] | None = None  # None: the loader's (uint16)
     scale: float | None = None  # float32 cells only
     tile: int | None = None
@@ -76,6 +76,11 @@ class RunRequest:
     report: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.batch_size, int):
+            object.__setattr__(self, "batch_size", (self.batch_size,))
+        twice = sorted({b for b in self.batch_size or () if self.batch_size.count(b) > 1})
+        if twice:
+            raise IpcbenchError(f"--batch-size lists {', '.join(map(str, twice))} more than once")
         unknown = [name for name in self.workloads if name not in WORKLOADS]
         if unknown:
             raise IpcbenchError(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
@@ -109,11 +114,12 @@ def resolve_dataset(spec: str, progress: Callable[[str], None]) -> tuple[Path, s
 
 
 def build_workloads(request: RunRequest, batch_size: int, channels: int, tile: int) -> tuple[Workload, ...]:
-    """The (workload, batch size) variants of every cell: full at ``batch_size``, transfer at each ``batch_mib``."""
+    """The (workload, batch size) variants of every cell: full at each ``request.batch_size`` (default
+    ``batch_size``), transfer at each ``batch_mib``."""
     workloads = []
     for name in request.workloads:
         if name == "full":
-            workloads.append(Workload("full", batch_size))
+            workloads += [Workload("full", size) for size in request.batch_size or (batch_size,)]
         else:
             for mib in request.batch_mib or DEFAULT_TRANSFER_MIB:
                 workloads.append(Workload("transfer", batch_size_for_mib(mib, channels, tile), mib))
@@ -136,7 +142,7 @@ def build_options(
         name: value
         for name, value in (
             ("prefetch", request.prefetch[0] if request.prefetch else None),
-            ("batch_size", request.batch_size),
+            ("batch_size", request.batch_size[0] if request.batch_size else None),
             ("tile", request.tile),
             ("start_method", request.start_method),
         )
@@ -218,7 +224,7 @@ def canonical_command(options: RunOptions, dataset: str) -> list[str]:
         ",".join(map(str, options.cell_prefetches)),
         "--workload",
         ",".join(dict.fromkeys(w.name for w in workloads)),
-        *(["--batch-size", str(full[0])] if full else []),
+        *(["--batch-size", ",".join(map(str, full))] if full else []),
         *(["--batch-mib", ",".join(mibs)] if mibs else []),
         "--tile",
         str(loader.tile),

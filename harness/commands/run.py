@@ -272,9 +272,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
-        metavar="B",
-        help=f"tiles per batch of the full workload (default: {loader.batch_size})",
+        type=_int_list,
+        metavar="B[,C]",
+        help="tiles per batch of the full workload; comma-separated for a sweep, each its own cell "
+        f"(default: {loader.batch_size})",
     )
     parser.add_argument(
         "--dtype",

@@ -51,6 +51,8 @@ from .provenance import (
     plain,
     provenance_items,
 )
+from .scaling import COSTS as SCALING_COSTS
+from .scaling import growth_table, growth_words, scaling_axes
 from .utilization import (
     WITHIN_BEST,
     has_utilization_curve,
@@ -142,6 +144,7 @@ def build_document(run: RunData, figures: list[FigureSpec]) -> Document:
     blocks += _transfer_section(run)
     blocks += _utilization_section(run)
     blocks += _bounds_section(run)
+    blocks += _scaling_section(run)
     blocks += _stages_section(run)
     blocks += _goals_section(run)
     blocks.append(Heading(2, "Figures"))
@@ -361,6 +364,48 @@ def _utilization_section(run: RunData) -> list[Block]:
         Table(("strategy", *(f"{s:g} ms" for s in steps)), tuple(rows), (False, *[True] * len(steps))),
         *([Paragraph(stops_mattering_sentence(found, WITHIN_BEST))] if found is not None else []),
     ]
+
+
+def _scaling_section(run: RunData) -> list[Block]:
+    """Per scaling axis (batch size, worker count): batches/s at each value, and how each cost grows along it."""
+    axes = scaling_axes(run)
+    if not axes:
+        return []
+    blocks: list[Block] = [
+        Heading(3, "How cost grows"),
+        Paragraph(
+            "Batches/s, peak PSS and time to the first batch along each setting the run measured at three or more "
+            "values, the others held at their defaults. *k* is the slope of log(cost) against log(setting), a "
+            "least-squares summary of the measured range: 0 flat, 1 proportional, -1 inversely proportional."
+        ),
+    ]
+    for axis in axes:
+        values = sorted(axis.cells["x"].unique())
+        over = axis.name == "workers" and axis.cores is not None and values[-1] > axis.cores
+        blocks.append(
+            Paragraph(
+                f"**Along the {axis.title}.** Median batches/s at each value"
+                + (f"; counts above the machine's {axis.cores} cores oversubscribe it" if over else "")
+                + ":"
+            )
+        )
+        unit = "" if axis.name == "workers" else " MB"
+        shown = (lambda v: str(int(v))) if axis.name == "workers" else fmt_number
+        rows = []
+        for strategy in style.order_strategies(axis.cells["strategy"].unique()):
+            own = axis.cells[axis.cells["strategy"] == strategy].set_index("x")["batches_per_s_median"]
+            rows.append((strategy_label_of(strategy), *(fmt_number(own.get(v)) for v in values)))
+        header = ("strategy", *(f"{shown(v)}{unit}" for v in values))
+        blocks.append(Table(header, tuple(rows), (False, *[True] * len(values))))
+        growth = growth_table(axis)
+        labels = [label for _, label, _ in SCALING_COSTS if label in growth]
+        rows = [
+            (strategy_label_of(r["strategy"]), *(growth_words(None if pd.isna(r[c]) else r[c]) for c in labels))
+            for _, r in growth.iterrows()
+        ]
+        header = ("strategy", *(f"{c}: grows" for c in labels))
+        blocks.append(Table(header, tuple(rows), (False, *[False] * len(labels))))
+    return blocks
 
 
 def _bounds_section(run: RunData) -> list[Block]:

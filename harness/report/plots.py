@@ -23,6 +23,7 @@ from harness.results import RunData, measured
 from .barcharts import cpu_per_batch, lifecycle, memory, stages
 from .faultmatrix import faults
 from .linecharts import memory_trace, throughput, utilization, wait_ecdf
+from .scaling import has_scaling, scaling
 from .utilization import WITHIN_BEST, has_utilization_curve
 
 
@@ -71,6 +72,17 @@ FIGURES: tuple[FigureSpec, ...] = (
         f"a loop that never waits for a batch. Once every strategy is within {WITHIN_BEST:.0%} of the best, the "
         "loader no longer matters (the report's utilization section names that step).",
         when=has_utilization_curve,
+    ),
+    FigureSpec(
+        "scaling",
+        "How cost grows",
+        scaling,
+        ("batches_per_s",),
+        "Median batches/s, peak PSS (main process and workers) and time to the first batch against each setting "
+        "the run measured at three or more values (batch size: MB of data and masks per batch, log scale; worker "
+        "count: a dotted line at the machine's cores, past which workers share cores), the other settings held "
+        "at their defaults; one line per strategy.",
+        when=has_scaling,
     ),
     FigureSpec(
         "memory",

@@ -1,0 +1,209 @@
+"""How cost grows: throughput, memory and the first batch against the batch size and the worker count.
+
+A run that measures three or more batch sizes (``--batch-size`` for the full workload,
+``--batch-mib`` for the transfer workload) or three or more worker counts gets a
+figure and a report section. Each *axis* is read from the run's own cells:
+
+- ``batch``: MB per batch (the batch's data and masks, ``mb_per_s / batches_per_s``), per
+  workload, at one worker count (the largest one not above the machine's cores);
+- ``workers``: the worker count, for strategies that have workers; counts above the
+  machine's cores (oversubscription) are drawn and marked, not left out.
+
+Other settings the run varies are held at their defaults (:data:`harness.results.SWEPT_DEFAULTS`,
+else their smallest value). How a cost grows is summarised by the exponent *k* of a
+least-squares fit of log(cost) against log(axis): 0 is flat, 1 proportional, -1
+inversely proportional. It is a summary of the measured range, not a law.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+from harness.results import ALL_RANKS, KEY_FILL, SWEPT_DEFAULTS, RunData, machine_cores
+from strategies import LoaderConfig
+
+from . import style
+from .cells import has_workers, strategy_label
+
+MIN_POINTS = 3  # an axis needs this many values to show how a cost grows
+COSTS: tuple[tuple[str, str, bool], ...] = (  # (metric, label with unit, log axis)
+    ("batches_per_s", "batches/s", True),
+    ("pss_peak_mb", "PSS peak, MB", True),
+    ("time_to_first_batch_s", "first batch, s", False),
+)
+DEFAULT_BATCH_SIZE = LoaderConfig().batch_size  # the worker axis is shown at it when the run measured it
+HELD_KEYS = ("prefetch", "start_method", "tile", "step_ms", "dtype", *SWEPT_DEFAULTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Axis:
+    """One scaling axis of a run: its cells (one row per strategy and axis value) and how to label it."""
+
+    name: str  # "batch" or "workers"
+    label: str  # the x axis label
+    cells: pd.DataFrame  # summary rows with an "x" column
+    title: str  # e.g. "batch size (full workload, 2 workers)"
+    cores: int | None  # the machine's cores (marked on the workers axis)
+
+
+def _hold_others(rows: pd.DataFrame, free: tuple[str, ...]) -> pd.DataFrame:
+    """``rows`` with every varying key but ``free`` held at its default, else its smallest value."""
+    rows = rows[rows["rank"].astype(str) == ALL_RANKS] if "rank" in rows else rows
+    for key in HELD_KEYS:
+        if key in free or key not in rows or rows[key].nunique() <= 1:
+            continue
+        values = sorted(set(rows[key].astype(str)))
+        usual = SWEPT_DEFAULTS.get(key, KEY_FILL.get(key))
+        keep = str(usual) if usual is not None and str(usual) in values else values[0]
+        rows = rows[rows[key].astype(str) == keep]
+    return rows
+
+
+def scaling_axes(run: RunData) -> list[Axis]:
+    """The axes along which the run measured three or more values (none: no scaling figure or section)."""
+    summary = run.summary
+    if summary.empty or "batches_per_s_median" not in summary:
+        return []
+    cores = machine_cores(run.env)
+    axes: list[Axis] = []
+    with_workers = summary[summary["strategy"].map(has_workers).astype(bool)]
+    for workload, rows in with_workers.groupby("workload", sort=True):
+        rows = _hold_others(rows, ("workers",))
+        sizes = set(rows["batch_size"])
+        rows = rows[rows["batch_size"] == (DEFAULT_BATCH_SIZE if DEFAULT_BATCH_SIZE in sizes else min(sizes))]
+        if rows["workers"].nunique() >= MIN_POINTS:
+            cells = rows.assign(x=rows["workers"].astype(int))
+            title = f"worker count ({workload} workload, batch of {_batch_mb(cells).median():.1f} MB)"
+            axes.append(Axis("workers", "workers (processes or threads)", cells, title, cores))
+    for workload, rows in summary.groupby("workload", sort=True):
+        rows = _hold_others(rows, ("batch_size",))
+        if rows["batch_size"].nunique() < MIN_POINTS:
+            continue
+        counts = sorted(int(w) for w in rows.loc[rows["strategy"].map(has_workers).astype(bool), "workers"].unique())
+        fitting = [w for w in counts if cores is None or w <= cores]
+        chosen = (fitting or counts or [None])[-1]
+        if chosen is not None:
+            keep = (rows["workers"] == chosen) | ~rows["strategy"].map(has_workers).astype(bool)
+            rows = rows[keep]
+            rows = rows[~rows.duplicated(["strategy", "batch_size"], keep="last")]
+        cells = rows.assign(x=_batch_mb(rows))
+        title = f"batch size ({workload} workload" + (f", {chosen} workers)" if chosen is not None else ")")
+        axes.append(Axis("batch", "MB per batch (data and masks; log scale)", cells, title, cores))
+    return axes
+
+
+def _batch_mb(rows: pd.DataFrame) -> pd.Series:
+    """MB per batch of each cell: its tiles times the MB of one tile (MB/s over batches/s over tiles, one value
+    for all the cells, which share dtype and tile), rounded to 3 significant digits."""
+    per_tile = float((rows["mb_per_s_median"] / rows["batches_per_s_median"] / rows["batch_size"]).median())
+    return (rows["batch_size"] * per_tile).map(lambda mb: float(f"{mb:.3g}"))
+
+
+def has_scaling(run: RunData) -> bool:
+    """Whether the run has the scaling figure and section."""
+    return bool(scaling_axes(run))
+
+
+def growth_exponent(x: pd.Series | np.ndarray, y: pd.Series | np.ndarray) -> float | None:
+    """The slope k of log(y) = k log(x) + c, least squares; None for fewer than two usable points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    usable = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if usable.sum() < 2 or np.ptp(np.log(x[usable])) == 0:
+        return None
+    slope, _ = np.polyfit(np.log(x[usable]), np.log(y[usable]), 1)
+    return float(slope)
+
+
+def growth_words(exponent: float | None) -> str:
+    """``k`` read aloud: flat, proportional, inversely proportional, or ``x^k``."""
+    if exponent is None:
+        return "–"
+    if abs(exponent) < 0.15:
+        return f"flat (k = {exponent:+.2f})"
+    if abs(exponent - 1) < 0.15:
+        return f"proportional (k = {exponent:+.2f})"
+    if abs(exponent + 1) < 0.15:
+        return f"inversely proportional (k = {exponent:+.2f})"
+    return f"as x^{exponent:.2f}"
+
+
+def growth_table(axis: Axis) -> pd.DataFrame:
+    """One row per strategy: its cells' range on the axis and how each cost grows along it."""
+    rows = []
+    for strategy in style.order_strategies(axis.cells["strategy"].unique()):
+        cells = axis.cells[axis.cells["strategy"] == strategy].sort_values("x")
+        if axis.name == "workers" and not has_workers(strategy):
+            continue
+        row: dict[str, object] = {"strategy": strategy}
+        for metric, label, _ in COSTS:
+            column = f"{metric}_median"
+            if column in cells:
+                row[label] = growth_exponent(cells["x"], cells[column])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def scaling(run: RunData) -> Figure:
+    """One row of panels per axis: batches/s, PSS and first batch against the axis, one line per strategy."""
+    axes_found = scaling_axes(run)
+    figure, panels = style.new_figure(len(COSTS), len(axes_found), height_in=1.2 + 2.6 * len(axes_found))
+    figure.suptitle("How cost grows with batch size and worker count")
+    strategies: list[str] = []
+    for row, axis in enumerate(axes_found):
+        for col, (metric, label, log_y) in enumerate(COSTS):
+            ax = panels[row, col]
+            column = f"{metric}_median"
+            if column not in axis.cells:
+                ax.set_visible(False)
+                continue
+            for strategy in style.order_strategies(axis.cells["strategy"].unique()):
+                cells = axis.cells[axis.cells["strategy"] == strategy].sort_values("x")
+                values = cells[column]
+                if values.notna().sum() == 0:
+                    continue
+                if axis.name == "workers" and not has_workers(strategy):
+                    continue
+                ax.plot(
+                    cells["x"],
+                    values,
+                    color=style.colour(strategy),
+                    marker=style.marker(strategy),
+                    linestyle=style.linestyle(strategy),
+                )
+                if strategy not in strategies:
+                    strategies.append(strategy)
+            ticks = sorted(axis.cells["x"].unique())
+            if axis.name == "batch":
+                ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            if axis.name == "workers" and axis.cores is not None and max(ticks) > axis.cores:
+                ax.axvline(axis.cores, color="0.35", linestyle=":", linewidth=1.2)
+                ax.annotate(
+                    f"{axis.cores} cores",
+                    (axis.cores, 0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    fontsize="small",
+                    color="0.35",
+                )
+            if log_y:
+                ax.set_yscale("log")
+                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.4g}"))
+            ax.set_title(label, fontsize="medium")
+            if col == 0:
+                ax.set_ylabel(f"by {axis.name.replace('batch', 'batch size').replace('workers', 'worker count')}")
+            if col == len(COSTS) // 2:
+                ax.set_xlabel(axis.label)
+    handles, labels = style.line_handles(strategies)
+    style.legend_below(figure, handles, [strategy_label(s) for s in labels])
+    return figure
