@@ -59,6 +59,11 @@ STAGE_COLOURS: dict[str, str] = {
     "wait": "#BBBBBB",
 }
 STAGE_HATCHES: dict[str, str] = {"compute": "", "serialize": "//", "transfer": "xx", "assemble": "..", "wait": ""}
+# The training loop's simulated step (a sleep standing for the accelerator's work), where a figure
+# draws it beside the stages (the timeline): white, so that it reads as time the loader does not spend.
+STAGE_COLOURS["step"] = "#FFFFFF"
+STAGE_HATCHES["step"] = "--"
+STAGE_EDGE_COLOUR = "#333333"
 FALLBACK_MARKERS: tuple[str, ...] = ("X", "*", "h", "<", ">")
 # Line styles for figures whose lines are one per strategy (utilization, the regime map): with the
 # marker, they tell the strategies apart without colour (greyscale print, colour-blind readers).
@@ -186,6 +191,34 @@ def line_handles(strategies: Iterable[str]) -> tuple[list, list[str]]:
     names = order_strategies(strategies)
     handles = [Line2D([], [], color=colour(s), marker=marker(s), linestyle="-") for s in names]
     return handles, [strategy_label(s) for s in names]
+
+
+def stage_patch(stage: str, **kwargs: Any) -> dict[str, Any]:
+    """The look of a stage's bar or legend patch: its colour, hatch and a thin dark edge (``kwargs`` on top)."""
+    return {
+        "facecolor": stage_colour(stage),
+        "hatch": stage_hatch(stage),
+        "edgecolor": STAGE_EDGE_COLOUR,
+        "linewidth": 0.4,
+        **kwargs,
+    }
+
+
+def stage_handles(stages: Iterable[str]) -> tuple[list, list[str]]:
+    """Legend entries (patch in the stage's colour and hatch) for ``stages``, labelled by name."""
+    from matplotlib.patches import Patch
+
+    names = list(stages)
+    return [Patch(**stage_patch(stage)) for stage in names], names
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG, at ``SAVE_DPI`` (what every figure file holds)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def patch_handles(strategies: Iterable[str]) -> tuple[list, list[str]]:
