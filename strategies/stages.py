@@ -44,6 +44,7 @@ not: their workers run inside another library's loop.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -179,6 +180,27 @@ def stage_clock(trace_dir: str | None, role: str) -> StageClock:
 def worker_role(worker_id: int) -> str:
     """The trace role of worker process or thread ``worker_id``."""
     return f"worker{worker_id}"
+
+
+def read_trace(trace_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every line of every trace file in ``trace_dir``, each with its file's ``role`` and ``pid`` added.
+
+    A line that is not whole (the last one of a process killed while writing it) is
+    dropped; files are read in name order, lines in the order they were written.
+    """
+    records = []
+    for path in sorted(Path(trace_dir).glob("*-*.jsonl")):
+        role, _, pid = path.stem.rpartition("-")
+        if not pid.isdigit():
+            continue  # not a trace file
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append({"role": role, "pid": int(pid), **record})
+    return records
 
 
 def summed(main: StageClock, workers: Iterable[tuple[float, ...]]) -> dict[str, float]:
