@@ -151,9 +151,11 @@ def test_the_figure_draws_a_panel_per_strategy_a_row_per_process(recorded: Path)
     pipe = [r for r in timeline.records if r["strategy"] == "pipe"]
     shown = window(pipe)
     returns = sorted(r["at_ms"] for r in pipe if r.get("event") == BATCH_EVENT)
-    gaps = [b - a for a, b in zip([0.0, *returns], returns, strict=False)]
-    assert shown.waiting is not None and shown.start <= shown.previous < shown.waiting <= shown.end
-    assert shown.waiting - shown.previous == max(gaps[3:-2])  # the longest wait with batches on both sides
+    steps = sorted(r["end_ms"] for r in pipe if r.get("stage") == STEP_STAGE)
+    calls = [0.0, *steps[: len(returns) - 1]]  # next() is called when the step after the previous batch ends
+    took = [returned - called for called, returned in zip(calls, returns, strict=True)]
+    assert shown.waiting is not None and shown.start <= shown.called < shown.waiting <= shown.end
+    assert shown.waiting - shown.called == pytest.approx(max(took[3:-2]))  # the longest, batches on both sides
     assert len(style.png_bytes(figure)) > 10_000
 
 

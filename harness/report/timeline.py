@@ -34,7 +34,9 @@ from . import style
 BATCHES_BEFORE, BATCHES_AFTER = 3, 2  # batches shown on each side of the one that waits
 ROW_HEIGHT = 0.8  # of a row's unit height: the rest is the gap between rows
 IDLE_HEIGHT = 0.4  # of a lane's height: the main process waiting is drawn thin
-MARGIN = 0.04  # of the window's length, on each side
+MARGIN = 0.04
+# What the main process does only for a new image (waits for it, reads it, unpickles it, or makes it).
+IMAGE_STAGES = ("wait", "transfer", "serialize", "compute")  # of the window's length, on each side
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,8 @@ class Window:
     start: float
     end: float
     waiting: float | None = None  # when the waiting batch was returned (None: no batch in the trace)
-    previous: float | None = None  # when the batch before it was (or the trace began)
+    called: float | None = None  # when the loop called next() for it (the previous batch's return and step)
+    needs_image: bool = False  # whether that next() waited for, received or computed an image
 
 
 def draw(timeline: Timeline) -> Figure:
@@ -61,8 +64,8 @@ def draw(timeline: Timeline) -> Figure:
     step = float(timeline.meta.get("step_ms") or 0.0)
     setting = (
         f"{config.get('workers', '?')} workers, prefetch {config.get('prefetch', '?')}, "
-        f"batches of {config.get('batch_size', '?')} tiles of {config.get('tile', '?')} px, "
-        + (f"a {step:g} ms training step per batch" if step else "no training step")
+        f"{config.get('batch_size', '?')} tiles of {config.get('tile', '?')} px a batch, "
+        + (f"a {step:g} ms step" if step else "no training step")
     )
     figure.suptitle(f"A batch that waits for the next image, process by process\n{setting}")
     stages_seen: set[str] = set()
@@ -95,8 +98,8 @@ def draw(timeline: Timeline) -> Figure:
         ax.plot(returns, [marks] * len(returns), linestyle="none", marker="v", color="black", markersize=5)
         for x in returns:
             ax.axvline(x, color="black", linewidth=0.5, alpha=0.3, zorder=0)
-        if shown.waiting is not None and shown.previous is not None:
-            _label_wait(ax, shown.previous - shown.start, shown.waiting - shown.start, marks)
+        if shown.waiting is not None and shown.called is not None:
+            _label_wait(ax, shown.called - shown.start, shown.waiting - shown.start, shown.needs_image, marks)
         ax.set_yticks(range(len(roles)), [_role_label(role) for role in reversed(roles)])
         ax.set_ylim(-0.6, marks + 0.75)
         ax.set_xlim(-MARGIN * span, span * (1 + MARGIN))
@@ -110,17 +113,17 @@ def draw(timeline: Timeline) -> Figure:
     return figure
 
 
-def _label_wait(ax, previous: float, waiting: float, y: float) -> None:
-    """A double arrow above the main row from one batch's return to the next one's, which needed a new image."""
+def _label_wait(ax, called: float, returned: float, needs_image: bool, y: float) -> None:
+    """A double arrow above the main row over the longest ``next()``, how long it took and why."""
     ax.annotate(
         "",
-        (previous, y + 0.3),
-        xytext=(waiting, y + 0.3),
+        (called, y + 0.3),
+        xytext=(returned, y + 0.3),
         arrowprops={"arrowstyle": "<->", "color": "black", "linewidth": 0.8, "shrinkA": 0, "shrinkB": 0},
     )
     ax.annotate(
-        f"next() takes {waiting - previous:.0f} ms: this batch needs the next image",
-        ((previous + waiting) / 2, y + 0.3),
+        f"next() takes {returned - called:.0f} ms" + (": this batch needs the next image" if needs_image else ""),
+        ((called + returned) / 2, y + 0.3),
         xytext=(0, 2),
         textcoords="offset points",
         ha="center",
@@ -133,25 +136,34 @@ def _label_wait(ax, previous: float, waiting: float, y: float) -> None:
 def window(records: Sequence[dict[str, Any]]) -> Window:
     """The batch that waited longest and those around it, from the start of the work it waited for.
 
-    The waiting batch is the one that came longest after the batch before it (most
-    batches are cut from an image already in the main process and come at once; the
-    one that needs the next image waits for it, reads it and unpickles it), among those
-    with ``BATCHES_BEFORE`` batches before and ``BATCHES_AFTER`` after it (all of them
-    when there are too few). The window runs from the earlier of
+    The waiting batch is the one whose ``next()`` took longest, from the loop's call
+    (the previous batch's return, or the end of the training step after it) to the
+    return: most batches are cut from an image already in the main process and come at
+    once; one that needs the next image waits for it, reads it, unpickles it. It is
+    chosen among those with ``BATCHES_BEFORE`` batches before and ``BATCHES_AFTER``
+    after it (all of them when there are too few). The window runs from the earlier of
     the return ``BATCHES_BEFORE`` batches back and the start of the worker's compute
-    that ended during that wait (the image waited for), to the return ``BATCHES_AFTER``
-    batches on. Without batches: the whole trace.
+    that ended during that call (the image waited for), to the return
+    ``BATCHES_AFTER`` batches on. Without batches: the whole trace.
     """
     returns = sorted(r["at_ms"] for r in records if r.get("event") == BATCH_EVENT)
     if not returns:
         ends = [r.get("end_ms", r.get("at_ms", 0.0)) for r in records] or [1.0]
         return Window(0.0, max(ends))
 
+    main = [r for r in records if r["role"] == MAIN_ROLE and "stage" in r]
+    steps = [r for r in main if r["stage"] == STEP_STAGE]
+
     def since(k: int) -> float:
-        return returns[k - 1] if k else 0.0
+        """When the loop called next() for batch ``k``."""
+        previous = returns[k - 1] if k else 0.0
+        return max([previous, *(r["end_ms"] for r in steps if previous <= r["start_ms"] < returns[k])])
 
     candidates = range(BATCHES_BEFORE, len(returns) - BATCHES_AFTER)
     chosen = max(candidates or range(len(returns)), key=lambda k: returns[k] - since(k))
+    needs_image = any(
+        r["stage"] in IMAGE_STAGES and r["end_ms"] > since(chosen) and r["start_ms"] < returns[chosen] for r in main
+    )
     start = returns[chosen - BATCHES_BEFORE] if chosen >= BATCHES_BEFORE else 0.0
     end = returns[min(chosen + BATCHES_AFTER, len(returns) - 1)]
     awaited = [
@@ -159,7 +171,7 @@ def window(records: Sequence[dict[str, Any]]) -> Window:
         for r in records
         if r["role"] != MAIN_ROLE and r.get("stage") == "compute" and since(chosen) <= r["end_ms"] <= returns[chosen]
     ]
-    return Window(min([start, *awaited]), end, returns[chosen], since(chosen))
+    return Window(min([start, *awaited]), end, returns[chosen], since(chosen), needs_image)
 
 
 def _records(records: Sequence[dict[str, Any]], strategy: str) -> list[dict[str, Any]]:
