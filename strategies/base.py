@@ -99,16 +99,18 @@ def check_torch_device(config: LoaderConfig) -> None:
 
 
 def check_trace_dir(name: str, traces: bool, trace_dir: str) -> None:
-    """Refuse ``trace_dir`` for a strategy that cannot trace; make the folder (a ``ValueError`` if it cannot be)."""
+    """Refuse ``trace_dir`` for a strategy that cannot trace, or where a file is in the folder's place.
+
+    The folder itself is made by the first process that writes a line to it
+    (:class:`strategies.stages.TraceFile`): a generator that fails to start leaves none.
+    """
     if not traces:
         raise ValueError(
             f"trace_dir={trace_dir!r}: the {name} strategy does not trace its stages (a peer: its workers run "
             f"inside another library's loop); use a strategy whose `traces` is True (strategies.stages, Tracing)"
         )
-    try:
-        os.makedirs(trace_dir, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"trace_dir={trace_dir!r} cannot be made a folder for the trace files: {exc}") from exc
+    if os.path.exists(trace_dir) and not os.path.isdir(trace_dir):
+        raise ValueError(f"trace_dir={trace_dir!r} is not a folder: the trace files cannot go there")
 
 
 def owner_only(func: Callable[..., Any], *args: Any) -> Callable[[], None]:

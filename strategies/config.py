@@ -61,7 +61,7 @@ class LoaderConfig:
     ``transfer`` hands over tiles computed once per worker, to measure the IPC path
     alone (:class:`strategies.work.TransferProcessor`); it changes the batches.
 
-    ``trace_dir``: ``None`` (the default) or a folder (created if absent) where every
+    ``trace_dir``: ``None`` (the default) or a folder (made by the first line) where every
     process of the generator, the main one and each worker, appends the intervals it
     spends in each stage, and the main process the moment each batch is returned, to
     a JSON-lines file of its own (:mod:`strategies.stages`, "Tracing"). The strategies

@@ -96,7 +96,7 @@ class StageClock:
 class TraceFile:
     """One process's (or thread's) trace: JSON lines appended to ``<folder>/<role>-<pid>.jsonl``.
 
-    Opened on the first line, by the process that writes it (a forked child writing
+    Opened (the folder made if need be) on the first line, by the process that writes it (a forked child writing
     an inherited clock's lines gets a file of its own); one ``os.write`` per line on an
     ``O_APPEND`` descriptor, so lines from two threads never mix and nothing waits in
     a buffer. :meth:`close` (or the process's exit, or the object's collection) closes
@@ -130,6 +130,7 @@ class TraceFile:
             if self._closed:
                 return None
             if self._fd is None or self._pid != os.getpid():
+                self.folder.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 self._pid = os.getpid()
                 self._finalizer = weakref.finalize(self, _close_fd, self._fd, self._pid)

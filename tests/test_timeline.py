@@ -84,8 +84,16 @@ def test_a_peer_refuses_to_trace(dataset: Path, tmp_path: Path) -> None:
 def test_a_trace_dir_that_is_a_file_is_refused_by_name(dataset: Path, tmp_path: Path) -> None:
     taken = tmp_path / "taken"
     taken.write_text("")
-    with pytest.raises(ValueError, match=r"trace_dir=.*taken.*cannot be made a folder"):
+    with pytest.raises(ValueError, match=r"trace_dir=.*taken.* is not a folder"):
         make_generator("baseline", dataset, CFG.replace(trace_dir=str(taken)))
+
+
+def test_a_generator_that_fails_to_start_leaves_no_trace_folder(tmp_path: Path) -> None:
+    from strategies import DatasetError
+
+    with pytest.raises(DatasetError):
+        make_generator("shm", tmp_path / "no-dataset", CFG.replace(trace_dir=str(tmp_path / "trace")))
+    assert not (tmp_path / "trace").exists()
 
 
 def test_a_traced_clock_writes_one_line_a_reading_and_a_torn_last_line_is_dropped(tmp_path: Path) -> None:
