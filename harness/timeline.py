@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from strategies import STRATEGIES, LoaderConfig, make_generator
-from strategies.stages import BATCH_EVENT, MAIN_ROLE, read_trace
+from strategies.stages import MAIN_ROLE, read_trace
 
 from .envinfo import dataset_info, git_info, loadavg, utc_now
 from .errors import IpcbenchError
@@ -216,8 +216,3 @@ def load(out: Path) -> Timeline:
             raise IpcbenchError(f"{out / TIMELINE_FILE}:{number}: not a timeline record")
     meta = read_json_object(out / META_FILE) if (out / META_FILE).exists() else {}
     return Timeline(records, meta)
-
-
-def batch_returns(records: Sequence[dict[str, Any]], strategy: str) -> list[float]:
-    """When ``strategy``'s loop received each batch (ms), in order."""
-    return sorted(r["at_ms"] for r in records if r["strategy"] == strategy and r.get("event") == BATCH_EVENT)
