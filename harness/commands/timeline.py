@@ -104,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from strategies import LoaderConfig
     from strategies.config import START_METHODS
 
-    from ..timeline import DEFAULT_BATCHES
+    from ..timeline import DEFAULT_BATCHES, tracing_strategies
 
     loader = LoaderConfig()
     parser.add_argument(
@@ -116,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_STRATEGIES,
         metavar="a,b",
         help=f"strategies to trace, each a panel (default: {','.join(DEFAULT_STRATEGIES)}); "
-        "the peers (torch, grain, spdl, spdl_arena) do not trace",
+        f"these trace: {','.join(tracing_strategies())}",
     )
     parser.add_argument(
         "--workers", type=int, default=loader.workers, metavar="N", help="workers (default: %(default)s)"
