@@ -19,6 +19,8 @@ pytestmark = pytest.mark.timeout(180)
 CFG = LoaderConfig(batch_size=7, tile=16, workers=2, prefetch=2, start_method="fork")
 TRACING = tracing_strategies()
 PEERS = sorted(set(STRATEGIES) - set(TRACING))
+# Workers that take their images from one shared queue: on a busy machine one of them may take them all.
+SHARED_QUEUE = {"queue", "threads"}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,9 @@ def test_tracing_on_writes_every_process_intervals_and_batches(strategy: str, da
     workers = {f"worker{i}" for i in range(CFG.workers)}
     if strategy == "baseline":
         assert roles == {MAIN_ROLE}
-    else:
+    elif strategy in SHARED_QUEUE:
+        assert MAIN_ROLE in roles and roles - {MAIN_ROLE} and roles <= {MAIN_ROLE} | workers
+    else:  # each worker is sent its share of the images
         assert roles == {MAIN_ROLE} | workers
     by_file = {(r["role"], r["pid"]) for r in records}
     main_pids = {pid for role, pid in by_file if role == MAIN_ROLE}
@@ -65,7 +69,7 @@ def test_tracing_on_writes_every_process_intervals_and_batches(strategy: str, da
     assert intervals and all(r["stage"] in STAGES for r in intervals)
     assert all(r["start"] <= r["end"] for r in intervals)
     computing = {r["role"] for r in intervals if r["stage"] == "compute"}
-    assert computing == ({MAIN_ROLE} if strategy == "baseline" else workers)
+    assert computing == ({MAIN_ROLE} if strategy == "baseline" else roles - {MAIN_ROLE})
     batches = [r for r in records if r.get("event") == BATCH_EVENT]
     assert len(batches) == served
     assert {r["role"] for r in batches} == {MAIN_ROLE}
@@ -118,14 +122,14 @@ def test_a_traced_clock_writes_one_line_a_reading_and_a_torn_last_line_is_droppe
 @pytest.fixture(scope="module")
 def recorded(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("recorded") / "timeline"
-    record(["pipe", "threads"], dataset, CFG, batches=8, step_ms=2.0, out=out)
+    record(["pipe", "shm"], dataset, CFG, batches=8, step_ms=2.0, out=out)  # each worker sent its share
     return out
 
 
 def test_record_writes_the_merged_timeline(recorded: Path) -> None:
     assert sorted(p.name for p in recorded.iterdir()) == sorted([META_FILE, TIMELINE_FILE])
     timeline = load(recorded)
-    assert timeline.strategies == ["pipe", "threads"]
+    assert timeline.strategies == ["pipe", "shm"]
     assert timeline.meta["batches"] == 8 and timeline.meta["config"]["workers"] == CFG.workers
     assert len(timeline.meta["loadavg_before"]) == 3
     for strategy in timeline.strategies:
@@ -147,7 +151,7 @@ def test_the_figure_draws_a_panel_per_strategy_a_row_per_process(recorded: Path)
     timeline = load(recorded)
     figure = draw(timeline)
     axes = [ax for ax in figure.axes if ax.get_visible()]
-    assert [ax.get_title(loc="left") for ax in axes] == ["pipe", "threads"]
+    assert [ax.get_title(loc="left") for ax in axes] == ["pipe", "shm"]
     for ax in axes:
         assert [t.get_text() for t in ax.get_yticklabels()] == ["worker 1", "worker 0", "main"]
         assert ax.collections  # the stage bars
