@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "report": "harness.commands.report",
     "compare": "harness.commands.compare",
     "regimes": "harness.commands.regimes",
+    "timeline": "harness.commands.timeline",
     "advise": "harness.commands.advise",
     "faults": "harness.commands.faults",
     "soak": "harness.commands.soak",

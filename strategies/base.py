@@ -76,7 +76,7 @@ from .dataset import Dataset, check_tile, open_dataset
 from .errors import LoaderClosedError, ProcessContextError, StrategyUnavailableError
 from .main_guard import refuse_while_importing_main
 from .plan import EpochPlan, make_plan, max_tiles_per_image
-from .stages import StageClock, summed
+from .stages import BATCH_EVENT, MAIN_ROLE, stage_clock, summed
 from .work import ProcessedImage, data_dtype, decode_threads_for
 from .workers import check_descriptor_room
 
@@ -96,6 +96,21 @@ def check_torch_device(config: LoaderConfig) -> None:
             f"torch {torch.__version__} sees none (torch.cuda.is_available() is False); "
             f"leave them unset on this machine"
         )
+
+
+def check_trace_dir(name: str, traces: bool, trace_dir: str) -> None:
+    """Refuse ``trace_dir`` for a strategy that cannot trace, or where a file is in the folder's place.
+
+    The folder itself is made by the first process that writes a line to it
+    (:class:`strategies.stages.TraceFile`): a generator that fails to start leaves none.
+    """
+    if not traces:
+        raise ValueError(
+            f"trace_dir={trace_dir!r}: the {name} strategy does not trace its stages (a peer: its workers run "
+            f"inside another library's loop); use a strategy whose `traces` is True (strategies.stages, Tracing)"
+        )
+    if os.path.exists(trace_dir) and not os.path.isdir(trace_dir):
+        raise ValueError(f"trace_dir={trace_dir!r} is not a folder: the trace files cannot go there")
 
 
 def owner_only(func: Callable[..., Any], *args: Any) -> Callable[[], None]:
@@ -171,6 +186,9 @@ class BatchGenerator(ABC):
     zero_copy: ClassVar[bool] = False
     # (module, pip requirement) of the library a peer strategy wraps, which may be absent.
     requires: ClassVar[tuple[str, str] | None] = None
+    # True where every process (or thread) of the strategy writes its stage intervals to
+    # ``LoaderConfig.trace_dir`` (strategies.stages, "Tracing"); the peers do not.
+    traces: ClassVar[bool] = False
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -195,6 +213,8 @@ class BatchGenerator(ABC):
                 f"zero_copy=True is an option of the shm strategy (batches as views into shared memory); "
                 f"the {self.name} strategy copies every batch"
             )
+        if config.trace_dir is not None:
+            check_trace_dir(self.name, self.traces, config.trace_dir)
         if self.worker_processes and mp.current_process().daemon:
             raise ProcessContextError(
                 f"the {self.name} strategy starts worker processes, and this process "
@@ -234,7 +254,7 @@ class BatchGenerator(ABC):
         self._close_lock = threading.Lock()
         self.close_signal = CloseSignal()
         self._signal_finalizer = weakref.finalize(self, self.close_signal.close)
-        self.clock = StageClock()  # main-process stages (strategies.stages)
+        self.clock = stage_clock(config.trace_dir, MAIN_ROLE)  # main-process stages (strategies.stages)
         self._worker_stages: dict[int, tuple[float, ...]] = {}  # latest totals each worker sent
 
     # -- the producer hooks ---------------------------------------------------
@@ -323,7 +343,9 @@ class BatchGenerator(ABC):
             except BaseException as exc:
                 self._fail(exc, f"batch {self._batch_index} of epoch {plan.epoch}")
             self._batch_index += 1
-            return self._deliver(*batch)
+            delivered = self._deliver(*batch)
+            self.clock.mark(BATCH_EVENT)  # the moment next() returns it (a traced generator writes it down)
+            return delivered
 
     def _fail(self, exc: BaseException, waiting_for: str) -> None:
         """An epoch was interrupted by ``exc``: nothing half-done stays behind; re-raise it."""
@@ -444,6 +466,7 @@ class BatchGenerator(ABC):
                 self._current = None
                 self._shutdown()
             finally:
+                self.clock.close()
                 self._shut = True
                 if inside:
                     self._lock.release()

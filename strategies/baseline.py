@@ -29,6 +29,7 @@ class BaselineGenerator(BatchGenerator):
 
     name = "baseline"
     has_workers = False
+    traces = True
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)

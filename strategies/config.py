@@ -60,6 +60,13 @@ class LoaderConfig:
     ``workload`` (``"full"`` or ``"transfer"``) chooses the per-image work:
     ``transfer`` hands over tiles computed once per worker, to measure the IPC path
     alone (:class:`strategies.work.TransferProcessor`); it changes the batches.
+
+    ``trace_dir``: ``None`` (the default) or a folder (made by the first line) where every
+    process of the generator, the main one and each worker, appends the intervals it
+    spends in each stage, and the main process the moment each batch is returned, to
+    a JSON-lines file of its own (:mod:`strategies.stages`, "Tracing"). The strategies
+    whose ``traces`` is True honour it (``baseline``, ``pipe``, ``queue``, ``shm``,
+    ``shm_zerocopy``, ``threads``); the peers refuse it. It changes no batch.
     """
 
     batch_size: int = 32
@@ -83,6 +90,7 @@ class LoaderConfig:
     dtype: str = "uint16"
     scale: float | None = None
     decode_threads: int | None = None
+    trace_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tile", "workers", "prefetch", "seed", "epoch", "rank", "world_size"):
@@ -133,6 +141,8 @@ class LoaderConfig:
             raise ValueError(
                 f"LoaderConfig.decode_threads={self.decode_threads!r} must be None (automatic) or an int >= 1"
             )
+        if self.trace_dir is not None and (not isinstance(self.trace_dir, str) or not self.trace_dir):
+            raise ValueError(f"LoaderConfig.trace_dir={self.trace_dir!r} must be None or a folder's path")
         if self.device is not None and (not isinstance(self.device, str) or not self.device):
             raise ValueError(f"LoaderConfig.device={self.device!r} must be None or a device name such as 'cuda'")
         if (self.pin_memory or self.device is not None) and self.output != "torch":

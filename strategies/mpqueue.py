@@ -62,7 +62,7 @@ from .messages import Job, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob
 from .shm_segments import close_queue, release_semaphores
-from .stages import StageClock, time_queue_pickling
+from .stages import stage_clock, time_queue_pickling, worker_role
 from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
 
@@ -95,7 +95,7 @@ class QueueWorker:
         self.worker_id = worker_id
         self.conn = conn
         self.processor = make_processor(dataset, config)
-        self.clock = StageClock()
+        self.clock = stage_clock(config.trace_dir, worker_role(worker_id))
         # Protocol 5 (PEP 574): an ndarray goes into the pickle as one buffer copy; the
         # default, protocol 4, copies it twice (tobytes(), then into the pickle). The
         # feeder thread's pickling is timed as serialize.

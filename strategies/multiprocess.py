@@ -46,6 +46,7 @@ from .workers import WorkerPool
 
 class ProcessGenerator(BatchGenerator):
     worker_processes = True
+    traces = True  # the main clock here, each worker's in its RequestWorker or QueueWorker
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)

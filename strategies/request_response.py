@@ -35,7 +35,7 @@ from .dataset import Dataset
 from .messages import ImageDone, Job, Reset, Skipped, Stop
 from .multiprocess import ProcessGenerator
 from .plan import ImageJob, max_tiles_per_image
-from .stages import StageClock
+from .stages import stage_clock, worker_role
 from .work import ProcessedImage, make_processor
 from .workers import WorkerPool
 
@@ -49,7 +49,7 @@ class RequestWorker:
         self.processor = make_processor(dataset, config)
         self.max_tiles = max_tiles_per_image(dataset.shapes, config.tile)
         self.oldest_wanted = 0  # requests of earlier generations are stale
-        self.clock = StageClock()
+        self.clock = stage_clock(config.trace_dir, worker_role(worker_id))
 
     def deliver(self, job: Job) -> None:
         """Process ``job`` and hand the result to the main process."""

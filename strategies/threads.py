@@ -63,7 +63,7 @@ from .constants import STOP_GRACE_S
 from .dataset import Dataset
 from .errors import WorkerError, WorkerTimeoutError
 from .plan import EpochPlan, ImageJob
-from .stages import StageClock
+from .stages import StageClock, stage_clock, worker_role
 from .work import ProcessedImage, image_buffers, make_processor
 
 THREAD_PREFIX = "ipcbench-threads"
@@ -128,6 +128,7 @@ class ThreadGenerator(BatchGenerator):
     """``workers`` threads of the main process produce the images; at most ``workers * prefetch`` in flight."""
 
     name = "threads"
+    traces = True
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)
@@ -138,7 +139,7 @@ class ThreadGenerator(BatchGenerator):
         self._stale: list[Task] = []  # an abandoned epoch's images, until their threads are done
         self._stock: list[tuple[np.ndarray, np.ndarray]] = []  # free output buffers
         self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self._clocks = [StageClock() for _ in range(config.workers)]  # one per thread
+        self._clocks = [stage_clock(config.trace_dir, worker_role(i)) for i in range(config.workers)]  # one per thread
         self._threads = [
             threading.Thread(
                 target=_serve,
@@ -232,6 +233,8 @@ class ThreadGenerator(BatchGenerator):
 
     def _shutdown(self) -> None:
         self._finalizer()
+        for clock in self._clocks:
+            clock.close()
         self._pending.clear()
         self._window.clear()
         self._stale.clear()

@@ -52,6 +52,7 @@ def test_defaults() -> None:
         "dtype": "uint16",
         "scale": None,
         "decode_threads": None,
+        "trace_dir": None,
     }
     assert {f.name for f in dataclasses.fields(LoaderConfig)} >= DESIGN_FIELDS
     assert set(START_METHODS) == {"fork", "spawn", "forkserver"}
@@ -192,3 +193,9 @@ def test_replace_unknown_field_lists_known_fields() -> None:
 def test_as_dict_round_trips() -> None:
     cfg = LoaderConfig(batch_size=3, tile=17, start_method="fork", output="torch", drop_last=True)
     assert LoaderConfig(**cfg.as_dict()) == cfg
+
+
+@pytest.mark.parametrize("value", ["", 3, b"dir"])
+def test_a_trace_dir_that_is_no_path_is_refused_by_name(value: object) -> None:
+    with pytest.raises(ValueError, match=rf"LoaderConfig.trace_dir={value!r} must be None or a folder's path"):
+        LoaderConfig(trace_dir=value)

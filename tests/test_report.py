@@ -23,7 +23,7 @@ from harness.report.document import escape
 from harness.report.goals import below_baseline_explanations, performance_goals
 from harness.report.goals import copies_per_s as copies_per_s_of_env
 from harness.report.html import inline
-from harness.report.linecharts import new_image_share, throughput, wait_ecdf
+from harness.report.linecharts import LINE_LABEL_GID, new_image_share, throughput, wait_ecdf
 from harness.results import load_benchmark_json, load_run, stage_medians, summarize, write_summary
 
 ALL_PLOTS = {"throughput", "wait_ecdf", "memory", "memory_trace", "lifecycle", "cpu_per_batch", "faults"}
@@ -419,7 +419,7 @@ def test_a_quick_run_draws_no_error_bars_and_says_n_1(tmp_path: Path) -> None:
     ax = throughput(run).axes[0]
     errorbars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     assert len(errorbars) == 2 and all(all(_bars_without_spread(c)) for c in errorbars)  # pipe and shm, no bars
-    texts = [t.get_text() for t in ax.texts]
+    texts = [t.get_text() for t in ax.texts if t.get_gid() != LINE_LABEL_GID]  # the notes, not the lines' names
     assert texts[0] == "no error bars: one value per cell (n=1)"
     r = copies_per_s_of_env(run.env, int(run.summary["batch_size"].iloc[0]))  # R for the run's one batch size
     assert texts[1:] == [f"memcpy limit, one core: {r:,.0f} batches/s (R)"]
@@ -448,7 +448,7 @@ def test_a_cell_of_one_window_among_others_is_marked_n_1(tmp_path: Path) -> None
     ax = throughput(run).axes[0]
     bars = {c.get_label(): _bars_without_spread(c) for c in ax.containers if isinstance(c, ErrorbarContainer)}
     assert bars == {"pipe": [False, True], "shm": [False, False]}  # pipe at 2 workers alone has no bar
-    (label,) = [t for t in ax.texts if not t.get_text().startswith("memcpy limit")]
+    (label,) = [t for t in ax.texts if not t.get_text().startswith("memcpy limit") and t.get_gid() != LINE_LABEL_GID]
     assert label.get_text() == "n=1" and label.xy[0] == pytest.approx(2, abs=0.1)
     cpu = cpu_per_batch(run).axes[0]
     assert [t.get_text() for t in cpu.texts] == ["n=1"]
@@ -482,7 +482,7 @@ def test_the_baseline_is_a_level_across_the_workers_axis_and_not_a_dev_shm_stub(
     (level,) = [line for line in across if line.get_color() != "black"]  # not the memcpy reference
     assert list(level.get_ydata()) == pytest.approx([base.median()] * 2)
     assert level.get_color() == style.colour("baseline")
-    assert "baseline (no workers)" in [t.get_text() for t in figure.legends[0].get_texts()]
+    assert "baseline (no workers)" in [t.get_text() for t in ax.texts if t.get_gid() == LINE_LABEL_GID]
 
     memory_axes = {a.get_title(): a for a in memory(run).axes}
     shm_panel = memory_axes["/dev/shm peak"]

@@ -24,7 +24,6 @@ Public API: :func:`build_report` (also called at the end of ``ipcbench run``) an
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,10 +88,7 @@ def render_report(run: RunData, *, fmt: str = "md") -> RenderedReport:
     specs = plots.available(run)
     images = {}
     for spec in specs:
-        figure = spec.draw(run)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        images[f"{PLOTS_DIR}/{spec.name}.png"] = buffer.getvalue()
+        images[f"{PLOTS_DIR}/{spec.name}.png"] = style.png_bytes(spec.draw(run))
     document = build_document(run, specs)
     markdown = "\n".join(render_markdown(document))
     html = "\n".join(render_html(document, images)) if fmt == "html" else None

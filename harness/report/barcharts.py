@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
 from harness.results import RunData, stage_medians, variant_keys, variant_label
 
@@ -244,12 +243,9 @@ def stages(run: RunData) -> Figure:
     else:
         axes[0, 0].set_xlabel("ms per batch (worker stages summed over workers)")
     figure.suptitle("Where the time goes per batch (each strategy at its most workers)")
-    handles = [
-        Patch(facecolor=style.stage_colour(stage), hatch=style.stage_hatch(stage), edgecolor="#333333", linewidth=0.4)
-        for stage, _ in columns
-    ]
+    handles, labels = style.stage_handles(stage for stage, _ in columns)
     handles.append(Line2D([], [], marker="|", markersize=10, markeredgewidth=2, color="black", linestyle="none"))
-    style.legend_below(figure, handles, [stage for stage, _ in columns] + ["wall time per batch"])
+    style.legend_below(figure, handles, [*labels, "wall time per batch"])
     return figure
 
 
@@ -263,15 +259,6 @@ def _stack(ax, y: int, ms_by_stage: dict[str, float]) -> float:
     left = 0.0
     for stage, value in ms_by_stage.items():
         if value > 0:
-            ax.barh(
-                y,
-                value,
-                left=left,
-                height=0.7,
-                color=style.stage_colour(stage),
-                hatch=style.stage_hatch(stage),
-                edgecolor="#333333",
-                linewidth=0.4,
-            )
+            ax.barh(y, value, left=left, height=0.7, **style.stage_patch(stage))
             left += value
     return left

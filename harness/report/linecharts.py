@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+from matplotlib.transforms import blended_transform_factory
 
 from harness.results import RunData, measured, variant_keys, variant_label
 
@@ -23,6 +24,7 @@ from .cells import MIN_SPREAD, has_workers, pooled_units, strategy_label
 from .provenance import lookup
 from .utilization import IDEAL, METRIC, largest_workers, utilization_cells
 
+LINE_LABEL_GID = "line-label"  # the gid of a line's name at its right end (tests tell them from notes)
 WAIT_FLOOR_MS = 1e-3  # log axes cannot show 0: waits under 1 µs are drawn at 1 µs
 LINESTYLES = ("-", "--", ":", "-.")
 ECDF_LEVELS = (0.50, 0.95, 0.99)
@@ -30,6 +32,13 @@ ECDF_Y_RANGE = (0.01, 0.999)
 ECDF_TICKS = (0.01, 0.1, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
 MAX_PANELS = 6
 DODGE = 0.04  # workers-axis units between neighbouring strategies' points
+LABEL_FONT_PT = 8.5  # a line's name at its right end
+LABEL_GAP_PT = LABEL_FONT_PT * 1.25  # the least distance between two names' baselines
+LABEL_OFFSET = 0.08  # workers-axis units between the rightmost point and the names' column
+# The throughput axes' share of the figure, about, once titles, labels and ticks have theirs: what a
+# name's height and length are worked out against before the layout is done.
+AXES_HEIGHT_SHARE, AXES_WIDTH_SHARE = 0.75, 0.86
+LABEL_MARKER_IN = 0.1  # a name's marker and the space before the name
 
 
 # -- throughput -------------------------------------------------------------------------------------------
@@ -45,6 +54,13 @@ def throughput(run: RunData) -> Figure:
     horizontal line across the axis at the median of all its cells, its IQR shaded. A
     cell with a single value gets no error bar but "n=1" beside its point (one note for
     the panel when no cell has more).
+
+    Every line is named in a column right of its end, with its marker, in its colour,
+    tied to its end by a thin leader (the baseline's band is named there too, at its
+    level), the names nudged apart where they would overlap (:func:`spread_labels`).
+    Where line styles tell variants apart (a run that varies more than the worker
+    count), or the names would not fit the axis' height, the legend below names the
+    lines instead.
     """
     summary = run.summary
     figure, axes = style.new_figure(1, height_in=4.2)
@@ -56,6 +72,7 @@ def throughput(run: RunData) -> Figure:
     strategies = style.order_strategies(summary["strategy"])
     by_workers = [s for s in strategies if has_workers(s)]
     handles, labels = [], []
+    ends: list[tuple[str, str, float, float]] = []  # (name, strategy, x, y) of each line's right end
     units = pooled_units(run, "batches_per_s")
     units = units[units["median"].notna()]
     no_spread_at_all = len(units) > 0 and bool((units["n"] < MIN_SPREAD).all())
@@ -79,6 +96,7 @@ def throughput(run: RunData) -> Figure:
             top = max(top, float(np.nanmax(median)))
             if not has_workers(strategy):
                 line = _level_line(ax, strategy, linestyle, rows.iloc[0], label_n=not no_spread_at_all)
+                ends.append((label, strategy, math.nan, float(median[0])))  # x: beside the other names
             else:
                 x = rows["workers"].to_numpy(float) + dodge
                 low = np.where(spread, median - rows["q25"].to_numpy(float), np.nan)
@@ -95,6 +113,7 @@ def throughput(run: RunData) -> Figure:
                 if not no_spread_at_all:
                     for xi, yi, ni in zip(x[~spread], median[~spread], counts[~spread], strict=True):
                         _n_label(ax, (xi, yi), ni, strategy)
+                ends.append((label, strategy, float(x[-1]), float(median[-1])))
             handles.append(line)
             labels.append(label)
     if no_spread_at_all:
@@ -129,9 +148,96 @@ def throughput(run: RunData) -> Figure:
     ax.set_xlabel("workers (processes or threads)")
     ax.set_ylabel("batches/s" + (", log scale" if ax.get_yscale() == "log" else ""))
     ax.set_xticks(all_workers)
-    ax.set_xlim(min(all_workers) - 0.5, max(all_workers) + 0.5)
-    style.legend_below(figure, handles, labels)
+    xlim = (min(all_workers) - 0.5, max(all_workers) + 0.5)
+    # One line per strategy: each named at its end. Variants (line styles) or too many names: the legend.
+    if others or not _label_line_ends(figure, ax, ends, xlim):
+        ax.set_xlim(*xlim)
+        style.legend_below(figure, handles, labels)
     return figure
+
+
+def _label_line_ends(figure: Figure, ax, ends: list[tuple[str, str, float, float]], xlim: tuple[float, float]) -> bool:
+    """Each line's name, in one column right of every line's end: its marker, then its name in its colour.
+
+    Names are nudged apart vertically where they would overlap (in the axis' own scale,
+    log included), and each is tied to its line's end by a thin leader in the line's
+    colour. The axis is widened on the right for the column. Lines without an end (the
+    baseline's band, x NaN) are named in the column at their level, without a marker.
+    False, and nothing drawn, where there are no lines or more names than the axis' height holds.
+    """
+    width_in, height_in = figure.get_size_inches()
+    gap = LABEL_GAP_PT / 72 / (height_in * AXES_HEIGHT_SHARE)
+    if not ends or len(ends) * gap > 1:
+        return False
+    longest_in = LABEL_MARKER_IN + max(len(name) for name, *_ in ends) * style.LEGEND_CHAR_IN * LABEL_FONT_PT / 9
+    share = min(0.45, longest_in / (width_in * AXES_WIDTH_SHARE))  # of the axes' width the column needs
+    column = max([x for *_, x, _ in ends if not math.isnan(x)], default=xlim[1] - 0.5) + LABEL_OFFSET
+    ax.set_xlim(xlim[0], max(xlim[1], (column - share * xlim[0]) / (1 - share)))
+    ax.autoscale_view(scalex=False)
+    to_axes = ax.transScale + ax.transLimits  # data -> the axes' 0..1 (the scale, log included, applied)
+    targets = [float(to_axes.transform((xlim[0], y))[1]) for *_, y in ends]
+    in_column = blended_transform_factory(ax.transData, ax.transAxes)
+    placements = spread_labels(targets, gap, low=gap / 2, high=1 - gap / 2)  # clear of the axes' edges
+    for (name, strategy, x, _), target, placed in zip(ends, targets, placements, strict=True):
+        colour = style.colour(strategy)
+        if not math.isnan(x):
+            ax.plot(
+                [column],
+                [placed],
+                transform=in_column,
+                marker=style.marker(strategy),
+                color=colour,
+                markersize=5,
+                clip_on=False,
+                gid=LINE_LABEL_GID,
+            )
+            ax.plot(  # the leader, from the line's end to its name
+                [x, column],
+                [target, placed],
+                transform=in_column,
+                color=colour,
+                linewidth=0.6,
+                gid=LINE_LABEL_GID,
+            )
+        ax.annotate(
+            name,
+            (column, placed),
+            xycoords=in_column,
+            xytext=(LABEL_MARKER_IN * 72, 0),
+            textcoords="offset points",
+            va="center",
+            ha="left",
+            fontsize=LABEL_FONT_PT,
+            color=style.text_colour(strategy),
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.3},  # over a line, readable
+            gid=LINE_LABEL_GID,
+        )
+    return True
+
+
+def spread_labels(targets: list[float], gap: float, low: float = 0.0, high: float = 1.0) -> list[float]:
+    """Positions as near ``targets`` as can be with at least ``gap`` between any two, within [low, high].
+
+    Labels that would overlap form a group, centred on their targets' mean, in the
+    targets' order; groups that then touch merge. Returned in the order of ``targets``.
+    """
+    order = sorted(range(len(targets)), key=lambda i: targets[i])
+    groups: list[list[int]] = []  # each a run of label indices, bottom to top
+
+    def bottom(group: list[int]) -> float:
+        centre = sum(targets[i] for i in group) / len(group)
+        return min(max(centre - gap * (len(group) - 1) / 2, low), high - gap * (len(group) - 1))
+
+    for index in order:
+        groups.append([index])
+        while len(groups) > 1 and bottom(groups[-2]) + gap * len(groups[-2]) > bottom(groups[-1]) + 1e-12:
+            groups[-2:] = [groups[-2] + groups[-1]]
+    placed = [0.0] * len(targets)
+    for group in groups:
+        start = bottom(group)
+        for rank, index in enumerate(group):
+            placed[index] = start + rank * gap
+    return placed
 
 
 def _reference_line(ax, y: float, text: str, *, linestyle: str, linewidth: float, above: bool) -> None:

@@ -48,7 +48,8 @@ FIGURES: tuple[FigureSpec, ...] = (
         "bytes: the summary table has it); error bars span the inter-quartile range (points dodged sideways a "
         "little so they do not hide each other). A strategy without workers (the baseline, whose work runs in "
         "the training loop's own process) is drawn at no worker count but as a horizontal line across the axis "
-        "at the median of all its measured windows, the IQR shaded.",
+        "at the median of all its measured windows, the IQR shaded. Each line is named at its right end, with its "
+        "marker (a run that also varies other settings, told apart by line style, has a legend instead).",
         ("batches_per_s",),
     ),
     FigureSpec(

@@ -28,7 +28,6 @@ cell per strategy.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -458,12 +457,11 @@ def write_regimes(run_dirs: list[Path], out_dir: Path, *, workers: int | None = 
         raise IpcbenchError(f"--out {out_dir} exists and is not a folder")
     regime_map = build_regime_map(load_regime_runs(list(run_dirs)), workers)
     style.apply()
-    buffer = io.BytesIO()
-    regime_map_figure(regime_map).savefig(buffer, format="png")
+    png = style.png_bytes(regime_map_figure(regime_map))
     text = "\n".join(render_markdown(regimes_document(regime_map)))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        figure = write_atomic(out_dir / FIGURE_FILE, buffer.getvalue())
+        figure = write_atomic(out_dir / FIGURE_FILE, png)
         table = write_atomic(out_dir / TABLE_FILE, text.encode())
     except OSError as exc:
         raise IpcbenchError(f"cannot write the regime map into {out_dir}: {exc}") from exc

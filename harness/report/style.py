@@ -59,6 +59,11 @@ STAGE_COLOURS: dict[str, str] = {
     "wait": "#BBBBBB",
 }
 STAGE_HATCHES: dict[str, str] = {"compute": "", "serialize": "//", "transfer": "xx", "assemble": "..", "wait": ""}
+# The training loop's simulated step (a sleep standing for the accelerator's work), where a figure
+# draws it beside the stages (the timeline): white, so that it reads as time the loader does not spend.
+STAGE_COLOURS["step"] = "#FFFFFF"
+STAGE_HATCHES["step"] = "--"
+STAGE_EDGE_COLOUR = "#333333"
 FALLBACK_MARKERS: tuple[str, ...] = ("X", "*", "h", "<", ">")
 # Line styles for figures whose lines are one per strategy (utilization, the regime map): with the
 # marker, they tell the strategies apart without colour (greyscale print, colour-blind readers).
@@ -67,6 +72,9 @@ STRATEGY_LINESTYLES: tuple[str, ...] = ("-", "--", ":", "-.")
 CLEAN_COLOUR = "#B7E4C7"  # pale green: readable black text on top
 DIRTY_COLOUR = "#F4A9A0"  # pale vermillion
 MISSING_COLOUR = "#EEEEEE"
+
+# Text in a strategy's colour is darkened where the colour is lighter than this (CIE L*), e.g. sand.
+TEXT_MAX_LIGHTNESS, TEXT_DARKEN = 70.0, 0.6
 
 FIGURE_WIDTH_IN = 8.0
 # A legend column: its handle and gap, then about this much per character of a label at 9 pt.
@@ -99,6 +107,28 @@ def stage_hatch(stage: str) -> str:
 def stage_colour(stage: str) -> str:
     """The stage's colour; a stage this module does not name gets a stable fallback."""
     return STAGE_COLOURS.get(stage) or FALLBACK_COLOURS[_fallback_index(stage)]
+
+
+def luminance(hex_colour: str) -> float:
+    """Relative luminance (WCAG 2, sRGB): 0 for black, 1 for white; what a colour becomes in greyscale."""
+    channels = [int(hex_colour.lstrip("#")[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def lightness(hex_colour: str) -> float:
+    """CIE L* (0 black .. 100 white) of the colour: greyscale's perceived brightness, even steps."""
+    y = luminance(hex_colour)
+    return 116 * y ** (1 / 3) - 16 if y > 216 / 24389 else y * 24389 / 27
+
+
+def text_colour(strategy: str) -> str:
+    """The strategy's colour for text on white: as it is, or darkened where it is too light to read."""
+    hex_colour = colour(strategy)
+    if lightness(hex_colour) <= TEXT_MAX_LIGHTNESS:
+        return hex_colour
+    r, g, b = (int(hex_colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4))
+    return "#{:02X}{:02X}{:02X}".format(*(round(c * TEXT_DARKEN) for c in (r, g, b)))
 
 
 def marker(strategy: str) -> str:
@@ -186,6 +216,34 @@ def line_handles(strategies: Iterable[str]) -> tuple[list, list[str]]:
     names = order_strategies(strategies)
     handles = [Line2D([], [], color=colour(s), marker=marker(s), linestyle="-") for s in names]
     return handles, [strategy_label(s) for s in names]
+
+
+def stage_patch(stage: str, **kwargs: Any) -> dict[str, Any]:
+    """The look of a stage's bar or legend patch: its colour, hatch and a thin dark edge (``kwargs`` on top)."""
+    return {
+        "facecolor": stage_colour(stage),
+        "hatch": stage_hatch(stage),
+        "edgecolor": STAGE_EDGE_COLOUR,
+        "linewidth": 0.4,
+        **kwargs,
+    }
+
+
+def stage_handles(stages: Iterable[str]) -> tuple[list, list[str]]:
+    """Legend entries (patch in the stage's colour and hatch) for ``stages``, labelled by name."""
+    from matplotlib.patches import Patch
+
+    names = list(stages)
+    return [Patch(**stage_patch(stage)) for stage in names], names
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG, at ``SAVE_DPI`` (what every figure file holds)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def patch_handles(strategies: Iterable[str]) -> tuple[list, list[str]]:
