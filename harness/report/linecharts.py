@@ -160,9 +160,10 @@ def _label_line_ends(figure: Figure, ax, ends: list[tuple[str, str, float, float
     """Each line's name, in one column right of every line's end: its marker, then its name in its colour.
 
     Names are nudged apart vertically where they would overlap (in the axis' own scale,
-    log included), and each is tied to its line's end by a thin leader in the line's
-    colour. The axis is widened on the right for the column. Lines without an end (the
-    baseline's band, x NaN) are named in the column at their level, without a marker.
+    log included), and each is tied to its line's end by a thin dotted grey leader (not in the
+    line's colour, which would read as more data). The axis is widened on the right for the
+    column. Lines without an end (the baseline's band, x NaN) are named in the column at their
+    level, without a marker.
     False, and nothing drawn, where there are no lines or more names than the axis' height holds.
     """
     width_in, height_in = figure.get_size_inches()
@@ -191,12 +192,13 @@ def _label_line_ends(figure: Figure, ax, ends: list[tuple[str, str, float, float
                 clip_on=False,
                 gid=LINE_LABEL_GID,
             )
-            ax.plot(  # the leader, from the line's end to its name
+            ax.plot(  # the leader, from the line's end to its name: dotted grey, so it reads as no data
                 [x, column],
                 [target, placed],
                 transform=in_column,
-                color=colour,
-                linewidth=0.6,
+                color="0.55",
+                linestyle=(0, (1, 2)),
+                linewidth=0.8,
                 gid=LINE_LABEL_GID,
             )
         ax.annotate(
