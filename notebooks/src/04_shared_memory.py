@@ -186,3 +186,27 @@ shutil.rmtree(scratch)
 table(medians(only(run, "shm", "shm_zerocopy"), "batches_per_s", "cpu_s_per_batch", "pss_peak_mb", "shm_peak_mb"))
 for workers in sorted(run.samples.loc[run.samples["strategy"] == "shm_zerocopy", "workers"].unique()):
     say(f"shm_zerocopy against shm with {workers} worker(s), batches/s: {versus(run, 'shm_zerocopy', 'shm', workers)}.")
+
+# %% [markdown]
+# ## One batch, process by process
+#
+# The stage timers can also record *when* each stage ran (`LoaderConfig(trace_dir=...)`): every process writes
+# its intervals, and `ipcbench timeline` draws them for a short stretch of an epoch around the batch that waited
+# longest, with two workers and two images in flight per worker. A row is a process; the triangles are the
+# moments `next()` returns a batch. In the shared-memory row the main process only assembles and waits: the
+# pixels never pass through it in a pipe; for the pipe and the queue, the main process spends its time reading
+# (and, for the queue, unpickling) what the workers send.
+
+# %%
+from harness import timeline as timelines
+from harness.notebook import root_dir, show
+from harness.report import timeline as timeline_figure
+
+recorded = timelines.load(root_dir() / "results" / "timeline")
+show(timeline_figure.draw(recorded))
+load = recorded.meta.get("loadavg_before")
+say(
+    f"Recorded with `{' '.join(recorded.meta['command'])}` on {recorded.meta.get('cores')} cores"
+    + (f", 1-minute load average {load[0]:.1f} before it" if load else "")
+    + ": the lengths are those of this one stretch, not medians."
+)
