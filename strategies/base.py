@@ -98,6 +98,13 @@ def check_torch_device(config: LoaderConfig) -> None:
         )
 
 
+def prefetching_strategies() -> list[str]:
+    """The registered strategies that honour ``LoaderConfig.prefetch_next_epoch``."""
+    from . import STRATEGIES  # at call time: the registry imports this module
+
+    return [name for name, cls in STRATEGIES.items() if cls.prefetches_next_epoch]
+
+
 def check_trace_dir(name: str, traces: bool, trace_dir: str) -> None:
     """Refuse ``trace_dir`` for a strategy that cannot trace, or where a file is in the folder's place.
 
@@ -189,6 +196,9 @@ class BatchGenerator(ABC):
     # True where every process (or thread) of the strategy writes its stage intervals to
     # ``LoaderConfig.trace_dir`` (strategies.stages, "Tracing"); the peers do not.
     traces: ClassVar[bool] = False
+    # True where ``LoaderConfig.prefetch_next_epoch`` is honoured: the workers start the next
+    # epoch's first images while the loop finishes the current one.
+    prefetches_next_epoch: ClassVar[bool] = False
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -215,6 +225,11 @@ class BatchGenerator(ABC):
             )
         if config.trace_dir is not None:
             check_trace_dir(self.name, self.traces, config.trace_dir)
+        if config.prefetch_next_epoch and not self.prefetches_next_epoch:
+            raise ValueError(
+                f"prefetch_next_epoch=True is not offered by the {self.name} strategy; the strategies that start "
+                f"the next epoch early: {', '.join(prefetching_strategies())}"
+            )
         if self.worker_processes and mp.current_process().daemon:
             raise ProcessContextError(
                 f"the {self.name} strategy starts worker processes, and this process "
@@ -287,15 +302,19 @@ class BatchGenerator(ABC):
         """Index of the epoch being (or last) iterated, None before the first."""
         return None if self._plan is None else self._plan.epoch
 
+    def _upcoming_plan(self) -> EpochPlan:
+        """The plan of the epoch the next ``iter()`` starts: made once, and the very object that epoch runs."""
+        upcoming = self._upcoming
+        if upcoming is None or upcoming.epoch != self._next_epoch:
+            upcoming = self._upcoming = self.plan_for(self._next_epoch)
+        return upcoming
+
     def __len__(self) -> int:
         """Batches in the current epoch, or in the next one when none is running."""
         plan = self._plan
         if self._active and plan is not None:
             return plan.n_batches
-        upcoming = self._upcoming
-        if upcoming is None or upcoming.epoch != self._next_epoch:
-            upcoming = self._upcoming = self.plan_for(self._next_epoch)
-        return upcoming.n_batches
+        return self._upcoming_plan().n_batches
 
     # -- iterator protocol ----------------------------------------------------
     def __iter__(self) -> EpochIterator:

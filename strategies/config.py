@@ -67,6 +67,16 @@ class LoaderConfig:
     a JSON-lines file of its own (:mod:`strategies.stages`, "Tracing"). The strategies
     whose ``traces`` is True honour it (``baseline``, ``pipe``, ``queue``, ``shm``,
     ``shm_zerocopy``, ``threads``); the peers refuse it. It changes no batch.
+
+    ``prefetch_next_epoch`` (default False): once every image of the current epoch has
+    been handed to the workers, the window's free room goes to the *next* epoch's first
+    images, so the workers do not idle while the loop finishes an epoch and starts the
+    next. Those images are the next epoch's by the plan, whatever happens in between (an
+    early ``break`` keeps them; ``close()`` discards them). The strategies whose
+    ``prefetches_next_epoch`` is True offer it (``pipe``, ``queue``, ``shm``,
+    ``threads``); ``baseline`` has no workers, ``shm_zerocopy``'s slots are the current
+    epoch's batches, and the peers' own loops decide for themselves: they refuse it. It
+    changes no batch.
     """
 
     batch_size: int = 32
@@ -91,13 +101,14 @@ class LoaderConfig:
     scale: float | None = None
     decode_threads: int | None = None
     trace_dir: str | None = None
+    prefetch_next_epoch: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tile", "workers", "prefetch", "seed", "epoch", "rank", "world_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"LoaderConfig.{name}={value!r} must be an int")
-        for name in ("shuffle", "augment", "drop_last", "zero_copy", "pin_memory"):
+        for name in ("shuffle", "augment", "drop_last", "zero_copy", "pin_memory", "prefetch_next_epoch"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"LoaderConfig.{name}={value!r} must be a bool")

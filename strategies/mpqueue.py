@@ -171,8 +171,8 @@ class QueueGenerator(ProcessGenerator):
     def _waiting_for(self) -> str:
         return f"image {self._wanted} of epoch {self.epoch}"
 
-    def _dispatch(self, job: ImageJob) -> bool:
-        self.tasks.put(Job(self.generation, job), timeout=self.config.wait_timeout)
+    def _dispatch(self, job: ImageJob, generation: int) -> bool:
+        self.tasks.put(Job(generation, job), timeout=self.config.wait_timeout)
         return True
 
     def _receive(self) -> list[tuple[int, ProcessedImage | None]]:

@@ -12,12 +12,17 @@ the main process. Everything else is here, once:
   the earliest unconsumed image is always dispatched, so the window cannot deadlock;
 - **epochs**: every epoch has a new ``generation``; results of an abandoned epoch
   (an early ``break``) are discarded as they arrive, their buffers recycled;
+- **the next epoch, early** (``LoaderConfig.prefetch_next_epoch``): once every image of
+  the epoch is dispatched, the window's free room goes to the next epoch's first images
+  (the plan the next ``iter()`` will run, under the next ``generation``); their results
+  wait in ``_early`` and become that epoch's first ``_ready`` images. An early ``break``
+  keeps them (``_abandon`` skips only older generations); ``close()`` drops them;
 - **resources**: a strategy registers the cleanup of what it creates (pool, queues,
   shared memory) on ``self.resources``, an ``ExitStack`` run by ``close()`` or, if
   the generator is garbage-collected unclosed, by a ``weakref.finalize``.
 
-A strategy implements: ``_start(resources) -> WorkerPool``, ``_dispatch(job) ->
-bool`` (False: no capacity now), ``_receive() -> list[(generation, image or None)]``
+A strategy implements: ``_start(resources) -> WorkerPool``, ``_dispatch(job,
+generation) -> bool`` (False: no capacity now), ``_receive() -> list[(generation, image or None)]``
 (``None``: a request skipped after a reset), ``_free(image)`` and, optionally,
 ``_abandon()`` (tell the workers to skip jobs of the abandoned epoch they have not
 started; those come back as skipped and leave the window then).
@@ -46,6 +51,7 @@ from .workers import WorkerPool
 
 class ProcessGenerator(BatchGenerator):
     worker_processes = True
+    prefetches_next_epoch = True
     traces = True  # the main clock here, each worker's in its RequestWorker or QueueWorker
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
@@ -56,6 +62,9 @@ class ProcessGenerator(BatchGenerator):
         self._wanted = 0
         self.in_flight = 0
         self.window = config.workers * self.prefetch
+        self._ahead: EpochPlan | None = None  # the next epoch, begun early (prefetch_next_epoch)
+        self._ahead_pending: deque[ImageJob] = deque()  # its images not yet dispatched
+        self._early: dict[int, ProcessedImage] = {}  # its results, by position, until it begins
         self.resources = ExitStack()
         self._finalizer = weakref.finalize(self, owner_only(self.resources.close))
         try:
@@ -70,8 +79,8 @@ class ProcessGenerator(BatchGenerator):
         """Create queues/memory and the pool; register their cleanup on ``resources``."""
 
     @abstractmethod
-    def _dispatch(self, job: ImageJob) -> bool:
-        """Send ``job`` to a worker if one has capacity; False if none has."""
+    def _dispatch(self, job: ImageJob, generation: int) -> bool:
+        """Send ``job`` of epoch ``generation`` to a worker if one has capacity; False if none has."""
 
     @abstractmethod
     def _receive(self) -> list[tuple[int, ProcessedImage | None]]:
@@ -88,8 +97,17 @@ class ProcessGenerator(BatchGenerator):
         return list(self.pool.pids)
 
     def _fill(self) -> None:
-        while self._pending and self.in_flight < self.window and self._dispatch(self._pending[0]):
-            self._pending.popleft()
+        self._send(self._pending, self.generation)
+        if self.config.prefetch_next_epoch and not self._pending and self.in_flight < self.window:
+            if self._ahead is None:
+                self._ahead = self._upcoming_plan()
+                self._ahead_pending = deque(self._ahead.jobs)
+            self._send(self._ahead_pending, self.generation + 1)
+
+    def _send(self, pending: deque[ImageJob], generation: int) -> None:
+        """Dispatch ``pending``'s images in order, as ``generation``'s, while the window and a worker have room."""
+        while pending and self.in_flight < self.window and self._dispatch(pending[0], generation):
+            pending.popleft()
             self.in_flight += 1
 
     def _retire(self, image: ProcessedImage | None) -> None:
@@ -100,7 +118,13 @@ class ProcessGenerator(BatchGenerator):
 
     def _begin_epoch(self, plan: EpochPlan) -> None:
         self.generation += 1
-        self._pending = deque(plan.jobs)
+        if self._ahead is not None:  # begun early: its dispatched images are this generation's
+            if plan is not self._ahead:
+                raise RuntimeError(f"{self.name}: epoch {plan.epoch} began, not epoch {self._ahead.epoch} begun early")
+            self._pending, self._ready = self._ahead_pending, self._early
+            self._ahead, self._ahead_pending, self._early = None, deque(), {}
+        else:
+            self._pending = deque(plan.jobs)
         self._wanted = 0
         self._fill()
 
@@ -109,6 +133,8 @@ class ProcessGenerator(BatchGenerator):
             for generation, image in self._receive():
                 if image is not None and generation == self.generation:
                     self._ready[image.position] = image
+                elif image is not None and self._ahead is not None and generation == self.generation + 1:
+                    self._early[image.position] = image
                 else:
                     self._retire(image)
             self._fill()
@@ -138,4 +164,6 @@ class ProcessGenerator(BatchGenerator):
     def _shutdown(self) -> None:
         self._ready.clear()
         self._pending.clear()
+        self._early.clear()
+        self._ahead, self._ahead_pending = None, deque()
         self._finalizer()

@@ -115,11 +115,11 @@ class RequestGenerator(ProcessGenerator):
         """The slot a new request of this worker writes into (``shm``); 0 when unused."""
         return 0
 
-    def _dispatch(self, job: ImageJob) -> bool:
+    def _dispatch(self, job: ImageJob, generation: int) -> bool:
         worker_id = max(range(len(self.outstanding)), key=self.capacity)
         if self.capacity(worker_id) <= 0:
             return False
-        self.pool.send(worker_id, Job(self.generation, job, self._take_slot(worker_id)))
+        self.pool.send(worker_id, Job(generation, job, self._take_slot(worker_id)))
         self.outstanding[worker_id] += 1
         return True
 

@@ -115,6 +115,9 @@ class ShmZeroCopyGenerator(RequestGenerator):
     shared_memory = True
     worker_cls = ZeroCopyWorker
     zero_copy = True
+    # Its slots are the current epoch's batches (batch k in slot k % n_slots): the next epoch's
+    # first batches would need slots the loop still reads.
+    prefetches_next_epoch = False
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config.replace(zero_copy=True))
@@ -136,10 +139,10 @@ class ShmZeroCopyGenerator(RequestGenerator):
     def _worker_args(self) -> tuple[Any, ...]:
         return (self.dataset, self.config, self.segment.name, self.n_slots)
 
-    def _dispatch(self, job: ImageJob) -> bool:
+    def _dispatch(self, job: ImageJob, generation: int) -> bool:
         if self._stale or not in_window(job, self._held, self.n_slots, self.config.batch_size):
             return False
-        return super()._dispatch(job)
+        return super()._dispatch(job, generation)
 
     def _begin_epoch(self, plan: EpochPlan) -> None:
         self._stale = sum(self.outstanding)  # all of them belong to the abandoned epoch

@@ -37,6 +37,11 @@ takes one skips it); those running are set aside as *stale*, still counted in th
 window, and their buffers go back to the stock when they finish. Their results,
 errors included, belong to the abandoned epoch and are dropped.
 
+The next epoch, early (``LoaderConfig.prefetch_next_epoch``): once every image of the
+epoch is dispatched, the window's free room goes to the first images of the epoch the
+next ``iter()`` runs; their tasks wait in ``_ahead_window`` and become that epoch's
+window. An early ``break`` keeps them; ``close()`` cancels them with the rest.
+
 Shutdown (``close()``, or garbage collection through a ``weakref.finalize``): take
 every queued task back out of the queue and cancel it, put one ``None`` per
 thread, join them all within ``STOP_GRACE_S`` (a thread finishes the image in hand
@@ -129,6 +134,7 @@ class ThreadGenerator(BatchGenerator):
 
     name = "threads"
     traces = True
+    prefetches_next_epoch = True
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config)
@@ -137,6 +143,9 @@ class ThreadGenerator(BatchGenerator):
         self._pending: deque[ImageJob] = deque()  # this epoch's images not yet dispatched
         self._window: deque[Task] = deque()  # this epoch's dispatched images, in plan order
         self._stale: list[Task] = []  # an abandoned epoch's images, until their threads are done
+        self._ahead: EpochPlan | None = None  # the next epoch, begun early (prefetch_next_epoch)
+        self._ahead_pending: deque[ImageJob] = deque()  # its images not yet dispatched
+        self._ahead_window: deque[Task] = deque()  # its dispatched images, in plan order
         self._stock: list[tuple[np.ndarray, np.ndarray]] = []  # free output buffers
         self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._clocks = [stage_clock(config.trace_dir, worker_role(i)) for i in range(config.workers)]  # one per thread
@@ -169,10 +178,19 @@ class ThreadGenerator(BatchGenerator):
 
     def _fill(self) -> None:
         self._reap()
-        while self._pending and self.in_flight < self.window:
-            task = Task(Future(), self._pending.popleft(), *self._buffers())
+        self._dispatch(self._pending, self._window)
+        if self.config.prefetch_next_epoch and not self._pending and self.in_flight < self.window:
+            if self._ahead is None:
+                self._ahead = self._upcoming_plan()
+                self._ahead_pending = deque(self._ahead.jobs)
+            self._dispatch(self._ahead_pending, self._ahead_window)
+
+    def _dispatch(self, pending: deque[ImageJob], window: deque[Task]) -> None:
+        """Hand ``pending``'s images to the threads, in order, while the window has room; track them in ``window``."""
+        while pending and self.in_flight < self.window:
+            task = Task(Future(), pending.popleft(), *self._buffers())
             self._tasks.put(task)
-            self._window.append(task)
+            window.append(task)
             self.in_flight += 1
 
     def _reap(self) -> None:
@@ -201,7 +219,13 @@ class ThreadGenerator(BatchGenerator):
 
     # -- producer hooks -------------------------------------------------------
     def _begin_epoch(self, plan: EpochPlan) -> None:
-        self._pending = deque(plan.jobs)
+        if self._ahead is not None:  # begun early: its tasks are this epoch's first
+            if plan is not self._ahead:
+                raise RuntimeError(f"{self.name}: epoch {plan.epoch} began, not epoch {self._ahead.epoch} begun early")
+            self._pending, self._window = self._ahead_pending, self._ahead_window
+            self._ahead, self._ahead_pending, self._ahead_window = None, deque(), deque()
+        else:
+            self._pending = deque(plan.jobs)
         self._fill()
 
     def _next_image(self) -> ProcessedImage:
@@ -239,3 +263,4 @@ class ThreadGenerator(BatchGenerator):
         self._window.clear()
         self._stale.clear()
         self._stock.clear()
+        self._ahead, self._ahead_pending, self._ahead_window = None, deque(), deque()

@@ -53,6 +53,7 @@ def test_defaults() -> None:
         "scale": None,
         "decode_threads": None,
         "trace_dir": None,
+        "prefetch_next_epoch": False,
     }
     assert {f.name for f in dataclasses.fields(LoaderConfig)} >= DESIGN_FIELDS
     assert set(START_METHODS) == {"fork", "spawn", "forkserver"}
