@@ -156,6 +156,18 @@ class EpochTiming:
         return self.t_end - self.t_start
 
 
+@dataclass(frozen=True, slots=True)
+class WindowEdge:
+    """Where a window ended: the next window of a generator that works between windows starts here."""
+
+    t_end: float  # the last epoch's end (perf_counter)
+    sample: TreeSample  # the tree sample taken just after it
+    busy_s: float  # machine_busy_s() then
+    sampler_cpu_s: float  # the sampler thread's CPU then
+    stages: dict[str, float] | None  # the generator's stage totals then
+    main_stages: dict[str, float] | None
+
+
 def time_epoch(
     gen: Iterable[Any],
     *,
@@ -218,6 +230,7 @@ def window_record(
     cpu_s: float,
     stages: dict[str, float] | None = None,
     paused_s: float = 0.0,
+    lead_in_s: float = 0.0,
 ) -> dict[str, Any]:
     """The measured fields of one window's samples.jsonl line (the runner adds identity and shutdown).
 
@@ -227,10 +240,12 @@ def window_record(
     to the one taken just after the last batch. ``stages``: ms per batch by stage
     (:func:`harness.measure.stage_ms_per_batch`), None for a strategy without stage timers.
     ``paused_s``: time between the window's epochs that belongs to the instrument (evicting
-    the page cache before a cold epoch), taken out of the window's time.
+    the page cache before a cold epoch), taken out of the window's time. ``lead_in_s``:
+    time before the first epoch that belongs to the window (the gap since the previous
+    window, for a generator that begins the next epoch early: its workers worked in it).
     """
     first, last = timings[0], timings[-1]
-    seconds = max(last.t_end - first.t_start - paused_s, 1e-12)
+    seconds = max(last.t_end - first.t_start - paused_s + lead_in_s, 1e-12)
     batches = sum(t.batches for t in timings)
     nbytes = sum(t.bytes for t in timings)
     waits_ms = [w for t in timings for w in t.waits_ms]
@@ -380,22 +395,31 @@ def measure(spec: ChildSpec, events: Events) -> None:
         memcpy_gb_per_s = measure_memcpy(repeats=PROCESS_MEMCPY_REPEATS).gb_per_s
         try:
             next_epoch = 0
+            # A generator that begins the next epoch early works between two windows too: its
+            # windows are contiguous, each from where the previous one ended (time, CPU, stages).
+            carried: WindowEdge | None = None
             for window in range(1 + spec.windows):
                 if spec.gate_fd >= 0:
                     events.emit("gate", window=window)
                     wait_at_gate(spec.gate_fd, window)
-                main_cpu = time.thread_time()
-                busy_before = machine_busy_s()
-                before = sampler.sample_now()
-                # Reading the tree starts with this process's CPU counter, so nearly all
-                # of this boundary sample's own cost lands inside the window: take it out.
-                boundary_cpu_s = time.thread_time() - main_cpu
-                sampler_cpu_before = sampler.cpu_s
+                contiguous = config.prefetch_next_epoch and carried is not None
                 dense = window == 0 and spec.sampler_interval_s > 0
                 if dense:
                     sampler.configure(**_WARMUP_PACE)
-                stages_before = stage_times() if stage_times is not None else None
-                main_before = main_times() if main_times is not None else None
+                if contiguous:
+                    assert carried is not None
+                    before, busy_before, sampler_cpu_before = carried.sample, carried.busy_s, carried.sampler_cpu_s
+                    stages_before, main_before, boundary_cpu_s = carried.stages, carried.main_stages, 0.0
+                else:
+                    main_cpu = time.thread_time()
+                    busy_before = machine_busy_s()
+                    before = sampler.sample_now()
+                    # Reading the tree starts with this process's CPU counter, so nearly all
+                    # of this boundary sample's own cost lands inside the window: take it out.
+                    boundary_cpu_s = time.thread_time() - main_cpu
+                    sampler_cpu_before = sampler.cpu_s
+                    stages_before = stage_times() if stage_times is not None else None
+                    main_before = main_times() if main_times is not None else None
                 first_epoch, images, timings = next_epoch, [], []
                 paused_s, resident = 0.0, []
                 while not timings or not window_done(timings, spec):
@@ -413,8 +437,10 @@ def measure(spec: ChildSpec, events: Events) -> None:
                 if dense:  # back to the measured pace before anything is timed; its wake-up sample is taken now
                     sampler.configure(**measured_pace)
                 after = sampler.sample_now()
-                busy = machine_busy_s() - busy_before
-                sampler_cpu_s = sampler.cpu_s - sampler_cpu_before
+                busy_after = machine_busy_s()
+                busy = busy_after - busy_before
+                sampler_cpu_after = sampler.cpu_s
+                sampler_cpu_s = sampler_cpu_after - sampler_cpu_before
                 # The sampler thread's CPU is the instrument's, not the strategy's.
                 cpu_s = max(0.0, after.cpu_s - before.cpu_s - sampler_cpu_s - boundary_cpu_s)
                 stages = None
@@ -432,8 +458,12 @@ def measure(spec: ChildSpec, events: Events) -> None:
                     shm_base=shm_base,
                     cpu_s=cpu_s,
                     stages=stages,
-                    paused_s=paused_s,
+                    # Contiguous: the time since the previous window counts, evictions included
+                    # (the workers may work meanwhile), as do the previous window's last samples.
+                    paused_s=0.0 if contiguous else paused_s,
+                    lead_in_s=timings[0].t_start - carried.t_end if contiguous and carried is not None else 0.0,
                 )
+                carried = WindowEdge(timings[-1].t_end, after, busy_after, sampler_cpu_after, stages_after, main_after)
                 # What the rest of the machine used meanwhile, in cores: a loaded machine's figures are suspect.
                 other_cores = max(0.0, busy - (after.cpu_s - before.cpu_s)) / record["seconds"]
                 events.emit(

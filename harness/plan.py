@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from strategies import LoaderConfig
+from strategies import STRATEGIES, LoaderConfig
 from strategies.config import DTYPES, WORKLOADS
 from strategies.work import tile_nbytes
 
@@ -31,6 +31,7 @@ DEFAULT_MIN_WINDOW_S = 0.5
 # How a measured epoch finds the dataset's pages (RunOptions.caches): left in the page
 # cache by the epochs before it, or evicted just before it (harness.pagecache).
 CACHES = ("warm", "cold")
+NEXT_EPOCH = ("off", "on")  # LoaderConfig.prefetch_next_epoch, as a cell key
 AUTO = "auto"  # the decode_threads cell key of LoaderConfig.decode_threads=None
 
 # No event for this long means a hung child: the slowest step is one epoch of the
@@ -101,6 +102,8 @@ class RunOptions:
     background_load: tuple[int, ...] = (0,)
     # "warm" and/or "cold" (CACHES): the page cache a measured epoch starts with; each its own cell.
     caches: tuple[str, ...] = ("warm",)
+    # "off" and/or "on": LoaderConfig.prefetch_next_epoch; each its own cell.
+    next_epoch: tuple[str, ...] = ("off",)
     sampler_interval_s: float = DEFAULT_SAMPLER_INTERVAL_S
     watchdog_s: float = DEFAULT_WATCHDOG_S
     quick: bool = False
@@ -123,6 +126,7 @@ class RunOptions:
             ("decode_threads", self.decode_threads),
             ("background_load", self.background_load),
             ("caches", self.caches),
+            ("next_epoch", self.next_epoch),
         ):
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"RunOptions.{name}={values} must be one or more distinct values")
@@ -134,6 +138,8 @@ class RunOptions:
             raise ValueError(f"RunOptions.background_load={self.background_load} must be counts >= 0")
         if not set(self.caches) <= set(CACHES):
             raise ValueError(f"RunOptions.caches={self.caches} must each be one of {CACHES}")
+        if not set(self.next_epoch) <= set(NEXT_EPOCH):
+            raise ValueError(f"RunOptions.next_epoch={self.next_epoch} must each be one of {NEXT_EPOCH}")
         if self.sampler_interval_s < 0:
             raise ValueError(f"RunOptions.sampler_interval_s={self.sampler_interval_s} must be >= 0")
         if self.watchdog_s <= 0:
@@ -182,6 +188,7 @@ class RunOptions:
             "decode_threads": [AUTO if n is None else n for n in self.decode_threads],
             "background_load": list(self.background_load),
             "cache": list(self.caches),
+            "prefetch_next_epoch": list(self.next_epoch),
             "workloads": [dataclasses.asdict(w) for w in self.cell_workloads],
             "dtypes": list(self.cell_dtypes),
             "float32_scale": self.scale,
@@ -212,6 +219,7 @@ class Measurement:
     background_load: int = 0
     cache: str = "warm"
     prefetch: int | None = None  # None: the loader's
+    prefetch_next_epoch: str = "off"  # "on": LoaderConfig.prefetch_next_epoch
 
     @property
     def decode_threads_key(self) -> str:
@@ -233,6 +241,7 @@ def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
             "background_load": busy,
             "cache": cache,
             "prefetch": prefetch,
+            "prefetch_next_epoch": ahead,
         }
         for s in options.strategies
         for w in options.workers
@@ -243,6 +252,9 @@ def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
         for threads in options.decode_threads
         for busy in options.background_load
         for cache in options.caches
+        for ahead in options.next_epoch
+        # "on" only where the strategy offers it (LoaderConfig.prefetch_next_epoch); the others run "off" alone
+        if ahead == "off" or STRATEGIES[s].prefetches_next_epoch
     ]
     plan = []
     for repeat in range(options.repeats):
@@ -266,4 +278,5 @@ def measurement_loader(options: RunOptions, measurement: Measurement) -> LoaderC
         scale=scale if dtype == "float32" else None,
         decode_threads=measurement.decode_threads,
         prefetch=measurement.prefetch or options.loader.prefetch,
+        prefetch_next_epoch=measurement.prefetch_next_epoch == "on",
     )

@@ -305,6 +305,7 @@ def samples_from(
         "decode_threads": measurement.decode_threads_key,
         "background_load": measurement.background_load,
         "cache": measurement.cache,
+        "prefetch_next_epoch": measurement.prefetch_next_epoch,
         "repeat": measurement.repeat,
     }
     process = {
@@ -471,6 +472,7 @@ def append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
                 "decode_threads": m.decode_threads_key,
                 "background_load": m.background_load,
                 "cache": m.cache,
+                "prefetch_next_epoch": m.prefetch_next_epoch,
                 "repeat": m.repeat,
                 "error": failure.error,
                 "detail": failure.detail,

@@ -61,6 +61,7 @@ class RunRequest:
     decode_threads: tuple[int | None, ...] = (None,)  # None: automatic (LoaderConfig.decode_threads)
     background_load: tuple[int, ...] = (0,)  # busy processes beside each measurement
     caches: tuple[str, ...] = ("warm",)  # "warm" and/or "cold" (evicted before every epoch)
+    next_epoch: tuple[str, ...] = ("off",)  # "off" and/or "on": LoaderConfig.prefetch_next_epoch
     quick: bool = False
     out: Path | None = None  # None: results/<run id>
     prefetch: tuple[int, ...] | None = None  # None: the loader's; several: each its own cell
@@ -174,6 +175,7 @@ def build_options(
             decode_threads=tuple(request.decode_threads),
             background_load=tuple(request.background_load),
             caches=tuple(request.caches),
+            next_epoch=tuple(request.next_epoch),
             workloads=workloads,
             dtypes=tuple(request.dtypes or ()),
             prefetch=tuple(request.prefetch) if request.prefetch and len(request.prefetch) > 1 else (),
@@ -243,6 +245,7 @@ def canonical_command(options: RunOptions, dataset: str) -> list[str]:
         ),
         "--cache",
         ",".join(options.caches),
+        *(["--prefetch-next-epoch", ",".join(options.next_epoch)] if options.next_epoch != ("off",) else []),
     ]
     return [*command, "--quick"] if options.quick else command
 

@@ -286,3 +286,65 @@ def test_prefetch_is_a_sweep_too(tmp_path, monkeypatch):
     env = json.loads((out / "env.json").read_text())
     assert env["config"]["prefetch"] == [1, 3]
     assert env["command"][env["command"].index("--prefetch") + 1] == "1,3"
+
+
+# -- the next epoch begun early ------------------------------------------------------
+def test_a_window_that_works_ahead_counts_the_gap_before_it():
+    def epoch(start: float, end: float) -> EpochTiming:
+        return EpochTiming(10, 40, 1000, start, end, 0.01, (1.0,) * 10, "c", None)
+
+    timings = [epoch(1.0, 2.0)]  # the previous window ended at 0.75: its workers had 0.25 s more
+    common = {"step_ms": 0.0, "samples": (), "shm_base": 0, "cpu_s": 1.0}
+    plain = window_record(1, 0, timings, **common)
+    contiguous = window_record(1, 0, timings, **common, lead_in_s=0.25)
+    assert plain["seconds"] == pytest.approx(1.0) and contiguous["seconds"] == pytest.approx(1.25)
+    assert contiguous["batches_per_s"] == pytest.approx(10 / 1.25)
+
+
+def test_next_epoch_on_is_a_cell_only_of_the_strategies_that_offer_it():
+    options = RunOptions(
+        dataset="d",
+        dataset_name="d",
+        dataset_source="dir",
+        strategies=("baseline", "pipe", "shm_zerocopy", "threads"),
+        workers=(2,),
+        loader=LoaderConfig(),
+        next_epoch=("off", "on"),
+    )
+    plan = plan_measurements(options)
+    cells = {(m.strategy, m.prefetch_next_epoch) for m in plan}
+    assert cells == {
+        ("baseline", "off"),
+        ("pipe", "off"),
+        ("pipe", "on"),
+        ("shm_zerocopy", "off"),
+        ("threads", "off"),
+        ("threads", "on"),
+    }
+    on = next(m for m in plan if m.prefetch_next_epoch == "on")
+    assert measurement_loader(options, on).prefetch_next_epoch is True
+    assert options.config_dict()["prefetch_next_epoch"] == ["off", "on"]
+    with pytest.raises(ValueError, match="next_epoch"):
+        RunOptions(
+            dataset="d",
+            dataset_name="d",
+            dataset_source="dir",
+            strategies=("pipe",),
+            workers=(1,),
+            loader=LoaderConfig(),
+            next_epoch=("early",),
+        )
+
+
+def test_next_epoch_is_a_sweep_of_the_run_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness.report, "build_report", lambda run_dir: run_dir / "report.md")
+    root = write_dataset(tmp_path / "ds", images=3, height=96, width=128, channels=1)
+    out = tmp_path / "run"
+    args = run_args(root, out, "--strategies", "threads", "--workers", "1", "--prefetch-next-epoch", "off,on")
+    assert main(args) == 0
+    records = [r for r in read_samples(out / SAMPLES_FILE) if not r["warmup"]]
+    assert {r["prefetch_next_epoch"] for r in records} == {"off", "on"}
+    env = json.loads((out / "env.json").read_text())
+    assert env["command"][env["command"].index("--prefetch-next-epoch") + 1] == "off,on"
+    summary = summarize(read_samples(out / SAMPLES_FILE))
+    assert set(summary["prefetch_next_epoch"]) == {"off", "on"}

@@ -47,7 +47,7 @@ from strategies.signals import EXIT_STATUS_SIGTERM
 
 from ..errors import IpcbenchError
 from ..noise import DEFAULT_SECONDS as DEFAULT_NOISE_FLOOR_S
-from ..plan import AUTO, CACHES, DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S
+from ..plan import AUTO, CACHES, DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S, NEXT_EPOCH
 from ..session import (
     DEFAULT_REPEATS,
     DEFAULT_TRANSFER_MIB,
@@ -109,9 +109,10 @@ def _choice_list(what: str, choices: tuple[str, ...]) -> Callable[[str], tuple[s
 _workload_list = _choice_list("workload", WORKLOADS)
 _dtype_list = _choice_list("dtype", DTYPES)
 _cache_list = _choice_list("cache", CACHES)
+_next_epoch_list = _choice_list("next-epoch setting", NEXT_EPOCH)
 
 # Cell keys a run may sweep besides workers, workload and dtype: named in a summary line when they vary.
-SWEPT_KEYS = ("prefetch", "step_ms", "decode_threads", "background_load", "cache")
+SWEPT_KEYS = ("prefetch", "step_ms", "decode_threads", "background_load", "cache", "prefetch_next_epoch")
 PIXEL_DTYPE = "uint16"  # the images' own: a cell in another dtype says so in progress and summary lines
 
 
@@ -242,6 +243,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "comma-separated for both, each its own cell (default: warm)",
     )
     parser.add_argument(
+        "--prefetch-next-epoch",
+        type=_next_epoch_list,
+        default=request.next_epoch,
+        metavar="off|on",
+        help="on: the workers start the next epoch's first images while the loop finishes the current one "
+        "(LoaderConfig.prefetch_next_epoch; pipe, queue, shm, threads; the others are measured off only); "
+        "comma-separated for both, each its own cell (default: off)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"a fast check: {QUICK_REPEATS} repeat x {QUICK_WINDOWS} window unless given",
@@ -350,6 +360,7 @@ class ProgressLine:
                 ("decode_threads", m.decode_threads_key, AUTO),
                 ("background_load", str(m.background_load), "0"),
                 ("cache", m.cache, "warm"),
+                ("prefetch_next_epoch", m.prefetch_next_epoch, "off"),
             )
             if value != usual
         )
@@ -514,6 +525,7 @@ def request_from(args: argparse.Namespace) -> RunRequest:
         decode_threads=args.decode_threads,
         background_load=args.background_load,
         caches=args.cache,
+        next_epoch=args.prefetch_next_epoch,
         quick=args.quick,
         out=args.out,
         prefetch=args.prefetch,
@@ -602,6 +614,7 @@ def main(args: argparse.Namespace) -> int:
             ("decode threads", [AUTO if n is None else n for n in options.decode_threads]),
             ("background loads", options.background_load),
             ("caches", options.caches),
+            ("next-epoch settings", options.next_epoch),
         )
         if len(values) > 1
     )

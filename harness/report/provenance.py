@@ -91,6 +91,7 @@ CONFIG_PHRASES = (
     ("decode_threads", "decode threads {}"),
     ("background_load", "{} busy processes beside"),
     ("cache", "{} page cache"),
+    ("prefetch_next_epoch", "next epoch begun early: {}"),
 )
 
 

@@ -52,6 +52,7 @@ class WindowSample:
     decode_threads: str = "1"  # LoaderConfig.decode_threads: "auto" or the count asked for
     background_load: int = 0  # busy processes spinning beside the measurement (harness.background)
     cache: str = "warm"  # "cold": the dataset evicted from the page cache before every epoch
+    prefetch_next_epoch: str = "off"  # "on": LoaderConfig.prefetch_next_epoch (the next epoch begun early)
     repeat: int
     epoch: int
     warmup: bool

@@ -46,6 +46,7 @@ CELL_KEYS = (
     "decode_threads",
     "background_load",
     "cache",
+    "prefetch_next_epoch",
 )
 # ``rank`` is a cell key: "all" for the figures of a whole run, or "0", "1", ... for one
 # rank's share of an ``ipcbench run --distributed``, whose "all" rows combine the ranks.
@@ -65,10 +66,16 @@ KEY_FILL: dict[str, Any] = {
     "decode_threads": "1",  # before it was a setting, every process decoded with one thread
     "background_load": 0,
     "cache": "warm",
+    "prefetch_next_epoch": "off",  # before it was a setting, no strategy started the next epoch early
 }
 # What a run measures unless a sweep asks for more (ipcbench run's defaults): a figure or map that
 # shows one value of a swept setting shows this one where the run measured it.
-SWEPT_DEFAULTS: dict[str, Any] = {"decode_threads": "auto", "background_load": 0, "cache": "warm"}
+SWEPT_DEFAULTS: dict[str, Any] = {
+    "decode_threads": "auto",
+    "background_load": 0,
+    "cache": "warm",
+    "prefetch_next_epoch": "off",
+}
 REQUIRED_SAMPLE_FIELDS = ("strategy", "workers")
 
 

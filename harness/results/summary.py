@@ -128,6 +128,7 @@ def variant_label(row: pd.Series, keys: list[str]) -> str:
         "decode_threads": lambda v: f"{v} decode thread" + ("" if str(v) == "1" else "s"),
         "background_load": lambda v: f"{v} busy process" + ("" if v == 1 else "es") + " beside",
         "cache": lambda v: f"{v} cache",
+        "prefetch_next_epoch": lambda v: "next epoch begun early" if v == "on" else "epoch by epoch",
         "rank": lambda v: "all ranks" if v == ALL_RANKS else f"rank {v}",
     }
     return ", ".join(phrases.get(k, str)(row[k]) for k in keys) or "all cells"
