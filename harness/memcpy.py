@@ -12,10 +12,17 @@ bytes are what the training loop receives, data and masks; a run with several ba
 sizes records R for each (``by_batch_size``).
 
 GB here is 1e9 bytes of payload copied (each byte is read once and written once).
+
+Two cores copying at once do not get 2 R: they share the memory bus. The *two-core copy
+bound* (:func:`measure_memcpy_together`: two processes copying side by side, started
+at one barrier, their medians added) is the ceiling of any 2-worker transfer, the
+strategy's workers copying all the time and its main process costing nothing;
+``ipcbench run`` records it beside R (env.json ``memcpy.together``).
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +32,7 @@ import numpy as np
 
 DEFAULT_BYTES = 64 * 2**20
 DEFAULT_REPEATS = 15
+COPIERS_TOGETHER = 2  # the two-core copy bound: the transfer goals' worker count
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,49 @@ def measure_memcpy(
         elapsed = clock() - t0
         samples.append(nbytes / max(elapsed, 1e-9) / 1e9)
     return MemcpyResult(nbytes, statistics.median(samples), tuple(samples))
+
+
+def _copy_side_by_side(repeats: int, results: mp.Queue, start: mp.Barrier) -> None:
+    """One copier of :func:`measure_memcpy_together` (a child process)."""
+    start.wait()  # every process copies at the same time, as workers do
+    results.put(measure_memcpy(repeats=repeats).gb_per_s)
+
+
+def measure_memcpy_together(processes: int = 2, repeats: int = DEFAULT_REPEATS, timeout_s: float = 120.0) -> float:
+    """GB/s that ``processes`` processes copy together, each ``np.copyto`` of 64 MiB at the same time.
+
+    The sum of each process's median; the processes are forked, started at one barrier,
+    and joined (or killed) before this returns.
+    """
+    if processes < 1:
+        raise ValueError(f"{processes=} must be >= 1")
+    ctx = mp.get_context("fork")
+    results, start = ctx.Queue(), ctx.Barrier(processes)
+    copiers = [ctx.Process(target=_copy_side_by_side, args=(repeats, results, start)) for _ in range(processes)]
+    try:
+        for copier in copiers:
+            copier.start()
+        rates = [results.get(timeout=timeout_s) for _ in copiers]
+    finally:
+        for copier in copiers:
+            copier.join(timeout=5.0)
+            if copier.is_alive():
+                copier.kill()
+                copier.join()
+        results.close()
+        results.join_thread()
+    return float(sum(rates))
+
+
+def together_dict(rounds: Sequence[float], processes: int) -> dict[str, object]:
+    """env.json ``memcpy.together``: the rounds of :func:`measure_memcpy_together` and their median."""
+    return {
+        "processes": processes,
+        "gb_per_s": statistics.median(rounds),
+        "rounds_gb_per_s": list(rounds),
+        "method": f"{processes} processes side by side, each np.copyto of 64 MiB (median of its repeats), "
+        "summed; one round at the run's start, one at its end",
+    }
 
 
 def combine(results: Sequence[MemcpyResult]) -> MemcpyResult:

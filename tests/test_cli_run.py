@@ -90,6 +90,10 @@ def test_quick_run_writes_a_complete_results_folder(dataset, tmp_path, capsys, m
     memcpy = env["memcpy"]
     assert len(memcpy["rounds_gb_per_s"]) == 2 and len(memcpy["samples"]) == 2 * DEFAULT_REPEATS
     assert memcpy["gb_per_s"] == pytest.approx(statistics.median(memcpy["samples"]))
+    together = memcpy["together"]  # the two-core copy bound: two processes copying side by side, at start and end
+    assert together["processes"] == 2 and len(together["rounds_gb_per_s"]) == 2
+    assert together["gb_per_s"] == pytest.approx(statistics.median(together["rounds_gb_per_s"]))
+    assert together["gb_per_s"] > 0
     assert env["loadavg_after"] is not None and env["thread_env"]["OMP_NUM_THREADS"] == "1"
     assert env["outcome"] == {**env["outcome"], "planned": 2, "finished": 2, "interrupted": False}
     assert env["command"][:2] == ["ipcbench", "run"] and "--quick" in env["command"]

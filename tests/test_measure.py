@@ -304,3 +304,16 @@ def test_stage_timer_is_the_generators_method_or_none():
 
     assert stage_timer(Timed())() == {"compute": 2.0}
     assert stage_timer(object()) is None
+
+
+def test_copying_together_adds_the_processes_and_leaves_none_behind() -> None:
+    import psutil
+
+    from harness.memcpy import measure_memcpy_together
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    one, two = measure_memcpy_together(1, repeats=3), measure_memcpy_together(2, repeats=3)
+    assert one > 0 and two > 0
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+    with pytest.raises(ValueError, match="processes=0"):
+        measure_memcpy_together(0)

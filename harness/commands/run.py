@@ -563,7 +563,7 @@ def main(args: argparse.Namespace) -> int:
     from strategies import open_dataset
 
     from ..envinfo import dataset_info, loadavg, run_id_for, utc_now
-    from ..memcpy import combine, measure_memcpy
+    from ..memcpy import COPIERS_TOGETHER, combine, measure_memcpy, measure_memcpy_together, together_dict
     from ..noise import floor_dict, measure_noise_floor
     from ..pagecache import dataset_files, read_bandwidth
     from ..plan import plan_measurements
@@ -587,6 +587,7 @@ def main(args: argparse.Namespace) -> int:
     run_dir = prepare_run_dir(request.run_dir(run_id))
 
     memcpy = measure_memcpy()
+    together = [measure_memcpy_together(COPIERS_TOGETHER)]
     floor = measure_noise_floor(args.noise_floor_s) if args.noise_floor_s else None
     batch_bytes = options.batch_bytes(channels)
     by_batch_size = {w.batch_size: options.batch_bytes(channels, w.batch_size) for w in options.cell_workloads}
@@ -596,7 +597,7 @@ def main(args: argparse.Namespace) -> int:
         created=created,
         command=canonical_command(options, request.dataset),
         dataset=info,
-        memcpy=memcpy.as_dict(batch_bytes, by_batch_size),
+        memcpy={**memcpy.as_dict(batch_bytes, by_batch_size), "together": together_dict(together, COPIERS_TOGETHER)},
     )
     env["other_cores_before"] = round(cores_in_use, 3)  # other processes' CPU over 1 s before the run
     # The disk as a cold epoch meets it: measured once, when some cell reads the dataset cold.
@@ -637,7 +638,14 @@ def main(args: argparse.Namespace) -> int:
         progress.end()
     if not result.interrupted:  # R and the noise floor of the whole run: a second round now, at the run's end
         memcpy = combine([memcpy, measure_memcpy()])
-        env = {**env, "memcpy": memcpy.as_dict(batch_bytes, by_batch_size)}
+        together.append(measure_memcpy_together(COPIERS_TOGETHER))
+        env = {
+            **env,
+            "memcpy": {
+                **memcpy.as_dict(batch_bytes, by_batch_size),
+                "together": together_dict(together, COPIERS_TOGETHER),
+            },
+        }
         if floor is not None:
             env["noise_floor"] = floor_dict([floor, measure_noise_floor(args.noise_floor_s)])
     final_env = finish_env(run_dir, env, result)
