@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from harness.memcpy import DEFAULT_BYTES, measure_memcpy
+from harness.memcpy import DEFAULT_BYTES, measure_memcpy_together
 
 SOURCE_BYTES, DESTINATION_BYTES = 32 * 2**20, 128 * 2**20
 
@@ -44,10 +44,7 @@ def tile_copies_gb_per_s(tile_bytes: int, copies: int) -> float:
 
 def copier(copies: int, tile_bytes: int, results: mp.Queue, start: mp.Barrier) -> None:
     start.wait()  # every process measures at the same time, as workers copy at the same time
-    if tile_bytes:
-        results.put(tile_copies_gb_per_s(tile_bytes, copies))
-    else:
-        results.put(measure_memcpy(repeats=copies).gb_per_s)  # R's own measurement: 64 MiB np.copyto
+    results.put(tile_copies_gb_per_s(tile_bytes, copies))
 
 
 def main() -> None:
@@ -60,6 +57,10 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     for _ in range(args.rounds):
         for n in (int(p) for p in args.processes.split(",")):
+            if not args.tile_kib:  # R's own measurement, 64 MiB np.copyto, as ipcbench run takes it
+                together = measure_memcpy_together(n, repeats=args.copies)
+                print(f"{n} process(es): {together:.2f} GB/s together")
+                continue
             results, start = ctx.Queue(), ctx.Barrier(n)
             work = (args.copies, args.tile_kib * 1024, results, start)
             procs = [ctx.Process(target=copier, args=work) for _ in range(n)]
