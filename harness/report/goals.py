@@ -22,8 +22,8 @@ exists; :func:`performance_goals` measures them on a run:
 
 A goal whose cells the run lacks is listed with no value, saying which cell is
 missing; nothing here judges a run it cannot read. The report prints the table
-(:mod:`.document`), and ``tests/benchmarks/test_bench_goals.py`` puts the same values
-into pytest-benchmark's ``extra_info``.
+(:mod:`.document`), and ``tests/benchmarks/conftest.py`` prints the same goals, computed
+from the benchmarks' medians, at the end of ``pytest --benchmark-only``.
 """
 
 from __future__ import annotations
