@@ -286,7 +286,9 @@ def _of_bound(result: GoalResult, rate: float | None, together: float | None) ->
     """``result`` with the rate also stated against the two-core copy bound, where both are known."""
     if rate is None or not together:
         return result
-    return replace(result, basis=f"{result.basis}; {rate / together:.2f} of the two-core copy bound")
+    return replace(
+        result, basis=f"{result.basis}; {rate / together:.2f} of the two-core copy bound ({_fmt(together, '/s')})"
+    )
 
 
 def copies_together_per_s(env: dict[str, Any], batch_size: int) -> float | None:
