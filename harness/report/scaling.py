@@ -29,6 +29,7 @@ from strategies import LoaderConfig
 
 from . import style
 from .cells import has_workers, strategy_label
+from .provenance import lookup
 
 MIN_POINTS = 3  # an axis needs this many values to show how a cost grows
 COSTS: tuple[tuple[str, str, bool], ...] = (  # (metric, label with unit, log axis)
@@ -70,6 +71,8 @@ def scaling_axes(run: RunData) -> list[Axis]:
     if summary.empty or "batches_per_s_median" not in summary:
         return []
     cores = machine_cores(run.env)
+    shape = lookup(run.env, "dataset.shape")  # [C, H, W], or [H, W] for one channel
+    channels = (int(shape[0]) if len(shape) == 3 else 1) if isinstance(shape, list) else None
     axes: list[Axis] = []
     with_workers = summary[summary["strategy"].map(has_workers).astype(bool)]
     for workload, rows in with_workers.groupby("workload", sort=True):
@@ -78,7 +81,7 @@ def scaling_axes(run: RunData) -> list[Axis]:
         rows = rows[rows["batch_size"] == (DEFAULT_BATCH_SIZE if DEFAULT_BATCH_SIZE in sizes else min(sizes))]
         if rows["workers"].nunique() >= MIN_POINTS:
             cells = rows.assign(x=rows["workers"].astype(int))
-            title = f"worker count ({workload} workload, batch of {_batch_mb(cells).median():.1f} MB)"
+            title = f"worker count ({workload} workload, batch of {_batch_mb(cells, channels).median():.1f} MB)"
             axes.append(Axis("workers", "workers (processes or threads)", cells, title, cores))
     for workload, rows in summary.groupby("workload", sort=True):
         rows = _hold_others(rows, ("batch_size",))
@@ -91,17 +94,26 @@ def scaling_axes(run: RunData) -> list[Axis]:
             keep = (rows["workers"] == chosen) | ~rows["strategy"].map(has_workers).astype(bool)
             rows = rows[keep]
             rows = rows[~rows.duplicated(["strategy", "batch_size"], keep="last")]
-        cells = rows.assign(x=_batch_mb(rows))
+        cells = rows.assign(x=_batch_mb(rows, channels))
         title = f"batch size ({workload} workload" + (f", {chosen} workers)" if chosen is not None else ")")
         axes.append(Axis("batch", "MB per batch (data and masks; log scale)", cells, title, cores))
     return axes
 
 
-def _batch_mb(rows: pd.DataFrame) -> pd.Series:
-    """MB per batch of each cell: its tiles times the MB of one tile (MB/s over batches/s over tiles, one value
-    for all the cells, which share dtype and tile), rounded to 3 significant digits."""
-    per_tile = float((rows["mb_per_s_median"] / rows["batches_per_s_median"] / rows["batch_size"]).median())
-    return (rows["batch_size"] * per_tile).map(lambda mb: float(f"{mb:.3g}"))
+def _tick(value: float, _position: object) -> str:
+    """A plain tick label: 10,000 rather than 1e+04."""
+    return f"{value:,.0f}" if value >= 10 else f"{value:g}"
+
+
+def _batch_mb(rows: pd.DataFrame, channels: int | None) -> pd.Series:
+    """MB of a whole batch of each cell (data and masks), from its tiles, tile size, dtype and the images' channels;
+    without the channels (an env.json that lacks the dataset's shape), the measured MB/s over batches/s, which an
+    epoch's last, shorter batch pulls a little under."""
+    if channels is None:
+        per_tile = float((rows["mb_per_s_median"] / rows["batches_per_s_median"] / rows["batch_size"]).median())
+        return (rows["batch_size"] * per_tile).map(lambda mb: float(f"{mb:.3g}"))
+    itemsize = rows["dtype"].map(lambda name: np.dtype(str(name)).itemsize)
+    return rows["batch_size"] * rows["tile"] ** 2 * (channels * itemsize + 1) / 1e6
 
 
 def has_scaling(run: RunData) -> bool:
@@ -182,7 +194,7 @@ def scaling(run: RunData) -> Figure:
                 ax.set_xscale("log", base=2)
             ax.xaxis.set_major_locator(FixedLocator(ticks))
             ax.xaxis.set_minor_locator(NullLocator())
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
             if axis.name == "workers" and axis.cores is not None and max(ticks) > axis.cores:
                 ax.axvline(axis.cores, color="0.35", linestyle=":", linewidth=1.2)
                 ax.annotate(
@@ -198,10 +210,10 @@ def scaling(run: RunData) -> Figure:
                 ax.set_yscale("log")
                 ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
                 ax.yaxis.set_minor_formatter(NullFormatter())
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.4g}"))
+            ax.yaxis.set_major_formatter(FuncFormatter(_tick))
             ax.set_title(label, fontsize="medium")
             if col == 0:
-                ax.set_ylabel(f"by {axis.name.replace('batch', 'batch size').replace('workers', 'worker count')}")
+                ax.set_ylabel(f"{axis.label.split(' (')[0]}\n({axis.cells['workload'].iloc[0]} workload)")
             if col == len(COSTS) // 2:
                 ax.set_xlabel(axis.label)
     handles, labels = style.line_handles(strategies)

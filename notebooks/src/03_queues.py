@@ -18,7 +18,7 @@
 
 # %%
 from harness.notebook import RUN as run
-from harness.notebook import committed, figure, medians, number, only, run_text, say, show_source, table, versus
+from harness.notebook import committed, figure, medians, number, only, run_text, say, show_source, table, versus, where
 from harness.report import provenance
 
 print(run_text())
@@ -133,7 +133,7 @@ figure("throughput", only(run, "baseline", "pipe", "queue"))
 from harness.report.goals import copies_per_s as memcpy_rate
 from harness.report.goals import transfer_batch_size
 
-goals = committed("reference-goals")
+goals = where(committed("reference-goals"), prefetch_next_epoch="off")  # each epoch on its own, as so far
 transfer = goals.samples[goals.samples["workload"] == "transfer"]
 moved_summary = goals.summary[goals.summary["workload"] == "transfer"].set_index("strategy")
 copies_per_s = memcpy_rate(goals.env, transfer_batch_size(goals))

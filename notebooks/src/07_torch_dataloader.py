@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import dataloader
 
 from harness.notebook import RUN as run
-from harness.notebook import committed, figure, medians, number, only, run_text, say, show_source, table, versus
+from harness.notebook import committed, figure, medians, number, only, run_text, say, show_source, table, versus, where
 
 print(run_text())
 say(f"torch {torch.__version__}, as installed here; the source below is the installed one.")
@@ -71,7 +71,7 @@ figure("stages", only(run, "pipe", "queue", "shm", "torch"))
 # pickled descriptor on one result queue, cost against slots that are reused:
 
 # %%
-goals = committed("reference-goals")
+goals = where(committed("reference-goals"), prefetch_next_epoch="off")  # each epoch on its own, as torch does
 moved = goals.summary[goals.summary["workload"] == "transfer"].set_index("strategy")["batches_per_s_median"]
 table(moved.reindex(["queue", "torch", "pipe", "shm", "shm_zerocopy"]).rename("transfer, batches/s"))
 nearer = (
