@@ -1,0 +1,179 @@
+"""WorkerPool and worker_main with workers of a few lines: the messages, errors and exits each path gives.
+
+The strategies' suites reach this code through whole loaders, in worker processes.
+Here the workers are tiny classes (echo, fail, die), so each test says exactly which
+message or error a path produces; ``worker_main`` also runs in the test process, fed
+through a pipe, so what it sends can be read back.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import signal
+import time
+from multiprocessing import Pipe
+
+import pytest
+
+from strategies import workers as workers_module
+from strategies.constants import STOP_GRACE_S
+from strategies.errors import DescriptorLimitError, RemoteTraceback, WorkerDiedError, WorkerError
+from strategies.messages import Ready, Stop, WorkerFailure
+from strategies.workers import WorkerPool, descriptor_limit_error, how_it_ended, worker_main
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Echo:
+    """Sends back every message, tagged with its id, until Stop."""
+
+    def __init__(self, worker_id: int, conn, tag: str) -> None:
+        self.worker_id, self.conn, self.tag = worker_id, conn, tag
+
+    def run(self) -> None:
+        while not isinstance(message := self.conn.recv(), Stop):
+            self.conn.send((self.tag, self.worker_id, message))
+
+
+class FailsToStart:
+    def __init__(self, worker_id: int, conn) -> None:
+        raise ValueError(f"no dataset for worker {worker_id}")
+
+    def run(self) -> None:  # never reached: __init__ raises
+        pass
+
+
+class RaisesOnFirstMessage(Echo):
+    def run(self) -> None:
+        self.conn.recv()
+        raise KeyError("missing tile")
+
+
+class ExitsOnFirstMessage(Echo):
+    def run(self) -> None:
+        self.conn.recv()
+        os._exit(7)
+
+
+def _pool(worker_cls: type, *args, workers: int = 1) -> WorkerPool:
+    return WorkerPool(name="toy", worker_cls=worker_cls, args=args, workers=workers, start_method="fork", timeout=10.0)
+
+
+def test_workers_say_ready_with_their_pids_answer_and_exit_cleanly_on_close() -> None:
+    pool = _pool(Echo, "hi", workers=2)
+    try:
+        assert pool.pids == [p.pid for p in pool.processes]
+        for worker_id in (1, 0):
+            pool.send(worker_id, {"n": worker_id})
+        assert pool.read(0) == ("hi", 0, {"n": 0})
+        assert pool.read(1) == ("hi", 1, {"n": 1})
+        assert len(pool.alive()) == 2
+    finally:
+        start = time.monotonic()
+        pool.close()
+        took = time.monotonic() - start
+    # Stop is answered at once: the workers exit by themselves, far sooner than the grace before SIGTERM.
+    assert took < STOP_GRACE_S / 2, took
+    assert pool.processes == [] and pool.alive() == []  # every one reaped
+    pool.close()  # idempotent
+
+
+def test_a_worker_that_fails_to_start_raises_its_error_with_its_traceback_and_leaves_nothing() -> None:
+    with pytest.raises(WorkerError) as info:
+        _pool(FailsToStart)
+    error = info.value
+    assert type(error) is WorkerError and error.worker_id == 0 and error.pid is not None
+    assert str(error) == f"toy worker 0 (pid {error.pid}) raised ValueError: no dataset for worker 0"
+    assert isinstance(error.__cause__, RemoteTraceback)
+    assert "in __init__" in error.__cause__.tb and error.__cause__.tb.endswith("ValueError: no dataset for worker 0\n")
+    with pytest.raises(ProcessLookupError):  # reaped, not a zombie
+        os.kill(error.pid, 0)
+
+
+def test_an_error_in_the_loop_is_raised_by_the_next_read() -> None:
+    pool = _pool(RaisesOnFirstMessage, "x")
+    try:
+        pid = pool.pids[0]
+        pool.send(0, "go")
+        with pytest.raises(WorkerError, match=rf"^toy worker 0 \(pid {pid}\) raised KeyError: 'missing tile'$"):
+            pool.read(0)
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_exits_without_a_report_is_said_dead_with_its_exit_code() -> None:
+    pool = _pool(ExitsOnFirstMessage, "x")
+    try:
+        pid = pool.pids[0]
+        pool.send(0, "go")
+        with pytest.raises(WorkerDiedError) as info:
+            pool.read(0)  # its pipe's end of file
+        error = info.value
+        assert (error.worker_id, error.pid, error.exitcode) == (0, pid, 7)
+        assert str(error) == f"toy worker 0 (pid {pid}) exited with code 7 without reporting an error"
+    finally:
+        pool.close()
+
+
+def test_exit_statuses_in_words() -> None:
+    assert how_it_ended(None) == "exited"
+    assert how_it_ended(0) == "exited with code 0"
+    assert how_it_ended(2) == "exited with code 2"
+    assert how_it_ended(-9) == "was killed by signal 9 (SIGKILL)"
+    assert how_it_ended(-15) == "was killed by signal 15 (SIGTERM)"
+
+
+def test_running_out_of_descriptors_names_the_limit() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    error = descriptor_limit_error(OSError(errno.EMFILE, "Too many open files"), "pipe", 3)
+    assert isinstance(error, DescriptorLimitError) and error.errno == errno.EMFILE
+    assert str(error).endswith(
+        f"the pipe strategy ran out of file descriptors starting 3 workers: this process's limit of {soft} "
+        "(ulimit -n) is reached. Raise the limit or use fewer workers"
+    )
+    system = descriptor_limit_error(OSError(errno.ENFILE, "Too many open files in system"), "shm", 2)
+    assert system.errno == errno.ENFILE and "starting 2 workers: this system's is reached" in str(system)
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> list:
+    """worker_main in the test process: no parent watch (the parent is pytest's), SIGINT left as it is."""
+    watched: list = []
+    monkeypatch.setattr(workers_module, "watch_parent", lambda: watched.append(True))
+    monkeypatch.setattr(signal, "signal", lambda *args: watched.append(args))
+    return watched
+
+
+def test_worker_main_says_ready_runs_the_worker_and_returns_when_the_main_process_hangs_up(in_process: list) -> None:
+    main_end, worker_end = Pipe()
+    main_end.send("ping")
+    main_end.send(Stop())
+    worker_main(Echo, 4, worker_end, ("tag",))
+    assert main_end.recv() == Ready(4, os.getpid())
+    assert main_end.recv() == ("tag", 4, "ping")
+    assert not main_end.poll(0)  # nothing after Stop
+    assert in_process == [(signal.SIGINT, signal.SIG_IGN), True]  # Ctrl-C is the main process's; parent watched
+    # The main process closing its end is not an error: the worker just returns.
+    main_end.close()
+    other_main, other_worker = Pipe()
+    other_main.close()
+    worker_main(Echo, 0, other_worker, ("tag",))
+
+
+def test_worker_main_reports_any_exception_then_exits_with_status_1(in_process: list) -> None:
+    main_end, worker_end = Pipe()
+    with pytest.raises(SystemExit) as info:
+        worker_main(FailsToStart, 2, worker_end, ())
+    assert info.value.code == 1
+    failure = main_end.recv()
+    assert isinstance(failure, WorkerFailure)
+    assert (failure.worker_id, failure.pid, failure.exc_type, failure.message) == (
+        2,
+        os.getpid(),
+        "ValueError",
+        "no dataset for worker 2",
+    )
+    assert failure.traceback.startswith("Traceback") and "in __init__" in failure.traceback
+    assert not main_end.poll(0)  # no Ready before it
