@@ -78,7 +78,7 @@ def test_a_metric_gets_a_column_only_where_it_was_measured_and_means_something()
     assert not shown(summary, "mb_per_s")  # never measured
     assert not shown(summary, "wait_ms_p50")  # not in the summary
     assert not shown(summary, "consumer_utilization")  # 0 by definition without a training step
-    assert shown(summary.assign(step_ms=[0.0, 5.0]), "consumer_utilization")
+    assert shown(summary.assign(step_ms=[0.0, 0.5]), "consumer_utilization")  # any step, however short
     assert not shown(summary, "seconds")  # throughput is known
     assert shown(summary.drop(columns="batches_per_s_median"), "seconds")
 

@@ -83,12 +83,12 @@ def test_the_queue_worker_skips_jobs_older_than_wanted_and_sends_the_others_proc
     assert 0 < answers[1].stages[compute] < answers[3].stages[compute]
 
 
-def _zero_copy_worker(dataset: Path, n_slots: int):
+def _zero_copy_worker(dataset: Path, n_slots: int, config: LoaderConfig = CFG):
     data = open_dataset(dataset)
-    layout = SlotLayout.of(CFG.batch_size, data, CFG)
+    layout = SlotLayout.of(config.batch_size, data, config)
     segment = Segment.create(n_slots * layout.slot_bytes, "test")
     main_end, worker_end = Pipe()
-    worker = ZeroCopyWorker(0, worker_end, data, CFG, segment.name, n_slots)
+    worker = ZeroCopyWorker(0, worker_end, data, config, segment.name, n_slots)
     return data, segment, layout.views(segment.buf, n_slots), main_end, worker
 
 
@@ -121,6 +121,24 @@ def test_the_zero_copy_worker_writes_every_tile_into_its_batch_slot_and_row(data
             size = len(want_data)
             np.testing.assert_array_equal(slots[k][0][:size], want_data, err_msg=f"batch {k}")
             np.testing.assert_array_equal(slots[k][1][:size], want_masks, err_msg=f"batch {k}")
+    finally:
+        slots.clear()
+        _close(segment, worker, main_end)
+
+
+def test_the_zero_copy_worker_writes_the_transfer_workloads_tiles_into_every_job(dataset: Path) -> None:
+    """The transfer workload hands over the same tiles for every job: each job's rows get them afresh."""
+    config = CFG.replace(workload="transfer")
+    with make_generator("baseline", dataset, config) as gen:
+        want = [(d.copy(), m.copy()) for d, m in gen]
+    data, segment, slots, main_end, worker = _zero_copy_worker(dataset, len(want), config)
+    try:
+        for job in config_plan(data, config, epoch=0).jobs:
+            worker.deliver(Job(0, job))
+            main_end.recv()
+        for k, (want_data, want_masks) in enumerate(want):
+            np.testing.assert_array_equal(slots[k][0][: len(want_data)], want_data, err_msg=f"batch {k}")
+            np.testing.assert_array_equal(slots[k][1][: len(want_masks)], want_masks, err_msg=f"batch {k}")
     finally:
         slots.clear()
         _close(segment, worker, main_end)

@@ -9,19 +9,29 @@ through a pipe, so what it sends can be read back.
 from __future__ import annotations
 
 import errno
+import multiprocessing as mp
 import os
 import resource
 import signal
+import threading
 import time
 from multiprocessing import Pipe
 
 import pytest
 
 from strategies import workers as workers_module
-from strategies.constants import STOP_GRACE_S
+from strategies.constants import PARENT_POLL_S, STOP_GRACE_S
 from strategies.errors import DescriptorLimitError, RemoteTraceback, WorkerDiedError, WorkerError
 from strategies.messages import Ready, Stop, WorkerFailure
-from strategies.workers import WorkerPool, descriptor_limit_error, how_it_ended, worker_main
+from strategies.workers import (
+    EXIT_PARENT_DIED,
+    WorkerPool,
+    descriptor_limit_error,
+    how_it_ended,
+    main_process_watch,
+    watch_parent,
+    worker_main,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -177,3 +187,91 @@ def test_worker_main_reports_any_exception_then_exits_with_status_1(in_process: 
     )
     assert failure.traceback.startswith("Traceback") and "in __init__" in failure.traceback
     assert not main_end.poll(0)  # no Ready before it
+
+
+def test_a_forked_worker_sees_its_parent_gone_when_it_is_re_parented(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fork: no parent sentinel; the main process is gone once the parent pid changes."""
+    monkeypatch.setattr(mp, "parent_process", lambda: None)
+    parent = os.getppid()
+    gone = main_process_watch()
+    start = time.monotonic()
+    assert not gone(0.05)
+    assert time.monotonic() - start >= 0.05  # it waited the timeout before looking
+    monkeypatch.setattr(os, "getppid", lambda: parent + 1)
+    assert gone(0.0)
+
+
+def test_a_spawned_worker_sees_its_parent_gone_when_the_sentinel_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spawn and forkserver: the main process's sentinel, a pipe only it writes to, reads as closed."""
+    read_end, write_end = os.pipe()
+    try:
+        monkeypatch.setattr(mp, "parent_process", lambda: type("Parent", (), {"sentinel": read_end})())
+        monkeypatch.setattr(os, "getppid", lambda: 1)  # the fork server's child: its parent pid proves nothing
+        gone = main_process_watch()
+        start = time.monotonic()
+        assert not gone(0.05)
+        assert time.monotonic() - start >= 0.05
+        os.close(write_end)
+        write_end = -1
+        assert gone(5.0)
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+@pytest.fixture
+def watchers(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """The threads watch_parent starts, kept so that a test can join them."""
+    started: list[threading.Thread] = []
+
+    class Recorded(threading.Thread):
+        def start(self) -> None:
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", Recorded)
+    return started
+
+
+def test_the_parent_watch_runs_before_exit_then_exits_with_its_status(
+    monkeypatch: pytest.MonkeyPatch, watchers: list[threading.Thread]
+) -> None:
+    answers = iter([False, False, True])  # the main process is seen gone at the third look
+    looks: list[float] = []
+
+    def gone(timeout: float) -> bool:
+        looks.append(timeout)
+        return next(answers)
+
+    events: list = []
+    monkeypatch.setattr(workers_module, "main_process_watch", lambda: gone)
+    monkeypatch.setattr(os, "_exit", lambda status: events.append(("exit", status)))
+    returned = watch_parent(lambda: events.append("before_exit"))
+    (watcher,) = watchers
+    assert watcher.daemon and watcher.name == "ipcbench-parent-watch"
+    watcher.join(5.0)
+    assert not watcher.is_alive()
+    assert returned is gone
+    assert looks == [PARENT_POLL_S] * 3
+    assert events == ["before_exit", ("exit", EXIT_PARENT_DIED)]
+
+
+def test_the_parent_watch_exits_even_when_before_exit_raises(
+    monkeypatch: pytest.MonkeyPatch, watchers: list[threading.Thread]
+) -> None:
+    events: list = []
+    monkeypatch.setattr(workers_module, "main_process_watch", lambda: lambda timeout: True)
+    monkeypatch.setattr(os, "_exit", lambda status: events.append(status))
+    monkeypatch.setattr(threading, "excepthook", lambda args: events.append(args.exc_type))
+
+    def before_exit() -> None:
+        raise OSError("segment already gone")
+
+    watch_parent(before_exit)
+    watchers[0].join(5.0)
+    assert events == [EXIT_PARENT_DIED, OSError]
+    events.clear()
+    watch_parent()  # without before_exit
+    watchers[1].join(5.0)
+    assert events == [EXIT_PARENT_DIED]
