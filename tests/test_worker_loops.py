@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from multiprocessing import Pipe
 from multiprocessing import queues as mp_queues
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import write_dataset
 
-from strategies import LoaderConfig, make_generator, open_dataset
+from strategies import LoaderConfig, injection, make_generator, open_dataset
 from strategies.base import config_plan
 from strategies.messages import ImageDone, Job, Reset, Skipped, Stop
 from strategies.mpqueue import ImageResult, QueueWorker
@@ -81,6 +82,51 @@ def test_the_queue_worker_skips_jobs_older_than_wanted_and_sends_the_others_proc
     compute = STAGES.index("compute")
     # Cumulative totals: the second image's compute time includes the first's.
     assert 0 < answers[1].stages[compute] < answers[3].stages[compute]
+
+
+def test_the_queue_worker_pickles_with_protocol_5_timed_as_serialize(dataset: Path, queue_pickler_kept: None) -> None:
+    worker = QueueWorker(
+        0, None, open_dataset(dataset), CFG, queue.Queue(), queue.Queue(), SimpleNamespace(value=0), 1.0
+    )
+    pickled = bytes(mp_queues._ForkingPickler.dumps(np.arange(1000)))  # what the result queue's feeder thread calls
+    assert pickled[:2] == b"\x80\x05"  # protocol 5: the array goes in as one buffer copy
+    assert worker.clock.totals()[STAGES.index("serialize")] > 0
+
+
+def test_the_queue_worker_passes_each_result_to_its_injection_point_and_gives_up_on_a_full_queue(
+    dataset: Path, queue_pickler_kept: None
+) -> None:
+    data = open_dataset(dataset)
+    jobs = config_plan(data, CFG, epoch=0).jobs
+    tasks: queue.Queue = queue.Queue()
+    results: queue.Queue = queue.Queue(maxsize=1)  # room for one result: the second finds it full
+    for message in (Job(0, jobs[0]), Job(0, jobs[1]), Stop()):
+        tasks.put(message)
+    worker = QueueWorker(0, None, data, CFG, tasks, results, SimpleNamespace(value=0), timeout=0.2)
+    seen: list = []
+    injection.arm("queue.result", lambda **context: seen.append(context))
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    try:
+        start = time.monotonic()
+        thread.start()
+        thread.join(10.0)
+        took = time.monotonic() - start
+    finally:
+        injection.disarm()
+    assert not thread.is_alive(), "the worker must give up on a full queue after its timeout"
+    assert [type(e) for e in outcome] == [queue.Full] and took >= 0.2
+    assert [sorted(c) for c in seen] == [["result", "results"]] * 2
+    assert all(c["results"] is results for c in seen)
+    assert [c["result"].position for c in seen] == [jobs[0].position, jobs[1].position]
+    assert results.get_nowait() is seen[0]["result"]
 
 
 def _zero_copy_worker(dataset: Path, n_slots: int, config: LoaderConfig = CFG):

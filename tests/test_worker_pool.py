@@ -19,6 +19,7 @@ from multiprocessing import Pipe
 
 import pytest
 
+from strategies import injection
 from strategies import workers as workers_module
 from strategies.constants import PARENT_POLL_S, STOP_GRACE_S
 from strategies.errors import DescriptorLimitError, RemoteTraceback, WorkerDiedError, WorkerError
@@ -111,6 +112,45 @@ def test_an_error_in_the_loop_is_raised_by_the_next_read() -> None:
             pool.read(0)
     finally:
         pool.close()
+
+
+def test_a_death_seen_on_its_sentinel_raises_the_failure_the_worker_reported_before() -> None:
+    pool = _pool(RaisesOnFirstMessage, "x")
+    try:
+        pid = pool.pids[0]
+        pool.send(0, "go")
+        pool.processes[0].join(10.0)  # reported, then exited with status 1
+        with pytest.raises(WorkerError) as info:
+            pool.wait([])  # no reader to wait for: only the sentinels, and this one is ready
+        assert type(info.value) is WorkerError
+        assert str(info.value) == f"toy worker 0 (pid {pid}) raised KeyError: 'missing tile'"
+        assert "KeyError: 'missing tile'" in info.value.__cause__.tb
+    finally:
+        pool.close()
+
+
+def test_a_death_without_a_report_seen_on_its_sentinel_is_a_death() -> None:
+    pool = _pool(ExitsOnFirstMessage, "x")
+    try:
+        pid = pool.pids[0]
+        pool.send(0, "go")
+        pool.processes[0].join(10.0)
+        with pytest.raises(WorkerDiedError, match=rf"^toy worker 0 \(pid {pid}\) exited with code 7 without"):
+            pool.wait([])
+    finally:
+        pool.close()
+
+
+def test_worker_main_passes_its_id_to_the_start_injection_point(in_process: list) -> None:
+    seen: list = []
+    injection.arm("worker.start", lambda **context: seen.append(context))
+    try:
+        main_end, worker_end = Pipe()
+        main_end.send(Stop())
+        worker_main(Echo, 6, worker_end, ("tag",))
+    finally:
+        injection.disarm()
+    assert seen == [{"worker_id": 6}]
 
 
 def test_a_worker_that_exits_without_a_report_is_said_dead_with_its_exit_code() -> None:
