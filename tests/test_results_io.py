@@ -7,12 +7,14 @@ import math
 import os
 import stat
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pytest
 
 from harness.errors import IpcbenchError
 from harness.results.io import (
+    SamplesWriter,
     append_lines,
     check_schema,
     dumps_line,
@@ -46,6 +48,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_the_samples_writer_appends_records_and_dicts_and_counts_them(tmp_path: Path) -> None:
+    class Record:
+        def as_dict(self) -> dict:
+            return {"from": "record"}
+
+    writer = SamplesWriter(tmp_path / "samples.jsonl")
+    writer.append([Record(), {"from": "dict"}])
+    writer.append([{"n": 3}])
+    assert writer.count == 3
+    assert read_jsonl(writer.path)[0] == [{"from": "record"}, {"from": "dict"}, {"n": 3}]
 
 
 def test_reading_lines_skips_blank_ones_and_forgives_only_a_truncated_last(tmp_path: Path) -> None:
@@ -138,4 +152,6 @@ def test_atomic_write_failing_midway_removes_its_temporary(tmp_path: Path, monke
 def test_json_files_are_indented_with_numpy_numbers_and_nulls(tmp_path: Path) -> None:
     path = write_json(tmp_path / "env.json", {"n": np.int32(2), "x": math.nan})
     assert path.read_text() == '{\n  "n": 2,\n  "x": null\n}\n'
+    mapping = write_json(tmp_path / "m.json", MappingProxyType({"x": math.inf}))  # any mapping
+    assert json.loads(mapping.read_text()) == {"x": None}
     assert json.loads(write_json(tmp_path / "list.json", [1.0, math.inf]).read_text()) == [1.0, None]

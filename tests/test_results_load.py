@@ -99,14 +99,24 @@ def test_fault_records_are_read_with_reasons_as_text_and_clean_as_bools(tmp_path
     assert run.source == "samples"
     assert run.faults["reason"].tolist() == ["", "1 segment left"]
     assert run.faults["clean"].tolist() == [True, False] and run.faults["clean"].dtype == bool
-    no_reasons = read_faults(_run(tmp_path / "b", None, faults_jsonl=_lines([FAULTS[0]])) / "faults.jsonl")
+    without = {k: v for k, v in FAULTS[0].items() if k != "reason"}
+    no_reasons = read_faults(_run(tmp_path / "b", None, faults_jsonl=_lines([without])) / "faults.jsonl")
     assert no_reasons["reason"].tolist() == [""]
 
 
+def test_a_truncated_fault_record_is_an_error_not_forgiven(tmp_path: Path) -> None:
+    path = tmp_path / "faults.jsonl"
+    path.write_text(_lines(FAULTS) + '{"scenario": "sigk')
+    with pytest.raises(IpcbenchError, match=rf"^{path}:3: not valid JSON"):
+        read_faults(path)
+
+
 def test_a_faults_only_folder_has_empty_samples_and_summary_with_every_column(tmp_path: Path) -> None:
-    run_dir = _run(tmp_path, None, faults_jsonl=_lines(FAULTS))
+    run_dir = _run(tmp_path, None, env={"run_id": "f"}, faults_jsonl=_lines(FAULTS))
     run = load_run(run_dir)
     assert run.source == "faults" and run.root == run_dir and run.stored_summary is None
+    assert run.env == {"schema_version": 1, "run_id": "f"}
+    assert run.samples["strategy"].dtype == object
     assert run.notes == ("faults-only results folder: no samples.jsonl, so no throughput or memory figures",)
     assert len(run.faults) == 2
     assert run.samples.empty and {"strategy", "workers", "workload", "cache", "warmup"} <= set(run.samples)
@@ -167,3 +177,16 @@ def test_the_machines_cores_are_read_when_env_says_them() -> None:
     assert machine_cores({"machine": {"cores_logical": "8"}}) is None
     assert machine_cores({"machine": None}) is None
     assert machine_cores({}) is None
+
+
+def test_a_json_file_is_benchmark_output_and_a_folder_a_results_folder_whatever_its_name(tmp_path: Path) -> None:
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"benchmarks": [{"group": "pipe", "stats": {"data": [0.5]}}]}))
+    run = load(bench)
+    assert run.source == "pytest-benchmark" and run.root == bench
+    folder = _run(tmp_path / "run.json", SAMPLES)  # a folder whose name ends in .json
+    assert load(folder).source == "samples"
+    other = tmp_path / "bench.txt"
+    other.write_text(bench.read_text())
+    with pytest.raises(IpcbenchError, match="is not a results folder"):
+        load(other)

@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.results import ALL_RANKS, CELL_KEYS, KEY_FILL, summarize
+from harness.results import ALL_RANKS, CELL_KEYS, KEY_FILL, SAMPLES_FILE, SUMMARY_FILE, summarize, write_summary
+from harness.results.io import append_lines
+from harness.results.schema import stage_column
 from harness.results.summary import (
     check_stored_summary,
     checksum_mismatches,
@@ -177,15 +179,40 @@ def test_epoch_checksums_expand_a_windows_list_from_its_first_epoch() -> None:
 def test_checksum_mismatches_name_each_epoch_group_that_differs() -> None:
     samples = pd.DataFrame(
         [
-            {"strategy": "a", "dataset": "d", "workload": "full", "epoch": 1, "checksum": "x"},
-            {"strategy": "b", "dataset": "d", "workload": "full", "epoch": 1, "checksum": "y"},
-            {"strategy": "a", "dataset": "d", "workload": "full", "epoch": 2, "checksum": "z"},
-            {"strategy": "b", "dataset": "d", "workload": "full", "epoch": 2, "checksum": "z"},
+            {"strategy": "a", "dataset": "d", "workload": "full", "epoch": 2, "checksum": "x"},
+            {"strategy": "b", "dataset": "d", "workload": "full", "epoch": 2, "checksum": "y"},
+            {"strategy": "a", "dataset": "d", "workload": "full", "epoch": 3, "checksum": "z"},
+            {"strategy": "b", "dataset": "d", "workload": "full", "epoch": 3, "checksum": "z"},
+            {"strategy": "a", "dataset": "d", "workload": "full", "epoch": 1, "checksum": "u"},
+            {"strategy": "b", "dataset": "d", "workload": "full", "epoch": 1, "checksum": "v"},
             {"strategy": "a", "dataset": "d", "workload": "transfer", "epoch": 1, "checksum": "t"},
         ]
     )
-    assert checksum_mismatches(samples) == ["dataset d, workload full, epoch 1"]
+    # sorted by epoch, whatever the samples' order
+    assert checksum_mismatches(samples) == ["dataset d, workload full, epoch 1", "dataset d, workload full, epoch 2"]
     assert checksum_mismatches(samples.drop(columns="checksum")) is None
+
+
+@pytest.mark.parametrize(("key", "values"), [("batch_size", (32, 64)), ("tile", (16, 32)), ("rank", ("0", "1"))])
+def test_other_batch_sizes_tiles_and_ranks_yield_other_batches(key: str, values: tuple) -> None:
+    """Each of these keys changes what the batches hold: their checksums are compared only within it."""
+    samples = pd.DataFrame(
+        [
+            {"strategy": s, "dataset": "d", "workload": "full", key: v, "epoch": 1, "checksum": s}
+            for s, v in zip("ab", values, strict=True)
+        ]
+    )
+    assert checksum_mismatches(samples) == []
+    same = samples.assign(**{key: values[0]})
+    assert checksum_mismatches(same) == [f"dataset d, workload full, {key} {values[0]}, epoch 1"]
+
+
+def test_cells_keep_their_missing_key_values_and_give_float_values() -> None:
+    rows = pd.DataFrame([*_rows(3.0), *_rows(4.0, dataset=None)]).astype({"batches_per_s": object})
+    cells = list(iter_cells(rows, "batches_per_s"))
+    datasets = [key[CELL_KEYS.index("dataset")] for key, _ in cells]
+    assert datasets[0] == "d" and pd.isna(datasets[1])  # a cell whose dataset is unknown is still a cell
+    assert all(values.dtype == float for _, values in cells)
 
 
 def test_drift_uses_the_window_order_and_ignores_a_zero_first_window() -> None:
@@ -248,6 +275,8 @@ def test_the_machine_is_said_busy_for_each_reason_with_its_figures() -> None:
         "Measured on a busy machine (other processes used 1.50 cores just before it and other processes used "
         "2.10 cores (median) during its windows; 2 cores): its figures are suspect."
     )
+    at_the_limit = quiet.assign(other_cores=[0.5, 1.5])  # median 1.0 of 2 cores: half, not over
+    assert load_verdict({}, at_the_limit, cores=2) is None
     warmup_only_busy = pd.DataFrame(_rows(10.0, 10.0)).assign(other_cores=[5.0, 0.2], warmup=[True, False])
     assert load_verdict({}, warmup_only_busy, cores=2) is None
 
@@ -277,3 +306,18 @@ def test_a_stored_summary_is_compared_on_n_and_medians_within_a_tolerance() -> N
     assert check_stored_summary(computed, computed.iloc[:1]) == ["1 cell(s) of samples.jsonl missing from summary.csv"]
     assert check_stored_summary(computed.iloc[1:], computed) == ["1 cell(s) in summary.csv have no measured samples"]
     assert check_stored_summary(computed, pd.DataFrame({"n": [1]})) == ["summary.csv has no cell key columns"]
+
+
+def test_summary_csv_is_the_summary_without_an_index_judged_with_the_cores_given(tmp_path) -> None:
+    append_lines(tmp_path / SAMPLES_FILE, [{**r, "other_cores": 1.5} for r in _rows(*[10.0] * 6)])
+    path = write_summary(tmp_path, cores=2)
+    assert path == tmp_path / SUMMARY_FILE
+    stored = pd.read_csv(path)
+    assert list(stored.columns[: len(CELL_KEYS) + 1]) == [*CELL_KEYS, "n"]  # the cell keys first: no index column
+    assert stored.loc[0, "verdict"] == "ok; loaded (other processes used 1.5 cores)"
+    assert pd.read_csv(write_summary(tmp_path, cores=8)).loc[0, "verdict"] == "ok"
+
+
+def test_stage_column_names() -> None:
+    assert stage_column("wait") == "stage_wait_ms_per_batch"
+    assert stage_column("wait", "main") == "stage_main_wait_ms_per_batch"
