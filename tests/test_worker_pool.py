@@ -56,6 +56,20 @@ class FailsToStart:
         pass
 
 
+class DiesWhileStarting:
+    def __init__(self, worker_id: int, conn) -> None:
+        os._exit(5)
+
+    def run(self) -> None:  # never reached: __init__ exits
+        pass
+
+
+class KilledOnFirstMessage(Echo):
+    def run(self) -> None:
+        self.conn.recv()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class RaisesOnFirstMessage(Echo):
     def run(self) -> None:
         self.conn.recv()
@@ -163,6 +177,29 @@ def test_a_worker_that_exits_without_a_report_is_said_dead_with_its_exit_code() 
         error = info.value
         assert (error.worker_id, error.pid, error.exitcode) == (0, pid, 7)
         assert str(error) == f"toy worker 0 (pid {pid}) exited with code 7 without reporting an error"
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_dies_before_ready_is_said_dead_while_starting() -> None:
+    with pytest.raises(WorkerDiedError) as info:
+        _pool(DiesWhileStarting)
+    error = info.value
+    assert (error.worker_id, error.exitcode) == (0, 5)
+    # fork runs no main script again: no hint about a missing main guard
+    assert str(error) == f"toy worker 0 (pid {error.pid}) exited with code 5 without reporting an error while starting"
+
+
+def test_a_worker_killed_by_a_signal_is_said_killed_by_it_whichever_read_finds_it() -> None:
+    pool = _pool(KilledOnFirstMessage, "x", workers=2)
+    try:
+        pid = pool.pids[0]
+        pool.send(0, "go")
+        with pytest.raises(WorkerDiedError) as info:
+            pool.read_into(0, memoryview(bytearray(64)))
+        error = info.value
+        assert (error.worker_id, error.pid, error.exitcode) == (0, pid, -signal.SIGKILL)
+        assert str(error) == f"toy worker 0 (pid {pid}) was killed by signal 9 without reporting an error"
     finally:
         pool.close()
 
