@@ -211,3 +211,20 @@ def test_a_file_that_is_not_benchmark_output_is_refused_with_where(
     path = _write(tmp_path, document)
     with pytest.raises(IpcbenchError, match=f"^{path}: {message}"):
         load_benchmark_json(path)
+
+
+def test_benchmarks_given_without_a_file_are_rooted_at_where_they_came_from() -> None:
+    run = run_from_benchmarks([_bench(group="pipe")], {})
+    assert run.root == Path("benchmarks")
+    assert run.notes == ("built from pytest-benchmark results: one sample per timed round",)
+    assert run_from_benchmarks([_bench(group="pipe")], {}, where="session").root == Path("session")
+
+
+def test_the_workload_names_the_test_and_all_its_other_params() -> None:
+    bench = _bench(
+        name="test_epoch[a[1]-x]",  # the test's name is what precedes the first bracket
+        params={"strategy": "pipe", "start_method": "spawn", "size": "4MiB", "codec": "zlib"},
+    )
+    row = run_from_benchmarks([bench], {}).samples.iloc[0]
+    assert row["workload"] == "test_epoch[codec=zlib,size=4MiB]"
+    assert row["start_method"] == "spawn"

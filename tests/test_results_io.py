@@ -139,6 +139,17 @@ def test_atomic_writes_replace_the_file_readable_by_all_and_leave_no_temporary(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv"]
 
 
+def test_the_temporary_is_a_hidden_file_beside_the_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beside it: the rename stays within one file system; hidden and .tmp: no reader takes it for a result."""
+    renamed: list[tuple[str, str]] = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append((src, dst)), real_replace(src, dst)))
+    write_atomic(tmp_path / "summary.csv", b"x")
+    ((src, dst),) = renamed
+    assert Path(dst) == tmp_path / "summary.csv" and Path(src).parent == tmp_path
+    assert Path(src).name.startswith(".summary.csv.") and src.endswith(".tmp")
+
+
 def test_atomic_write_failing_midway_removes_its_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args) -> None:
         raise PermissionError("no")

@@ -76,6 +76,28 @@ def test_a_stored_summary_is_checked_against_the_samples(tmp_path: Path) -> None
         "summary.csv disagrees with samples.jsonl (1 cell(s) of samples.jsonl missing from summary.csv); "
         "recomputed values used",
     )
+    edited = summarize(pd.DataFrame(SAMPLES[:3])).assign(n=[5]).to_csv(index=False)
+    run = load_run(_run(tmp_path / "c", SAMPLES, summary_csv=edited))
+    assert run.notes == (
+        "summary.csv disagrees with samples.jsonl (1 cell(s) of samples.jsonl missing from summary.csv; "
+        "n differs in 1 cell(s)); recomputed values used",
+    )
+
+
+def test_env_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    run_dir = _run(tmp_path, SAMPLES)
+    (run_dir / "env.json").write_text(json.dumps({"schema_version": 2}))
+    with pytest.raises(IpcbenchError) as info:
+        load_run(run_dir)
+    assert str(info.value) == f"{run_dir / 'env.json'}: schema_version 2 is not supported (this ipcbench reads 1)"
+
+
+def test_verdicts_count_the_cores_of_the_machine_that_measured(tmp_path: Path) -> None:
+    busy = [{**s, "other_cores": 1.5} for s in [_sample(rate=10.0 + i / 10) for i in range(6)]]
+    two = load_run(_run(tmp_path / "two", busy, env={"machine": {"cores_logical": 2}}))
+    assert two.summary.loc[0, "verdict"] == "ok; loaded (other processes used 1.5 cores)"
+    eight = load_run(_run(tmp_path / "eight", busy, env={"machine": {"cores_logical": 8}}))
+    assert eight.summary.loc[0, "verdict"] == "ok"
 
 
 def test_failed_measurements_and_a_truncated_last_line_are_noted(tmp_path: Path) -> None:
@@ -90,6 +112,8 @@ def test_failed_measurements_and_a_truncated_last_line_are_noted(tmp_path: Path)
     assert run.notes[1] == f"failures.jsonl: 7 measurement(s) failed: {listed}; and 2 more"
     few = load_run(_run(tmp_path / "few", SAMPLES, failures_jsonl=_lines(failures[:5])))
     assert few.notes == (f"failures.jsonl: 5 measurement(s) failed: {listed}",)
+    six = load_run(_run(tmp_path / "six", SAMPLES, failures_jsonl=_lines(failures[:6])))
+    assert six.notes == (f"failures.jsonl: 6 measurement(s) failed: {listed}; and 1 more",)
     none = load_run(_run(tmp_path / "none", SAMPLES, failures_jsonl=""))
     assert none.notes == ()
 
@@ -173,6 +197,7 @@ def test_what_is_not_a_results_folder_is_refused(tmp_path: Path) -> None:
 def test_the_machines_cores_are_read_when_env_says_them() -> None:
     assert machine_cores({"machine": {"cores_logical": 16}}) == 16
     assert machine_cores({"machine": {"cores_logical": 4.0}}) == 4
+    assert machine_cores({"machine": {"cores_logical": 1}}) == 1
     assert machine_cores({"machine": {"cores_logical": 0}}) is None
     assert machine_cores({"machine": {"cores_logical": "8"}}) is None
     assert machine_cores({"machine": None}) is None

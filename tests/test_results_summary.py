@@ -306,6 +306,15 @@ def test_a_stored_summary_is_compared_on_n_and_medians_within_a_tolerance() -> N
     assert check_stored_summary(computed, computed.iloc[:1]) == ["1 cell(s) of samples.jsonl missing from summary.csv"]
     assert check_stored_summary(computed.iloc[1:], computed) == ["1 cell(s) in summary.csv have no measured samples"]
     assert check_stored_summary(computed, pd.DataFrame({"n": [1]})) == ["summary.csv has no cell key columns"]
+    older = computed.drop(columns="batches_per_s_median")  # a summary.csv of fewer metrics: compared on the rest
+    assert check_stored_summary(computed, older) == []
+
+
+def test_a_stored_summary_agrees_on_missing_values_and_on_tiny_ones_only_when_equal() -> None:
+    computed = summarize(_rows(10.0, 12.0)).assign(mb_per_s_median=[float("nan")], cpu_s_per_batch_median=[1e-10])
+    assert check_stored_summary(computed, computed.copy()) == []  # NaN in both: agreeing
+    tiny = computed.assign(cpu_s_per_batch_median=[3e-10])
+    assert check_stored_summary(computed, tiny) == ["cpu_s_per_batch_median differs in 1 cell(s)"]
 
 
 def test_summary_csv_is_the_summary_without_an_index_judged_with_the_cores_given(tmp_path) -> None:
