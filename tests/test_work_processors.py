@@ -138,3 +138,15 @@ def test_usable_cores_are_the_affinity_or_else_the_cpu_count(monkeypatch: pytest
 def test_the_class_table_skips_labels_its_dtype_cannot_hold() -> None:
     lut = class_lookup(((3, 2), (255, 3), (256, 2), (300, 3)), np.uint8)
     assert len(lut) == 256 and (lut[0], lut[1], lut[3], lut[255]) == (0, 1, 2, 3)
+
+
+def test_an_image_rewritten_with_other_axes_after_opening_is_named_with_its_axes(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "ds", images=1)
+    dataset = open_dataset(root)
+    image = root / "images" / "img00.tif"
+    tifffile.imwrite(image, np.zeros((2, 3, 70, 90), np.uint16), photometric="minisblack", metadata={"axes": "TCYX"})
+    job = config_plan(dataset, CFG, epoch=0).jobs[0]
+    with pytest.raises(
+        DatasetError, match=rf"^image {re.escape(str(image))} has axes 'TCYX' and shape \(2, 3, 70, 90\)"
+    ):
+        ImageProcessor(dataset, CFG.tile).process(job)
