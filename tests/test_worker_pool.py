@@ -21,7 +21,7 @@ import pytest
 
 from strategies import injection
 from strategies import workers as workers_module
-from strategies.constants import PARENT_POLL_S, STOP_GRACE_S
+from strategies.constants import PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRACE_S
 from strategies.errors import DescriptorLimitError, RemoteTraceback, WorkerDiedError, WorkerError
 from strategies.messages import Ready, Stop, WorkerFailure
 from strategies.workers import (
@@ -30,6 +30,7 @@ from strategies.workers import (
     descriptor_limit_error,
     how_it_ended,
     main_process_watch,
+    stop_processes,
     watch_parent,
     worker_main,
 )
@@ -352,3 +353,34 @@ def test_the_parent_watch_exits_even_when_before_exit_raises(
     watch_parent()  # without before_exit
     watchers[1].join(5.0)
     assert events == [EXIT_PARENT_DIED]
+
+
+def _exit_soon() -> None:
+    time.sleep(0.2)
+
+
+def _sleep() -> None:
+    time.sleep(60)
+
+
+def _sleep_through_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(60)
+
+
+def test_processes_a_library_started_get_their_grace_then_sigterm_then_sigkill() -> None:
+    ctx = mp.get_context("fork")
+    polite, stubborn, deaf = (ctx.Process(target=t, daemon=True) for t in (_exit_soon, _sleep, _sleep_through_sigterm))
+    for process in (polite, stubborn, deaf):
+        process.start()
+    time.sleep(0.1)  # the deaf one has set its SIGTERM handler
+    start = time.monotonic()
+    stop_processes([polite], grace_s=5.0)
+    assert time.monotonic() - start < 2.0 and polite.exitcode == 0  # it exited within its grace, unasked
+    start = time.monotonic()
+    stop_processes([stubborn, deaf], grace_s=0.0)
+    took = time.monotonic() - start
+    assert stubborn.exitcode == -signal.SIGTERM and deaf.exitcode == -signal.SIGKILL
+    # SIGTERM ends the first at once; the second is killed after TERMINATE_GRACE_S
+    assert TERMINATE_GRACE_S <= took < TERMINATE_GRACE_S + STOP_GRACE_S / 2, took
+    stop_processes([polite, stubborn, deaf])  # all gone: nothing to do, no error
