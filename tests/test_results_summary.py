@@ -149,11 +149,13 @@ def test_a_cell_is_named_by_its_varying_keys(values: dict, label: str) -> None:
 
 def test_values_per_process_metrics_count_once_per_process() -> None:
     rows = pd.DataFrame(
-        [*_rows(10.0, 11.0, startup_s=0.5), *_rows(12.0, startup_s=0.7, repeat=1), *_rows(13.0, startup_s=None)]
+        [*_rows(10.0, 11.0, 9.0, startup_s=0.5), *_rows(12.0, startup_s=0.7, repeat=1), *_rows(13.0, startup_s=None)]
     )
     rows.loc[0, "warmup"] = True
-    assert metric_values(rows, "batches_per_s")["batches_per_s"].tolist() == [11.0, 12.0, 13.0]
-    assert metric_values(rows, "startup_s")["startup_s"].tolist() == [0.5, 0.7]
+    assert metric_values(rows, "batches_per_s")["batches_per_s"].tolist() == [11.0, 9.0, 12.0, 13.0]
+    assert metric_values(rows, "startup_s")["startup_s"].tolist() == [0.5, 0.7]  # one per process
+    no_repeat = rows.drop(columns="repeat")  # processes cannot be told apart: every window counts
+    assert metric_values(no_repeat, "startup_s")["startup_s"].tolist() == [0.5, 0.5, 0.7]
     cells = list(iter_cells(pd.DataFrame([*_rows(3.0, 1.0), *_rows(5.0, strategy="b")]), "batches_per_s"))
     assert [(key[CELL_KEYS.index("strategy")], values.tolist()) for key, values in cells] == [
         ("b", [5.0]),
@@ -330,3 +332,49 @@ def test_summary_csv_is_the_summary_without_an_index_judged_with_the_cores_given
 def test_stage_column_names() -> None:
     assert stage_column("wait") == "stage_wait_ms_per_batch"
     assert stage_column("wait", "main") == "stage_main_wait_ms_per_batch"
+
+
+def test_cells_are_sorted_by_their_keys_and_a_missing_key_value_is_a_cell_of_its_own() -> None:
+    rows = [*_rows(10.0, 11.0, strategy="b"), *_rows(5.0, 6.0, 7.0, strategy="a"), *_rows(3.0, 4.0, workers=None)]
+    summary = summarize(rows)
+    assert summary["strategy"].tolist() == ["a", "b", "pipe"]
+    assert summary["n"].tolist() == [3, 2, 2]
+    assert summary["batches_per_s_median"].tolist() == [6.0, 10.5, 3.5]
+    assert pd.isna(summary.loc[2, "workers"]) and summary.loc[2, "drift"] == pytest.approx(4.0 / 3.0 - 1)
+
+
+def test_samples_without_throughput_are_never_unstable_and_without_warmup_flags_are_not_measured() -> None:
+    timed = [
+        {k: v for k, v in r.items() if k != "batches_per_s"} | {"seconds": s}
+        for r, s in zip(_rows(0, 0, 0), (1.0, 2.0, 9.0), strict=True)
+    ]
+    summary = summarize(timed)
+    assert summary["unstable"].tolist() == [False] and summary.loc[0, "seconds_cv"] > 0.10
+    unflagged = [{k: v for k, v in r.items() if k != "warmup"} for r in _rows(10.0, 12.0)]
+    assert summarize(unflagged).empty
+    empty = summarize([])
+    assert "batches_per_s_median" in empty.columns and "of_r_median" not in empty.columns
+
+
+def test_cv_is_defined_for_a_mean_of_one_and_drift_is_a_float_column() -> None:
+    row = summarize(_rows(0.5, 1.5)).iloc[0]
+    assert row["batches_per_s_cv"] == pytest.approx(np.std([0.5, 1.5], ddof=1))
+    no_repeat = summarize([{k: v for k, v in r.items() if k != "repeat"} for r in _rows(10.0, 12.0)])
+    assert no_repeat["drift"].dtype == float and no_repeat["drift"].isna().all()
+
+
+def test_a_cell_without_checksums_is_consistent_beside_one_with_them() -> None:
+    rows = [*_rows(10.0, 11.0, strategy="a", checksum="x"), *_rows(10.0, 11.0, strategy="b", checksum=None)]
+    assert summarize(rows)["checksums_consistent"].tolist() == [True, True]
+    rows += _rows(10.0, strategy="a", checksum="y", repeat=1)  # epoch 1 again, other batches
+    assert summarize(rows)["checksums_consistent"].tolist() == [False, True]
+
+
+def test_an_unknown_or_missing_background_load_is_no_deliberate_load() -> None:
+    rows = pd.DataFrame({"other_cores": [2.0, 2.0], "background_load": [None, "many"]})
+    assert unplanned_other_cores(rows).tolist() == [2.0, 2.0]
+
+
+def test_without_a_core_count_one_core_is_assumed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert verdict(pd.Series({"n": 6, "other_cores_median": 0.8})) == "ok; loaded (other processes used 0.8 cores)"
