@@ -25,6 +25,7 @@ from harness.results.summary import (
     metric_values,
     stage_medians,
     stage_metrics,
+    stages_of,
     unplanned_other_cores,
     variant_keys,
     variant_label,
@@ -109,7 +110,7 @@ def test_of_r_is_each_windows_rate_over_the_memcpy_rate_of_its_own_batches() -> 
     )
     of_r = with_of_r(frame)["of_r"].tolist()
     # R = 2e9 B/s / 1e6 B a batch = 2000 batches/s; then 4e9 / 2e6 = 2000 again.
-    assert of_r[:2] == [pytest.approx(0.05), pytest.approx(0.05)]
+    assert of_r[:2] == [0.05, 0.05]
     assert math.isnan(of_r[2]) and math.isnan(of_r[3])  # no memcpy rate; no batches
     assert "of_r" not in with_of_r(frame.drop(columns="bytes"))
     assert "of_r" not in with_of_r(frame.assign(memcpy_gb_per_s=None))
@@ -378,3 +379,55 @@ def test_an_unknown_or_missing_background_load_is_no_deliberate_load() -> None:
 def test_without_a_core_count_one_core_is_assumed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: None)
     assert verdict(pd.Series({"n": 6, "other_cores_median": 0.8})) == "ok; loaded (other processes used 0.8 cores)"
+
+
+def test_of_r_for_batches_of_one_huge_batches_and_unreadable_values() -> None:
+    frame = pd.DataFrame(
+        {
+            "memcpy_gb_per_s": [2.0, 2.0, 0.0, "n/a"],
+            "bytes": [1e6, 1e10, 1e6, 1e6],
+            "batches": [1, 1, 1, "n/a"],
+            "batches_per_s": [100.0, 0.1, 100.0, 100.0],
+        }
+    )
+    of_r = with_of_r(frame)["of_r"].tolist()
+    assert of_r[0] == 0.05  # one batch of 1 MB: R = 2000 batches/s
+    assert of_r[1] == pytest.approx(0.5)  # R = 0.2 batches/s: below one, still a rate
+    assert math.isnan(of_r[2]) and math.isnan(of_r[3])  # no memcpy rate; unreadable values
+
+
+def test_samples_without_checksums_or_counters_are_consistent_with_zero_counts() -> None:
+    summary = summarize(_rows(10.0, 11.0) + _rows(12.0, strategy="b"))
+    assert summary["checksums_consistent"].tolist() == [True, True]
+    for counter in ("leaked_shm", "leftover_processes", "orphans_after_exit", "leaked_shm_after_exit"):
+        assert summary[f"{counter}_max"].tolist() == [0, 0]
+    assert summary["other_cores_median"].isna().all()
+
+
+def test_a_cell_with_a_missing_key_value_keeps_its_checksums_and_other_cores() -> None:
+    rows = [
+        *_rows(10.0, 11.0, workers=None, checksum="x", other_cores=0.5),
+        *_rows(10.0, workers=None, checksum="y", other_cores=0.7, repeat=1),
+    ]
+    row = summarize(rows).iloc[0]
+    assert pd.isna(row["workers"]) and not row["checksums_consistent"]
+    assert row["other_cores_median"] == 0.5
+
+
+def test_keys_without_a_fill_are_na_and_unknown_warmup_flags_are_measured() -> None:
+    frame = pd.DataFrame({"strategy": ["a", "b"], "warmup": [math.nan, True]})
+    filled = with_cell_keys(frame)
+    assert filled["workers"].tolist() == ["n/a", "n/a"]
+    assert filled["warmup"].tolist() == [False, True]
+
+
+def test_a_windows_epochs_start_at_0_without_an_epoch_and_unusable_checksum_lists_give_none() -> None:
+    rows = pd.DataFrame([{"strategy": "a", "checksum": "x", "checksums": ["p", "q"]}])
+    assert epoch_checksums(rows)[["epoch", "checksum"]].values.tolist() == [[0, "p"], [1, "q"]]
+    assert epoch_checksums(pd.DataFrame([{"strategy": "a", "checksum": "x", "checksums": [None]}])) is None
+
+
+def test_stages_are_read_from_the_stage_times_unless_told_another_field() -> None:
+    frame = pd.DataFrame({"stage_ms_per_batch": [{"wait": 1.0}], "stage_main_ms_per_batch": [{"compute": 2.0}]})
+    assert stages_of(frame) == ["wait"]
+    assert stages_of(frame, "stage_main_ms_per_batch") == ["compute"]
