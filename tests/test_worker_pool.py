@@ -22,7 +22,13 @@ import pytest
 from strategies import injection
 from strategies import workers as workers_module
 from strategies.constants import PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRACE_S
-from strategies.errors import DescriptorLimitError, RemoteTraceback, WorkerDiedError, WorkerError
+from strategies.errors import (
+    DescriptorLimitError,
+    RemoteTraceback,
+    WorkerDiedError,
+    WorkerError,
+    WorkerTimeoutError,
+)
 from strategies.messages import Ready, Stop, WorkerFailure
 from strategies.workers import (
     EXIT_PARENT_DIED,
@@ -71,6 +77,29 @@ class KilledOnFirstMessage(Echo):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class ReadsLater(Echo):
+    """Leaves its pipe unread for a while, then reads everything until Stop."""
+
+    def run(self) -> None:
+        time.sleep(0.5)
+        while not isinstance(self.conn.recv(), Stop):
+            pass
+
+
+class NeverReads(Echo):
+    def run(self) -> None:
+        time.sleep(60)
+
+
+class ExitsWithoutReading(Echo):
+    def run(self) -> None:
+        time.sleep(0.3)
+        os._exit(4)
+
+
+BIG = b"x" * (1 << 20)  # more than a pipe holds: a send waits for the worker to read
+
+
 class RaisesOnFirstMessage(Echo):
     def run(self) -> None:
         self.conn.recv()
@@ -83,8 +112,10 @@ class ExitsOnFirstMessage(Echo):
         os._exit(7)
 
 
-def _pool(worker_cls: type, *args, workers: int = 1) -> WorkerPool:
-    return WorkerPool(name="toy", worker_cls=worker_cls, args=args, workers=workers, start_method="fork", timeout=10.0)
+def _pool(worker_cls: type, *args, workers: int = 1, timeout: float = 10.0) -> WorkerPool:
+    return WorkerPool(
+        name="toy", worker_cls=worker_cls, args=args, workers=workers, start_method="fork", timeout=timeout
+    )
 
 
 def test_workers_say_ready_with_their_pids_answer_and_exit_cleanly_on_close() -> None:
@@ -201,6 +232,49 @@ def test_a_worker_killed_by_a_signal_is_said_killed_by_it_whichever_read_finds_i
         error = info.value
         assert (error.worker_id, error.pid, error.exitcode) == (0, pid, -signal.SIGKILL)
         assert str(error) == f"toy worker 0 (pid {pid}) was killed by signal 9 without reporting an error"
+    finally:
+        pool.close()
+
+
+def test_a_send_to_a_full_pipe_waits_for_the_worker_to_read() -> None:
+    pool = _pool(ReadsLater, "x", timeout=5.0)
+    try:
+        start = time.monotonic()
+        for _ in range(4):
+            pool.send(0, BIG)
+        assert time.monotonic() - start >= 0.4  # it waited for the worker to start reading
+    finally:
+        pool.close()
+
+
+def test_a_send_to_a_pipe_nobody_reads_times_out_naming_the_worker() -> None:
+    pool = _pool(NeverReads, "x", timeout=0.3)
+    try:
+        pid = pool.pids[0]
+        start = time.monotonic()
+        with pytest.raises(WorkerTimeoutError) as info:
+            for _ in range(16):
+                pool.send(0, BIG)
+        assert 0.3 <= time.monotonic() - start < 0.3 + STOP_GRACE_S / 2
+        assert str(info.value) == "toy: worker 0 has not read its pipe for timeout=0.3s"
+        assert (info.value.worker_id, info.value.pid) == (0, pid)
+    finally:
+        pool.broken = True  # as a strategy marks it after a timeout: no Stop grace for a worker that cannot hear
+        pool.close()
+
+
+def test_a_worker_that_dies_while_a_send_waits_for_room_is_said_dead() -> None:
+    pool = _pool(ExitsWithoutReading, "x", timeout=10.0)
+    try:
+        pid = pool.pids[0]
+        with pytest.raises(WorkerDiedError) as info:
+            for _ in range(16):
+                pool.send(0, BIG)
+        assert (info.value.worker_id, info.value.exitcode) == (0, 4)
+        assert str(info.value) == f"toy worker 0 (pid {pid}) exited with code 4 without reporting an error"
+        with pytest.raises(WorkerDiedError) as info:
+            pool.send(0, "after")  # its pipe is broken now
+        assert info.value.worker_id == 0 and info.value.exitcode == 4
     finally:
         pool.close()
 
@@ -384,3 +458,8 @@ def test_processes_a_library_started_get_their_grace_then_sigterm_then_sigkill()
     # SIGTERM ends the first at once; the second is killed after TERMINATE_GRACE_S
     assert TERMINATE_GRACE_S <= took < TERMINATE_GRACE_S + STOP_GRACE_S / 2, took
     stop_processes([polite, stubborn, deaf])  # all gone: nothing to do, no error
+    late = ctx.Process(target=_sleep, daemon=True)
+    late.start()
+    start = time.monotonic()
+    stop_processes([late])  # no grace by default: SIGTERM at once
+    assert late.exitcode == -signal.SIGTERM and time.monotonic() - start < TERMINATE_GRACE_S / 2
