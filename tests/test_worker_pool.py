@@ -33,6 +33,7 @@ from strategies.messages import Ready, Stop, WorkerFailure
 from strategies.workers import (
     EXIT_PARENT_DIED,
     WorkerPool,
+    check_descriptor_room,
     descriptor_limit_error,
     how_it_ended,
     main_process_watch,
@@ -98,6 +99,12 @@ class ExitsWithoutReading(Echo):
 
 
 BIG = b"x" * (1 << 20)  # more than a pipe holds: a send waits for the worker to read
+
+
+class SpeaksBeforeReady(Echo):
+    def __init__(self, worker_id: int, conn) -> None:
+        super().__init__(worker_id, conn, "x")
+        conn.send("hello")  # then Ready, then Echo's loop, which ends at the pool's Stop
 
 
 class RaisesOnFirstMessage(Echo):
@@ -277,6 +284,94 @@ def test_a_worker_that_dies_while_a_send_waits_for_room_is_said_dead() -> None:
         assert info.value.worker_id == 0 and info.value.exitcode == 4
     finally:
         pool.close()
+
+
+def test_workers_are_named_daemons_and_a_new_pool_is_not_broken() -> None:
+    pool = _pool(Echo, "x", workers=2)
+    try:
+        assert [p.name for p in pool.processes] == ["ipcbench-toy-0", "ipcbench-toy-1"]
+        assert all(p.daemon for p in pool.processes)
+        assert pool.start_method == "fork" and not pool.broken
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_speaks_before_ready_is_an_error() -> None:
+    with pytest.raises(WorkerError) as info:
+        _pool(SpeaksBeforeReady)
+    assert str(info.value) == "toy worker 0 sent 'hello' before Ready" and info.value.worker_id == 0
+
+
+def test_running_out_of_descriptors_while_starting_names_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_descriptors(connection) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(workers_module, "widen", no_descriptors)
+    with pytest.raises(
+        DescriptorLimitError, match=r"^\[Errno 24\] the toy strategy ran out of file descriptors starting 3"
+    ):
+        _pool(Echo, "x", workers=3)
+
+    def no_space(connection) -> None:
+        raise OSError(errno.ENOSPC, "No space left")
+
+    monkeypatch.setattr(workers_module, "widen", no_space)
+    with pytest.raises(OSError) as info:
+        _pool(Echo, "x")
+    assert type(info.value) is OSError and info.value.errno == errno.ENOSPC  # other errors as they are
+
+
+def test_waiting_in_vain_names_what_was_awaited_and_the_workers_alive() -> None:
+    pool = _pool(Echo, "x", workers=2, timeout=10.0)
+    try:
+        pids = pool.pids
+        start = time.monotonic()
+        with pytest.raises(WorkerTimeoutError) as info:
+            pool.wait([pool.conns[0]], timeout=0.1)
+        assert time.monotonic() - start < 1.0  # its own timeout, not the pool's
+        assert str(info.value) == f"toy: no a result within timeout=0.1s; workers alive: {pids}"
+        pool.timeout = 0.1
+        with pytest.raises(WorkerTimeoutError, match=r"^toy: no data from worker 1 within timeout=0.1s; workers alive"):
+            pool.read(1)
+    finally:
+        pool.close()
+
+
+def test_a_close_waits_the_stop_grace_for_a_worker_that_neither_reads_nor_exits_then_terminates_it() -> None:
+    pool = _pool(NeverReads, "x", timeout=0.3)
+    with pytest.raises(WorkerTimeoutError):
+        for _ in range(16):
+            pool.send(0, BIG)  # its pipe is full: not even Stop fits
+    start = time.monotonic()
+    pool.close()  # not marked broken: the polite path, in vain
+    took = time.monotonic() - start
+    assert STOP_GRACE_S <= took < STOP_GRACE_S + TERMINATE_GRACE_S, took
+    assert pool.processes == []
+
+
+def test_the_descriptor_check_counts_what_is_open_against_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "listdir", lambda path: [str(i) for i in range(11)])  # 10 open, and the listing's own
+    needed = 4 * 10 + 24
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (10 + needed, resource.RLIM_INFINITY))
+    check_descriptor_room(10, "pipe")  # exactly at the limit: room enough
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (10 + needed - 1, resource.RLIM_INFINITY))
+    with pytest.raises(DescriptorLimitError) as info:
+        check_descriptor_room(10, "pipe")
+    assert info.value.errno == errno.EMFILE
+    assert str(info.value) == (
+        f"[Errno {errno.EMFILE}] the pipe strategy with 10 workers needs about {needed} more file descriptors, and "
+        f"this process has 10 open of its limit of {10 + needed - 1} (ulimit -n). Raise the limit (ulimit -n 4096, "
+        "or resource.setrlimit(resource.RLIMIT_NOFILE, ...)), or use fewer workers"
+    )
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    check_descriptor_room(10_000, "pipe")  # no limit
+
+    def no_proc(path: str) -> list:
+        raise OSError("no /proc")
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (10, 10))
+    monkeypatch.setattr(os, "listdir", no_proc)
+    check_descriptor_room(10_000, "pipe")  # cannot count: left to the start's own EMFILE
 
 
 def test_exit_statuses_in_words() -> None:
