@@ -394,6 +394,9 @@ def test_of_r_for_batches_of_one_huge_batches_and_unreadable_values() -> None:
     assert of_r[0] == 0.05  # one batch of 1 MB: R = 2000 batches/s
     assert of_r[1] == pytest.approx(0.5)  # R = 0.2 batches/s: below one, still a rate
     assert math.isnan(of_r[2]) and math.isnan(of_r[3])  # no memcpy rate; unreadable values
+    unreadable = frame.assign(bytes=[1e6, "n/a", 1e6, 1e6], batches_per_s=[100.0, 0.1, "n/a", 100.0])
+    of_r = with_of_r(unreadable)["of_r"].tolist()
+    assert of_r[0] == 0.05 and all(math.isnan(v) for v in of_r[1:])
 
 
 def test_samples_without_checksums_or_counters_are_consistent_with_zero_counts() -> None:
