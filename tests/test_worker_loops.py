@@ -24,7 +24,7 @@ from conftest import write_dataset
 from strategies import LoaderConfig, injection, make_generator, open_dataset
 from strategies.base import config_plan
 from strategies.messages import ImageDone, Job, Reset, Skipped, Stop
-from strategies.mpqueue import ImageResult, QueueWorker
+from strategies.mpqueue import NEVER, ImageResult, QueueWorker, _stop_workers
 from strategies.shm import SlotLayout
 from strategies.shm_segments import Segment
 from strategies.shm_zerocopy import ZeroCopyWorker
@@ -127,6 +127,14 @@ def test_the_queue_worker_passes_each_result_to_its_injection_point_and_gives_up
     assert all(c["results"] is results for c in seen)
     assert [c["result"].position for c in seen] == [jobs[0].position, jobs[1].position]
     assert results.get_nowait() is seen[0]["result"]
+
+
+def test_stopping_the_queue_workers_skips_every_queued_job_then_stops_each_worker() -> None:
+    tasks: queue.Queue = queue.Queue()
+    oldest_wanted = SimpleNamespace(value=0)
+    _stop_workers(tasks, oldest_wanted, 3)
+    assert oldest_wanted.value == NEVER  # every job still queued is older: answered Skipped
+    assert [tasks.get_nowait() for _ in range(tasks.qsize())] == [Stop(), Stop(), Stop()]
 
 
 def _zero_copy_worker(dataset: Path, n_slots: int, config: LoaderConfig = CFG):
