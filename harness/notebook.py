@@ -56,7 +56,7 @@ from matplotlib.figure import Figure
 from harness.compare import weigh_change
 from harness.report import plots, provenance, style
 from harness.report.cells import has_workers
-from harness.report.document import fmt_number
+from harness.report.tables import fmt_number
 from harness.results import RunData, load_run, metric_values, summarize
 
 RUN_ENV_VAR = "IPCBENCH_RUN"

@@ -67,6 +67,10 @@ START_METHODS = ("fork", "spawn", "forkserver")
 # batch 16 of 320-tile images: 120 batches an epoch, 20 an image.
 CFG = LoaderConfig(batch_size=16, tile=16, seed=0, workers=2, prefetch=2, start_method="fork", timeout=10.0)
 CLOSE_BOUND_S = STOP_GRACE_S + TERMINATE_GRACE_S + KILL_GRACE_S + 2.0  # contract + scheduling noise
+# A pool broken by a dead or hung worker skips the Stop and its grace: its error and close
+# take 0.003-0.041 s after a kill (24 runs on this 2-core machine, a mutation run beside
+# them), so half the grace tells that path from one that waits the grace (3 s more).
+BROKEN_CLOSE_S = STOP_GRACE_S / 2
 SUBPROCESS_TIMEOUT_S = 60.0
 
 
@@ -177,12 +181,13 @@ def test_killed_worker_is_reported(strategy: str, sig: signal.Signals, moment: s
         start = time.monotonic()
         with pytest.raises(WorkerDiedError) as info:
             finish(gen)
-        # The error is raised after close(), which may have to wait out a surviving
-        # queue worker stuck behind the lock the dead one held (STOP_GRACE_S, then SIGTERM).
-        assert time.monotonic() - start < CFG.timeout + CLOSE_BOUND_S
+        # The error is raised after close(): the death is seen at once (no timeout), and
+        # close() sends a survivor SIGTERM without waiting STOP_GRACE_S for it.
+        took = time.monotonic() - start
+        assert took < BROKEN_CLOSE_S, f"the error and close took {took:.2f} s"
         error = info.value
         assert (error.worker_id, error.pid, error.exitcode) == (0, pids[0], -sig)
-        assert f"worker 0 (pid {pids[0]}) was killed by signal {int(sig)}" in str(error)
+        assert str(error).startswith(f"{strategy} worker 0 (pid {pids[0]}) was killed by signal {int(sig)}")
         assert_released(gen, pids, segments, before)
     finally:
         gen.close()
@@ -219,9 +224,12 @@ def test_stopped_worker_times_out_and_is_killed(strategy: str, big_images: Path)
         bring_to(gen, "mid_epoch")
         os.kill(pids[0], signal.SIGSTOP)  # SIGTERM stays pending on it: only SIGKILL ends it
         start = time.monotonic()
-        with pytest.raises(WorkerTimeoutError, match="within timeout=2s"):
+        with pytest.raises(WorkerTimeoutError, match=rf"^{strategy}: no image \d+ of epoch \d+ within timeout=2s"):
             finish(gen)
-        assert time.monotonic() - start < config.timeout + CLOSE_BOUND_S
+        # After the timeout close() goes straight to SIGTERM, which a stopped worker cannot
+        # act on: TERMINATE_GRACE_S later, SIGKILL. 3.01-3.08 s measured (4 runs), no Stop grace.
+        took = time.monotonic() - start
+        assert config.timeout + TERMINATE_GRACE_S <= took < config.timeout + TERMINATE_GRACE_S + BROKEN_CLOSE_S, took
         assert_released(gen, pids, segments, before)
     finally:
         gen.close()

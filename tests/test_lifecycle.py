@@ -33,6 +33,11 @@ CFG = LoaderConfig(batch_size=7, tile=16, seed=0, workers=2, prefetch=2, start_m
 # What close() may take by its contract: the three graces of its escalation, plus
 # scheduling noise on a loaded 2-core machine. An orderly close takes far less.
 CLOSE_BOUND_S = STOP_GRACE_S + TERMINATE_GRACE_S + KILL_GRACE_S + 2.0
+# Our own pools close politely: Stop, drained pipes, workers that exit by themselves,
+# in well under a second; half the Stop grace tells that from a close that waits the
+# grace and escalates (tests/test_shutdown_speed.py has the measured figures).
+POLITE = tuple(name for name, cls in STRATEGIES.items() if cls.worker_processes and name != "torch")
+POLITE_CLOSE_S = STOP_GRACE_S / 2
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +175,7 @@ def test_close_mid_epoch_is_idempotent_bounded_and_final(strategy: str, start_me
     start = time.monotonic()
     gen.close()
     assert time.monotonic() - start < 1.0, "a second close() is a no-op"
-    assert first_close_s < CLOSE_BOUND_S
+    assert first_close_s < (POLITE_CLOSE_S if strategy in POLITE else CLOSE_BOUND_S), first_close_s
     assert gen.closed and "closed" in repr(gen)
     with pytest.raises(LoaderClosedError):
         next(gen)

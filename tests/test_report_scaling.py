@@ -9,8 +9,8 @@ import pytest
 from report_fixtures import GAIN, batch_bytes, write_results
 
 from harness.report import build_report
-from harness.report.document import fmt_number
 from harness.report.scaling import growth_exponent, growth_table, growth_words, has_scaling, scaling_axes
+from harness.report.tables import fmt_number
 from harness.results import load_run
 
 WORKERS = (1, 2, 4)

@@ -164,3 +164,16 @@ def test_many_breaks_with_work_in_flight(dataset: Path, expected: list) -> None:
         want = [(d.copy(), m.copy()) for d, m in gen]
     assert len(epoch) == len(want)
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(epoch, want, strict=True))
+
+
+def test_a_batch_of_one_tile_waits_for_its_own_tile(dataset: Path) -> None:
+    """Batch k is handed out only once its tiles are written, down to a batch of one tile at the epoch's start."""
+    config = CFG.replace(batch_size=1)
+    with make_generator("baseline", dataset, config) as gen:
+        want = [(d.copy(), m.copy()) for d, m in gen]
+    with make_generator("shm_zerocopy", dataset, config) as gen:
+        got = [(d.copy(), m.copy()) for d, m in gen]
+    assert len(got) == len(want)
+    for k, ((want_data, want_masks), (data, masks)) in enumerate(zip(want, got, strict=True)):
+        np.testing.assert_array_equal(data, want_data, err_msg=f"batch {k}")
+        np.testing.assert_array_equal(masks, want_masks, err_msg=f"batch {k}")

@@ -53,6 +53,7 @@ from .provenance import (
 )
 from .scaling import COSTS as SCALING_COSTS
 from .scaling import growth_table, growth_words, scaling_axes
+from .tables import fmt_number, median_cell, summary_tables
 from .utilization import (
     WITHIN_BEST,
     has_utilization_curve,
@@ -113,24 +114,6 @@ def escape(text: str) -> str:
     ``html.py`` explicitly).
     """
     return re.sub(r"([\\`*\[\]])", r"\\\1", text)
-
-
-def fmt_number(value: float) -> str:
-    """Three significant figures, no exponent for everyday magnitudes: 1,157 / 80.1 / 2.35 / 0.0123."""
-    if value is None or pd.isna(value):
-        return "–"
-    magnitude = abs(value)
-    if magnitude >= 100:
-        return f"{value:,.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    if magnitude >= 1:
-        return f"{value:.2f}"
-    if magnitude == 0:
-        return "0"
-    if magnitude < 0.01:
-        return "<0.01" if value > 0 else ">-0.01"  # tables choose units that keep real values above this
-    return f"{value:.3f}".rstrip("0") if magnitude < 0.1 else f"{value:.2f}"
 
 
 def build_document(run: RunData, figures: list[FigureSpec]) -> Document:
@@ -205,43 +188,6 @@ def _cell_name(row: pd.Series, summary: pd.DataFrame) -> str:
     return row["strategy"] + (f", {variant_label(row, keys)}" if keys else "")
 
 
-def _cell(row: pd.Series, metric: str, scale: float = 1.0) -> str:
-    median = row.get(f"{metric}_median")
-    if median is None or pd.isna(median):
-        return "–"
-    iqr = row.get(f"{metric}_iqr")
-    spread = "" if iqr is None or pd.isna(iqr) else f" [{fmt_number(iqr * scale)}]"
-    return fmt_number(median * scale) + spread
-
-
-SUMMARY_TABLES = (
-    (
-        "Throughput and latency",
-        (
-            ("batches_per_s", "batches/s", 1.0),
-            ("mb_per_s", "MB/s", 1.0),
-            ("wait_ms_p50", "wait p50 (ms)", 1.0),
-            ("wait_ms_p95", "wait p95 (ms)", 1.0),
-            ("wait_ms_p99", "wait p99 (ms)", 1.0),
-            ("time_to_first_batch_s", "first batch (ms)", 1000.0),
-            ("consumer_utilization", "consumer busy", 1.0),
-            ("seconds", "epoch (s)", 1.0),
-        ),
-    ),
-    (
-        "Memory, CPU, start-up and shutdown",
-        (
-            ("pss_peak_mb", "PSS (MB)", 1.0),
-            ("uss_peak_mb", "USS (MB)", 1.0),
-            ("shm_peak_mb", "/dev/shm (MB)", 1.0),
-            ("cpu_s_per_batch", "CPU ms/batch", 1000.0),
-            ("startup_s", "startup (ms)", 1000.0),
-            ("shutdown_s", "shutdown (ms)", 1000.0),
-        ),
-    ),
-)
-
-
 def _summary_section(run: RunData) -> list[Block]:
     summary = run.summary
     keys = variant_keys(summary)
@@ -255,39 +201,8 @@ def _summary_section(run: RunData) -> list[Block]:
             f"{MIN_SAMPLES} measured windows, and *loaded* when other processes used over half the cores meanwhile."
         ),
     ]
-    for title, columns in SUMMARY_TABLES:
-        present = [(m, label, scale) for m, label, scale in columns if _shown(summary, m)]
-        if not present:
-            continue
-        header = ["strategy", *keys, "n", *(label for _, label, _ in present)]
-        numeric = [False] + [True] * (len(keys) + 1 + len(present))
-        extra = []
-        if title.startswith("Throughput") and "verdict" in summary:
-            header.append("verdict")
-            numeric.append(False)
-            extra = ["verdict"]
-        if title.startswith("Memory"):
-            for counter, label in (
-                ("leaked_shm_max", "leaked shm"),
-                ("leftover_processes_max", "leftover procs"),
-                ("orphans_after_exit_max", "orphans after exit"),
-                ("leaked_shm_after_exit_max", "shm leaked after exit"),
-            ):
-                if counter in summary:
-                    header.append(label)
-                    numeric.append(True)
-                    extra.append(counter)
-        rows = []
-        for _, row in summary.iterrows():
-            cells = [str(row["strategy"]), *(str(plain(row[k])) for k in keys), str(int(row["n"]))]
-            cells += [_cell(row, m, scale) for m, _, scale in present]
-            for column in extra:
-                if column == "verdict":
-                    cells.append(row["verdict"] if row["verdict"] == "ok" else f"**{row['verdict']}**")
-                else:
-                    cells.append(str(int(row[column])) if pd.notna(row[column]) else "–")
-            rows.append(tuple(cells))
-        blocks += [Heading(3, title), Table(tuple(header), tuple(rows), tuple(numeric))]
+    for title, header, rows, numeric in summary_tables(summary, keys):
+        blocks += [Heading(3, title), Table(header, rows, numeric)]
     return blocks
 
 
@@ -316,8 +231,8 @@ def _transfer_section(run: RunData) -> list[Block]:
                 str(int(row["n"])),
                 str(size),
                 "–" if given is None else f"{float(given):g}",
-                _cell(row, HEADLINE),
-                _cell(row, "mb_per_s"),
+                median_cell(row, HEADLINE),
+                median_cell(row, "mb_per_s"),
                 "–" if r_rate is None else fmt_number(r_rate),
                 "–" if r_rate is None or pd.isna(rate) else f"{rate / r_rate:.2f}",
             )
@@ -347,7 +262,7 @@ def _utilization_section(run: RunData) -> list[Block]:
     for strategy in table.index:
         own = cells[cells["strategy"] == strategy]
         by_step = {float(r["step_ms"]): r for _, r in own.iterrows()}
-        cells_text = (_cell(by_step[s], "consumer_utilization") if s in by_step else "–" for s in steps)
+        cells_text = (median_cell(by_step[s], "consumer_utilization") if s in by_step else "–" for s in steps)
         rows.append((strategy_label_of(strategy), *cells_text))
     workers = largest_workers(cells)
     at = f"at {workers} worker" + ("" if workers == 1 else "s") if workers is not None else ""
@@ -496,11 +411,11 @@ def _conversion_section(run: RunData) -> list[Block]:
                 *(str(plain(row[k])) for k in keys),
                 str(row["dtype"]),
                 f"{int(ref['n'])} / {int(row['n'])}",
-                _cell(ref, HEADLINE),
-                _cell(row, HEADLINE),
+                median_cell(ref, HEADLINE),
+                median_cell(row, HEADLINE),
                 "–" if pd.isna(rate) or pd.isna(ref_rate) or not ref_rate else f"{rate / ref_rate:.2f}",
-                _cell(ref, "cpu_s_per_batch", 1000.0),
-                _cell(row, "cpu_s_per_batch", 1000.0),
+                median_cell(ref, "cpu_s_per_batch", 1000.0),
+                median_cell(row, "cpu_s_per_batch", 1000.0),
                 flagged or ("ok" if verdicts else "–"),
             )
         )
@@ -543,7 +458,7 @@ def _stages_section(run: RunData) -> list[Block]:
     untimed = style.order_strategies(set(summary.loc[~timed, "strategy"]) - set(summary.loc[timed, "strategy"]))
     rows = []
     for _, row in stage_cells(summary[timed]).iterrows():
-        cells = [_cell(row, column.removesuffix("_median")) for _, column in columns]
+        cells = [median_cell(row, column.removesuffix("_median")) for _, column in columns]
         rate = row[f"{HEADLINE}_median"]
         wall = fmt_number(1000.0 / rate) if pd.notna(rate) and rate > 0 else "–"
         rows.append((str(row["strategy"]), *(str(plain(row[k])) for k in keys), str(int(row["n"])), *cells, wall))
@@ -592,17 +507,6 @@ def _goals_section(run: RunData) -> list[Block]:
         Table(("goal", "threshold", "measured", "", "from", "why"), rows, (False, False, True, False, False, False)),
         *[Paragraph(escape(line)) for line in notes if line],
     ]
-
-
-def _shown(summary: pd.DataFrame, metric: str) -> bool:
-    column = f"{metric}_median"
-    if column not in summary or summary[column].isna().all():
-        return False
-    if metric == "consumer_utilization":
-        return bool((summary["step_ms"].astype(float) > 0).any())  # 0 by definition without a step
-    if metric == "seconds":
-        return f"{HEADLINE}_median" not in summary  # epoch time only where throughput is unknown
-    return True
 
 
 def _caption(run: RunData, spec: FigureSpec, number: int) -> str:
