@@ -363,12 +363,15 @@ def test_benchmark_json_stage_times_and_r_reach_the_report(tmp_path: Path) -> No
 
 
 def test_every_multiprocess_strategy_below_baseline_gets_a_measured_explanation() -> None:
-    from harness.report.goals import first_batch_line, worker_processes
+    from harness.report.goals import NEXT_EPOCH_EARLY, first_batch_line, worker_processes
     from harness.results import load_run
 
     run = load_run(Path(__file__).resolve().parents[1] / "results" / "reference-goals")
     full = run.summary[(run.summary["workload"] == "full") & (run.summary["workers"] == 2)]
-    rates = dict(zip(full["strategy"], full["batches_per_s_median"], strict=True))
+    # A cell with the next epoch begun early is a strategy of its own to the goals.
+    early = full["prefetch_next_epoch"] == "on"
+    names = full["strategy"].where(~early, full["strategy"] + NEXT_EPOCH_EARLY)
+    rates = dict(zip(names, full["batches_per_s_median"], strict=True))
     below = sorted(s for s, r in rates.items() if worker_processes(s) and r < rates["baseline"])
     lines = below_baseline_explanations(run)
     assert sorted(lines) == below
@@ -377,7 +380,7 @@ def test_every_multiprocess_strategy_below_baseline_gets_a_measured_explanation(
         assert "ms of CPU per batch" in line and "it could not pass" in line, line
         # Which stages hold the extra, against the baseline's own stage times.
         assert "its stage timers put the extra per batch in " in line and " vs " in line, line
-    assert first_batch_line(run).count(" s") >= sum(worker_processes(s) for s in rates)
+    assert first_batch_line(run).count(" s") >= sum(worker_processes(s) for s in set(full["strategy"]))
 
 
 def test_a_one_repeat_run_judges_nothing(tmp_path: Path) -> None:

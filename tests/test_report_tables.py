@@ -136,9 +136,18 @@ def test_markdown_tables_escape_pipes_and_line_breaks_and_align_numbers_right() 
     ]
 
 
-def test_front_matter_is_yaml_of_json_strings_and_lists() -> None:
-    lines = front_matter_lines({"title": 'IPC: "fast"', "tags": ["a", 2], "n": 3})
-    assert lines == ["---", 'title: "IPC: \\"fast\\""', 'tags: ["a", "2"]', 'n: "3"', "---"]
+def test_front_matter_is_yaml_of_json_strings_lists_and_integers() -> None:
+    lines = front_matter_lines({"title": 'IPC: "fast"', "tags": ["a", 2], "n": 3, "date": 2.5, "draft": True})
+    # An integer stays a number (Hugo sorts pages by weight); anything else is a string.
+    assert lines == [
+        "---",
+        'title: "IPC: \\"fast\\""',
+        'tags: ["a", "2"]',
+        "n: 3",
+        'date: "2.5"',
+        'draft: "True"',
+        "---",
+    ]
 
 
 def test_every_block_kind_is_spelled_in_markdown() -> None:
