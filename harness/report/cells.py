@@ -16,9 +16,21 @@ for it and write "n=1" instead, and the captions name those cells (:func:`single
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 
-from harness.results import CELL_KEYS, METRICS, RunData, metric_values, variant_keys, variant_label, with_cell_keys
+from harness.results import (
+    CELL_KEYS,
+    KEY_FILL,
+    METRICS,
+    SWEPT_DEFAULTS,
+    RunData,
+    metric_values,
+    variant_keys,
+    variant_label,
+    with_cell_keys,
+)
 from strategies import STRATEGIES
 
 MIN_SPREAD = 2  # values a spread (IQR) needs; with fewer the figures draw no error bar
@@ -129,3 +141,16 @@ def single_value_note(run: RunData, metrics: tuple[str, ...], *, pool_inline: bo
         else:
             sentences.append(f"No error bar for {what} where a cell has a single value (n=1): {'; '.join(names)}.")
     return " ".join(sentences)
+
+
+def hold_at_defaults(rows: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:
+    """``rows`` with each of ``keys`` that takes several values held at one: its default where the run
+    measured it (:data:`harness.results.SWEPT_DEFAULTS`, else the key's fill value), else its smallest."""
+    for key in keys:
+        if key not in rows or rows[key].nunique() <= 1:
+            continue
+        values = sorted(set(rows[key].astype(str)))
+        usual = SWEPT_DEFAULTS.get(key, KEY_FILL.get(key))
+        keep = str(usual) if usual is not None and str(usual) in values else values[0]
+        rows = rows[rows[key].astype(str) == keep]
+    return rows

@@ -24,11 +24,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from harness.results import ALL_RANKS, KEY_FILL, SWEPT_DEFAULTS, RunData, machine_cores
+from harness.results import ALL_RANKS, SWEPT_DEFAULTS, RunData, machine_cores
 from strategies import LoaderConfig
 
 from . import style
-from .cells import has_workers, strategy_label
+from .cells import has_workers, hold_at_defaults, strategy_label
 from .provenance import lookup
 
 MIN_POINTS = 3  # an axis needs this many values to show how a cost grows
@@ -55,14 +55,7 @@ class Axis:
 def _hold_others(rows: pd.DataFrame, free: tuple[str, ...]) -> pd.DataFrame:
     """``rows`` with every varying key but ``free`` held at its default, else its smallest value."""
     rows = rows[rows["rank"].astype(str) == ALL_RANKS] if "rank" in rows else rows
-    for key in HELD_KEYS:
-        if key in free or key not in rows or rows[key].nunique() <= 1:
-            continue
-        values = sorted(set(rows[key].astype(str)))
-        usual = SWEPT_DEFAULTS.get(key, KEY_FILL.get(key))
-        keep = str(usual) if usual is not None and str(usual) in values else values[0]
-        rows = rows[rows[key].astype(str) == keep]
-    return rows
+    return hold_at_defaults(rows, (key for key in HELD_KEYS if key not in free))
 
 
 def scaling_axes(run: RunData) -> list[Axis]:

@@ -23,7 +23,7 @@ import pandas as pd
 from harness.results import ALL_RANKS, KEY_FILL, SWEPT_DEFAULTS, RunData
 
 from . import style
-from .cells import has_workers
+from .cells import has_workers, hold_at_defaults
 
 METRIC = "consumer_utilization"
 # "The loader no longer matters" from the step on which every strategy's median utilization is within
@@ -54,12 +54,7 @@ def utilization_cells(summary: pd.DataFrame) -> pd.DataFrame:
     inline = inline[inline["workers"] == inline.groupby("strategy")["workers"].transform("max")]
     rows = pd.concat([at_most, inline])
     # Swept settings other than the step: a run that varies them too is shown at their defaults.
-    for key in ("prefetch", "start_method", "batch_size", "tile", *SWEPT_DEFAULTS):
-        if key in rows and rows[key].nunique() > 1:
-            usual = SWEPT_DEFAULTS.get(key)
-            values = set(rows[key].astype(str))
-            keep = str(usual) if usual is not None and str(usual) in values else sorted(values)[0]
-            rows = rows[rows[key].astype(str) == keep]
+    rows = hold_at_defaults(rows, ("prefetch", "start_method", "batch_size", "tile", *SWEPT_DEFAULTS))
     return rows.sort_values(["strategy", "step_ms"])
 
 
