@@ -56,6 +56,8 @@ from matplotlib.figure import Figure
 from harness.compare import weigh_change
 from harness.report import plots, provenance, style
 from harness.report.cells import has_workers
+from harness.report.document import Table
+from harness.report.markdown import table_lines
 from harness.report.tables import fmt_number
 from harness.results import RunData, load_run, metric_values, summarize
 
@@ -152,12 +154,11 @@ def table(frame: pd.DataFrame | pd.Series, *, index: bool = True) -> None:
             return f"{int(value):,}"
         if isinstance(value, numbers.Real):
             return number(float(value))
-        return str(value).replace("|", "\\|")
+        return str(value)
 
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    display(Markdown("\n".join(lines)))
+    rows = tuple(tuple(cell(v) for v in row) for row in frame.itertuples(index=False))
+    display(Markdown("\n".join(table_lines(Table(tuple(header), rows, tuple(numeric))))))
 
 
 @dataclasses.dataclass(frozen=True)
