@@ -62,10 +62,16 @@ def n_batch_slots(workers: int, prefetch: int, max_tiles: int, batch_size: int) 
     return -(-window_tiles // batch_size) + 2
 
 
-def batch_rows(job: ImageJob, batch_size: int, n_slots: int) -> list[tuple[int, int]]:
-    """(slot, row) of each tile of ``job``, in the job's tile order."""
-    tiles = range(job.first_tile, job.end_tile)
-    return [((j // batch_size) % n_slots, j % batch_size) for j in tiles]
+def batch_runs(job: ImageJob, batch_size: int, n_slots: int) -> list[tuple[int, int, int]]:
+    """(slot, first row, rows) of each run of ``job``'s tiles that lands in one batch, in tile order."""
+    runs = []
+    j = job.first_tile
+    while j < job.end_tile:
+        row = j % batch_size
+        n = min(batch_size - row, job.end_tile - j)
+        runs.append(((j // batch_size) % n_slots, row, n))
+        j += n
+    return runs
 
 
 def in_window(job: ImageJob, held: int, n_slots: int, batch_size: int) -> bool:
@@ -95,12 +101,12 @@ class ZeroCopyWorker(RequestWorker):
         self.n_slots = n_slots
 
     def deliver(self, job: Job) -> None:
-        rows = batch_rows(job.image, self.batch_size, self.n_slots)
-        data_rows = [self.slots[slot][0][row] for slot, row in rows]
-        mask_rows = [self.slots[slot][1][row] for slot, row in rows]
+        runs = batch_runs(job.image, self.batch_size, self.n_slots)
+        data_runs = [self.slots[slot][0][row : row + n] for slot, row, n in runs]
+        mask_runs = [self.slots[slot][1][row : row + n] for slot, row, n in runs]
         # Writing the tiles into the batch slots is the hand-over: it is counted in compute.
         with self.clock.timing("compute"):
-            self.processor.write_tiles(job.image, data_rows, mask_rows)
+            self.processor.write_tiles(job.image, data_runs, mask_runs)
         self.conn.send(self.done(job))
 
 

@@ -17,7 +17,7 @@ from faults_helpers import existing_segments, segment_names, wait_until_gone
 
 from strategies import STRATEGIES, LoaderConfig, make_generator
 from strategies.plan import ImageJob, make_plan
-from strategies.shm_zerocopy import ShmZeroCopyGenerator, batch_rows, in_window, n_batch_slots
+from strategies.shm_zerocopy import ShmZeroCopyGenerator, batch_runs, in_window, n_batch_slots
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -138,13 +138,18 @@ def test_the_window_never_writes_the_held_batchs_slot_and_never_narrows(
             assert all(in_window(job, held, n_slots, batch) for job in window), (held, first)
 
 
-def test_batch_rows_follow_the_epochs_tile_sequence() -> None:
+def test_batch_runs_follow_the_epochs_tile_sequence() -> None:
     plan = make_plan([(70, 90)] * 5, seed=0, epoch=0, tile=16, batch_size=7)
     n_slots = 4
     seen: dict[tuple[int, int], int] = {}
     for job in plan.jobs:
-        for offset, (slot, row) in enumerate(batch_rows(job, 7, n_slots)):
-            j = job.first_tile + offset
+        runs = batch_runs(job, 7, n_slots)
+        # one run per batch the image touches, each inside its batch
+        assert len(runs) == (job.end_tile - 1) // 7 - job.first_tile // 7 + 1
+        rows = [(slot, row + offset) for slot, row, n in runs for offset in range(n)]
+        assert all(row + n <= 7 for _, row, n in runs)
+        assert len(rows) == job.n_tiles
+        for j, (slot, row) in enumerate(rows, start=job.first_tile):
             assert (slot, row) == ((j // 7) % n_slots, j % 7)
             seen[(j // 7, row)] = j
     # every (batch, row) of the epoch written exactly once
