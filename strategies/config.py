@@ -74,9 +74,8 @@ class LoaderConfig:
     next. Those images are the next epoch's by the plan, whatever happens in between (an
     early ``break`` keeps them; ``close()`` discards them). The strategies whose
     ``prefetches_next_epoch`` is True offer it (``pipe``, ``queue``, ``shm``,
-    ``threads``); ``baseline`` has no workers, ``shm_zerocopy``'s slots are the current
-    epoch's batches, and the peers' own loops decide for themselves: they refuse it. It
-    changes no batch.
+    ``shm_zerocopy``, ``threads``); ``baseline`` has no workers, and the peers' own loops
+    decide for themselves: they refuse it. It changes no batch.
     """
 
     batch_size: int = 32

@@ -38,7 +38,7 @@ class Reset:
 class Job:
     generation: int
     image: ImageJob
-    slot: int = 0
+    slot: int = 0  # shm: the image's slot; zero-copy shm: the slot of its epoch's first batch
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,15 +111,15 @@ class RequestGenerator(ProcessGenerator):
         """How many more requests worker ``worker_id`` may take now."""
         return self.prefetch - self.outstanding[worker_id]
 
-    def _take_slot(self, worker_id: int) -> int:
-        """The slot a new request of this worker writes into (``shm``); 0 when unused."""
+    def _take_slot(self, worker_id: int, generation: int) -> int:
+        """The slot a new request of this worker for epoch ``generation`` writes into (``shm``); 0 when unused."""
         return 0
 
     def _dispatch(self, job: ImageJob, generation: int) -> bool:
         worker_id = max(range(len(self.outstanding)), key=self.capacity)
         if self.capacity(worker_id) <= 0:
             return False
-        self.pool.send(worker_id, Job(generation, job, self._take_slot(worker_id)))
+        self.pool.send(worker_id, Job(generation, job, self._take_slot(worker_id, generation)))
         self.outstanding[worker_id] += 1
         return True
 

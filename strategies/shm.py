@@ -141,7 +141,7 @@ class ShmGenerator(RequestGenerator):
     def capacity(self, worker_id: int) -> int:
         return len(self.free_slots[worker_id])
 
-    def _take_slot(self, worker_id: int) -> int:
+    def _take_slot(self, worker_id: int, generation: int) -> int:
         return self.free_slots[worker_id].popleft()
 
     def _collect(self, worker_id: int, done: ImageDone) -> ProcessedImage:

@@ -9,14 +9,17 @@
 
 Where each tile goes: the epoch's tiles, image after image in plan order, are cut
 into batches of ``batch_size`` (docs/design.md section 3). Tile ``j`` of the epoch goes to
-batch ``j // B``, row ``j % B``; batch ``k`` lives in slot ``k % n_slots`` of one
-shared segment. An image's tiles are consecutive (``ImageJob.first_tile`` onwards),
-so a worker works out every destination itself. Two workers may write the same slot
-(a batch spanning two images), never the same row.
+batch ``j // B``, row ``j % B``. The slots of one shared segment are a ring over every
+batch the generator makes: an epoch whose first batch is the generator's ``f``-th puts
+its batch ``k`` in slot ``(f + k) % n_slots``, and the next epoch begins at ``f`` plus
+the batches this one's tiles span. An image's tiles are consecutive
+(``ImageJob.first_tile`` onwards) and its job carries the slot of its epoch's first
+batch, so a worker works out every destination itself. Two workers may write the same
+slot (a batch spanning two images), never the same row.
 
 **Lifetime of a batch** (the rule users must know): the arrays yielded for batch
 ``k`` are views of its slot. They are valid until the next ``next()``: from then on
-the slot may be rewritten for batch ``k + n_slots`` at any moment. Keep a batch
+the slot may be rewritten for a batch ``n_slots`` later at any moment. Keep a batch
 longer with ``np.array(data)`` (or ``tensor.clone()``). After ``close()`` views stay
 readable (the mapping lives as long as any view does) but are no longer written.
 
@@ -27,7 +30,10 @@ Who may write where (no locks, as in ``shm``: pipe messages order every access):
   under the loop's current batch is never written;
 - a new epoch dispatches nothing until the images of an abandoned epoch that were
   already being processed are back (at most one per worker: ``Reset`` makes the
-  workers skip the rest); otherwise they would write into the new epoch's slots.
+  workers skip the rest); otherwise they could write into the new epoch's slots.
+  The next epoch's images begun early (``LoaderConfig.prefetch_next_epoch``) are not
+  among them: they passed the first rule against the batch the loop held, so they
+  share no slot with the abandoned epoch's.
 
 ``n_slots`` is chosen so that slots never narrow the window of ``workers *
 prefetch`` images: the batches those images can span, plus the loop's own batch.
@@ -62,24 +68,34 @@ def n_batch_slots(workers: int, prefetch: int, max_tiles: int, batch_size: int) 
     return -(-window_tiles // batch_size) + 2
 
 
-def batch_runs(job: ImageJob, batch_size: int, n_slots: int) -> list[tuple[int, int, int]]:
-    """(slot, first row, rows) of each run of ``job``'s tiles that lands in one batch, in tile order."""
+def batch_runs(job: ImageJob, batch_size: int, n_slots: int, first_slot: int = 0) -> list[tuple[int, int, int]]:
+    """(slot, first row, rows) of each run of ``job``'s tiles that lands in one batch, in tile order.
+
+    ``first_slot``: the slot of the first batch of ``job``'s epoch.
+    """
     runs = []
     j = job.first_tile
     while j < job.end_tile:
         row = j % batch_size
         n = min(batch_size - row, job.end_tile - j)
-        runs.append(((j // batch_size) % n_slots, row, n))
+        runs.append(((first_slot + j // batch_size) % n_slots, row, n))
         j += n
     return runs
 
 
-def in_window(job: ImageJob, held: int, n_slots: int, batch_size: int) -> bool:
+def batches_spanned(plan: EpochPlan) -> int:
+    """The batches an epoch's tiles land in, a short last one included (also when ``drop_last`` drops it)."""
+    return -(-plan.n_tiles // plan.batch_size)
+
+
+def in_window(job: ImageJob, held: int, n_slots: int, batch_size: int, first_batch: int = 0) -> bool:
     """May ``job`` be written now? Only if its last batch is less than ``n_slots`` batches past ``held``.
 
-    Batch ``held + n_slots`` would share the slot of the batch the loop holds (or asks for).
+    ``held`` and ``first_batch`` (the first batch of ``job``'s epoch) count the
+    generator's batches; batch ``held + n_slots`` would share the slot of the batch
+    the loop holds (or asks for).
     """
-    last_batch = (job.end_tile - 1) // batch_size
+    last_batch = first_batch + (job.end_tile - 1) // batch_size
     return last_batch < held + n_slots
 
 
@@ -101,7 +117,7 @@ class ZeroCopyWorker(RequestWorker):
         self.n_slots = n_slots
 
     def deliver(self, job: Job) -> None:
-        runs = batch_runs(job.image, self.batch_size, self.n_slots)
+        runs = batch_runs(job.image, self.batch_size, self.n_slots, first_slot=job.slot)
         data_runs = [self.slots[slot][0][row : row + n] for slot, row, n in runs]
         mask_runs = [self.slots[slot][1][row : row + n] for slot, row, n in runs]
         # Writing the tiles into the batch slots is the hand-over: it is counted in compute.
@@ -121,9 +137,6 @@ class ShmZeroCopyGenerator(RequestGenerator):
     shared_memory = True
     worker_cls = ZeroCopyWorker
     zero_copy = True
-    # Its slots are the current epoch's batches (batch k in slot k % n_slots): the next epoch's
-    # first batches would need slots the loop still reads.
-    prefetches_next_epoch = False
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config.replace(zero_copy=True))
@@ -137,28 +150,48 @@ class ShmZeroCopyGenerator(RequestGenerator):
         resources.callback(self.segment.release)  # LIFO: runs after the pool is closed
         self.segments = [self.segment]
         self.slots = layout.views(self.segment.buf, self.n_slots)
+        # Batches counted over the generator's life (the ring of slots):
+        self._first_batch = 0  # the current epoch's batch 0
+        self._span = 0  # the batches the current epoch's tiles land in: the next epoch begins after them
         self._held = 0  # the batch the loop holds or is asking for: its slot is never written
         self._stale = 0  # requests of an abandoned epoch not yet answered
+        self._ahead_out = 0  # requests of the next epoch (begun early) not yet answered
         self._tiles_ready = 0  # the epoch's tiles [0, _tiles_ready) are written
         return super()._start(resources)
 
     def _worker_args(self) -> tuple[Any, ...]:
         return (self.dataset, self.config, self.segment.name, self.n_slots)
 
+    def _epoch_start(self, generation: int) -> int:
+        """The first batch of epoch ``generation``: the current one's, or the next one's (begun early)."""
+        return self._first_batch + (self._span if generation > self.generation else 0)
+
+    def _take_slot(self, worker_id: int, generation: int) -> int:
+        return self._epoch_start(generation) % self.n_slots
+
     def _dispatch(self, job: ImageJob, generation: int) -> bool:
-        if self._stale or not in_window(job, self._held, self.n_slots, self.config.batch_size):
+        first_batch = self._epoch_start(generation)
+        if self._stale or not in_window(job, self._held, self.n_slots, self.config.batch_size, first_batch):
             return False
-        return super()._dispatch(job, generation)
+        sent = super()._dispatch(job, generation)
+        if sent and generation > self.generation:
+            self._ahead_out += 1
+        return sent
 
     def _begin_epoch(self, plan: EpochPlan) -> None:
-        self._stale = sum(self.outstanding)  # all of them belong to the abandoned epoch
-        self._held = 0
+        # Every request still out belongs to the abandoned epoch, except the next one's begun early.
+        self._stale = sum(self.outstanding) - self._ahead_out
+        self._ahead_out = 0
+        self._first_batch += self._span
+        self._span = batches_spanned(plan)
+        self._held = self._first_batch
         self._tiles_ready = 0
         super()._begin_epoch(plan)
 
     def _receive(self) -> list[tuple[int, ProcessedImage | None]]:
         results = super()._receive()
-        self._stale -= sum(1 for generation, _ in results if generation != self.generation)
+        self._stale -= sum(1 for generation, _ in results if generation < self.generation)
+        self._ahead_out -= sum(1 for generation, _ in results if generation > self.generation)
         return results
 
     def _collect(self, worker_id: int, done: ImageDone) -> ProcessedImage:
@@ -168,14 +201,14 @@ class ShmZeroCopyGenerator(RequestGenerator):
         """Wait until every tile of the next batch is written; yield views of its slot."""
         assert self._plan is not None
         k = self._batch_index
-        self._held = k  # the previous batch's views are released: its slot may be reused
+        self._held = self._first_batch + k  # the previous batch's views are released: its slot may be reused
         self._fill()
         end = k * self.config.batch_size + size
         while self._tiles_ready < end:
             image = self._next_image()  # in plan order: all tiles before this image's are written
             self._tiles_ready = self._plan.jobs[image.position].end_tile
             self._release_image(image)  # leaves the window; _fill may dispatch more
-        data, masks = self.slots[k % self.n_slots]
+        data, masks = self.slots[self._held % self.n_slots]
         return data[:size], masks[:size]
 
     def _shutdown(self) -> None:

@@ -22,7 +22,7 @@ from strategies.base import prefetching_strategies
 
 pytestmark = pytest.mark.timeout(120)
 
-PREFETCHING = ("pipe", "queue", "shm", "threads")
+PREFETCHING = ("pipe", "queue", "shm", "shm_zerocopy", "threads")
 STARTED_DIR_ENV = "IPCBENCH_TEST_STARTED_IMAGES"
 IMAGES = 6
 
@@ -95,7 +95,7 @@ def count_starts(name: str, dataset: Path, folder: Path) -> dict[bool, int]:
     return counts
 
 
-@pytest.mark.parametrize("name", ("pipe", "queue", "shm"))
+@pytest.mark.parametrize("name", ("pipe", "queue", "shm", "shm_zerocopy"))
 def test_close_with_next_epoch_work_in_flight_releases_every_worker(name: str, tmp_path: Path) -> None:
     dataset = write_dataset(tmp_path / "ds", images=IMAGES)
     gen = make_generator(name, dataset, config(prefetch_next_epoch=True))
@@ -109,10 +109,11 @@ def test_close_with_next_epoch_work_in_flight_releases_every_worker(name: str, t
     # /dev/shm is checked by the autouse fixture (conftest.dev_shm_unchanged)
 
 
-@pytest.mark.parametrize("name", ("baseline", "shm_zerocopy", "torch"))
+@pytest.mark.parametrize("name", ("baseline", "torch"))
 def test_a_strategy_that_cannot_is_refused_by_name(name: str, tmp_path: Path) -> None:
     dataset = write_dataset(tmp_path / "ds", images=IMAGES)
-    with pytest.raises(ValueError, match=rf"not offered by the {name} strategy.*pipe, queue, shm, threads"):
+    offered = "pipe, queue, shm, shm_zerocopy, threads"
+    with pytest.raises(ValueError, match=rf"not offered by the {name} strategy.*{offered}"):
         make_generator(name, dataset, config(prefetch_next_epoch=True))
 
 

@@ -306,7 +306,7 @@ def test_next_epoch_on_is_a_cell_only_of_the_strategies_that_offer_it():
         dataset="d",
         dataset_name="d",
         dataset_source="dir",
-        strategies=("baseline", "pipe", "shm_zerocopy", "threads"),
+        strategies=("baseline", "pipe", "torch", "threads"),
         workers=(2,),
         loader=LoaderConfig(),
         next_epoch=("off", "on"),
@@ -317,7 +317,7 @@ def test_next_epoch_on_is_a_cell_only_of_the_strategies_that_offer_it():
         ("baseline", "off"),
         ("pipe", "off"),
         ("pipe", "on"),
-        ("shm_zerocopy", "off"),
+        ("torch", "off"),
         ("threads", "off"),
         ("threads", "on"),
     }

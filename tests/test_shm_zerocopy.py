@@ -8,6 +8,7 @@ documented lifetime rule, and the slot arithmetic.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,24 @@ def test_a_batch_of_one_tile_waits_for_its_own_tile(dataset: Path) -> None:
     for k, ((want_data, want_masks), (data, masks)) in enumerate(zip(want, got, strict=True)):
         np.testing.assert_array_equal(data, want_data, err_msg=f"batch {k}")
         np.testing.assert_array_equal(masks, want_masks, err_msg=f"batch {k}")
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_the_next_epoch_begun_early_never_writes_a_held_batch(dataset: Path, drop_last: bool) -> None:
+    """The ring of slots runs on across epochs: the next epoch's first images land past the held batch."""
+    config = CFG.replace(workers=2, prefetch=2, drop_last=drop_last)
+    with make_generator("baseline", dataset, config) as gen:
+        want = [[(d.copy(), m.copy()) for d, m in gen] for _ in range(4)]
+    with make_generator("shm_zerocopy", dataset, config.replace(prefetch_next_epoch=True)) as gen:
+        assert gen.n_slots <= len(want[0]), "the ring must wrap by the next epoch for this test to mean anything"
+        for epoch in range(4):
+            for k, (data, masks) in enumerate(gen):
+                time.sleep(0.005)  # the workers write whatever they may while the loop holds batch k
+                np.testing.assert_array_equal(data, want[epoch][k][0], err_msg=f"epoch {epoch}, batch {k}")
+                np.testing.assert_array_equal(masks, want[epoch][k][1], err_msg=f"epoch {epoch}, batch {k}")
+                if epoch == 1 and k == len(want[1]) - 3:
+                    break  # an early break with the next epoch's images already in flight
+            if epoch == 0:
+                time.sleep(0.05)
+                np.testing.assert_array_equal(data, want[0][-1][0], err_msg="the last batch, held past the epoch")
+                assert gen.in_flight > 0, "the next epoch's first images should be in flight"

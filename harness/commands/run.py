@@ -248,7 +248,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=request.next_epoch,
         metavar="off|on",
         help="on: the workers start the next epoch's first images while the loop finishes the current one "
-        "(LoaderConfig.prefetch_next_epoch; pipe, queue, shm, threads; the others are measured off only); "
+        "(LoaderConfig.prefetch_next_epoch; pipe, queue, shm, shm_zerocopy, threads; the others are measured "
+        "off only); "
         "comma-separated for both, each its own cell (default: off)",
     )
     parser.add_argument(
