@@ -317,3 +317,24 @@ def test_copying_together_adds_the_processes_and_leaves_none_behind() -> None:
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
     with pytest.raises(ValueError, match="processes=0"):
         measure_memcpy_together(0)
+
+
+def test_the_work_side_by_side_times_each_process_and_leaves_none_behind(tmp_path) -> None:
+    import statistics
+
+    import psutil
+    from conftest import write_dataset
+
+    from harness.workbound import measure_work_side_by_side, work_dict
+
+    dataset = write_dataset(tmp_path / "ds", images=2)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    together = measure_work_side_by_side(str(dataset), 16, 5, 2, min_s=0.05)
+    alone = measure_work_side_by_side(str(dataset), 16, 5, 1, min_s=0.05)
+    assert len(together) == 2 and len(alone) == 1 and all(ms > 0 for ms in together + alone)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+    bound = work_dict([alone], [together], 2)
+    assert bound["together_ms_per_batch"] == statistics.median(together)
+    assert bound["bound_batches_per_s"] == pytest.approx(2000.0 / statistics.median(together))
+    with pytest.raises(ValueError, match="processes=0"):
+        measure_work_side_by_side(str(dataset), 16, 5, 0)

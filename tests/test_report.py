@@ -323,6 +323,16 @@ def test_goals_are_ratios_of_the_runs_own_cells(transfer_run: Path) -> None:
     assert f"two-core copy bound {together:,.0f}/s = 1.70 R" in bound.basis
     share = summary["shm", "transfer", 16] / together
     assert f"{share:.2f} of the two-core copy bound ({together:,.0f}/s)" in bound.basis
+    # With the per-image work measured side by side (env.json work), the compute goal states that bound too.
+    assert "measured side by side" not in targets["best_full_per_compute_bound"].basis
+    env = {**run.env, "work": {"processes": 2, "alone_ms_per_batch": 20.0, "together_ms_per_batch": 25.0}}
+    side = {t.key: t for t in performance_goals(dataclasses.replace(run, env=env))}["best_full_per_compute_bound"]
+    assert side.value == targets["best_full_per_compute_bound"].value  # against the baseline's stage, as before
+    share = summary["shm", "full", 32] / 80.0
+    assert (
+        f"takes 25 ms a batch in each of 2 processes at once (20 ms alone), a bound of 80/s, {share:.2f} of it"
+        in side.basis
+    )
     # Below the baseline is allowed only with a measured explanation.
     slowest = targets["slowest_multiprocess_full_per_baseline"]
     assert slowest.value < 1 and slowest.met and "queue, each explained below the table" in slowest.basis

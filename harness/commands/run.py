@@ -570,6 +570,7 @@ def main(args: argparse.Namespace) -> int:
     from ..plan import plan_measurements
     from ..results import ENV_FILE, SAMPLES_FILE, SUMMARY_FILE, read_samples, summarize, write_json
     from ..runner import finish_env, prepare_run_dir, run_plan
+    from ..workbound import PROCESSES_TOGETHER, measure_work_side_by_side, work_dict
 
     err = sys.stderr
     cores_in_use = busy_cores()
@@ -589,6 +590,18 @@ def main(args: argparse.Namespace) -> int:
 
     memcpy = measure_memcpy()
     together = [measure_memcpy_together(COPIERS_TOGETHER)]
+    # The full workload's two-core bound: its per-image work alone and side by side (harness.workbound).
+    full_batch = next((w.batch_size for w in options.cell_workloads if w.name == "full"), None)
+    work_rounds: dict[int, list[list[float]]] = {1: [], PROCESSES_TOGETHER: []}
+
+    def measure_work_bound() -> dict[str, object] | None:
+        if full_batch is None:
+            return None
+        for processes, rounds in work_rounds.items():
+            rounds.append(measure_work_side_by_side(dataset, options.loader.tile, full_batch, processes))
+        return work_dict(work_rounds[1], work_rounds[PROCESSES_TOGETHER], PROCESSES_TOGETHER)
+
+    work_bound = measure_work_bound()
     floor = measure_noise_floor(args.noise_floor_s) if args.noise_floor_s else None
     batch_bytes = options.batch_bytes(channels)
     by_batch_size = {w.batch_size: options.batch_bytes(channels, w.batch_size) for w in options.cell_workloads}
@@ -604,6 +617,7 @@ def main(args: argparse.Namespace) -> int:
     # The disk as a cold epoch meets it: measured once, when some cell reads the dataset cold.
     env["disk"] = read_bandwidth(dataset_files(dataset)).as_dict() if "cold" in options.caches else None
     env["noise_floor"] = floor_dict([floor]) if floor is not None else None
+    env["work"] = work_bound
     write_json(run_dir / ENV_FILE, env)
     variants, dtypes = len(options.cell_workloads), options.cell_dtypes
     plan_size = len(plan_measurements(options))
@@ -649,6 +663,7 @@ def main(args: argparse.Namespace) -> int:
         }
         if floor is not None:
             env["noise_floor"] = floor_dict([floor, measure_noise_floor(args.noise_floor_s)])
+        env["work"] = measure_work_bound()
     final_env = finish_env(run_dir, env, result)
 
     summary = summarize(read_samples(run_dir / SAMPLES_FILE))
