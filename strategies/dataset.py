@@ -171,10 +171,14 @@ NOT_CHANNELS = {
 
 
 def _squeezed(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
-    """``axes`` and ``shape`` without their axes of length 1 (Y and X are always kept)."""
+    """``axes`` and ``shape`` without their axes of length 1 (the plane's Y and X, the last of each, are kept).
+
+    tifffile names the axes of a 1 x 1 x 1 array ``XYX``: only the last Y and X are the plane's.
+    """
     if len(axes) != len(shape):  # not expected from tifffile; read it as unnamed axes
         axes = "Q" * (len(shape) - 2) + "YX" if len(shape) >= 2 else "Q" * len(shape)
-    kept = [(a, n) for a, n in zip(axes, shape, strict=True) if n != 1 or a in "YX"]
+    plane = {axes.rfind("Y"), axes.rfind("X")}
+    kept = [(a, n) for i, (a, n) in enumerate(zip(axes, shape, strict=True)) if n != 1 or i in plane]
     return "".join(a for a, _ in kept), tuple(n for _, n in kept)
 
 
