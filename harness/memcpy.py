@@ -27,6 +27,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,34 @@ def measure_memcpy(
     return MemcpyResult(nbytes, statistics.median(samples), tuple(samples))
 
 
-def _copy_side_by_side(repeats: int, results: mp.Queue, start: mp.Barrier) -> None:
+def run_side_by_side(target: Callable[..., None], args: tuple[Any, ...], processes: int, timeout_s: float) -> list[Any]:
+    """Run ``target(*args, start, results)`` in ``processes`` forked processes at once; each puts one result.
+
+    ``start`` is a barrier every process waits at before its timed work, so that they
+    work at the same time, as workers do; ``results`` a queue for its one result. The
+    results come back in the order they arrived; every process is joined (or killed)
+    before this returns.
+    """
+    if processes < 1:
+        raise ValueError(f"{processes=} must be >= 1")
+    ctx = mp.get_context("fork")
+    results, start = ctx.Queue(), ctx.Barrier(processes)
+    children = [ctx.Process(target=target, args=(*args, start, results)) for _ in range(processes)]
+    try:
+        for child in children:
+            child.start()
+        return [results.get(timeout=timeout_s) for _ in children]
+    finally:
+        for child in children:
+            child.join(timeout=5.0)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        results.close()
+        results.join_thread()
+
+
+def _copy_side_by_side(repeats: int, start: Any, results: Any) -> None:
     """One copier of :func:`measure_memcpy_together` (a child process)."""
     start.wait()  # every process copies at the same time, as workers do
     results.put(measure_memcpy(repeats=repeats).gb_per_s)
@@ -100,27 +128,9 @@ def _copy_side_by_side(repeats: int, results: mp.Queue, start: mp.Barrier) -> No
 def measure_memcpy_together(processes: int = 2, repeats: int = DEFAULT_REPEATS, timeout_s: float = 120.0) -> float:
     """GB/s that ``processes`` processes copy together, each ``np.copyto`` of 64 MiB at the same time.
 
-    The sum of each process's median; the processes are forked, started at one barrier,
-    and joined (or killed) before this returns.
+    The sum of each process's median (:func:`run_side_by_side`).
     """
-    if processes < 1:
-        raise ValueError(f"{processes=} must be >= 1")
-    ctx = mp.get_context("fork")
-    results, start = ctx.Queue(), ctx.Barrier(processes)
-    copiers = [ctx.Process(target=_copy_side_by_side, args=(repeats, results, start)) for _ in range(processes)]
-    try:
-        for copier in copiers:
-            copier.start()
-        rates = [results.get(timeout=timeout_s) for _ in copiers]
-    finally:
-        for copier in copiers:
-            copier.join(timeout=5.0)
-            if copier.is_alive():
-                copier.kill()
-                copier.join()
-        results.close()
-        results.join_thread()
-    return float(sum(rates))
+    return float(sum(run_side_by_side(_copy_side_by_side, (repeats,), processes, timeout_s)))
 
 
 def together_dict(rounds: Sequence[float], processes: int) -> dict[str, object]:

@@ -16,11 +16,12 @@ reaches it.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from .memcpy import run_side_by_side
 
 PROCESSES_TOGETHER = 2  # the goals' worker count on this 2-core class of machine
 DEFAULT_MIN_S = 1.0  # per round, alone and side by side: two calibrated windows
@@ -57,28 +58,11 @@ def measure_work_side_by_side(
 ) -> list[float]:
     """Milliseconds of per-image work per batch in each of ``processes`` processes working at once.
 
-    Whole passes over the dataset's images (epoch 0's plan) until ``min_s`` has passed;
-    the processes are forked, started at one barrier, and joined (or killed) before this
-    returns.
+    Whole passes over the dataset's images (epoch 0's plan) until ``min_s`` has passed, in
+    processes started at one barrier (:func:`harness.memcpy.run_side_by_side`).
     """
-    if processes < 1:
-        raise ValueError(f"{processes=} must be >= 1")
-    ctx = mp.get_context("fork")
-    results, start = ctx.Queue(), ctx.Barrier(processes)
-    args = (str(dataset), tile, batch_size, min_s, start, results)
-    workers = [ctx.Process(target=_work, args=args, name=f"ipcbench-work-bound-{i}") for i in range(processes)]
-    try:
-        for worker in workers:
-            worker.start()
-        return sorted(results.get(timeout=timeout_s) for _ in workers)
-    finally:
-        for worker in workers:
-            worker.join(timeout=5.0)
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
-        results.close()
-        results.join_thread()
+    args = (str(dataset), tile, batch_size, min_s)
+    return sorted(run_side_by_side(_work, args, processes, timeout_s))
 
 
 def work_dict(alone: Sequence[list[float]], together: Sequence[list[float]], processes: int) -> dict[str, object]:
