@@ -313,6 +313,11 @@ def test_goals_are_ratios_of_the_runs_own_cells(transfer_run: Path) -> None:
     # The fixture's baseline computes for 20 ms a batch: two cores doing only that make 100 batches/s.
     assert targets["best_full_per_compute_bound"].value == pytest.approx(summary["shm", "full", 32] / 100.0)
     assert "bound 100/s = 2 cores" in targets["best_full_per_compute_bound"].basis
+    # ...and says how busy the cores were: the best cell's CPU per batch (all its processes) at its rate.
+    best = run.summary[(run.summary["strategy"] == "shm") & (run.summary["workload"] == "full")]
+    best = best[best["workers"] == 2]
+    busy = summary["shm", "full", 32] * float(best["cpu_s_per_batch_median"].iloc[0]) / 2
+    assert f"the 2 cores {busy:.0%} busy" in targets["best_full_per_compute_bound"].basis
     assert targets["stage_timed_share"].value == 0.5 and not targets["stage_timed_share"].met
     # With the two-core copy bound measured (env.json memcpy.together), each transfer goal is stated against it.
     assert "two-core copy bound" not in targets["copying_shm_per_r"].basis

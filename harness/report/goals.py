@@ -299,16 +299,25 @@ def _with_busy(result: GoalResult, rows: pd.DataFrame, strategy: str | None, rat
     The compute stage is summed over the workers, per batch: at ``rate`` batches/s the workers
     spend ``rate x compute`` of the cores' time on it, and could reach ``cores / compute`` if
     they did nothing else. What that leaves is waiting on hand-overs, not the work itself.
+    The CPU of all the strategy's processes per batch (``cpu_s_per_batch``) says how busy the
+    cores were: near 100%, the loader's own CPU, not waiting, is what is left to win.
     """
     compute_ms = strategy_median(rows, strategy, stage_column("compute")) if strategy else None
     if not compute_ms or rate is None:
         return result
     busy = rate * compute_ms / 1000.0 / WORKERS
     own_bound = WORKERS * 1000.0 / compute_ms
+    cpu_s = strategy_median(rows, strategy, "cpu_s_per_batch")
+    cpu = (
+        f"; all its processes: {_fmt(cpu_s * 1000.0, ' ms')} of CPU a batch, the {WORKERS} cores "
+        f"{rate * cpu_s / WORKERS:.0%} busy"
+        if cpu_s
+        else ""
+    )
     return replace(
         result,
         basis=f"{result.basis}; {strategy}'s workers: compute stage {_fmt(compute_ms, ' ms')} per batch, busy "
-        f"{busy:.0%} of the {WORKERS} cores on it ({_fmt(own_bound, '/s')} if they did nothing else)",
+        f"{busy:.0%} of the {WORKERS} cores on it ({_fmt(own_bound, '/s')} if they did nothing else){cpu}",
     )
 
 
