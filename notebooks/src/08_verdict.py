@@ -148,7 +148,7 @@ say(
 # ## What this does not show
 #
 # Every figure here is from one 2-core virtual machine with no GPU: more workers than two only share its cores
-# (`results/reference-scaling` measures 4: more memory, little more speed), so how the designs scale on a machine
+# (`results/reference-scaling` measures 4: more memory, no more speed), so how the designs scale on a machine
 # with 8 or 16 cores is not measured here (the strategies are built for 8 and more workers, and run with them),
 # pinned memory and the host-to-GPU copy are not measured, and a shared machine's noise is large (the cells
 # flagged unstable in the reports). The data are real 16-bit microscopy frames, but of nuclei, in one channel.
