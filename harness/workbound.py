@@ -2,9 +2,9 @@
 
 The compute bound of the report's goals is ``cores / the baseline's compute stage``: the
 rate if every core did the per-image work as fast as one core does it alone. Two cores
-doing it at once are each slower (decoding, cutting and masking an image moves ~150 MB
+doing it at once can each be slower (decoding, cutting and masking an image moves ~150 MB
 through memory, and the cores share the memory bus and the last-level cache, as the
-two-core copy bound shows for plain copies). :func:`measure_work_side_by_side` runs the
+two-core copy bound shows for plain copies); this measures whether they are. :func:`measure_work_side_by_side` runs the
 per-image work (:class:`strategies.work.ImageProcessor`, one decode thread, reused
 buffers: no IPC, no batches) in ``processes`` forked processes started at one barrier,
 and returns each one's milliseconds per batch; ``ipcbench run`` records one process

@@ -15,13 +15,13 @@ transfer workload's bank of tiles is ~27 MB per worker) into a 128 MiB destinati
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
-from harness.memcpy import DEFAULT_BYTES, measure_memcpy_together
+from harness.memcpy import DEFAULT_BYTES, measure_memcpy_together, run_side_by_side
 
 SOURCE_BYTES, DESTINATION_BYTES = 32 * 2**20, 128 * 2**20
 
@@ -42,7 +42,7 @@ def tile_copies_gb_per_s(tile_bytes: int, copies: int) -> float:
     return statistics.median(rates)
 
 
-def copier(copies: int, tile_bytes: int, results: mp.Queue, start: mp.Barrier) -> None:
+def copier(copies: int, tile_bytes: int, start: Any, results: Any) -> None:
     start.wait()  # every process measures at the same time, as workers copy at the same time
     results.put(tile_copies_gb_per_s(tile_bytes, copies))
 
@@ -54,21 +54,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tile-kib", type=int, default=0, help="copy this many KiB at a time (0: 64 MiB at once)")
     args = parser.parse_args()
-    ctx = mp.get_context("spawn")
     for _ in range(args.rounds):
         for n in (int(p) for p in args.processes.split(",")):
             if not args.tile_kib:  # R's own measurement, 64 MiB np.copyto, as ipcbench run takes it
                 together = measure_memcpy_together(n, repeats=args.copies)
                 print(f"{n} process(es): {together:.2f} GB/s together")
                 continue
-            results, start = ctx.Queue(), ctx.Barrier(n)
-            work = (args.copies, args.tile_kib * 1024, results, start)
-            procs = [ctx.Process(target=copier, args=work) for _ in range(n)]
-            for p in procs:
-                p.start()
-            rates = [results.get(timeout=120) for _ in procs]
-            for p in procs:
-                p.join()
+            rates = run_side_by_side(copier, (args.copies, args.tile_kib * 1024), n, timeout_s=120.0)
             each = ", ".join(f"{r:.2f}" for r in rates)
             print(f"{n} process(es): {each} GB/s each (median of the copies), {sum(rates):.2f} GB/s together")
 
