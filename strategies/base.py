@@ -64,6 +64,7 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -75,7 +76,7 @@ from .constants import STOP_GRACE_S
 from .dataset import Dataset, check_tile, open_dataset
 from .errors import LoaderClosedError, ProcessContextError, StrategyUnavailableError
 from .main_guard import refuse_while_importing_main
-from .plan import EpochPlan, make_plan, max_tiles_per_image
+from .plan import EpochPlan, ImageJob, make_plan, max_tiles_per_image
 from .stages import BATCH_EVENT, MAIN_ROLE, stage_clock, summed
 from .work import ProcessedImage, data_dtype, decode_threads_for
 from .workers import check_descriptor_room
@@ -256,6 +257,9 @@ class BatchGenerator(ABC):
         self._owner_pid = os.getpid()
         self._next_epoch = config.epoch
         self._upcoming: EpochPlan | None = None
+        # The next epoch, begun early (LoaderConfig.prefetch_next_epoch), and its images not yet dispatched.
+        self._ahead: EpochPlan | None = None
+        self._ahead_pending: deque[ImageJob] = deque()
         self._plan: EpochPlan | None = None
         self._serial = 0  # epochs started so far: an EpochIterator knows which one is its own
         self._active = False
@@ -308,6 +312,28 @@ class BatchGenerator(ABC):
         if upcoming is None or upcoming.epoch != self._next_epoch:
             upcoming = self._upcoming = self.plan_for(self._next_epoch)
         return upcoming
+
+    def _ahead_to_dispatch(self, pending: deque[ImageJob]) -> deque[ImageJob] | None:
+        """The next epoch's images not yet dispatched, once this epoch's (``pending``) are all out.
+
+        None while ``LoaderConfig.prefetch_next_epoch`` is off or ``pending`` has images. The
+        first call begins the next epoch: its plan is the very one the next ``iter()`` runs.
+        """
+        if not self.config.prefetch_next_epoch or pending:
+            return None
+        if self._ahead is None:
+            self._ahead = self._upcoming_plan()
+            self._ahead_pending = deque(self._ahead.jobs)
+        return self._ahead_pending
+
+    def _claim_ahead(self, plan: EpochPlan) -> deque[ImageJob] | None:
+        """``plan`` begins: its images not yet dispatched if it was begun early, else None."""
+        if self._ahead is None:
+            return None
+        if plan is not self._ahead:
+            raise RuntimeError(f"{self.name}: epoch {plan.epoch} began, not epoch {self._ahead.epoch} begun early")
+        pending, self._ahead, self._ahead_pending = self._ahead_pending, None, deque()
+        return pending
 
     def __len__(self) -> int:
         """Batches in the current epoch, or in the next one when none is running."""

@@ -62,9 +62,7 @@ class ProcessGenerator(BatchGenerator):
         self._wanted = 0
         self.in_flight = 0
         self.window = config.workers * self.prefetch
-        self._ahead: EpochPlan | None = None  # the next epoch, begun early (prefetch_next_epoch)
-        self._ahead_pending: deque[ImageJob] = deque()  # its images not yet dispatched
-        self._early: dict[int, ProcessedImage] = {}  # its results, by position, until it begins
+        self._early: dict[int, ProcessedImage] = {}  # the next epoch's results, by position, until it begins
         self.resources = ExitStack()
         self._finalizer = weakref.finalize(self, owner_only(self.resources.close))
         try:
@@ -98,11 +96,8 @@ class ProcessGenerator(BatchGenerator):
 
     def _fill(self) -> None:
         self._send(self._pending, self.generation)
-        if self.config.prefetch_next_epoch and not self._pending and self.in_flight < self.window:
-            if self._ahead is None:
-                self._ahead = self._upcoming_plan()
-                self._ahead_pending = deque(self._ahead.jobs)
-            self._send(self._ahead_pending, self.generation + 1)
+        if self.in_flight < self.window and (ahead := self._ahead_to_dispatch(self._pending)) is not None:
+            self._send(ahead, self.generation + 1)
 
     def _send(self, pending: deque[ImageJob], generation: int) -> None:
         """Dispatch ``pending``'s images in order, as ``generation``'s, while the window and a worker have room."""
@@ -118,11 +113,9 @@ class ProcessGenerator(BatchGenerator):
 
     def _begin_epoch(self, plan: EpochPlan) -> None:
         self.generation += 1
-        if self._ahead is not None:  # begun early: its dispatched images are this generation's
-            if plan is not self._ahead:
-                raise RuntimeError(f"{self.name}: epoch {plan.epoch} began, not epoch {self._ahead.epoch} begun early")
-            self._pending, self._ready = self._ahead_pending, self._early
-            self._ahead, self._ahead_pending, self._early = None, deque(), {}
+        ahead = self._claim_ahead(plan)
+        if ahead is not None:  # begun early: its dispatched images are this generation's
+            self._pending, self._ready, self._early = ahead, self._early, {}
         else:
             self._pending = deque(plan.jobs)
         self._wanted = 0

@@ -143,9 +143,7 @@ class ThreadGenerator(BatchGenerator):
         self._pending: deque[ImageJob] = deque()  # this epoch's images not yet dispatched
         self._window: deque[Task] = deque()  # this epoch's dispatched images, in plan order
         self._stale: list[Task] = []  # an abandoned epoch's images, until their threads are done
-        self._ahead: EpochPlan | None = None  # the next epoch, begun early (prefetch_next_epoch)
-        self._ahead_pending: deque[ImageJob] = deque()  # its images not yet dispatched
-        self._ahead_window: deque[Task] = deque()  # its dispatched images, in plan order
+        self._ahead_window: deque[Task] = deque()  # the next epoch's dispatched images, in plan order
         self._stock: list[tuple[np.ndarray, np.ndarray]] = []  # free output buffers
         self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._clocks = [stage_clock(config.trace_dir, worker_role(i)) for i in range(config.workers)]  # one per thread
@@ -179,11 +177,8 @@ class ThreadGenerator(BatchGenerator):
     def _fill(self) -> None:
         self._reap()
         self._dispatch(self._pending, self._window)
-        if self.config.prefetch_next_epoch and not self._pending and self.in_flight < self.window:
-            if self._ahead is None:
-                self._ahead = self._upcoming_plan()
-                self._ahead_pending = deque(self._ahead.jobs)
-            self._dispatch(self._ahead_pending, self._ahead_window)
+        if self.in_flight < self.window and (ahead := self._ahead_to_dispatch(self._pending)) is not None:
+            self._dispatch(ahead, self._ahead_window)
 
     def _dispatch(self, pending: deque[ImageJob], window: deque[Task]) -> None:
         """Hand ``pending``'s images to the threads, in order, while the window has room; track them in ``window``."""
@@ -219,11 +214,9 @@ class ThreadGenerator(BatchGenerator):
 
     # -- producer hooks -------------------------------------------------------
     def _begin_epoch(self, plan: EpochPlan) -> None:
-        if self._ahead is not None:  # begun early: its tasks are this epoch's first
-            if plan is not self._ahead:
-                raise RuntimeError(f"{self.name}: epoch {plan.epoch} began, not epoch {self._ahead.epoch} begun early")
-            self._pending, self._window = self._ahead_pending, self._ahead_window
-            self._ahead, self._ahead_pending, self._ahead_window = None, deque(), deque()
+        ahead = self._claim_ahead(plan)
+        if ahead is not None:  # begun early: its tasks are this epoch's first
+            self._pending, self._window, self._ahead_window = ahead, self._ahead_window, deque()
         else:
             self._pending = deque(plan.jobs)
         self._fill()
