@@ -12,13 +12,18 @@ exists; :func:`performance_goals` measures them on a run:
   side, the ceiling of any 2-worker transfer), which R underrates;
 - full workload, 2 workers: the best strategy against the single-process baseline and
   against the two-core compute bound (2 cores over the baseline's own ``compute`` stage
-  per batch: the rate if both cores did nothing but the per-image work), and the
+  per batch: the rate if both cores did nothing but the per-image work; also stated
+  against that work measured side by side, env.json ``work``), and the
   slowest multi-process one, which may be below the baseline only with a measured
   explanation (:func:`below_baseline_explanations`, printed under the table);
 - first batch (start-up + the first epoch's wait for its first batch, per process) of
   every multi-process strategy against the baseline's;
 - peak PSS of shm against torch's (full workload, same prefetch);
 - every strategy reports where its time goes per batch (stage timers).
+
+The zero-copy and best-full goals also say how busy the cell's workers were on their
+own work and how busy all its processes kept the cores (:func:`_with_busy`), which is
+what tells a loader limited by waiting from one limited by CPU.
 
 A goal whose cells the run lacks is listed with no value, saying which cell is
 missing; nothing here judges a run it cannot read. The report prints the table
