@@ -242,8 +242,9 @@ class SpdlGenerator(BatchGenerator):
     def _begin_epoch(self, plan: EpochPlan) -> None:
         self._check_workers(f"the start of epoch {plan.epoch}")
         if (kept := self._kept_failure) is not None:
-            self._state.broken = True
-            raise WorkerError(f"spdl: the pipeline of the previous epoch failed: {kept}") from kept
+            # A killed worker shows as a pipeline failure first and as an exit code a moment
+            # later: _died waits for the death to show and names it, else reports the failure.
+            raise self._died(f"the end of epoch {plan.epoch - 1}", kept) from kept
         self._wanted = 0
         self._jobs = [(plan.epoch, job) for job in plan.jobs]  # the pipeline starts with the first image wanted
 

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,22 @@ def test_a_result_left_half_written_by_a_killed_worker_does_not_block_close_or_e
     assert time.monotonic() - start < CLOSE_BOUND_S
     assert manager is None or not manager.is_alive(), "the executor's manager thread would block interpreter exit"
     assert wait_until_gone(pids) == []
+
+
+def test_a_pipeline_failure_from_a_worker_killed_at_the_end_of_an_epoch_names_the_dead_worker(dataset: Path) -> None:
+    """A killed worker fails the epoch's pipeline before its exit code shows. The failure
+    found when the epoch ends is raised at the next one, and it must name the dead worker
+    (WorkerDiedError), not only the pipeline: the death shows a moment after the failure."""
+    with make_generator("spdl", dataset, CFG) as gen:
+        next(iter(gen))
+        pid = gen.worker_pids()[0]
+        gen._kept_failure = RuntimeError("pipeline stages failed (1 sub-exception)")  # as its stop reported
+        killer = threading.Timer(KILL_GRACE_S / 4, os.kill, (pid, signal.SIGKILL))  # the death shows after
+        killer.start()
+        try:
+            with pytest.raises(WorkerDiedError) as info:
+                next(iter(gen))
+        finally:
+            killer.join()
+        assert info.value.pid == pid, info.value
+        assert "was waiting for the end of epoch 0" in str(info.value)
