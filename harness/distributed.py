@@ -70,7 +70,7 @@ from .runner import (
     run_child,
     samples_from,
 )
-from .session import RunRequest, build_options, build_report, canonical_command, resolve_dataset
+from .session import RunRequest, build_options, build_report, canonical_command, dataset_specs, resolve_dataset
 
 BACKEND = "gloo"  # CPU tensors only: the collectives carry flags and Python objects, not batches
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -365,6 +365,8 @@ def _set_up(
     # Local rank 0 builds a built-in dataset (once, cached); the others then find it.
     if local_rank != 0:
         collectives.all_ok(True)
+    if len(dataset_specs(request.dataset)) > 1:
+        raise IpcbenchError(f"--distributed measures one dataset; --dataset {request.dataset!r} names several")
     dataset, source = resolve_dataset(request.dataset, progress=lambda line: say(f"dataset: {line}"))
     if local_rank == 0:
         collectives.all_ok(True)

@@ -7,7 +7,7 @@
     plan_measurements  for repeat in range(R): for cell in cells: one Measurement
                        (A B C D, A B C D, ...: a slow drift of the machine spreads over
                        every cell instead of biasing the ones that ran last); a cell is
-                       (strategy, workers, workload, batch size, dtype, step,
+                       (dataset, strategy, workers, workload, batch size, dtype, step,
                        decode threads, background load, cache)
 
 Pure data and functions: the runner (``harness.runner``) executes a plan, the session
@@ -73,6 +73,15 @@ def batch_size_for_mib(mib: float, channels: int, tile: int) -> int:
     return size
 
 
+@dataclass(frozen=True, slots=True)
+class DatasetChoice:
+    """One dataset a run measures: its folder, the name its cells carry, and where it came from."""
+
+    path: str
+    name: str  # the folder's name: samples.jsonl's ``dataset``
+    source: str  # "real", "synth" or "dir"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunOptions:
     """Everything one ``ipcbench run`` measures, validated."""
@@ -80,6 +89,9 @@ class RunOptions:
     dataset: str  # path of the dataset folder
     dataset_name: str  # what samples.jsonl calls it
     dataset_source: str  # "real", "synth" or "dir"
+    # Further datasets, each its own cell beside the first (e.g. one per image size). The
+    # first is the run's: env.json describes it, and the work bound is measured on it.
+    more_datasets: tuple[DatasetChoice, ...] = ()
     strategies: tuple[str, ...]
     workers: tuple[int, ...]
     loader: LoaderConfig  # its ``workers`` is replaced per cell
@@ -111,6 +123,9 @@ class RunOptions:
     def __post_init__(self) -> None:
         if not self.strategies:
             raise ValueError("RunOptions.strategies must name at least one strategy")
+        names = [d.name for d in self.cell_datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"RunOptions datasets {names} must have distinct folder names (samples.jsonl keys them)")
         if len(set(self.strategies)) != len(self.strategies):
             raise ValueError(f"RunOptions.strategies={self.strategies} has duplicates")
         if not self.workers or any(w < 1 for w in self.workers):
@@ -159,6 +174,19 @@ class RunOptions:
             self.loader.replace(dtype="float32", scale=self.scale)  # validates the value
 
     @property
+    def cell_datasets(self) -> tuple[DatasetChoice, ...]:
+        """Every dataset the cells are measured on, the run's own first."""
+        return (DatasetChoice(self.dataset, self.dataset_name, self.dataset_source), *self.more_datasets)
+
+    def dataset_of(self, measurement: Measurement) -> DatasetChoice:
+        """The dataset one measurement reads (the run's own where it names none)."""
+        for choice in self.cell_datasets:
+            if measurement.dataset in (None, choice.name):
+                return choice
+        names = [choice.name for choice in self.cell_datasets]
+        raise ValueError(f"measurement {measurement.index} names dataset {measurement.dataset!r}, not one of {names}")
+
+    @property
     def cell_prefetches(self) -> tuple[int, ...]:
         """The prefetch every strategy x workers cell is measured at."""
         return self.prefetch or (self.loader.prefetch,)
@@ -177,6 +205,7 @@ class RunOptions:
         """env.json ``config``: the LoaderConfig fields, then the run options (``workers`` is the list)."""
         return {
             **self.loader.as_dict(),
+            **({"datasets": [d.name for d in self.cell_datasets]} if self.more_datasets else {}),
             "strategies": list(self.strategies),
             "workers": list(self.workers),
             **({"prefetch": list(self.prefetch)} if len(self.prefetch) > 1 else {}),
@@ -220,6 +249,7 @@ class Measurement:
     cache: str = "warm"
     prefetch: int | None = None  # None: the loader's
     prefetch_next_epoch: str = "off"  # "on": LoaderConfig.prefetch_next_epoch
+    dataset: str | None = None  # RunOptions.dataset_of: a name; None, the run's own
 
     @property
     def decode_threads_key(self) -> str:
@@ -229,8 +259,10 @@ class Measurement:
 
 def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
     """Interleaved: every cell once per repeat, cells in the same order each time."""
+    several = len(options.cell_datasets) > 1
     cells = [
         {
+            **({"dataset": data.name} if several else {}),
             "strategy": s,
             "workers": w,
             "workload": load.name,
@@ -243,6 +275,7 @@ def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
             "prefetch": prefetch,
             "prefetch_next_epoch": ahead,
         }
+        for data in options.cell_datasets
         for s in options.strategies
         for w in options.workers
         for prefetch in options.prefetch or (None,)  # None: the loader's

@@ -76,7 +76,7 @@ def child_spec(options: RunOptions, measurement: Measurement) -> ChildSpec:
     loader = measurement_loader(options, measurement)
     return ChildSpec(
         strategy=measurement.strategy,
-        dataset=options.dataset,
+        dataset=options.dataset_of(measurement).path,
         loader=loader.as_dict(),
         windows=options.windows,
         min_window_s=options.min_window_s,
@@ -298,7 +298,7 @@ def samples_from(
         "start_method": loader.start_method,
         "batch_size": loader.batch_size,
         "tile": loader.tile,
-        "dataset": options.dataset_name,
+        "dataset": options.dataset_of(measurement).name,
         "workload": loader.workload,
         "step_ms": float(measurement.step_ms),
         "dtype": loader.dtype,

@@ -33,6 +33,7 @@ from .plan import (
     DEFAULT_MIN_WINDOW_S,
     DEFAULT_SAMPLER_INTERVAL_S,
     DEFAULT_WATCHDOG_S,
+    DatasetChoice,
     RunOptions,
     Workload,
     batch_size_for_mib,
@@ -114,6 +115,31 @@ def resolve_dataset(spec: str, progress: Callable[[str], None]) -> tuple[Path, s
     return path, "dir"
 
 
+def dataset_specs(spec: str) -> list[str]:
+    """The datasets of ``--dataset``: one, or several separated by commas, each measured as its own cells.
+
+    A folder whose own name holds a comma is one dataset.
+    """
+    if "," not in spec or Path(spec).is_dir():
+        return [spec]
+    specs = [part.strip() for part in spec.split(",")]
+    if any(not part for part in specs) or len(set(specs)) != len(specs):
+        raise IpcbenchError(f"--dataset {spec!r} must list distinct datasets separated by commas")
+    return specs
+
+
+def check_same_channels(datasets: list[tuple[Path, Dataset]]) -> int:
+    """The channel count every dataset of a run shares (a transfer batch's tiles are counted from it)."""
+    counts = {path: opened.channels for path, opened in datasets}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{path} {count}" for path, count in counts.items())
+        raise IpcbenchError(
+            f"the datasets of one run must have the same number of channels; they have {listed} "
+            "(build them alike, e.g. ipcbench data synth --channels N --height H --width W)"
+        )
+    return next(iter(counts.values()))
+
+
 def build_workloads(request: RunRequest, batch_size: int, channels: int, tile: int) -> tuple[Workload, ...]:
     """The (workload, batch size) variants of every cell: full at each ``request.batch_size`` (default
     ``batch_size``), transfer at each ``batch_mib``."""
@@ -128,12 +154,19 @@ def build_workloads(request: RunRequest, batch_size: int, channels: int, tile: i
 
 
 def build_options(
-    request: RunRequest, dataset: Path, source: str, channels: int, *, opened: Dataset | None = None
+    request: RunRequest,
+    dataset: Path,
+    source: str,
+    channels: int,
+    *,
+    opened: Dataset | None = None,
+    more: tuple[tuple[Path, str, Dataset], ...] = (),
 ) -> RunOptions:
     """RunOptions from a request; ``channels`` (of the dataset's images) turns ``batch_mib`` into tiles.
 
     The tile is checked against every image of the dataset (``opened``, or the folder
     opened again) here, before any measurement: one error names each image it does not fit.
+    ``more``: further datasets (folder, source, opened), each measured as its own cells.
     """
     try:
         strategies = resolve_strategies(request.strategies or None)
@@ -153,9 +186,8 @@ def build_options(
         loader = LoaderConfig().replace(workers=request.workers[0], **overrides)
     except ValueError as exc:
         raise IpcbenchError(str(exc)) from exc
-    check_tile_fits(
-        opened if opened is not None else open_dataset(dataset), loader.tile, given=request.tile is not None
-    )
+    for images in (opened if opened is not None else open_dataset(dataset), *(o for _, _, o in more)):
+        check_tile_fits(images, loader.tile, given=request.tile is not None)
     try:
         workloads = build_workloads(request, loader.batch_size, channels, loader.tile)
         # The loader env.json records is the first cell's; every cell's is in config.workloads.
@@ -165,6 +197,7 @@ def build_options(
             dataset=str(dataset),
             dataset_name=dataset.name,
             dataset_source=source,
+            more_datasets=tuple(DatasetChoice(str(path), path.name, kind) for path, kind, _ in more),
             strategies=tuple(strategies),
             workers=tuple(request.workers),
             loader=loader,

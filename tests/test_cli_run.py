@@ -411,3 +411,55 @@ def test_ctrl_c_counts_only_the_measurements_that_finished(dataset, tmp_path, ca
     assert f"1/2 measurements finished, 1 stopped mid-way, {4 + kept} windows" in err
     windows = "1 whole window" if kept == 1 else f"{kept} whole windows"
     assert f"ipcbench: interrupted; kept the 1 measurement that finished and the {windows} of the one it stopped" in err
+
+
+def test_several_datasets_are_cells_of_one_interleaved_run_and_an_image_size_axis(tmp_path, capsys, monkeypatch):
+    from harness.report.scaling import scaling_axes
+    from harness.results import load_run
+
+    monkeypatch.setattr(harness.report, "build_report", lambda run_dir: run_dir / "report.md")
+    sizes = {"small": (64, 64), "medium": (96, 128), "large": (128, 256)}
+    roots = [write_dataset(tmp_path / name, images=2, height=h, width=w, channels=1) for name, (h, w) in sizes.items()]
+    out = tmp_path / "run"
+    listed = ",".join(map(str, roots))
+    assert main([*run_args(listed, out), "--workers", "1", "--repeats", "2"]) == 0
+    env = json.loads((out / "env.json").read_text())
+    assert env["dataset"]["name"] == "small"  # the run's first: the work bound is measured on it
+    assert [d["name"] for d in env["datasets"]] == list(sizes)
+    assert [d["shape"] for d in env["datasets"]] == [[1, h, w] for h, w in sizes.values()]
+    assert env["config"]["datasets"] == list(sizes)
+    assert env["command"][env["command"].index("--dataset") + 1] == listed  # the command repeats the run
+    records = read_samples(out / SAMPLES_FILE)
+    # Interleaved: each repeat measures every dataset before the next repeat begins.
+    order = [(r["repeat"], r["dataset"]) for r in records if r["warmup"]]
+    assert order == [(repeat, name) for repeat in range(2) for name in sizes]
+    axes = scaling_axes(load_run(out))
+    (image,) = [axis for axis in axes if axis.name == "image"]
+    megapixels = {name: h * w / 1e6 for name, (h, w) in sizes.items()}
+    assert dict(zip(image.cells["dataset"], image.cells["x"], strict=True)) == pytest.approx(megapixels, abs=1e-3)
+    printed = capsys.readouterr()
+    assert "x 3 datasets (small, medium, large)" in printed.err
+    assert {line.split()[0] for line in printed.out.splitlines() if " full " in line} == {"baseline"}
+    assert sum(" full " in line for line in printed.out.splitlines()) == 3  # one line per dataset
+
+
+def test_datasets_of_one_run_must_share_their_channel_count(tmp_path, capsys):
+    one = write_dataset(tmp_path / "one", images=2, height=64, width=64, channels=1)
+    two = write_dataset(tmp_path / "two", images=2, height=64, width=64, channels=2)
+    out = tmp_path / "run"
+    assert main(run_args(f"{one},{two}", out)) == 2
+    err = capsys.readouterr().err
+    assert f"the datasets of one run must have the same number of channels; they have {one} 1, {two} 2" in err
+    assert not out.exists()  # nothing half-written
+    assert main(run_args(f"{one},{one}", out)) == 2
+    assert "must list distinct datasets separated by commas" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_dataset_folder_whose_name_holds_a_comma_is_one_dataset(tmp_path):
+    from harness.session import dataset_specs
+
+    folder = write_dataset(tmp_path / "a,b", images=1, height=32, width=32, channels=1)
+    assert dataset_specs(str(folder)) == [str(folder)]
+    assert dataset_specs("real, synth") == ["real", "synth"]
+    assert dataset_specs("real") == ["real"]

@@ -81,3 +81,18 @@ def test_a_run_without_three_values_on_any_axis_has_no_scaling(tmp_path: Path) -
     build_report(run)
     assert not (run / "plots" / "scaling.png").exists()
     assert "How cost grows" not in (run / "report.md").read_text()
+
+
+def test_image_size_is_the_mean_megapixels_of_each_datasets_images() -> None:
+    from harness.report.scaling import image_megapixels
+
+    mixed = {
+        "name": "mixed",
+        "shape": [2, 100, 100],
+        "sizes": [{"shape": [2, 100, 100], "images": 3}, {"shape": [2, 200, 300], "images": 1}],
+    }
+    plain = {"name": "plain", "shape": [1, 1000, 2000]}  # an older env.json: no sizes
+    assert image_megapixels({"dataset": mixed, "datasets": [mixed, plain]}) == pytest.approx(
+        {"mixed": (3 * 100 * 100 + 200 * 300) / 4 / 1e6, "plain": 2.0}
+    )
+    assert image_megapixels({"dataset": plain}) == pytest.approx({"plain": 2.0})  # a run of one dataset

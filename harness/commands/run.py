@@ -61,6 +61,8 @@ from ..session import (
     busy_cores,
     busy_warning,
     canonical_command,
+    check_same_channels,
+    dataset_specs,
     resolve_dataset,
     run_env,
 )
@@ -112,7 +114,7 @@ _cache_list = _choice_list("cache", CACHES)
 _next_epoch_list = _choice_list("next-epoch setting", NEXT_EPOCH)
 
 # Cell keys a run may sweep besides workers, workload and dtype: named in a summary line when they vary.
-SWEPT_KEYS = ("prefetch", "step_ms", "decode_threads", "background_load", "cache", "prefetch_next_epoch")
+SWEPT_KEYS = ("dataset", "prefetch", "step_ms", "decode_threads", "background_load", "cache", "prefetch_next_epoch")
 PIXEL_DTYPE = "uint16"  # the images' own: a cell in another dtype says so in progress and summary lines
 
 
@@ -168,7 +170,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset",
         default=request.dataset,
         metavar="DIR|real|synth",
-        help=f"a dataset folder, or a built-in source prepared (once) under data/ (default: {request.dataset})",
+        help="a dataset folder, or a built-in source prepared (once) under data/; several, separated by commas, "
+        "are each measured as their own cells (e.g. one per image size: the scaling section's image-size axis) "
+        f"(default: {request.dataset})",
     )
     parser.add_argument(
         "--strategies",
@@ -580,12 +584,17 @@ def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     created = utc_now()
     run_id = run_id_for(created)
-    dataset, source = resolve_dataset(request.dataset, progress=lambda line: print(f"dataset: {line}", file=err))
+    resolved = [
+        resolve_dataset(spec, progress=lambda line: print(f"dataset: {line}", file=err))
+        for spec in dataset_specs(request.dataset)
+    ]
     # Every image is checked (files, sizes against the tile) before the results folder exists.
-    images = open_dataset(dataset)
-    info = dataset_info(dataset, source, opened=images)
-    channels = images.channels
-    options = build_options(request, dataset, source, channels, opened=images)
+    opened = [(path, source, open_dataset(path)) for path, source in resolved]
+    (dataset, source, images), more = opened[0], tuple(opened[1:])
+    channels = check_same_channels([(path, images) for path, _, images in opened])
+    infos = [dataset_info(path, source, opened=images) for path, source, images in opened]
+    info = infos[0]
+    options = build_options(request, dataset, source, channels, opened=images, more=more)
     run_dir = prepare_run_dir(request.run_dir(run_id))
 
     memcpy = measure_memcpy()
@@ -613,9 +622,12 @@ def main(args: argparse.Namespace) -> int:
         dataset=info,
         memcpy={**memcpy.as_dict(batch_bytes, by_batch_size), "together": together_dict(together, COPIERS_TOGETHER)},
     )
+    if more:  # each dataset's own record; "dataset" above is the run's first, on which the work bound is measured
+        env["datasets"] = infos
     env["other_cores_before"] = round(cores_in_use, 3)  # other processes' CPU over 1 s before the run
     # The disk as a cold epoch meets it: measured once, when some cell reads the dataset cold.
-    env["disk"] = read_bandwidth(dataset_files(dataset)).as_dict() if "cold" in options.caches else None
+    files = [name for path, _, _ in opened for name in dataset_files(path)]
+    env["disk"] = read_bandwidth(files).as_dict() if "cold" in options.caches else None
     env["noise_floor"] = floor_dict([floor]) if floor is not None else None
     env["work"] = work_bound
     write_json(run_dir / ENV_FILE, env)
@@ -631,6 +643,7 @@ def main(args: argparse.Namespace) -> int:
             ("background loads", options.background_load),
             ("caches", options.caches),
             ("next-epoch settings", options.next_epoch),
+            ("datasets", [d.name for d in options.cell_datasets]),
         )
         if len(values) > 1
     )
@@ -638,8 +651,11 @@ def main(args: argparse.Namespace) -> int:
         f"ipcbench run {run_id}: {plan_size} measurements ({len(options.strategies)} strategies x "
         f"{len(options.workers)} worker counts x {variants} workload/batch sizes{swept} x "
         f"{options.repeats} repeats, "
-        f"1 warm-up + {options.windows} windows of >= {options.min_window_s:g} s each) on {dataset} "
-        f"({info['description']}) -> {run_dir}",
+        f"1 warm-up + {options.windows} windows of >= {options.min_window_s:g} s each) on "
+        + "; ".join(
+            f"{path} ({described['description']})" for (path, _, _), described in zip(opened, infos, strict=True)
+        )
+        + f" -> {run_dir}",
         file=err,
     )
 

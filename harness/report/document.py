@@ -282,7 +282,7 @@ def _utilization_section(run: RunData) -> list[Block]:
 
 
 def _scaling_section(run: RunData) -> list[Block]:
-    """Per scaling axis (batch size, worker count): batches/s at each value, and how each cost grows along it."""
+    """Per scaling axis (batch size, worker count, image size): batches/s at each value, and how each cost grows."""
     axes = scaling_axes(run)
     if not axes:
         return []
@@ -304,7 +304,7 @@ def _scaling_section(run: RunData) -> list[Block]:
                 + ":"
             )
         )
-        unit = "" if axis.name == "workers" else " MB"
+        unit = axis.unit
         shown = (lambda v: str(int(v))) if axis.name == "workers" else fmt_number
         rows = []
         for strategy in style.order_strategies(axis.cells["strategy"].unique()):

@@ -81,8 +81,8 @@ FIGURES: tuple[FigureSpec, ...] = (
         ("batches_per_s",),
         "Median batches/s, peak PSS (main process and workers) and time to the first batch against each setting "
         "the run measured at three or more values (batch size: MB of data and masks per batch, log scale; worker "
-        "count: a dotted line at the machine's cores, past which workers share cores), the other settings held "
-        "at their defaults; one line per strategy.",
+        "count: a dotted line at the machine's cores, past which workers share cores; image size: megapixels per "
+        "image, one dataset each, log scale), the other settings held at their defaults; one line per strategy.",
         when=has_scaling,
     ),
     FigureSpec(

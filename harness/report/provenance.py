@@ -57,14 +57,10 @@ def machine_text(env: dict[str, Any]) -> str:
     return f"{cpu_name(env)}, {cores_text(env)}"
 
 
-def dataset_text(run: RunData) -> str:
-    """The dataset(s) of the samples, with source, image count and sizes from env.json."""
-    names = sorted({str(v) for v in run.samples["dataset"].unique()} - {"n/a"}) or ["not recorded"]
-    source = lookup(run.env, "dataset.source")
-    images = lookup(run.env, "dataset.images")
-    shape = lookup(run.env, "dataset.shape")
-    description = lookup(run.env, "dataset.description")  # its sizes, all of them (older runs: the first's)
-    compression = lookup(run.env, "dataset.compression")
+def _details(info: dict[str, Any], names: list[str]) -> list[str]:
+    """Source, image count and sizes, and compression of one dataset's env.json record."""
+    source, description = info.get("source"), info.get("description")  # its sizes, all of them
+    images, shape, compression = info.get("images"), info.get("shape"), info.get("compression")
     details = []
     if source and source not in names:
         details.append(str(source))
@@ -77,6 +73,21 @@ def dataset_text(run: RunData) -> str:
             details.append(" x ".join(str(s) for s in shape))
     if isinstance(compression, str) and compression:
         details.append("uncompressed" if compression == "none" else f"{compression} compression")
+    return details
+
+
+def dataset_text(run: RunData) -> str:
+    """The dataset(s) of the samples, each with source, image count and sizes from env.json."""
+    names = sorted({str(v) for v in run.samples["dataset"].unique()} - {"n/a"}) or ["not recorded"]
+    several = run.env.get("datasets")  # a run over several datasets records each
+    if isinstance(several, list) and len(several) > 1:
+        return "; ".join(
+            f"{info.get('name')} ({', '.join(_details(info, [str(info.get('name'))]))})"
+            for info in several
+            if isinstance(info, dict)
+        )
+    info = run.env.get("dataset")
+    details = _details(info if isinstance(info, dict) else {}, names)
     text = ", ".join(names)
     return f"{text} ({', '.join(details)})" if details else text
 
@@ -202,7 +213,7 @@ def provenance_items(run: RunData) -> list[tuple[str, str]]:
     fingerprint = lookup(env, "dataset.fingerprint")
     path = lookup(env, "dataset.path")
     if path:
-        dataset += f" at `{path}`"
+        dataset += f"; the first at `{path}`" if run.env.get("datasets") else f" at `{path}`"
     if fingerprint:
         dataset += f", fingerprint `{str(fingerprint)[:16]}`"
     items.append(("Dataset", dataset))

@@ -1,18 +1,22 @@
-"""How cost grows: throughput, memory and the first batch against the batch size and the worker count.
+"""How cost grows: throughput, memory and first batch against batch size, worker count and image size.
 
 A run that measures three or more batch sizes (``--batch-size`` for the full workload,
-``--batch-mib`` for the transfer workload) or three or more worker counts gets a
-figure and a report section. Each *axis* is read from the run's own cells:
+``--batch-mib`` for the transfer workload), three or more worker counts, or three or more
+datasets of different image sizes (``--dataset a,b,c``) gets a figure and a report
+section. Each *axis* is read from the run's own cells:
 
 - ``batch``: MB per batch (the batch's data and masks, ``mb_per_s / batches_per_s``), per
   workload, at one worker count (the largest one not above the machine's cores);
 - ``workers``: the worker count, for strategies that have workers; counts above the
-  machine's cores (oversubscription) are drawn and marked, not left out.
+  machine's cores (oversubscription) are drawn and marked, not left out;
+- ``image``: megapixels per image (height x width, the mean over a dataset's images), per
+  workload, at one worker count as for ``batch`` and one batch size.
 
 Other settings the run varies are held at their defaults (:data:`harness.results.SWEPT_DEFAULTS`,
-else their smallest value). How a cost grows is summarised by the exponent *k* of a
-least-squares fit of log(cost) against log(axis): 0 is flat, 1 proportional, -1
-inversely proportional. It is a summary of the measured range, not a law.
+else their smallest value); the batch and worker axes are drawn on the run's first dataset.
+How a cost grows is summarised by the exponent *k* of a least-squares fit of log(cost)
+against log(axis): 0 is flat, 1 proportional, -1 inversely proportional. It is a summary
+of the measured range, not a law.
 """
 
 from __future__ import annotations
@@ -45,11 +49,16 @@ HELD_KEYS = ("prefetch", "start_method", "tile", "step_ms", "dtype", *SWEPT_DEFA
 class Axis:
     """One scaling axis of a run: its cells (one row per strategy and axis value) and how to label it."""
 
-    name: str  # "batch" or "workers"
+    name: str  # "batch", "workers" or "image"
     label: str  # the x axis label
     cells: pd.DataFrame  # summary rows with an "x" column
     title: str  # e.g. "batch size (full workload, 2 workers)"
     cores: int | None  # the machine's cores (marked on the workers axis)
+
+    @property
+    def unit(self) -> str:
+        """What follows a value of the axis in a table header."""
+        return {"batch": " MB", "image": " MP"}.get(self.name, "")
 
 
 def _hold_others(rows: pd.DataFrame, free: tuple[str, ...]) -> pd.DataFrame:
@@ -58,11 +67,71 @@ def _hold_others(rows: pd.DataFrame, free: tuple[str, ...]) -> pd.DataFrame:
     return hold_at_defaults(rows, (key for key in HELD_KEYS if key not in free))
 
 
+def image_megapixels(env: dict) -> dict[str, float]:
+    """Megapixels per image (height x width, the mean over its images) of each dataset env.json describes."""
+    infos = env.get("datasets") or [env.get("dataset") or {}]
+    sizes = {}
+    for info in infos:
+        counted = [(entry["shape"], entry["images"]) for entry in info.get("sizes") or []]
+        if not counted and isinstance(info.get("shape"), list):
+            counted = [(info["shape"], 1)]
+        if info.get("name") and counted:
+            pixels = sum(shape[-2] * shape[-1] * images for shape, images in counted)
+            sizes[str(info["name"])] = pixels / sum(images for _, images in counted) / 1e6
+    return sizes
+
+
+def _largest_fitting(rows: pd.DataFrame, cores: int | None) -> int | None:
+    """The worker count a batch or image axis is drawn at: the largest the run measured not above the cores."""
+    counts = sorted(int(w) for w in rows.loc[rows["strategy"].map(has_workers).astype(bool), "workers"].unique())
+    fitting = [w for w in counts if cores is None or w <= cores]
+    return (fitting or counts or [None])[-1]
+
+
+def _at_workers(rows: pd.DataFrame, workers: int | None) -> pd.DataFrame:
+    """``rows`` at one worker count (strategies without workers keep their one cell)."""
+    if workers is None:
+        return rows
+    return rows[(rows["workers"] == workers) | ~rows["strategy"].map(has_workers).astype(bool)]
+
+
+def _image_axes(summary: pd.DataFrame, env: dict, cores: int | None) -> list[Axis]:
+    """The image-size axis of each workload, where the run measured three or more datasets of different sizes."""
+    sizes = image_megapixels(env)
+    if "dataset" not in summary or len({sizes.get(str(name)) for name in summary["dataset"].unique()} - {None}) < 3:
+        return []
+    axes = []
+    for workload, rows in summary.groupby("workload", sort=True):
+        rows = _hold_others(rows[rows["dataset"].astype(str).isin(sizes)], ("dataset",))
+        batch_sizes = set(rows["batch_size"])
+        rows = rows[
+            rows["batch_size"] == (DEFAULT_BATCH_SIZE if DEFAULT_BATCH_SIZE in batch_sizes else min(batch_sizes))
+        ]
+        chosen = _largest_fitting(rows, cores)
+        rows = _at_workers(rows, chosen)
+        rows = rows[~rows.duplicated(["strategy", "dataset"], keep="last")]
+        if rows["dataset"].map(lambda name: sizes[str(name)]).nunique() < MIN_POINTS:
+            continue
+        cells = rows.assign(x=rows["dataset"].map(lambda name: round(sizes[str(name)], 3)))
+        title = f"image size ({workload} workload" + (f", {chosen} workers" if chosen is not None else "")
+        title += f", batch of {int(rows['batch_size'].iloc[0])} tiles)"
+        axes.append(Axis("image", "megapixels per image (log scale)", cells, title, cores))
+    return axes
+
+
+def _run_dataset(summary: pd.DataFrame, env: dict) -> pd.DataFrame:
+    """The cells of the run's first dataset (env.json ``dataset``), where it measured several."""
+    name = lookup(env, "dataset.name")
+    if "dataset" not in summary or summary["dataset"].nunique() <= 1 or name is None:
+        return summary
+    return summary[summary["dataset"].astype(str) == str(name)]
+
+
 def scaling_axes(run: RunData) -> list[Axis]:
     """The axes along which the run measured three or more values (none: no scaling figure or section)."""
-    summary = run.summary
-    if summary.empty or "batches_per_s_median" not in summary:
+    if run.summary.empty or "batches_per_s_median" not in run.summary:
         return []
+    summary = _run_dataset(run.summary, run.env)
     cores = machine_cores(run.env)
     shape = lookup(run.env, "dataset.shape")  # [C, H, W], or [H, W] for one channel
     channels = (int(shape[0]) if len(shape) == 3 else 1) if isinstance(shape, list) else None
@@ -80,17 +149,14 @@ def scaling_axes(run: RunData) -> list[Axis]:
         rows = _hold_others(rows, ("batch_size",))
         if rows["batch_size"].nunique() < MIN_POINTS:
             continue
-        counts = sorted(int(w) for w in rows.loc[rows["strategy"].map(has_workers).astype(bool), "workers"].unique())
-        fitting = [w for w in counts if cores is None or w <= cores]
-        chosen = (fitting or counts or [None])[-1]
+        chosen = _largest_fitting(rows, cores)
         if chosen is not None:
-            keep = (rows["workers"] == chosen) | ~rows["strategy"].map(has_workers).astype(bool)
-            rows = rows[keep]
+            rows = _at_workers(rows, chosen)
             rows = rows[~rows.duplicated(["strategy", "batch_size"], keep="last")]
         cells = rows.assign(x=_batch_mb(rows, channels))
         title = f"batch size ({workload} workload" + (f", {chosen} workers)" if chosen is not None else ")")
         axes.append(Axis("batch", "MB per batch (data and masks; log scale)", cells, title, cores))
-    return axes
+    return axes + _image_axes(run.summary, run.env, cores)
 
 
 def _tick(value: float, _position: object) -> str:
@@ -153,11 +219,19 @@ def growth_table(axis: Axis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _named(axes: list[Axis]) -> str:
+    """``"batch size and worker count"``: the settings the axes vary, in words."""
+    words = list(
+        dict.fromkeys({"batch": "batch size", "workers": "worker count", "image": "image size"}[a.name] for a in axes)
+    )
+    return " and ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def scaling(run: RunData) -> Figure:
     """One row of panels per axis: batches/s, PSS and first batch against the axis, one line per strategy."""
     axes_found = scaling_axes(run)
     figure, panels = style.new_figure(len(COSTS), len(axes_found), height_in=1.2 + 2.6 * len(axes_found))
-    figure.suptitle("How cost grows with batch size and worker count")
+    figure.suptitle(f"How cost grows with {_named(axes_found)}")
     strategies: list[str] = []
     for row, axis in enumerate(axes_found):
         for col, (metric, label, log_y) in enumerate(COSTS):
@@ -183,7 +257,7 @@ def scaling(run: RunData) -> Figure:
                 if strategy not in strategies:
                     strategies.append(strategy)
             ticks = sorted(axis.cells["x"].unique())
-            if axis.name == "batch":
+            if axis.name in ("batch", "image"):
                 ax.set_xscale("log", base=2)
             ax.xaxis.set_major_locator(FixedLocator(ticks))
             ax.xaxis.set_minor_locator(NullLocator())
