@@ -323,6 +323,8 @@ def run_distributed(request: RunRequest, *, say: Callable[[str], None], show: Ca
     table (the CLI prints them); the other ranks stay quiet, as torchrun would
     interleave their lines.
     """
+    if len(dataset_specs(request.dataset)) > 1:
+        raise IpcbenchError(f"--distributed measures one dataset; --dataset {request.dataset!r} names several")
     rank, world_size, local_rank = torchrun_env()
     try:
         import torch
@@ -365,8 +367,6 @@ def _set_up(
     # Local rank 0 builds a built-in dataset (once, cached); the others then find it.
     if local_rank != 0:
         collectives.all_ok(True)
-    if len(dataset_specs(request.dataset)) > 1:
-        raise IpcbenchError(f"--distributed measures one dataset; --dataset {request.dataset!r} names several")
     dataset, source = resolve_dataset(request.dataset, progress=lambda line: say(f"dataset: {line}"))
     if local_rank == 0:
         collectives.all_ok(True)

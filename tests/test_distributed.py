@@ -167,6 +167,10 @@ def test_without_torchrun_the_error_says_how_to_launch(monkeypatch, capsys, tmp_
     err = capsys.readouterr().err
     assert "run it under torchrun" in err and "RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set" in err
     assert not (tmp_path / "out").exists()
+    other = write_dataset(tmp_path / "other", images=2)
+    assert main(["run", "--distributed", "--dataset", f"{dataset},{other}", "--out", str(tmp_path / "out")]) == 2
+    assert "--distributed measures one dataset" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
     with pytest.raises(IpcbenchError, match=r"RANK=2 is not in \[0, WORLD_SIZE=2\)"):
         torchrun_env({"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"})
 
