@@ -169,7 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         default=request.dataset,
-        metavar="DIR|real|synth",
+        metavar="DIR|real|synth[,...]",
         help="a dataset folder, or a built-in source prepared (once) under data/; several, separated by commas, "
         "are each measured as their own cells (e.g. one per image size: the scaling section's image-size axis) "
         f"(default: {request.dataset})",

@@ -98,7 +98,8 @@ def _at_workers(rows: pd.DataFrame, workers: int | None) -> pd.DataFrame:
 def _image_axes(summary: pd.DataFrame, env: dict, cores: int | None) -> list[Axis]:
     """The image-size axis of each workload, where the run measured three or more datasets of different sizes."""
     sizes = image_megapixels(env)
-    if "dataset" not in summary or len({sizes.get(str(name)) for name in summary["dataset"].unique()} - {None}) < 3:
+    measured = {sizes.get(str(name)) for name in summary["dataset"].unique()} if "dataset" in summary else set()
+    if len(measured - {None}) < MIN_POINTS:
         return []
     axes = []
     for workload, rows in summary.groupby("workload", sort=True):
