@@ -297,6 +297,7 @@ def _image_name(raw: str, images: dict[str, Path], where: str) -> str:
 
 def _read_classes(path: Path, images: dict[str, Path]) -> dict[str, tuple[tuple[int, int], ...]]:
     table: dict[str, dict[int, int]] = {}
+    named: dict[str, str] = {}  # each spelling resolved once: a table has a row per object, thousands an image
     try:
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
@@ -310,7 +311,9 @@ def _read_classes(path: Path, images: dict[str, Path]) -> dict[str, tuple[tuple[
                     label, cls = int(row["label"]), int(row["class"])
                 except (TypeError, ValueError) as exc:
                     raise DatasetError(f"{path} line {lineno}: label and class must be integers: {row}") from exc
-                stem = _image_name(row["image"], images, f"{path} line {lineno}")
+                stem = named.get(row["image"]) or named.setdefault(
+                    row["image"], _image_name(row["image"], images, f"{path} line {lineno}")
+                )
                 if label < 1:
                     raise DatasetError(f"{path} line {lineno}: label {label} must be >= 1 (0 is background)")
                 if not 1 <= cls <= MAX_CLASS:
