@@ -96,3 +96,20 @@ def test_image_size_is_the_mean_megapixels_of_each_datasets_images() -> None:
         {"mixed": (3 * 100 * 100 + 200 * 300) / 4 / 1e6, "plain": 2.0}
     )
     assert image_megapixels({"dataset": plain}) == pytest.approx({"plain": 2.0})  # a run of one dataset
+
+
+def test_a_run_over_several_datasets_bounds_each_variant_by_its_own_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from harness.report import bounds
+    from harness.report.provenance import dataset_record
+
+    small, large = {"name": "small", "bytes": 100e6}, {"name": "large", "bytes": 400e6}
+    env = {"dataset": small, "datasets": [small, large], "disk": {"read_mb_per_s": 200.0}}
+    assert dataset_record(env, "large") is large and dataset_record(env, None) is small
+    assert dataset_record({"dataset": large}, "elsewhere") is large  # a run of one dataset: its own
+    monkeypatch.setattr(bounds, "batches_per_epoch", lambda run, variant: 10.0)
+    run = SimpleNamespace(env=env)
+    # 200 MB/s over (MB an epoch reads / batches an epoch): 20 and 5 batches/s.
+    assert bounds.disk_bound(run, {"dataset": "small"}) == pytest.approx(20.0)
+    assert bounds.disk_bound(run, {"dataset": "large"}) == pytest.approx(5.0)

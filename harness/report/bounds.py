@@ -31,7 +31,7 @@ from harness.results import ALL_RANKS, RunData, measured, variant_keys, variant_
 
 from .cells import has_workers
 from .goals import strategy_median, worker_processes
-from .provenance import lookup
+from .provenance import dataset_record, lookup
 
 BASELINE = "baseline"
 
@@ -74,7 +74,8 @@ def batches_per_epoch(run: RunData, variant: dict[str, Any]) -> float | None:
 
 def disk_bound(run: RunData, variant: dict[str, Any]) -> float | None:
     """Batches/s the disk allows when every epoch reads the whole dataset from it (None without a measurement)."""
-    mb_per_s, dataset_bytes = lookup(run.env, "disk.read_mb_per_s"), lookup(run.env, "dataset.bytes")
+    mb_per_s = lookup(run.env, "disk.read_mb_per_s")
+    dataset_bytes = dataset_record(run.env, variant.get("dataset")).get("bytes")  # the variant's own dataset
     batches = batches_per_epoch(run, variant)
     if not mb_per_s or not dataset_bytes or not batches:
         return None

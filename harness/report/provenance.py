@@ -76,6 +76,15 @@ def _details(info: dict[str, Any], names: list[str]) -> list[str]:
     return details
 
 
+def dataset_record(env: dict[str, Any], name: object = None) -> dict[str, Any]:
+    """env.json's record of the dataset called ``name`` (a run over several lists each), else the run's first."""
+    for info in env.get("datasets") or []:
+        if isinstance(info, dict) and name is not None and str(info.get("name")) == str(name):
+            return info
+    info = env.get("dataset")
+    return info if isinstance(info, dict) else {}
+
+
 def dataset_text(run: RunData) -> str:
     """The dataset(s) of the samples, each with source, image count and sizes from env.json."""
     names = sorted({str(v) for v in run.samples["dataset"].unique()} - {"n/a"}) or ["not recorded"]
