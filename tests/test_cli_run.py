@@ -414,6 +414,7 @@ def test_ctrl_c_counts_only_the_measurements_that_finished(dataset, tmp_path, ca
 
 
 def test_several_datasets_are_cells_of_one_interleaved_run_and_an_image_size_axis(tmp_path, capsys, monkeypatch):
+    from harness.report.cells import first_dataset
     from harness.report.scaling import scaling_axes
     from harness.results import load_run
 
@@ -433,7 +434,11 @@ def test_several_datasets_are_cells_of_one_interleaved_run_and_an_image_size_axi
     # Interleaved: each repeat measures every dataset before the next repeat begins.
     order = [(r["repeat"], r["dataset"]) for r in records if r["warmup"]]
     assert order == [(repeat, name) for repeat in range(2) for name in sizes]
-    axes = scaling_axes(load_run(out))
+    run = load_run(out)
+    own, name = first_dataset(run)  # the goals and the batch and worker axes read the first dataset's cells
+    assert name == "small" and set(own.summary["dataset"]) == set(own.samples["dataset"]) == {"small"}
+    assert len(own.summary) == len(run.summary) / 3
+    axes = scaling_axes(run)
     (image,) = [axis for axis in axes if axis.name == "image"]
     megapixels = {name: h * w / 1e6 for name, (h, w) in sizes.items()}
     assert dict(zip(image.cells["dataset"], image.cells["x"], strict=True)) == pytest.approx(megapixels, abs=1e-3)

@@ -78,6 +78,11 @@ def test_report_has_the_figure_and_a_section_per_axis(swept: Path) -> None:
 def test_a_run_without_three_values_on_any_axis_has_no_scaling(tmp_path: Path) -> None:
     run = write_results(tmp_path / "run", workers=(1, 2), faults=False)
     assert not has_scaling(load_run(run))
+    from harness.report.cells import first_dataset
+
+    loaded = load_run(run)
+    own, name = first_dataset(loaded)
+    assert own is loaded and name is None  # one dataset: the run as it is
     build_report(run)
     assert not (run / "plots" / "scaling.png").exists()
     assert "How cost grows" not in (run / "report.md").read_text()

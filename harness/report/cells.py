@@ -16,6 +16,7 @@ for it and write "n=1" instead, and the captions name those cells (:func:`single
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import pandas as pd
@@ -154,3 +155,16 @@ def hold_at_defaults(rows: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:
         keep = str(usual) if usual is not None and str(usual) in values else values[0]
         rows = rows[rows[key].astype(str) == keep]
     return rows
+
+
+def first_dataset(run: RunData) -> tuple[RunData, str | None]:
+    """``run`` restricted to its first dataset (env.json ``dataset``) and that dataset's name, where it measured
+    several (``--dataset a,b,c``); else ``run`` itself and None. Sections that judge one machine's loaders (the
+    goals, the batch and worker axes) read one dataset's cells, not a mixture of image sizes."""
+    info = run.env.get("dataset")
+    name = info.get("name") if isinstance(info, dict) else None
+    frames = (run.summary, run.samples)
+    if name is None or not all("dataset" in frame for frame in frames) or run.summary["dataset"].nunique() <= 1:
+        return run, None
+    summary, samples = (frame[frame["dataset"].astype(str) == str(name)] for frame in frames)
+    return dataclasses.replace(run, summary=summary, samples=samples), str(name)

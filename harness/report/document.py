@@ -36,7 +36,7 @@ from harness.results import (
 from . import style
 from .barcharts import stage_cells
 from .bounds import regime_bounds
-from .cells import single_value_note
+from .cells import first_dataset, single_value_note
 from .cells import strategy_label as strategy_label_of
 from .goals import GOALS, below_baseline_explanations, copies_per_s, first_batch_line, performance_goals
 from .plots import FigureSpec
@@ -483,6 +483,7 @@ def _stages_section(run: RunData) -> list[Block]:
 
 def _goals_section(run: RunData) -> list[Block]:
     """The performance goals, each a ratio of this run's own cells (see :mod:`.goals`)."""
+    run, dataset = first_dataset(run)  # a run over several datasets: its first one's cells
     results = [r for r in performance_goals(run) if r.value is not None]  # a missing cell: left out
     if not results:
         return []
@@ -501,8 +502,9 @@ def _goals_section(run: RunData) -> list[Block]:
     return [
         Heading(3, "Performance goals"),
         Paragraph(
-            "Each goal is a ratio of two medians of this run (2 workers), so machine drift cancels. Goals whose "
-            "cells the run lacks are left out."
+            "Each goal is a ratio of two medians of this run (2 workers"
+            + (f"; the cells of its first dataset, {dataset}" if dataset else "")
+            + "), so machine drift cancels. Goals whose cells the run lacks are left out."
         ),
         Table(("goal", "threshold", "measured", "", "from", "why"), rows, (False, False, True, False, False, False)),
         *[Paragraph(escape(line)) for line in notes if line],

@@ -32,7 +32,7 @@ from harness.results import ALL_RANKS, SWEPT_DEFAULTS, RunData, machine_cores
 from strategies import LoaderConfig
 
 from . import style
-from .cells import has_workers, hold_at_defaults, strategy_label
+from .cells import first_dataset, has_workers, hold_at_defaults, strategy_label
 from .provenance import lookup
 
 MIN_POINTS = 3  # an axis needs this many values to show how a cost grows
@@ -120,19 +120,11 @@ def _image_axes(summary: pd.DataFrame, env: dict, cores: int | None) -> list[Axi
     return axes
 
 
-def _run_dataset(summary: pd.DataFrame, env: dict) -> pd.DataFrame:
-    """The cells of the run's first dataset (env.json ``dataset``), where it measured several."""
-    name = lookup(env, "dataset.name")
-    if "dataset" not in summary or summary["dataset"].nunique() <= 1 or name is None:
-        return summary
-    return summary[summary["dataset"].astype(str) == str(name)]
-
-
 def scaling_axes(run: RunData) -> list[Axis]:
     """The axes along which the run measured three or more values (none: no scaling figure or section)."""
     if run.summary.empty or "batches_per_s_median" not in run.summary:
         return []
-    summary = _run_dataset(run.summary, run.env)
+    summary = first_dataset(run)[0].summary
     cores = machine_cores(run.env)
     shape = lookup(run.env, "dataset.shape")  # [C, H, W], or [H, W] for one channel
     channels = (int(shape[0]) if len(shape) == 3 else 1) if isinstance(shape, list) else None
