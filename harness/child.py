@@ -381,18 +381,19 @@ def measure(spec: ChildSpec, events: Events) -> None:
     sampler = Sampler(ProcessTree(), measured_pace["interval_s"], max_cpu_fraction=measured_pace["max_cpu_fraction"])
     sampler.start()
     try:
+        # This machine's copy bandwidth now, in this process: R for its windows, paired with them, so that
+        # a window's "of R" does not carry the minutes of drift between it and the run's own memcpy rounds.
+        # Measured before the generator exists: a pool starting in the background would share the cores.
+        memcpy_gb_per_s = measure_memcpy(repeats=PROCESS_MEMCPY_REPEATS).gb_per_s
         t0 = time.perf_counter()
         gen = make_generator(spec.strategy, spec.dataset, config)
         startup_s = time.perf_counter() - t0
-        worker_pids = list(getattr(gen, "worker_pids", lambda: [])())
+        worker_pids = list(getattr(gen, "worker_pids", lambda: [])())  # none yet under background_start
         decode_threads = getattr(gen, "decode_threads", None)
         cold_files = dataset_files(spec.dataset) if spec.cache == "cold" else []
         stage_times = stage_timer(gen)  # read just outside each timed epoch: its cost is never timed
         main_times = main_stage_timer(gen)
         events.emit("ready", startup_s=startup_s, batches_per_epoch=len(gen), worker_pids=worker_pids, pid=os.getpid())
-        # This machine's copy bandwidth now, in this process: R for its windows, paired with them, so that
-        # a window's "of R" does not carry the minutes of drift between it and the run's own memcpy rounds.
-        memcpy_gb_per_s = measure_memcpy(repeats=PROCESS_MEMCPY_REPEATS).gb_per_s
         try:
             next_epoch = 0
             # A generator that begins the next epoch early works between two windows too: its
@@ -463,6 +464,11 @@ def measure(spec: ChildSpec, events: Events) -> None:
                     paused_s=0.0 if contiguous else paused_s,
                     lead_in_s=timings[0].t_start - carried.t_end if contiguous and carried is not None else 0.0,
                 )
+                if window == 0:
+                    # What a user waits from make_generator to the first batch, whatever the generator
+                    # does in between (a pool starting in the background works on).
+                    record["first_batch_since_start_s"] = timings[0].t_start + timings[0].time_to_first_batch_s - t0
+                    worker_pids = worker_pids or list(getattr(gen, "worker_pids", lambda: [])())
                 carried = WindowEdge(timings[-1].t_end, after, busy_after, sampler_cpu_after, stages_after, main_after)
                 # What the rest of the machine used meanwhile, in cores: a loaded machine's figures are suspect.
                 other_cores = max(0.0, busy - (after.cpu_s - before.cpu_s)) / record["seconds"]
@@ -478,7 +484,8 @@ def measure(spec: ChildSpec, events: Events) -> None:
                     **record,
                 )
         finally:
-            events.emit("closed", **close_and_check(gen, worker_pids, shm_before, sampler.tree.seen_pids()))
+            closed = close_and_check(gen, worker_pids, shm_before, sampler.tree.seen_pids())
+            events.emit("closed", worker_pids=worker_pids, **closed)
     finally:
         sampler.stop()
 

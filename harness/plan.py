@@ -32,6 +32,7 @@ DEFAULT_MIN_WINDOW_S = 0.5
 # cache by the epochs before it, or evicted just before it (harness.pagecache).
 CACHES = ("warm", "cold")
 NEXT_EPOCH = ("off", "on")  # LoaderConfig.prefetch_next_epoch, as a cell key
+BACKGROUND_START = ("off", "on")  # LoaderConfig.background_start, as a cell key
 AUTO = "auto"  # the decode_threads cell key of LoaderConfig.decode_threads=None
 
 # No event for this long means a hung child: the slowest step is one epoch of the
@@ -116,6 +117,8 @@ class RunOptions:
     caches: tuple[str, ...] = ("warm",)
     # "off" and/or "on": LoaderConfig.prefetch_next_epoch; each its own cell.
     next_epoch: tuple[str, ...] = ("off",)
+    # "off" and/or "on": LoaderConfig.background_start; each its own cell.
+    background_start: tuple[str, ...] = ("off",)
     sampler_interval_s: float = DEFAULT_SAMPLER_INTERVAL_S
     watchdog_s: float = DEFAULT_WATCHDOG_S
     quick: bool = False
@@ -142,6 +145,7 @@ class RunOptions:
             ("background_load", self.background_load),
             ("caches", self.caches),
             ("next_epoch", self.next_epoch),
+            ("background_start", self.background_start),
         ):
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"RunOptions.{name}={values} must be one or more distinct values")
@@ -155,6 +159,10 @@ class RunOptions:
             raise ValueError(f"RunOptions.caches={self.caches} must each be one of {CACHES}")
         if not set(self.next_epoch) <= set(NEXT_EPOCH):
             raise ValueError(f"RunOptions.next_epoch={self.next_epoch} must each be one of {NEXT_EPOCH}")
+        if not set(self.background_start) <= set(BACKGROUND_START):
+            raise ValueError(
+                f"RunOptions.background_start={self.background_start} must each be one of {BACKGROUND_START}"
+            )
         if self.sampler_interval_s < 0:
             raise ValueError(f"RunOptions.sampler_interval_s={self.sampler_interval_s} must be >= 0")
         if self.watchdog_s <= 0:
@@ -218,6 +226,7 @@ class RunOptions:
             "background_load": list(self.background_load),
             "cache": list(self.caches),
             "prefetch_next_epoch": list(self.next_epoch),
+            "background_start": list(self.background_start),
             "workloads": [dataclasses.asdict(w) for w in self.cell_workloads],
             "dtypes": list(self.cell_dtypes),
             "float32_scale": self.scale,
@@ -249,6 +258,7 @@ class Measurement:
     cache: str = "warm"
     prefetch: int | None = None  # None: the loader's
     prefetch_next_epoch: str = "off"  # "on": LoaderConfig.prefetch_next_epoch
+    background_start: str = "off"  # "on": LoaderConfig.background_start
     dataset: str | None = None  # RunOptions.dataset_of: a name; None, the run's own
 
     @property
@@ -274,6 +284,7 @@ def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
             "cache": cache,
             "prefetch": prefetch,
             "prefetch_next_epoch": ahead,
+            "background_start": early,
         }
         for data in options.cell_datasets
         for s in options.strategies
@@ -286,8 +297,11 @@ def plan_measurements(options: RunOptions) -> tuple[Measurement, ...]:
         for busy in options.background_load
         for cache in options.caches
         for ahead in options.next_epoch
-        # "on" only where the strategy offers it (LoaderConfig.prefetch_next_epoch); the others run "off" alone
-        if ahead == "off" or STRATEGIES[s].prefetches_next_epoch
+        for early in options.background_start
+        # "on" only where the strategy offers it (LoaderConfig.prefetch_next_epoch, background_start);
+        # the others run "off" alone
+        if (ahead == "off" or STRATEGIES[s].prefetches_next_epoch)
+        and (early == "off" or STRATEGIES[s].starts_in_background)
     ]
     plan = []
     for repeat in range(options.repeats):
@@ -312,4 +326,5 @@ def measurement_loader(options: RunOptions, measurement: Measurement) -> LoaderC
         decode_threads=measurement.decode_threads,
         prefetch=measurement.prefetch or options.loader.prefetch,
         prefetch_next_epoch=measurement.prefetch_next_epoch == "on",
+        background_start=measurement.background_start == "on",
     )

@@ -176,7 +176,9 @@ def run_child(
             if group.running():  # only on an error of the runner itself
                 group.kill()
         orphans = len(group.reap(ORPHAN_GRACE_S, clock))
-        ours = {group.pgid, *(p for e in events if e.get("event") == "ready" for p in e.get("worker_pids", []))}
+        # The workers are named when the generator is ready, or (started in the background) when it closes.
+        named = (e.get("worker_pids", []) for e in events if e.get("event") in ("ready", "closed"))
+        ours = {group.pgid, *(p for pids in named for p in pids)}
         leaked = len(leaked_segments(shm_before, pids=ours))
         log.seek(0)
         tail = log.read()[-4000:].decode(errors="replace")
@@ -306,6 +308,7 @@ def samples_from(
         "background_load": measurement.background_load,
         "cache": measurement.cache,
         "prefetch_next_epoch": measurement.prefetch_next_epoch,
+        "background_start": measurement.background_start,
         "repeat": measurement.repeat,
     }
     process = {
@@ -473,6 +476,7 @@ def append_failure(run_dir: Path, failure: Failure, run_id: str) -> None:
                 "background_load": m.background_load,
                 "cache": m.cache,
                 "prefetch_next_epoch": m.prefetch_next_epoch,
+                "background_start": m.background_start,
                 "repeat": m.repeat,
                 "error": failure.error,
                 "detail": failure.detail,

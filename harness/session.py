@@ -63,6 +63,7 @@ class RunRequest:
     background_load: tuple[int, ...] = (0,)  # busy processes beside each measurement
     caches: tuple[str, ...] = ("warm",)  # "warm" and/or "cold" (evicted before every epoch)
     next_epoch: tuple[str, ...] = ("off",)  # "off" and/or "on": LoaderConfig.prefetch_next_epoch
+    background_start: tuple[str, ...] = ("off",)  # "off" and/or "on": LoaderConfig.background_start
     quick: bool = False
     out: Path | None = None  # None: results/<run id>
     prefetch: tuple[int, ...] | None = None  # None: the loader's; several: each its own cell
@@ -209,6 +210,7 @@ def build_options(
             background_load=tuple(request.background_load),
             caches=tuple(request.caches),
             next_epoch=tuple(request.next_epoch),
+            background_start=tuple(request.background_start),
             workloads=workloads,
             dtypes=tuple(request.dtypes or ()),
             prefetch=tuple(request.prefetch) if request.prefetch and len(request.prefetch) > 1 else (),
@@ -279,6 +281,7 @@ def canonical_command(options: RunOptions, dataset: str) -> list[str]:
         "--cache",
         ",".join(options.caches),
         *(["--prefetch-next-epoch", ",".join(options.next_epoch)] if options.next_epoch != ("off",) else []),
+        *(["--background-start", ",".join(options.background_start)] if options.background_start != ("off",) else []),
     ]
     return [*command, "--quick"] if options.quick else command
 

@@ -99,11 +99,11 @@ def check_torch_device(config: LoaderConfig) -> None:
         )
 
 
-def prefetching_strategies() -> list[str]:
-    """The registered strategies that honour ``LoaderConfig.prefetch_next_epoch``."""
+def offering(option: str) -> list[str]:
+    """The registered strategies whose class flag ``option`` is True (``prefetches_next_epoch``, ...)."""
     from . import STRATEGIES  # at call time: the registry imports this module
 
-    return [name for name, cls in STRATEGIES.items() if cls.prefetches_next_epoch]
+    return [name for name, cls in STRATEGIES.items() if getattr(cls, option)]
 
 
 def check_trace_dir(name: str, traces: bool, trace_dir: str) -> None:
@@ -200,6 +200,9 @@ class BatchGenerator(ABC):
     # True where ``LoaderConfig.prefetch_next_epoch`` is honoured: the workers start the next
     # epoch's first images while the loop finishes the current one.
     prefetches_next_epoch: ClassVar[bool] = False
+    # True where ``LoaderConfig.background_start`` is honoured: the workers start in a background
+    # thread while this process makes the first images itself.
+    starts_in_background: ClassVar[bool] = False
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -229,7 +232,12 @@ class BatchGenerator(ABC):
         if config.prefetch_next_epoch and not self.prefetches_next_epoch:
             raise ValueError(
                 f"prefetch_next_epoch=True is not offered by the {self.name} strategy; the strategies that start "
-                f"the next epoch early: {', '.join(prefetching_strategies())}"
+                f"the next epoch early: {', '.join(offering('prefetches_next_epoch'))}"
+            )
+        if config.background_start and not self.starts_in_background:
+            raise ValueError(
+                f"background_start=True is not offered by the {self.name} strategy; the strategies that start "
+                f"their workers in the background: {', '.join(offering('starts_in_background'))}"
             )
         if self.worker_processes and mp.current_process().daemon:
             raise ProcessContextError(

@@ -76,6 +76,16 @@ class LoaderConfig:
     ``prefetches_next_epoch`` is True offer it (``pipe``, ``queue``, ``shm``,
     ``shm_zerocopy``, ``threads``); ``baseline`` has no workers, and the peers' own loops
     decide for themselves: they refuse it. It changes no batch.
+
+    ``background_start`` (default False): ``make_generator`` returns at once and the workers
+    start in a background thread; until they are ready, the main process makes the
+    epoch's images itself (as ``baseline`` does), so the first batch waits for one image,
+    not for the fork server, its imports and every worker's set-up. A start-up failure (a
+    worker that dies or raises while starting) is raised by the next ``next()`` or
+    ``iter()`` instead of by ``make_generator``; errors of the arguments, the dataset and
+    /dev/shm are still ``make_generator``'s. ``worker_pids()`` is empty until the workers
+    are ready. The strategies whose ``starts_in_background`` is True offer it (``pipe``,
+    ``queue``, ``shm``, ``shm_zerocopy``); the others refuse it. It changes no batch.
     """
 
     batch_size: int = 32
@@ -101,13 +111,23 @@ class LoaderConfig:
     decode_threads: int | None = None
     trace_dir: str | None = None
     prefetch_next_epoch: bool = False
+    background_start: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tile", "workers", "prefetch", "seed", "epoch", "rank", "world_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"LoaderConfig.{name}={value!r} must be an int")
-        for name in ("shuffle", "augment", "drop_last", "zero_copy", "pin_memory", "prefetch_next_epoch"):
+        switches = (
+            "shuffle",
+            "augment",
+            "drop_last",
+            "zero_copy",
+            "pin_memory",
+            "prefetch_next_epoch",
+            "background_start",
+        )
+        for name in switches:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"LoaderConfig.{name}={value!r} must be a bool")

@@ -135,7 +135,7 @@ class QueueGenerator(ProcessGenerator):
 
     name = "queue"
 
-    def _start(self, resources: ExitStack) -> WorkerPool:
+    def _prepare(self, resources: ExitStack) -> None:
         c = self.config
         ctx = mp.get_context(c.start_method)
         # + workers: room for one Stop per worker behind a full window.
@@ -147,6 +147,9 @@ class QueueGenerator(ProcessGenerator):
         self.result_pipe = queue_reader(self.results)
         widen(self.result_pipe)  # one pipe: its size holds for every worker's end too
         self.result_reader = MessageReader(self.result_pipe, self._wait_for_result)
+
+    def _start(self, resources: ExitStack) -> WorkerPool:
+        c = self.config
         pool = WorkerPool(
             name=self.name,
             worker_cls=QueueWorker,

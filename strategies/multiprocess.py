@@ -17,11 +17,19 @@ the main process. Everything else is here, once:
   (the plan the next ``iter()`` will run, under the next ``generation``); their results
   wait in ``_early`` and become that epoch's first ``_ready`` images. An early ``break``
   keeps them (``_abandon`` skips only older generations); ``close()`` drops them;
+- **the start, in the background** (``LoaderConfig.background_start``): the pool starts in
+  a thread; until it is ready nothing is dispatched and ``_next_image`` makes the wanted
+  image in this process (``_made_here``), the way ``baseline`` does. Those images never
+  enter the window. Once the pool is ready, the rest of the plan goes to the workers; a
+  start that failed raises its error there, in the loop's thread, and ``close()`` waits
+  for the starting thread before it releases anything;
 - **resources**: a strategy registers the cleanup of what it creates (pool, queues,
   shared memory) on ``self.resources``, an ``ExitStack`` run by ``close()`` or, if
   the generator is garbage-collected unclosed, by a ``weakref.finalize``.
 
-A strategy implements: ``_start(resources) -> WorkerPool``, ``_dispatch(job,
+A strategy implements: ``_prepare(resources)`` (what the workers will be given: queues,
+shared memory; made before ``make_generator`` returns, so its errors are raised there),
+``_start(resources) -> WorkerPool``, ``_dispatch(job,
 generation) -> bool`` (False: no capacity now), ``_receive() -> list[(generation, image or None)]``
 (``None``: a request skipped after a reset), ``_free(image)`` and, optionally,
 ``_abandon()`` (tell the workers to skip jobs of the abandoned epoch they have not
@@ -34,7 +42,9 @@ delayed by a worker that will never answer.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import threading
 import weakref
 from abc import abstractmethod
 from collections import deque
@@ -45,13 +55,17 @@ from .config import LoaderConfig
 from .dataset import Dataset
 from .errors import WorkerError
 from .plan import EpochPlan, ImageJob
-from .work import ProcessedImage
+from .work import ProcessedImage, Processor, make_processor
 from .workers import WorkerPool
+
+# ProcessedImage.handle of an image this process made itself while the workers started.
+MADE_HERE = "made in the main process"
 
 
 class ProcessGenerator(BatchGenerator):
     worker_processes = True
     prefetches_next_epoch = True
+    starts_in_background = True
     traces = True  # the main clock here, each worker's in its RequestWorker or QueueWorker
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
@@ -63,18 +77,32 @@ class ProcessGenerator(BatchGenerator):
         self.in_flight = 0
         self.window = config.workers * self.prefetch
         self._early: dict[int, ProcessedImage] = {}  # the next epoch's results, by position, until it begins
+        self.pool: WorkerPool | None = None
+        self._starter: threading.Thread | None = None  # LoaderConfig.background_start: the thread starting the pool
+        self._start_error: BaseException | None = None  # what stopped it
+        self._here: Processor | None = None  # makes images in this process until the pool is ready
         self.resources = ExitStack()
         self._finalizer = weakref.finalize(self, owner_only(self.resources.close))
         try:
-            self.pool = self._start(self.resources)
+            self._prepare(self.resources)
+            if config.background_start:
+                self._here = make_processor(self.dataset, config)
+                name = f"ipcbench-{self.name}-start"
+                self._starter = threading.Thread(target=self._start_pool, name=name, daemon=True)
+                self._starter.start()
+            else:
+                self.pool = self._start(self.resources)
         except BaseException:
             self._finalizer()
             raise
 
     # -- what a strategy provides -------------------------------------------
+    def _prepare(self, resources: ExitStack) -> None:
+        """Create what the workers will be given (queues, shared memory); register its cleanup on ``resources``."""
+
     @abstractmethod
     def _start(self, resources: ExitStack) -> WorkerPool:
-        """Create queues/memory and the pool; register their cleanup on ``resources``."""
+        """Start the pool (in the background thread under ``background_start``); register its cleanup."""
 
     @abstractmethod
     def _dispatch(self, job: ImageJob, generation: int) -> bool:
@@ -90,11 +118,40 @@ class ProcessGenerator(BatchGenerator):
     def _abandon(self) -> None:
         """The epoch was abandoned: drop dispatched work that has not started, if possible."""
 
+    def _made_here(self, job: ImageJob, here: Processor) -> ProcessedImage:
+        """``job``'s image made by ``here`` in this process while the workers start (fresh arrays)."""
+        return dataclasses.replace(here.process(job), handle=MADE_HERE)
+
+    # -- the start, in the background ----------------------------------------
+    def _start_pool(self) -> None:
+        """The starting thread (``LoaderConfig.background_start``): the pool, or the error that stopped it."""
+        try:
+            self.pool = self._start(self.resources)
+        except BaseException as exc:  # raised in the loop's thread by _workers_ready
+            self._start_error = exc
+
+    def _workers_ready(self) -> bool:
+        """Whether the pool is up; a background start that failed raises its error here."""
+        if self.pool is not None:
+            return True
+        starter = self._starter
+        if starter is None or starter.is_alive():
+            return False
+        starter.join()
+        error, self._start_error = self._start_error, None
+        if error is not None:
+            error.add_note(f"{self.name}: raised while its workers started in the background (background_start=True)")
+            raise error
+        return self.pool is not None
+
     # -- the shared machinery --------------------------------------------------
     def worker_pids(self) -> list[int]:
-        return list(self.pool.pids)
+        """The workers' process ids; none until they are ready (``background_start``)."""
+        return list(self.pool.pids) if self.pool is not None else []
 
     def _fill(self) -> None:
+        if not self._workers_ready():
+            return  # nothing can be dispatched yet: _next_image makes the images here meanwhile
         self._send(self._pending, self.generation)
         if self.in_flight < self.window and (ahead := self._ahead_to_dispatch(self._pending)) is not None:
             self._send(ahead, self.generation + 1)
@@ -107,6 +164,8 @@ class ProcessGenerator(BatchGenerator):
 
     def _retire(self, image: ProcessedImage | None) -> None:
         """An image left the window: consumed, stale, or skipped (None)."""
+        if image is not None and image.handle is MADE_HERE:
+            return  # made here while the workers started: it was never in the window
         if image is not None:
             self._free(image)
         self.in_flight -= 1
@@ -123,6 +182,12 @@ class ProcessGenerator(BatchGenerator):
 
     def _next_image(self) -> ProcessedImage:
         while self._wanted not in self._ready:
+            if self._here is not None:  # started in the background
+                if not self._workers_ready():
+                    return self._make_here()
+                self._here = None  # the workers take over from here
+                self._fill()
+                continue
             for generation, image in self._receive():
                 if image is not None and generation == self.generation:
                     self._ready[image.position] = image
@@ -134,6 +199,16 @@ class ProcessGenerator(BatchGenerator):
         image = self._ready.pop(self._wanted)
         self._wanted += 1
         return image
+
+    def _make_here(self) -> ProcessedImage:
+        """The wanted image, made in this process: nothing is dispatched before the pool is ready."""
+        assert self._here is not None
+        job = self._pending.popleft()
+        if job.position != self._wanted:
+            raise RuntimeError(f"{self.name}: image {self._wanted} is wanted, and image {job.position} is next")
+        self._wanted += 1
+        with self.clock.timing("compute"):
+            return self._made_here(job, self._here)
 
     def _release_image(self, image: ProcessedImage) -> None:
         self._retire(image)
@@ -147,7 +222,7 @@ class ProcessGenerator(BatchGenerator):
         self._abandon()
 
     def _close_after(self, error: BaseException) -> None:
-        if isinstance(error, WorkerError):
+        if isinstance(error, WorkerError) and self.pool is not None:
             # A worker died, hung or failed: asking the others to stop politely can
             # only cost STOP_GRACE_S (a hung worker never answers; under queue a dead
             # one may hold a lock the others wait on) and delay the error.
@@ -155,6 +230,11 @@ class ProcessGenerator(BatchGenerator):
         self.close()
 
     def _shutdown(self) -> None:
+        if self._starter is not None:
+            # close() fired the close signal, which the pool's waits for Ready watch: the
+            # thread returns as soon as the process starts in progress have returned.
+            self._starter.join(self.config.wait_timeout)
+        self._here = None
         self._ready.clear()
         self._pending.clear()
         self._early.clear()

@@ -36,7 +36,6 @@ from .dataset import Dataset
 from .messages import ImageDone, Job
 from .request_response import RequestGenerator, RequestWorker
 from .work import ProcessedImage, image_buffers
-from .workers import WorkerPool
 
 
 class PipeWorker(RequestWorker):
@@ -62,9 +61,9 @@ class PipeGenerator(RequestGenerator):
     name = "pipe"
     worker_cls = PipeWorker
 
-    def _start(self, resources: ExitStack) -> WorkerPool:
+    def _prepare(self, resources: ExitStack) -> None:
         self._stock: list[tuple[np.ndarray, np.ndarray]] = []  # free receive buffers
-        return super()._start(resources)
+        super()._prepare(resources)
 
     def _collect(self, worker_id: int, done: ImageDone) -> ProcessedImage:
         data, masks = self._stock.pop() if self._stock else image_buffers(self.max_tiles, self.dataset, self.config)

@@ -91,9 +91,11 @@ class RequestGenerator(ProcessGenerator):
     def _worker_args(self) -> tuple[Any, ...]:
         return (self.dataset, self.config)
 
+    def _prepare(self, resources: ExitStack) -> None:
+        self.outstanding = [0] * self.config.workers  # requests sent and not yet answered, per worker
+
     def _start(self, resources: ExitStack) -> WorkerPool:
         c = self.config
-        self.outstanding = [0] * c.workers  # requests sent and not yet answered, per worker
         pool = WorkerPool(
             name=self.name,
             worker_cls=self.worker_cls,

@@ -43,7 +43,6 @@ from .messages import ImageDone, Job, Skipped
 from .request_response import RequestGenerator, RequestWorker
 from .shm_segments import Segment, check_free_space
 from .work import PIXELS, ProcessedImage, data_dtype, tile_nbytes
-from .workers import WorkerPool
 
 _ALIGN = 64  # slots start on a cache line
 
@@ -122,7 +121,7 @@ class ShmGenerator(RequestGenerator):
     shared_memory = True
     worker_cls = ShmWorker
 
-    def _start(self, resources: ExitStack) -> WorkerPool:
+    def _prepare(self, resources: ExitStack) -> None:
         c = self.config
         layout = SlotLayout.of(self.max_tiles, self.dataset, c)
         check_free_space(c.workers * self.prefetch * layout.slot_bytes)
@@ -133,7 +132,7 @@ class ShmGenerator(RequestGenerator):
             self.segments.append(segment)
         self.slots = [layout.views(s.buf, self.prefetch) for s in self.segments]
         self.free_slots = [deque(range(self.prefetch)) for _ in range(c.workers)]
-        return super()._start(resources)
+        super()._prepare(resources)
 
     def _worker_args(self) -> tuple[Any, ...]:
         return (self.dataset, self.config, [s.name for s in self.segments], self.prefetch)

@@ -53,12 +53,12 @@ import numpy as np
 from .config import LoaderConfig
 from .dataset import Dataset
 from .messages import ImageDone, Job
+from .multiprocess import MADE_HERE
 from .plan import EpochPlan, ImageJob
 from .request_response import RequestGenerator, RequestWorker
 from .shm import SlotLayout
 from .shm_segments import Segment, check_free_space
-from .work import ProcessedImage
-from .workers import WorkerPool
+from .work import ProcessedImage, Processor
 
 
 def n_batch_slots(workers: int, prefetch: int, max_tiles: int, batch_size: int) -> int:
@@ -99,6 +99,16 @@ def in_window(job: ImageJob, held: int, n_slots: int, batch_size: int, first_bat
     return last_batch < held + n_slots
 
 
+def write_into_slots(
+    processor: Processor, job: ImageJob, slots: list[tuple[np.ndarray, np.ndarray]], batch_size: int, first_slot: int
+) -> None:
+    """Do ``job``'s work, each tile straight into its row of its batch slot (:func:`batch_runs`)."""
+    runs = batch_runs(job, batch_size, len(slots), first_slot)
+    data_runs = [slots[slot][0][row : row + n] for slot, row, n in runs]
+    mask_runs = [slots[slot][1][row : row + n] for slot, row, n in runs]
+    processor.write_tiles(job, data_runs, mask_runs)
+
+
 class ZeroCopyWorker(RequestWorker):
     def __init__(
         self,
@@ -117,12 +127,9 @@ class ZeroCopyWorker(RequestWorker):
         self.n_slots = n_slots
 
     def deliver(self, job: Job) -> None:
-        runs = batch_runs(job.image, self.batch_size, self.n_slots, first_slot=job.slot)
-        data_runs = [self.slots[slot][0][row : row + n] for slot, row, n in runs]
-        mask_runs = [self.slots[slot][1][row : row + n] for slot, row, n in runs]
         # Writing the tiles into the batch slots is the hand-over: it is counted in compute.
         with self.clock.timing("compute"):
-            self.processor.write_tiles(job.image, data_runs, mask_runs)
+            write_into_slots(self.processor, job.image, self.slots, self.batch_size, job.slot)
         self.conn.send(self.done(job))
 
 
@@ -141,7 +148,7 @@ class ShmZeroCopyGenerator(RequestGenerator):
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
         super().__init__(dataset, config.replace(zero_copy=True))
 
-    def _start(self, resources: ExitStack) -> WorkerPool:
+    def _prepare(self, resources: ExitStack) -> None:
         c = self.config
         layout = SlotLayout.of(c.batch_size, self.dataset, c)
         self.n_slots = n_batch_slots(c.workers, self.prefetch, self.max_tiles, c.batch_size)
@@ -157,7 +164,7 @@ class ShmZeroCopyGenerator(RequestGenerator):
         self._stale = 0  # requests of an abandoned epoch not yet answered
         self._ahead_out = 0  # requests of the next epoch (begun early) not yet answered
         self._tiles_ready = 0  # the epoch's tiles [0, _tiles_ready) are written
-        return super()._start(resources)
+        super()._prepare(resources)
 
     def _worker_args(self) -> tuple[Any, ...]:
         return (self.dataset, self.config, self.segment.name, self.n_slots)
@@ -196,6 +203,11 @@ class ShmZeroCopyGenerator(RequestGenerator):
 
     def _collect(self, worker_id: int, done: ImageDone) -> ProcessedImage:
         return ProcessedImage(done.position, done.image_index, _IN_SLOTS, _IN_SLOTS)
+
+    def _made_here(self, job: ImageJob, here: Processor) -> ProcessedImage:
+        # The wanted image holds tiles of the batch being assembled: its batches are in the window.
+        write_into_slots(here, job, self.slots, self.config.batch_size, self._first_batch % self.n_slots)
+        return ProcessedImage(job.position, job.image_index, _IN_SLOTS, _IN_SLOTS, handle=MADE_HERE)
 
     def _assemble(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Wait until every tile of the next batch is written; yield views of its slot."""

@@ -54,6 +54,7 @@ def test_defaults() -> None:
         "decode_threads": None,
         "trace_dir": None,
         "prefetch_next_epoch": False,
+        "background_start": False,
     }
     assert {f.name for f in dataclasses.fields(LoaderConfig)} >= DESIGN_FIELDS
     assert set(START_METHODS) == {"fork", "spawn", "forkserver"}

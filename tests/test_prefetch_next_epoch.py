@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_same_batches, epochs_with_a_break, write_dataset
 
 from strategies import STRATEGIES, LoaderConfig, injection, make_generator
-from strategies.base import prefetching_strategies
+from strategies.base import offering
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,7 +42,7 @@ def started(folder: Path) -> int:
 
 
 def test_the_strategies_that_offer_it_are_the_documented_ones() -> None:
-    assert tuple(prefetching_strategies()) == PREFETCHING
+    assert tuple(offering("prefetches_next_epoch")) == PREFETCHING
     for name, cls in STRATEGIES.items():
         assert cls.prefetches_next_epoch == (name in PREFETCHING), name
 

@@ -701,3 +701,33 @@ def test_the_stages_figure_puts_each_workers_time_beside_the_main_process_wall_t
     assert bar_length(main_ax, order.index("pipe")) == pytest.approx(main)
     assert bar_length(worker_ax, order.index("pipe")) == pytest.approx((total - main) / 2)  # two workers
     assert bar_length(worker_ax, order.index("baseline")) == 0.0  # no workers: all its time is the main process's
+
+
+def test_the_first_batch_goal_judges_each_strategy_at_its_quickest_start() -> None:
+    from harness.report.goals import BACKGROUND_START, base_strategy, first_batch_s, slowest_first_batch
+    from harness.results.rundata import RunData
+
+    def warmup(strategy: str, background: str, since: float) -> dict:
+        startup = 0.01 if background == "on" else 0.3
+        return {
+            "strategy": strategy,
+            "workers": 2,
+            "workload": "full",
+            "warmup": True,
+            "background_start": background,
+            "prefetch_next_epoch": "off",
+            "startup_s": startup,
+            "time_to_first_batch_s": since - startup - 0.002,  # the instrument's steps between: 2 ms
+            "first_batch_since_start_s": since,
+        }
+
+    cells = [("baseline", "off", 0.06), ("shm", "off", 0.45), ("shm", "on", 0.09), ("pipe", "off", 0.40)]
+    samples = pd.DataFrame([warmup(*cell) for cell in cells])
+    run = RunData(Path("."), {}, samples, pd.DataFrame(), None, None, "samples")
+    first = first_batch_s(run)
+    assert first == pytest.approx({"baseline": 0.06, "shm": 0.45, "shm" + BACKGROUND_START: 0.09, "pipe": 0.40})
+    assert base_strategy("shm" + BACKGROUND_START) == "shm"
+    late, slowest = slowest_first_batch(first)
+    # shm at its quickest (background start, +0.03 s); pipe has no other way: it is the slowest.
+    assert slowest == "pipe" and late["pipe"] == pytest.approx(0.34)
+    assert late["shm" + BACKGROUND_START] == pytest.approx(0.03)

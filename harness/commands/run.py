@@ -47,7 +47,7 @@ from strategies.signals import EXIT_STATUS_SIGTERM
 
 from ..errors import IpcbenchError
 from ..noise import DEFAULT_SECONDS as DEFAULT_NOISE_FLOOR_S
-from ..plan import AUTO, CACHES, DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S, NEXT_EPOCH
+from ..plan import AUTO, BACKGROUND_START, CACHES, DEFAULT_SAMPLER_INTERVAL_S, DEFAULT_WATCHDOG_S, NEXT_EPOCH
 from ..session import (
     DEFAULT_REPEATS,
     DEFAULT_TRANSFER_MIB,
@@ -112,9 +112,19 @@ _workload_list = _choice_list("workload", WORKLOADS)
 _dtype_list = _choice_list("dtype", DTYPES)
 _cache_list = _choice_list("cache", CACHES)
 _next_epoch_list = _choice_list("next-epoch setting", NEXT_EPOCH)
+_background_start_list = _choice_list("background-start setting", BACKGROUND_START)
 
 # Cell keys a run may sweep besides workers, workload and dtype: named in a summary line when they vary.
-SWEPT_KEYS = ("dataset", "prefetch", "step_ms", "decode_threads", "background_load", "cache", "prefetch_next_epoch")
+SWEPT_KEYS = (
+    "dataset",
+    "prefetch",
+    "step_ms",
+    "decode_threads",
+    "background_load",
+    "cache",
+    "prefetch_next_epoch",
+    "background_start",
+)
 PIXEL_DTYPE = "uint16"  # the images' own: a cell in another dtype says so in progress and summary lines
 
 
@@ -257,6 +267,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "comma-separated for both, each its own cell (default: off)",
     )
     parser.add_argument(
+        "--background-start",
+        type=_background_start_list,
+        default=request.background_start,
+        metavar="off|on",
+        help="on: make_generator returns at once, the workers start in a background thread and the main process "
+        "makes the first images itself until they are ready (LoaderConfig.background_start; pipe, queue, shm, "
+        "shm_zerocopy; the others are measured off only); comma-separated for both, each its own cell "
+        "(default: off)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"a fast check: {QUICK_REPEATS} repeat x {QUICK_WINDOWS} window unless given",
@@ -366,6 +386,7 @@ class ProgressLine:
                 ("background_load", str(m.background_load), "0"),
                 ("cache", m.cache, "warm"),
                 ("prefetch_next_epoch", m.prefetch_next_epoch, "off"),
+                ("background_start", m.background_start, "off"),
             )
             if value != usual
         )
@@ -531,6 +552,7 @@ def request_from(args: argparse.Namespace) -> RunRequest:
         background_load=args.background_load,
         caches=args.cache,
         next_epoch=args.prefetch_next_epoch,
+        background_start=args.background_start,
         quick=args.quick,
         out=args.out,
         prefetch=args.prefetch,
@@ -643,6 +665,7 @@ def main(args: argparse.Namespace) -> int:
             ("background loads", options.background_load),
             ("caches", options.caches),
             ("next-epoch settings", options.next_epoch),
+            ("background-start settings", options.background_start),
             ("datasets", [d.name for d in options.cell_datasets]),
         )
         if len(values) > 1

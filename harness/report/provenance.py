@@ -112,6 +112,7 @@ CONFIG_PHRASES = (
     ("background_load", "{} busy processes beside"),
     ("cache", "{} page cache"),
     ("prefetch_next_epoch", "next epoch begun early: {}"),
+    ("background_start", "workers started in the background: {}"),
 )
 
 

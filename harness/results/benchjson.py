@@ -136,6 +136,7 @@ def _cell(bench: dict[str, Any], params: dict[str, Any], extra: dict[str, Any]) 
         "decode_threads": str(pick("decode_threads", KEY_FILL["decode_threads"])),
         "cache": str(pick("cache", KEY_FILL["cache"])),
         "prefetch_next_epoch": str(pick("prefetch_next_epoch", KEY_FILL["prefetch_next_epoch"])),
+        "background_start": str(pick("background_start", KEY_FILL["background_start"])),
     }
     for key, default in NUMERIC_KEYS.items():
         value = pick(key, default)

@@ -53,6 +53,7 @@ class WindowSample:
     background_load: int = 0  # busy processes spinning beside the measurement (harness.background)
     cache: str = "warm"  # "cold": the dataset evicted from the page cache before every epoch
     prefetch_next_epoch: str = "off"  # "on": LoaderConfig.prefetch_next_epoch (the next epoch begun early)
+    background_start: str = "off"  # "on": LoaderConfig.background_start (the workers start in the background)
     repeat: int
     epoch: int
     warmup: bool
@@ -100,6 +101,9 @@ class WindowSample:
     decode_threads_used: int | None = None
     # cache "cold": the largest share of the dataset's pages still cached just after an eviction.
     cache_resident_before: float | None = None
+    # The warm-up window only: seconds from the make_generator call to the first batch, whatever the
+    # generator did in between (a pool started in the background, LoaderConfig.background_start).
+    first_batch_since_start_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -47,6 +47,7 @@ CELL_KEYS = (
     "background_load",
     "cache",
     "prefetch_next_epoch",
+    "background_start",
 )
 # ``rank`` is a cell key: "all" for the figures of a whole run, or "0", "1", ... for one
 # rank's share of an ``ipcbench run --distributed``, whose "all" rows combine the ranks.
@@ -67,6 +68,7 @@ KEY_FILL: dict[str, Any] = {
     "background_load": 0,
     "cache": "warm",
     "prefetch_next_epoch": "off",  # before it was a setting, no strategy started the next epoch early
+    "background_start": "off",  # before it was a setting, every pool started before make_generator returned
 }
 # What a run measures unless a sweep asks for more (ipcbench run's defaults): a figure or map that
 # shows one value of a swept setting shows this one where the run measured it.
@@ -75,6 +77,7 @@ SWEPT_DEFAULTS: dict[str, Any] = {
     "background_load": 0,
     "cache": "warm",
     "prefetch_next_epoch": "off",
+    "background_start": "off",
 }
 REQUIRED_SAMPLE_FIELDS = ("strategy", "workers")
 

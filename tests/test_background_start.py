@@ -1,0 +1,270 @@
+"""LoaderConfig.background_start: the workers start in a thread; the main process makes the first images.
+
+What it must keep: the same batches as the baseline, across the hand-over from the main
+process to the workers in the middle of an epoch, an early ``break`` and the next epoch
+begun early; a start-up failure raised by ``next()`` with the worker named, nothing left
+behind; a ``close()`` while the workers start that releases everything. What it must do:
+return from ``make_generator`` and yield the first batch without waiting for the workers
+(their start is held back on purpose by the ``worker.start`` injection point), and hand
+the work to them once they are ready.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from conftest import assert_same_batches, write_dataset
+
+from harness.measure import is_infrastructure
+from strategies import STRATEGIES, LoaderConfig, WorkerDiedError, WorkerError, injection, make_generator
+from strategies.base import offering
+
+pytestmark = pytest.mark.timeout(120)
+
+OFFERING = ("pipe", "queue", "shm", "shm_zerocopy")
+HOLD_ENV = "IPCBENCH_TEST_HOLD_START_S"
+STARTED_DIR_ENV = "IPCBENCH_TEST_STARTED_IMAGES"
+IMAGES = 6
+
+
+def config(**overrides) -> LoaderConfig:
+    base = {
+        "batch_size": 5,
+        "tile": 16,
+        "workers": 2,
+        "prefetch": 2,
+        "start_method": "fork",
+        "timeout": 20.0,
+        "background_start": True,
+    }
+    return LoaderConfig(**{**base, **overrides})
+
+
+# Injection actions, run in a worker process at "worker.start" (before its set-up and Ready).
+def hold_start(worker_id: int) -> None:
+    time.sleep(float(os.environ[HOLD_ENV]))
+
+
+def fail_start(worker_id: int) -> None:
+    raise RuntimeError(f"worker {worker_id} cannot start: no licence for the microscope")
+
+
+def die_at_start(worker_id: int) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def record_start(job) -> None:
+    """At "tiles.start", in a worker: one file per image a worker makes."""
+    (Path(os.environ[STARTED_DIR_ENV]) / f"{os.getpid()}-{time.monotonic_ns()}-{job.position}").touch()
+
+
+def arm(monkeypatch: pytest.MonkeyPatch, **actions: str) -> None:
+    """Arm ``point=function`` of this module in every worker (the main process arms nothing from the environment)."""
+    points = {point.replace("_", "."): f"{__name__}:{function}" for point, function in actions.items()}
+    monkeypatch.setenv(injection.ENV, injection.spec(points))
+
+
+def hold(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    monkeypatch.setenv(HOLD_ENV, str(seconds))
+    arm(monkeypatch, worker_start="hold_start")
+
+
+def wait_for_workers(gen, timeout: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while not gen.worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return gen.worker_pids()
+
+
+def children() -> list[psutil.Process]:
+    """This process's live descendants but multiprocessing's own helpers (resource tracker, fork server)."""
+    return [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.status() != psutil.STATUS_ZOMBIE and not is_infrastructure(p.pid)
+    ]
+
+
+def wait_until_no_children(timeout: float = 10.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while (left := children()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
+
+
+def handed_over_epochs(name: str, root: Path, cfg: LoaderConfig) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Epoch 0: two batches made here, then (workers ready) the rest; epochs 1 and 3 whole, 2 broken off."""
+    out = []
+    with make_generator(name, root, cfg) as gen:
+        it = iter(gen)
+        first = [(np.array(d), np.array(m)) for d, m in (next(it), next(it))]
+        if cfg.background_start:
+            assert gen.worker_pids() == [], "the workers were held back: these batches were made here"
+            assert len(wait_for_workers(gen)) == cfg.workers
+        out.append(first + [(np.array(d), np.array(m)) for d, m in it])
+        out.append([(np.array(d), np.array(m)) for d, m in gen])
+        for i, _ in enumerate(gen):
+            if i == 2:
+                break
+        out.append([(np.array(d), np.array(m)) for d, m in gen])
+    return out
+
+
+def test_the_strategies_that_offer_it_are_the_documented_ones() -> None:
+    assert tuple(offering("starts_in_background")) == OFFERING
+    for name, cls in STRATEGIES.items():
+        assert cls.starts_in_background == (name in OFFERING), name
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["epoch_by_epoch", "next_epoch_early"])
+@pytest.mark.parametrize("name", OFFERING)
+def test_same_batches_as_the_baseline_across_the_hand_over_to_the_workers(
+    name: str, ahead: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = write_dataset(tmp_path / "ds", images=IMAGES)
+    reference = handed_over_epochs("baseline", dataset, config(background_start=False))
+    hold(monkeypatch, 0.5)
+    assert_same_batches(reference, handed_over_epochs(name, dataset, config(prefetch_next_epoch=ahead)))
+
+
+@pytest.mark.parametrize("name", OFFERING)
+def test_the_first_batch_does_not_wait_for_the_workers(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = write_dataset(tmp_path / "ds", images=IMAGES)
+    hold(monkeypatch, 3.0)
+    t0 = time.monotonic()
+    with make_generator(name, dataset, config()) as gen:
+        made = time.monotonic() - t0
+        batch = next(gen)
+        first = time.monotonic() - t0
+        assert gen.worker_pids() == []
+        assert made < 2.0 and first < 2.0, f"make_generator {made:.2f} s, first batch {first:.2f} s: it waited"
+        assert batch[0].shape == (5, 2, 16, 16)
+        assert len(wait_for_workers(gen)) == 2
+
+
+@pytest.mark.parametrize("name", OFFERING)
+def test_once_ready_the_workers_make_every_image(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = write_dataset(tmp_path / "ds", images=IMAGES)
+    folder = tmp_path / "started"
+    folder.mkdir()
+    monkeypatch.setenv(STARTED_DIR_ENV, str(folder))
+    arm(monkeypatch, tiles_start="record_start")
+    with make_generator(name, dataset, config()) as gen:
+        wait_for_workers(gen)
+        before = len(os.listdir(folder))
+        for _ in range(2):
+            assert sum(1 for _ in gen) == len(gen)
+        assert len(os.listdir(folder)) - before == 2 * IMAGES
+
+
+@pytest.mark.parametrize("name", OFFERING)
+def test_a_worker_failing_at_start_is_raised_by_next_and_leaves_nothing(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = write_dataset(tmp_path / "ds", images=IMAGES)
+    arm(monkeypatch, worker_start="fail_start")
+    gen = make_generator(name, dataset, config())
+    deadline = time.monotonic() + 20.0
+    with pytest.raises(WorkerError, match="no licence for the microscope") as caught:
+        while time.monotonic() < deadline:  # the main process makes whole epochs until the failure shows
+            for _ in gen:
+                pass
+    assert any("started in the background" in note for note in getattr(caught.value, "__notes__", []))
+    assert gen.closed
+    assert not wait_until_no_children()
+    # /dev/shm is checked by the autouse fixture (conftest.dev_shm_unchanged)
+
+
+@pytest.mark.parametrize("name", OFFERING)
+def test_a_worker_killed_while_starting_is_named(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = write_dataset(tmp_path / "ds", images=IMAGES)
+    arm(monkeypatch, worker_start="die_at_start")
+    gen = make_generator(name, dataset, config())
+    deadline = time.monotonic() + 20.0
+    with pytest.raises(WorkerDiedError, match=r"killed by signal 9.*while starting"):
+        while time.monotonic() < deadline:
+            for _ in gen:
+                pass
+    assert not wait_until_no_children()
+
+
+@pytest.mark.parametrize("name", OFFERING)
+def test_close_while_the_workers_start_releases_everything(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = write_dataset(tmp_path / "ds", images=IMAGES)
+    hold(monkeypatch, 30.0)
+    gen = make_generator(name, dataset, config())
+    next(gen)
+    assert gen.worker_pids() == []
+    t0 = time.monotonic()
+    gen.close()
+    assert time.monotonic() - t0 < 10.0, "close() must not wait for a start held back for 30 s"
+    assert not children(), "close() returned with a worker still alive"
+    with pytest.raises(Exception, match="closed"):
+        next(gen)
+
+
+def test_a_loader_dropped_while_its_workers_start_is_released(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = write_dataset(tmp_path / "ds", images=IMAGES)
+    hold(monkeypatch, 0.5)
+    gen = make_generator("shm", dataset, config())
+    next(gen)
+    del gen  # unclosed: the starting thread holds it until the pool is up, then the finalizer releases it
+    deadline = time.monotonic() + 20.0
+    while children() and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert not children()
+
+
+def test_a_train_and_a_validation_loader_side_by_side_with_a_consumer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train_set = write_dataset(tmp_path / "train", images=IMAGES)
+    val_set = write_dataset(tmp_path / "val", images=3, seed=1)
+    cfg = config(shuffle=False, augment=False)
+    reference = {
+        root: epochs("baseline", root, cfg.replace(background_start=False), 1)[0] for root in (train_set, val_set)
+    }
+    hold(monkeypatch, 0.3)
+    with make_generator("shm", train_set, cfg) as train, make_generator("queue", val_set, cfg) as val:
+        got: dict[Path, list] = {}
+        reader = threading.Thread(target=lambda: got.setdefault(val_set, [(np.array(d), np.array(m)) for d, m in val]))
+        reader.start()
+        got[train_set] = [(np.array(d), np.array(m)) for d, m in train]
+        reader.join(30.0)
+    assert_same_batches([reference[train_set], reference[val_set]], [got[train_set], got[val_set]])
+
+
+def epochs(name: str, root: Path, cfg: LoaderConfig, n: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    with make_generator(name, root, cfg) as gen:
+        return [[(np.array(d), np.array(m)) for d, m in gen] for _ in range(n)]
+
+
+def test_under_the_default_start_method_forkserver(tmp_path: Path) -> None:
+    dataset = write_dataset(tmp_path / "ds", images=IMAGES)
+    reference = epochs("baseline", dataset, config(background_start=False), 3)
+    assert_same_batches(reference, epochs("pipe", dataset, config(start_method="forkserver"), 3))
+
+
+@pytest.mark.parametrize("name", ("baseline", "threads", "torch"))
+def test_a_strategy_that_cannot_is_refused_by_name(name: str, tmp_path: Path) -> None:
+    dataset = write_dataset(tmp_path / "ds", images=IMAGES)
+    with pytest.raises(ValueError, match=rf"not offered by the {name} strategy.*pipe, queue, shm, shm_zerocopy"):
+        make_generator(name, dataset, config())
+
+
+def test_the_option_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match="background_start=1 must be a bool"):
+        config(background_start=1)
