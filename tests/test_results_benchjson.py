@@ -121,6 +121,7 @@ def test_every_round_is_a_measured_sample_with_its_rates_and_extra_info(tmp_path
         "background_load": 0,
         "cache": "warm",
         "prefetch_next_epoch": "off",
+        "background_start": "off",
     }
     row = run.summary.iloc[0]
     assert row["n"] == 3 and row["batches_per_s_median"] == pytest.approx(20 / 0.4)
