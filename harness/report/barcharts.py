@@ -24,7 +24,24 @@ from .cells import MIN_SPREAD, has_workers, uses_shared_memory, value_counts
 
 STAGE_BAR_HEIGHT_IN = 0.32  # per cell of the stages figure, which grows with the run
 TICK_CHAR_IN = 0.065  # about how wide a character of a 9 pt tick label is
+WRAPPED_FONT_PT, WRAPPED_CHAR_IN = 8, 0.058  # a wrapped variant label, and its characters' width
 NOTE_WIDTH_CHARS = 30  # a note in a panel wraps at this many characters
+MAX_LABEL_LINES = 6  # a variant label wraps onto at most this many lines under its group, else it is turned
+PANEL_HEIGHT_IN = 2.6  # one panel of a figure whose panels stand one under another
+
+
+def _panels(run: RunData, count: int, height_in: float) -> tuple[Figure, list]:
+    """A figure of ``count`` panels of variant groups: side by side, or one under another when the run's
+    variant labels need more than a side-by-side panel's width (several settings swept at once)."""
+    summary = run.summary
+    keys = variant_keys(summary)
+    groups = summary[keys].drop_duplicates().to_dict("records") if keys else [{}]
+    needed_in = sum(len(variant_label(pd.Series(g), keys)) for g in groups) * TICK_CHAR_IN
+    if count > 1 and needed_in > style.FIGURE_WIDTH_IN / count:
+        figure, axes = style.new_figure(1, count, height_in=PANEL_HEIGHT_IN * count + 0.8)
+        return figure, list(axes[:, 0])
+    figure, axes = style.new_figure(count, height_in=height_in)
+    return figure, list(axes[0])
 
 
 def _grouped_bars(
@@ -86,9 +103,15 @@ def _grouped_bars(
                     zorder=3,
                 )
     labels = [variant_label(pd.Series(g), keys) for g in groups]
-    ax.set_xticks(range(len(groups)), labels)
-    if sum(len(label) for label in labels) * TICK_CHAR_IN > ax.get_position().width * style.FIGURE_WIDTH_IN:
-        ax.tick_params(axis="x", labelrotation=25)  # long variant labels would run into each other
+    # Each label gets its group's share of the axis: wrapped onto lines of that width (at most
+    # MAX_LABEL_LINES), else turned, so that long variant labels do not run into each other.
+    slot_chars = int(ax.get_position().width * style.FIGURE_WIDTH_IN / len(groups) / WRAPPED_CHAR_IN)
+    wrapped = [textwrap.fill(label, max(slot_chars, 1), break_long_words=False) for label in labels]
+    if max(text.count("\n") + 1 for text in wrapped) <= MAX_LABEL_LINES:
+        ax.set_xticks(range(len(groups)), wrapped, fontsize=WRAPPED_FONT_PT if wrapped != labels else None)
+    else:
+        ax.set_xticks(range(len(groups)), labels)
+        ax.tick_params(axis="x", labelrotation=25)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
     ax.set_ylim(bottom=0)
@@ -140,11 +163,11 @@ def memory(run: RunData) -> Figure:
         for m, t in (("pss_peak_mb", "PSS peak"), ("uss_peak_mb", "USS peak"), ("shm_peak_mb", "/dev/shm peak"))
         if f"{m}_median" in run.summary
     ]
-    figure, axes = style.new_figure(len(panels), height_in=3.8)
+    figure, axes = _panels(run, len(panels), height_in=3.8)
     figure.suptitle("Memory per strategy (main process + all workers)")
     if len(panels) > 1 and panels[1][0] == "uss_peak_mb":
-        axes[0, 1].sharey(axes[0, 0])  # PSS and USS on one scale: USS is the part of PSS a process owns alone
-    for ax, (metric, title) in zip(axes[0], panels, strict=True):
+        axes[1].sharey(axes[0])  # PSS and USS on one scale: USS is the part of PSS a process owns alone
+    for ax, (metric, title) in zip(axes, panels, strict=True):
         leave_out = _no_shm_strategies(run) if metric == "shm_peak_mb" else ()
         _grouped_bars(ax, run, metric, leave_out=leave_out, why="no /dev/shm, not drawn")
         ax.set_title(title)
@@ -160,9 +183,9 @@ def lifecycle(run: RunData) -> Figure:
         for m, t in (("startup_s", "Start-up"), ("time_to_first_batch_s", "First batch"), ("shutdown_s", "Shutdown"))
         if f"{m}_median" in run.summary
     ]
-    figure, axes = style.new_figure(len(panels), height_in=3.8)
+    figure, axes = _panels(run, len(panels), height_in=3.8)
     figure.suptitle("Start-up, first batch and shutdown times")
-    for ax, (metric, title) in zip(axes[0], panels, strict=True):
+    for ax, (metric, title) in zip(axes, panels, strict=True):
         scale, unit = _time_scale(run.summary, metric)
         _grouped_bars(ax, run, metric, scale=scale)
         ax.set_title(title)

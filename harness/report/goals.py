@@ -217,16 +217,21 @@ def transfer_batch_size(run: RunData, mib: float = TRANSFER_MIB) -> int | None:
 def _cells(summary: pd.DataFrame, workload: str, batch_size: int | None = None) -> pd.DataFrame:
     """The goals' cells: ``workload`` at 2 workers (at ``batch_size``), every rank together.
 
-    A cell whose next epoch was begun early (``prefetch_next_epoch`` "on"), or whose workers
-    started in the background (``background_start`` "on"), is a strategy of its own here, named
-    with :data:`NEXT_EPOCH_EARLY` or :data:`BACKGROUND_START`: it competes for "best", never
-    stands in for the strategy's plain cell.
+    A cell whose next epoch was begun early (``prefetch_next_epoch`` "on") is a strategy of its
+    own here, named with :data:`NEXT_EPOCH_EARLY`: it competes for "best", never stands in for
+    the strategy's plain cell. A cell whose workers started in the background
+    (``background_start`` "on") is left out: its measured windows run on a pool that is up by
+    then, the same as its plain cell's, so it would only be a second draw of the same
+    figure, and the best of two draws flatters. It differs in its first batch, which
+    :func:`first_batch_s` judges.
     """
     rows = summary[(summary["workload"] == workload) & (summary["workers"] == WORKERS)]
     if "rank" in rows:
         rows = rows[rows["rank"] == ALL_RANKS]
     if batch_size is not None:
         rows = rows[rows["batch_size"] == batch_size]
+    if "background_start" in rows:
+        rows = rows[rows["background_start"].astype(str) != "on"]
     return named_by_options(rows)
 
 

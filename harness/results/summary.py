@@ -129,7 +129,7 @@ def variant_label(row: pd.Series, keys: list[str]) -> str:
         "background_load": lambda v: f"{v} busy process" + ("" if v == 1 else "es") + " beside",
         "cache": lambda v: f"{v} cache",
         "prefetch_next_epoch": lambda v: "next epoch begun early" if v == "on" else "epoch by epoch",
-        "background_start": lambda v: "workers started in the background" if v == "on" else "workers started first",
+        "background_start": lambda v: "started in the background" if v == "on" else "started in make_generator",
         "rank": lambda v: "all ranks" if v == ALL_RANKS else f"rank {v}",
     }
     return ", ".join(phrases.get(k, str)(row[k]) for k in keys) or "all cells"

@@ -71,7 +71,8 @@ figure("stages", only(run, "pipe", "queue", "shm", "torch"))
 # pickled descriptor on one result queue, cost against slots that are reused:
 
 # %%
-goals = where(committed("reference-goals"), prefetch_next_epoch="off")  # each epoch on its own, as torch does
+# Each epoch on its own and the workers started before the first batch, as torch does.
+goals = where(committed("reference-goals"), prefetch_next_epoch="off", background_start="off")
 moved = goals.summary[goals.summary["workload"] == "transfer"].set_index("strategy")["batches_per_s_median"]
 table(moved.reindex(["queue", "torch", "pipe", "shm", "shm_zerocopy"]).rename("transfer, batches/s"))
 nearer = (
