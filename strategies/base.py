@@ -9,7 +9,7 @@ The blog's DataGenerator, made into a contract::
 
 The base class owns everything that is the same for every strategy: the epoch plan,
 ``len()``, the iterator protocol, and batch assembly (tiles of processed images,
-taken in plan order, copied into fresh batch arrays, so a batch may span images).
+taken in plan order, copied into batch arrays of the loop's own, so a batch may span images).
 A strategy supplies only a *producer* of processed images, through four hooks:
 
 - ``_begin_epoch(plan)``: start producing the images of ``plan.jobs``;
@@ -70,6 +70,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .batch_memory import BatchMemory
 from .close_signal import CloseSignal
 from .config import LoaderConfig
 from .constants import STOP_GRACE_S
@@ -259,6 +260,9 @@ class BatchGenerator(ABC):
                 f"world_size={config.world_size}: some ranks would get none"
             )
         self.max_tiles = max_tiles_per_image(self.dataset.shapes, config.tile)
+        t = config.tile  # the memory of the batches the assembler fills (strategies.batch_memory)
+        self._data_memory = BatchMemory((config.batch_size, self.dataset.channels, t, t), data_dtype(config))
+        self._mask_memory = BatchMemory((config.batch_size, t, t), np.uint8)
         # Images in flight per worker: no more than an epoch can ever have for one worker,
         # so a huge ``prefetch`` costs no slots, semaphores or loop iterations it cannot use.
         self.prefetch = min(config.prefetch, -(-len(self.dataset) // config.workers))
@@ -414,10 +418,8 @@ class BatchGenerator(ABC):
         raise exc
 
     def _assemble(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Copy the next ``size`` tiles, across image boundaries, into fresh arrays."""
-        t = self.config.tile
-        data = np.empty((size, self.dataset.channels, t, t), data_dtype(self.config))
-        masks = np.empty((size, t, t), np.uint8)
+        """Copy the next ``size`` tiles, across image boundaries, into arrays of the loop's own (``BatchMemory``)."""
+        data, masks = self._data_memory.take(size), self._mask_memory.take(size)
         filled = 0
         while filled < size:
             if self._current is None or self._offset == self._current.n_tiles:
@@ -517,6 +519,8 @@ class BatchGenerator(ABC):
             try:
                 self._active = False
                 self._current = None
+                self._data_memory.close()
+                self._mask_memory.close()
                 self._shutdown()
             finally:
                 self.clock.close()
