@@ -35,6 +35,11 @@ class _Block(np.ndarray):
     """The memory of one batch array (a subclass, so that views of a batch stop at the batch)."""
 
 
+def on_batch_memory(array: np.ndarray) -> bool:
+    """Whether ``array`` is a batch on memory of this module (the loop's own), not a view of a producer's."""
+    return isinstance(array.base, _Block)
+
+
 class BatchMemory:
     """Arrays of ``shape[0]`` rows or fewer, each on a block recycled when the array is gone."""
 
