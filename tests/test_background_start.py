@@ -84,6 +84,14 @@ def wait_for_workers(gen, timeout: float = 20.0) -> list[int]:
     return gen.worker_pids()
 
 
+def run_epochs_for(gen, seconds: float) -> None:
+    """Whole epochs for ``seconds``: the main process makes them itself until a failed start shows."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for _ in gen:
+            pass
+
+
 def children() -> list[psutil.Process]:
     """This process's live descendants but multiprocessing's own helpers (resource tracker, fork server)."""
     return [
@@ -174,11 +182,8 @@ def test_a_worker_failing_at_start_is_raised_by_next_and_leaves_nothing(
     dataset = write_dataset(tmp_path / "ds", images=IMAGES)
     arm(monkeypatch, worker_start="fail_start")
     gen = make_generator(name, dataset, config())
-    deadline = time.monotonic() + 20.0
     with pytest.raises(WorkerError, match="no licence for the microscope") as caught:
-        while time.monotonic() < deadline:  # the main process makes whole epochs until the failure shows
-            for _ in gen:
-                pass
+        run_epochs_for(gen, 20.0)
     assert any("started in the background" in note for note in getattr(caught.value, "__notes__", []))
     assert gen.closed
     assert not wait_until_no_children()
@@ -190,11 +195,8 @@ def test_a_worker_killed_while_starting_is_named(name: str, tmp_path: Path, monk
     dataset = write_dataset(tmp_path / "ds", images=IMAGES)
     arm(monkeypatch, worker_start="die_at_start")
     gen = make_generator(name, dataset, config())
-    deadline = time.monotonic() + 20.0
     with pytest.raises(WorkerDiedError, match=r"killed by signal 9.*while starting"):
-        while time.monotonic() < deadline:
-            for _ in gen:
-                pass
+        run_epochs_for(gen, 20.0)
     assert not wait_until_no_children()
 
 

@@ -301,39 +301,26 @@ def test_a_window_that_works_ahead_counts_the_gap_before_it():
     assert contiguous["batches_per_s"] == pytest.approx(10 / 1.25)
 
 
-def test_next_epoch_on_is_a_cell_only_of_the_strategies_that_offer_it():
-    options = RunOptions(
-        dataset="d",
-        dataset_name="d",
-        dataset_source="dir",
-        strategies=("baseline", "pipe", "torch", "threads"),
-        workers=(2,),
-        loader=LoaderConfig(),
-        next_epoch=("off", "on"),
-    )
+@pytest.mark.parametrize(
+    ("option", "field", "offering"),
+    [
+        ("next_epoch", "prefetch_next_epoch", ("pipe", "threads")),
+        ("background_start", "background_start", ("pipe",)),
+    ],
+)
+def test_an_option_on_is_a_cell_only_of_the_strategies_that_offer_it(option, field, offering):
+    """``RunOptions.<option>`` "on" makes a cell of its own (LoaderConfig.<field> True) only where it is offered."""
+    common = {"dataset": "d", "dataset_name": "d", "dataset_source": "dir", "loader": LoaderConfig()}
+    strategies = ("baseline", "pipe", "torch", "threads")
+    options = RunOptions(**common, strategies=strategies, workers=(2,), **{option: ("off", "on")})
     plan = plan_measurements(options)
-    cells = {(m.strategy, m.prefetch_next_epoch) for m in plan}
-    assert cells == {
-        ("baseline", "off"),
-        ("pipe", "off"),
-        ("pipe", "on"),
-        ("torch", "off"),
-        ("threads", "off"),
-        ("threads", "on"),
-    }
-    on = next(m for m in plan if m.prefetch_next_epoch == "on")
-    assert measurement_loader(options, on).prefetch_next_epoch is True
-    assert options.config_dict()["prefetch_next_epoch"] == ["off", "on"]
-    with pytest.raises(ValueError, match="next_epoch"):
-        RunOptions(
-            dataset="d",
-            dataset_name="d",
-            dataset_source="dir",
-            strategies=("pipe",),
-            workers=(1,),
-            loader=LoaderConfig(),
-            next_epoch=("early",),
-        )
+    cells = {(m.strategy, getattr(m, field)) for m in plan}
+    assert cells == {(s, "off") for s in strategies} | {(s, "on") for s in offering}
+    on = next(m for m in plan if getattr(m, field) == "on")
+    assert getattr(measurement_loader(options, on), field) is True
+    assert options.config_dict()[field] == ["off", "on"]
+    with pytest.raises(ValueError, match=option):
+        RunOptions(**common, strategies=("pipe",), workers=(1,), **{option: ("sometimes",)})
 
 
 def test_next_epoch_is_a_sweep_of_the_run_command(tmp_path, monkeypatch):
@@ -348,41 +335,6 @@ def test_next_epoch_is_a_sweep_of_the_run_command(tmp_path, monkeypatch):
     assert env["command"][env["command"].index("--prefetch-next-epoch") + 1] == "off,on"
     summary = summarize(read_samples(out / SAMPLES_FILE))
     assert set(summary["prefetch_next_epoch"]) == {"off", "on"}
-
-
-def test_background_start_on_is_a_cell_only_of_the_strategies_that_offer_it():
-    options = RunOptions(
-        dataset="d",
-        dataset_name="d",
-        dataset_source="dir",
-        strategies=("baseline", "pipe", "shm_zerocopy", "threads"),
-        workers=(2,),
-        loader=LoaderConfig(),
-        background_start=("off", "on"),
-    )
-    plan = plan_measurements(options)
-    cells = {(m.strategy, m.background_start) for m in plan}
-    assert cells == {
-        ("baseline", "off"),
-        ("pipe", "off"),
-        ("pipe", "on"),
-        ("shm_zerocopy", "off"),
-        ("shm_zerocopy", "on"),
-        ("threads", "off"),
-    }
-    on = next(m for m in plan if m.background_start == "on")
-    assert measurement_loader(options, on).background_start is True
-    assert options.config_dict()["background_start"] == ["off", "on"]
-    with pytest.raises(ValueError, match="background_start"):
-        RunOptions(
-            dataset="d",
-            dataset_name="d",
-            dataset_source="dir",
-            strategies=("pipe",),
-            workers=(1,),
-            loader=LoaderConfig(),
-            background_start=("soon",),
-        )
 
 
 def test_background_start_is_a_sweep_of_the_run_command_timed_from_make_generator(tmp_path, monkeypatch):
