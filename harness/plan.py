@@ -163,6 +163,8 @@ class RunOptions:
             raise ValueError(
                 f"RunOptions.background_start={self.background_start} must each be one of {BACKGROUND_START}"
             )
+        if "on" in self.background_start:
+            self.loader.replace(background_start=True)  # validates it with the run's start method
         if self.sampler_interval_s < 0:
             raise ValueError(f"RunOptions.sampler_interval_s={self.sampler_interval_s} must be >= 0")
         if self.watchdog_s <= 0:

@@ -84,8 +84,10 @@ class LoaderConfig:
     worker that dies or raises while starting) is raised by the next ``next()`` or
     ``iter()`` instead of by ``make_generator``; errors of the arguments, the dataset and
     /dev/shm are still ``make_generator``'s. ``worker_pids()`` is empty until the workers
-    are ready. The strategies whose ``starts_in_background`` is True offer it (``pipe``,
-    ``queue``, ``shm``, ``shm_zerocopy``); the others refuse it. It changes no batch.
+    are ready. It needs ``start_method`` "forkserver" or "spawn": "fork" from the starting
+    thread would copy into a worker whatever lock this process's own work holds then. The
+    strategies whose ``starts_in_background`` is True offer it (``pipe``, ``queue``,
+    ``shm``, ``shm_zerocopy``); the others refuse it. It changes no batch.
     """
 
     batch_size: int = 32
@@ -179,6 +181,12 @@ class LoaderConfig:
             raise ValueError(
                 f"LoaderConfig.pin_memory={self.pin_memory} / device={self.device!r} need output='torch' "
                 f"(NumPy batches live in ordinary host memory); got output={self.output!r}"
+            )
+        if self.background_start and self.start_method == "fork":
+            raise ValueError(
+                "LoaderConfig.background_start=True needs start_method 'forkserver' (the default) or 'spawn', not "
+                "'fork': a worker forked by the starting thread while this process makes images inherits every "
+                "lock that work holds at that moment, and can hang on it"
             )
         if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or not self.timeout > 0:
             raise ValueError(

@@ -323,6 +323,19 @@ def test_an_option_on_is_a_cell_only_of_the_strategies_that_offer_it(option, fie
         RunOptions(**common, strategies=("pipe",), workers=(1,), **{option: ("sometimes",)})
 
 
+def test_background_start_with_fork_is_refused_before_the_run_starts():
+    with pytest.raises(ValueError, match="not 'fork'"):
+        RunOptions(
+            dataset="d",
+            dataset_name="d",
+            dataset_source="dir",
+            loader=LoaderConfig(start_method="fork"),
+            strategies=("pipe",),
+            workers=(2,),
+            background_start=("off", "on"),
+        )
+
+
 def test_next_epoch_is_a_sweep_of_the_run_command(tmp_path, monkeypatch):
     monkeypatch.setattr(harness.report, "build_report", lambda run_dir: run_dir / "report.md")
     root = write_dataset(tmp_path / "ds", images=3, height=96, width=128, channels=1)
