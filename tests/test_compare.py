@@ -13,7 +13,7 @@ from harness.compare import CellChange, compare_runs, format_comparison, min_p_v
 from harness.results import load_run
 
 # the cell keys, in CELL_KEYS order
-CELL = ("shm", 2, 2, "forkserver", 32, 256, "synth", "full", 0.0, "all", "uint16", "1", 0, "warm", "off")
+CELL = ("shm", 2, 2, "forkserver", 32, 256, "synth", "full", 0.0, "all", "uint16", "1", 0, "warm", "off", "off")
 
 
 @pytest.fixture(scope="module")
