@@ -139,7 +139,7 @@ def test_same_batches_as_the_baseline_across_the_hand_over_to_the_workers(
 ) -> None:
     dataset = write_dataset(tmp_path / "ds", images=IMAGES)
     reference = handed_over_epochs("baseline", dataset, config(background_start=False))
-    hold(monkeypatch, 0.3)
+    hold(monkeypatch, 0.5)  # long against two batches of a tiny dataset, even on a loaded machine
     assert_same_batches(reference, handed_over_epochs(name, dataset, config(prefetch_next_epoch=ahead)))
 
 
