@@ -310,6 +310,11 @@ class Events:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _worker_pids(gen: Any) -> list[int]:
+    """The generator's worker processes, as far as it knows them now (none for a single-process strategy)."""
+    return list(getattr(gen, "worker_pids", lambda: [])())
+
+
 def _alive(pids: Iterable[int]) -> list[int]:
     return [p for p in pids if is_alive(p)]
 
@@ -388,7 +393,7 @@ def measure(spec: ChildSpec, events: Events) -> None:
         t0 = time.perf_counter()
         gen = make_generator(spec.strategy, spec.dataset, config)
         startup_s = time.perf_counter() - t0
-        worker_pids = list(getattr(gen, "worker_pids", lambda: [])())  # none yet under background_start
+        worker_pids = _worker_pids(gen)  # none yet under background_start
         decode_threads = getattr(gen, "decode_threads", None)
         cold_files = dataset_files(spec.dataset) if spec.cache == "cold" else []
         stage_times = stage_timer(gen)  # read just outside each timed epoch: its cost is never timed
@@ -468,7 +473,7 @@ def measure(spec: ChildSpec, events: Events) -> None:
                     # What a user waits from make_generator to the first batch, whatever the generator
                     # does in between (a pool starting in the background works on).
                     record["first_batch_since_start_s"] = timings[0].t_start + timings[0].time_to_first_batch_s - t0
-                    worker_pids = worker_pids or list(getattr(gen, "worker_pids", lambda: [])())
+                    worker_pids = worker_pids or _worker_pids(gen)
                 carried = WindowEdge(timings[-1].t_end, after, busy_after, sampler_cpu_after, stages_after, main_after)
                 # What the rest of the machine used meanwhile, in cores: a loaded machine's figures are suspect.
                 other_cores = max(0.0, busy - (after.cpu_s - before.cpu_s)) / record["seconds"]

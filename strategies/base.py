@@ -100,6 +100,13 @@ def check_torch_device(config: LoaderConfig) -> None:
         )
 
 
+# LoaderConfig options only some strategies offer: (the option, the class flag that offers it, what it does).
+OPTIONS_OFFERED = (
+    ("prefetch_next_epoch", "prefetches_next_epoch", "start the next epoch early"),
+    ("background_start", "starts_in_background", "start their workers in the background"),
+)
+
+
 def offering(option: str) -> list[str]:
     """The registered strategies whose class flag ``option`` is True (``prefetches_next_epoch``, ...)."""
     from . import STRATEGIES  # at call time: the registry imports this module
@@ -230,16 +237,12 @@ class BatchGenerator(ABC):
             )
         if config.trace_dir is not None:
             check_trace_dir(self.name, self.traces, config.trace_dir)
-        if config.prefetch_next_epoch and not self.prefetches_next_epoch:
-            raise ValueError(
-                f"prefetch_next_epoch=True is not offered by the {self.name} strategy; the strategies that start "
-                f"the next epoch early: {', '.join(offering('prefetches_next_epoch'))}"
-            )
-        if config.background_start and not self.starts_in_background:
-            raise ValueError(
-                f"background_start=True is not offered by the {self.name} strategy; the strategies that start "
-                f"their workers in the background: {', '.join(offering('starts_in_background'))}"
-            )
+        for option, flag, what in OPTIONS_OFFERED:
+            if getattr(config, option) and not getattr(self, flag):
+                raise ValueError(
+                    f"{option}=True is not offered by the {self.name} strategy; the strategies that {what}: "
+                    f"{', '.join(offering(flag))}"
+                )
         if self.worker_processes and mp.current_process().daemon:
             raise ProcessContextError(
                 f"the {self.name} strategy starts worker processes, and this process "

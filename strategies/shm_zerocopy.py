@@ -206,7 +206,8 @@ class ShmZeroCopyGenerator(RequestGenerator):
 
     def _made_here(self, job: ImageJob, here: Processor) -> ProcessedImage:
         # The wanted image holds tiles of the batch being assembled: its batches are in the window.
-        write_into_slots(here, job, self.slots, self.config.batch_size, self._first_batch % self.n_slots)
+        first_slot = self._epoch_start(self.generation) % self.n_slots  # as a dispatched job of this epoch gets
+        write_into_slots(here, job, self.slots, self.config.batch_size, first_slot)
         return ProcessedImage(job.position, job.image_index, _IN_SLOTS, _IN_SLOTS, handle=MADE_HERE)
 
     def _assemble(self, size: int) -> tuple[np.ndarray, np.ndarray]:
