@@ -450,9 +450,18 @@ class BatchGenerator(ABC):
             self._release_image(image)
 
     def _finish_epoch(self) -> None:
+        """The epoch ended (its last batch out, or abandoned by ``iter()``): release its images.
+
+        Releasing may dispatch more work (the next epoch, begun early) and so meet a worker
+        error, or a background start that failed: that closes the generator as any other would.
+        """
         self._active = False
-        self._drop_current()
-        self._end_epoch()
+        assert self._plan is not None
+        try:
+            self._drop_current()
+            self._end_epoch()
+        except BaseException as exc:
+            self._fail(exc, f"the end of epoch {self._plan.epoch}")
 
     def _deliver(self, data: np.ndarray, masks: np.ndarray) -> tuple[Any, Any]:
         c = self.config

@@ -57,6 +57,11 @@ def fail_start(worker_id: int) -> None:
     raise RuntimeError(f"worker {worker_id} cannot start: no licence for the microscope")
 
 
+def hold_then_fail_start(worker_id: int) -> None:
+    hold_start(worker_id)
+    fail_start(worker_id)
+
+
 def die_at_start(worker_id: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -184,6 +189,31 @@ def test_a_worker_failing_at_start_is_raised_by_next_and_leaves_nothing(
     gen = make_generator(name, dataset, config())
     with pytest.raises(WorkerError, match="no licence for the microscope") as caught:
         run_epochs_for(gen, 20.0)
+    assert any("started in the background" in note for note in getattr(caught.value, "__notes__", []))
+    assert gen.closed
+    assert not wait_until_no_children()
+    # /dev/shm is checked by the autouse fixture (conftest.dev_shm_unchanged)
+
+
+@pytest.mark.parametrize("ending", ["finished", "abandoned"])
+@pytest.mark.parametrize("name", OFFERING)
+def test_a_start_failing_while_an_epoch_ends_is_raised_by_the_loop_and_leaves_nothing(
+    name: str, ending: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The epoch's images made here; the start fails before the loop ends the epoch (the last
+    ``next()``, or ``iter()`` breaking it off) and starts the next one."""
+    dataset = write_dataset(tmp_path / "ds", images=IMAGES)
+    monkeypatch.setenv(HOLD_ENV, "1.0")  # long against an epoch of a tiny dataset, made here
+    arm(monkeypatch, worker_start="hold_then_fail_start")
+    gen = make_generator(name, dataset, config())
+    it = iter(gen)
+    for _ in range(len(it) if ending == "finished" else 1):
+        next(it)
+    gen._starter.join(30.0)  # the start has failed; nothing has asked for its error yet
+    with pytest.raises(WorkerError, match="no licence for the microscope") as caught:
+        for _ in it:
+            pass
+        next(iter(gen))
     assert any("started in the background" in note for note in getattr(caught.value, "__notes__", []))
     assert gen.closed
     assert not wait_until_no_children()
