@@ -5,7 +5,9 @@ hand) does, in order::
 
     sampler thread on          (memory of this process and all its descendants)
     make_generator(...)        timed: startup_s                   -> event "ready"
-    window 0 (warm-up)         whole epochs until the window lasts min_window_s;
+    window 0 (warm-up)         whole epochs until the window lasts min_window_s (and,
+                               under background_start, until the workers are up: the
+                               measured windows are theirs, never the main process's);
                                the first epoch fully checksummed; memory sampled
                                densely (every 50 ms)              -> event "window"
     windows 1..W (measured)    whole epochs until each lasts min_window_s (a calibrated
@@ -315,6 +317,11 @@ def _worker_pids(gen: Any) -> list[int]:
     return list(getattr(gen, "worker_pids", lambda: [])())
 
 
+def starting(gen: Any, config: Any) -> bool:
+    """Whether the generator's workers are still starting in the background (``LoaderConfig.background_start``)."""
+    return bool(config.background_start) and not _worker_pids(gen)
+
+
 def _alive(pids: Iterable[int]) -> list[int]:
     return [p for p in pids if is_alive(p)]
 
@@ -428,7 +435,7 @@ def measure(spec: ChildSpec, events: Events) -> None:
                     main_before = main_times() if main_times is not None else None
                 first_epoch, images, timings = next_epoch, [], []
                 paused_s, resident = 0.0, []
-                while not timings or not window_done(timings, spec):
+                while not timings or not window_done(timings, spec) or (window == 0 and starting(gen, config)):
                     images += [job.image_index for job in gen.plan_for(config.epoch + next_epoch).jobs]
                     if cold_files:
                         t_evict = time.perf_counter()

@@ -44,18 +44,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import weakref
 from abc import abstractmethod
 from collections import deque
 from contextlib import ExitStack
 
+from .background_start import BackgroundStart
 from .base import BatchGenerator, owner_only
 from .config import LoaderConfig
 from .dataset import Dataset
 from .errors import WorkerError
 from .plan import EpochPlan, ImageJob
-from .work import ProcessedImage, Processor, make_processor
+from .work import ProcessedImage, Processor
 from .workers import WorkerPool
 
 # ProcessedImage.handle of an image this process made itself while the workers started.
@@ -78,18 +78,14 @@ class ProcessGenerator(BatchGenerator):
         self.window = config.workers * self.prefetch
         self._early: dict[int, ProcessedImage] = {}  # the next epoch's results, by position, until it begins
         self.pool: WorkerPool | None = None
-        self._starter: threading.Thread | None = None  # LoaderConfig.background_start: the thread starting the pool
-        self._start_error: BaseException | None = None  # what stopped it
-        self._here: Processor | None = None  # makes images in this process until the pool is ready
+        # LoaderConfig.background_start: the pool's start, until the workers take over (strategies.background_start).
+        self._starting: BackgroundStart | None = None
         self.resources = ExitStack()
         self._finalizer = weakref.finalize(self, owner_only(self.resources.close))
         try:
             self._prepare(self.resources)
             if config.background_start:
-                self._here = make_processor(self.dataset, config)
-                name = f"ipcbench-{self.name}-start"
-                self._starter = threading.Thread(target=self._start_pool, name=name, daemon=True)
-                self._starter.start()
+                self._starting = BackgroundStart(self.name, self._start_pool, self.dataset, config)
             else:
                 self.pool = self._start(self.resources)
         except BaseException:
@@ -124,25 +120,14 @@ class ProcessGenerator(BatchGenerator):
 
     # -- the start, in the background ----------------------------------------
     def _start_pool(self) -> None:
-        """The starting thread (``LoaderConfig.background_start``): the pool, or the error that stopped it."""
-        try:
-            self.pool = self._start(self.resources)
-        except BaseException as exc:  # raised in the loop's thread by _workers_ready
-            self._start_error = exc
+        """What the starting thread runs (``LoaderConfig.background_start``)."""
+        self.pool = self._start(self.resources)
 
     def _workers_ready(self) -> bool:
         """Whether the pool is up; a background start that failed raises its error here."""
         if self.pool is not None:
             return True
-        starter = self._starter
-        if starter is None or starter.is_alive():
-            return False
-        starter.join()
-        error, self._start_error = self._start_error, None
-        if error is not None:
-            error.add_note(f"{self.name}: raised while its workers started in the background (background_start=True)")
-            raise error
-        return self.pool is not None
+        return self._starting is not None and self._starting.ready() and self.pool is not None
 
     # -- the shared machinery --------------------------------------------------
     def worker_pids(self) -> list[int]:
@@ -182,10 +167,12 @@ class ProcessGenerator(BatchGenerator):
 
     def _next_image(self) -> ProcessedImage:
         while self._wanted not in self._ready:
-            if self._here is not None:  # started in the background
+            if self._starting is not None:  # started in the background
                 if not self._workers_ready():
-                    return self._make_here()
-                self._here = None  # the workers take over from here
+                    image = self._starting.make_next(self._pending, self._wanted, self.clock, self._made_here)
+                    self._wanted += 1
+                    return image
+                self._starting = None  # the workers take over from here
                 self._fill()
                 continue
             for generation, image in self._receive():
@@ -199,16 +186,6 @@ class ProcessGenerator(BatchGenerator):
         image = self._ready.pop(self._wanted)
         self._wanted += 1
         return image
-
-    def _make_here(self) -> ProcessedImage:
-        """The wanted image, made in this process: nothing is dispatched before the pool is ready."""
-        assert self._here is not None
-        job = self._pending.popleft()
-        if job.position != self._wanted:
-            raise RuntimeError(f"{self.name}: image {self._wanted} is wanted, and image {job.position} is next")
-        self._wanted += 1
-        with self.clock.timing("compute"):
-            return self._made_here(job, self._here)
 
     def _release_image(self, image: ProcessedImage) -> None:
         self._retire(image)
@@ -230,11 +207,11 @@ class ProcessGenerator(BatchGenerator):
         self.close()
 
     def _shutdown(self) -> None:
-        if self._starter is not None:
+        if self._starting is not None:
             # close() fired the close signal, which the pool's waits for Ready watch: the
             # thread returns as soon as the process starts in progress have returned.
-            self._starter.join(self.config.wait_timeout)
-        self._here = None
+            self._starting.join(self.config.wait_timeout)
+            self._starting = None
         self._ready.clear()
         self._pending.clear()
         self._early.clear()

@@ -116,7 +116,8 @@ import threading
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -125,6 +126,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import injection
+from .background_start import BackgroundStart
 from .base import BatchGenerator, owner_only
 from .close_signal import CloseSignal
 from .config import LoaderConfig
@@ -147,7 +149,14 @@ from .plan import EpochPlan, ImageJob
 from .shm_segments import check_free_space, close_queue, release_semaphores, remove_segments
 from .stages import StageClock, time_queue_pickling
 from .work import ProcessedImage, Processor, data_dtype, image_buffers, make_processor, tile_nbytes
-from .workers import FORKSERVER_PRELOAD, how_it_ended, start_fork_server, stop_processes, watch_parent
+from .workers import (
+    FORKSERVER_PRELOAD,
+    how_it_ended,
+    start_fork_server,
+    stop_processes,
+    wait_for_fork_server,
+    watch_parent,
+)
 
 # What torch's worker loop imports, for the fork server to import once (torch.utils.data
 # is not imported by ``import torch`` alone).
@@ -225,6 +234,8 @@ class ImageDataset:
     def __getitem__(self, tagged: TaggedJob) -> ImageTensors | WorkerFailure:
         import torch
 
+        if _start_failure is not None:
+            return _start_failure  # this worker's set-up failed: every image it is asked for fails so
         try:
             if self._processor is None:
                 self._processor = make_processor(self.dataset, self.config)
@@ -248,9 +259,17 @@ class ImageDataset:
             )
         except Exception as exc:  # travels as data, raised as WorkerError in the main process
             info = torch.utils.data.get_worker_info()
-            return WorkerFailure(
-                -1 if info is None else info.id, os.getpid(), type(exc).__name__, str(exc), traceback.format_exc()
-            )
+            return _failure(-1 if info is None else info.id, exc)
+
+
+def _failure(worker_id: int, exc: Exception) -> WorkerFailure:
+    """``exc``, raised in this worker, as the data the main process raises as :class:`WorkerError`."""
+    return WorkerFailure(worker_id, os.getpid(), type(exc).__name__, str(exc), traceback.format_exc())
+
+
+# In a DataLoader worker whose set-up failed (``_init_worker``): what it answers for every image.
+# (Torch's own answer to a failing ``worker_init_fn`` is a bare "Caught ... in DataLoader worker".)
+_start_failure: WorkerFailure | None = None
 
 
 # How long a worker's excepthook waits to see whether a reset connection means the main process died.
@@ -262,10 +281,16 @@ FETCH_POLL_S = 0.05
 def _init_worker(worker_id: int) -> None:
     """Each DataLoader worker exits within PARENT_POLL_S of the main process's death, quietly.
 
-    Torch's own check (``ManagerWatchdog``) runs every 5 s, between items only.
+    Torch's own check (``ManagerWatchdog``) runs every 5 s, between items only. A set-up
+    that fails (the ``worker.start`` injection point) answers every image with its error.
     """
+    global _start_failure
     _quiet_when_orphaned(watch_parent())
     injection.arm_from_environment()  # nothing, unless a fault test armed a point (strategies.injection)
+    try:
+        injection.hit("worker.start", worker_id=worker_id)
+    except Exception as exc:
+        _start_failure = _failure(worker_id, exc)
 
 
 def _quiet_when_orphaned(main_gone: Callable[[float], bool]) -> None:
@@ -423,6 +448,7 @@ class TorchGenerator(BatchGenerator):
     name = "torch"
     worker_processes = True
     shared_memory = True
+    starts_in_background = True
     payload: ClassVar[str] = "shm"  # one of PAYLOADS
 
     def __init__(self, dataset: Dataset | str | os.PathLike[str], config: LoaderConfig) -> None:
@@ -436,16 +462,37 @@ class TorchGenerator(BatchGenerator):
             # Workers forked from a server that has imported torch start in ~20 ms,
             # instead of each importing it (~2 s); the server imports it while we do.
             start_fork_server(FORKSERVER_PRELOAD + TORCH_PRELOAD)
-        import torch  # here, never at module import: see the module docstring
-        from torch.utils.data import DataLoader
-
         if self.payload not in PAYLOADS:
             raise ValueError(f"{type(self).__name__}.payload={self.payload!r} must be one of {PAYLOADS}")
-        c = config
         self.generation = 0
         self._wanted = 0
         self._sampler = JobSampler()
         self._state = _LoaderState()
+        self._finalizer = weakref.finalize(self, owner_only(_close_loader, self._state))
+        # LoaderConfig.background_start: the DataLoader's start, until its workers take over
+        # (strategies.background_start), and the epoch's images not yet made meanwhile.
+        self._starting: BackgroundStart | None = None
+        self._pending: deque[ImageJob] = deque()
+        if config.background_start:
+            self._starting = BackgroundStart(self.name, self._start_loader, self.dataset, config)
+            return
+        try:
+            self._start_loader()
+        except BaseException:
+            self._finalizer()
+            raise
+
+    def _start_loader(self) -> None:
+        """The DataLoader, its workers started and ready for an epoch (in a thread under ``background_start``)."""
+        if self.config.background_start and self.config.start_method == "forkserver" and "torch" not in sys.modules:
+            # Importing torch holds this process's GIL for most of its ~1.5 s, which would slow the
+            # images the loop's thread makes meanwhile several times over (the first batch 0.06 ->
+            # 0.6 s): the fork server imports it on the other core first.
+            wait_for_fork_server()
+        import torch  # here, never at module import: see the module docstring
+        from torch.utils.data import DataLoader
+
+        c = self.config
         self._state.loader = DataLoader(
             ImageDataset(self.dataset, c, self.payload),
             batch_size=None,
@@ -460,34 +507,49 @@ class TorchGenerator(BatchGenerator):
             generator=torch.Generator(),
             worker_init_fn=_init_worker,
         )
-        self._finalizer = weakref.finalize(self, owner_only(_close_loader, self._state))
-        try:
-            with self._torch_errors(STARTING):
-                iterator = self._state.iterator = iter(self._state.loader)  # starts the workers
-                self._state.tracker = tracker_pid()
-                # Death is watched where we wait (WatchedQueue), not by torch's SIGCHLD
-                # handler, which would raise anywhere in the main thread.
-                untrack_loader_workers(iterator)
-                workers = loader_workers(iterator)
-                wrap_loader_data_queue(iterator, lambda inner: WatchedQueue(inner, workers, self.close_signal))
-                # An empty epoch: torch sends every worker a resume message and
-                # waits for its answer, so the generator is ready when we return.
-                iter(self._state.loader)
-        except BaseException:
-            self._finalizer()
-            raise
+        with self._torch_errors(STARTING):
+            iterator = self._state.iterator = iter(self._state.loader)  # starts the workers
+            self._state.tracker = tracker_pid()
+            # Death is watched where we wait (WatchedQueue), not by torch's SIGCHLD
+            # handler, which would raise anywhere in the main thread (and which torch
+            # does not install from another thread, as under background_start).
+            untrack_loader_workers(iterator)
+            workers = loader_workers(iterator)
+            wrap_loader_data_queue(iterator, lambda inner: WatchedQueue(inner, workers, self.close_signal))
+            # An empty epoch: torch sends every worker a resume message and
+            # waits for its answer, so the generator is ready when we return.
+            iter(self._state.loader)
+
+    def _workers_ready(self) -> bool:
+        """Whether the DataLoader is ready; a background start that failed raises its error here."""
+        return self._starting is None or self._starting.ready()
+
+    def _give_to_loader(self, jobs: Iterable[ImageJob], waiting_for: str) -> None:
+        """``jobs``, the current epoch's from the first not yet made, become the DataLoader's epoch."""
+        self._sampler.jobs = tuple(TaggedJob(self.generation, job) for job in jobs)
+        self._check_workers(waiting_for)
+        with self._torch_errors(waiting_for):
+            iter(self._state.loader)  # drains the abandoned epoch's images, then primes the window
 
     # -- producer hooks -------------------------------------------------------
     def _begin_epoch(self, plan: EpochPlan) -> None:
         self.generation += 1
         self._wanted = 0
-        self._sampler.jobs = tuple(TaggedJob(self.generation, job) for job in plan.jobs)
-        waiting_for = f"the answer of every worker to the reset for epoch {plan.epoch}"
-        self._check_workers(waiting_for)
-        with self._torch_errors(waiting_for):
-            iter(self._state.loader)  # drains the abandoned epoch's images, then primes the window
+        if not self._workers_ready():
+            self._pending = deque(plan.jobs)  # made here, until the DataLoader is ready
+            return
+        self._starting = None
+        self._give_to_loader(plan.jobs, f"the answer of every worker to the reset for epoch {plan.epoch}")
 
     def _next_image(self) -> ProcessedImage:
+        if self._starting is not None:  # started in the background
+            if not self._workers_ready():
+                image = self._starting.make_next(self._pending, self._wanted, self.clock)
+                self._wanted += 1
+                return image
+            self._starting = None  # the DataLoader's workers take over from here
+            pending, self._pending = self._pending, deque()
+            self._give_to_loader(pending, f"the answer of every worker to the hand-over of epoch {self.epoch}")
         waiting_for = f"image {self._wanted} of epoch {self.epoch}"
         self._check_workers(waiting_for)
         # torch reads and unpickles inside next(): main-side transfer and serialize count as wait here.
@@ -516,7 +578,16 @@ class TorchGenerator(BatchGenerator):
         return ProcessedImage(item.position, item.image_index, data, masks)
 
     def _shutdown(self) -> None:
+        if self._starting is not None:
+            # close() fired the close signal, which the start's wait for the workers' answers
+            # watches: the thread returns once the worker processes in progress have started.
+            # Workers that have not answered the start are not asked to stop politely (torch
+            # would join each for 5 s): straight to SIGTERM.
+            if not self._starting.join(self.config.wait_timeout):
+                self._state.broken = True
+            self._starting = None
         self._sampler.jobs = ()
+        self._pending.clear()
         self._finalizer()
 
     # -- workers and errors -------------------------------------------------
@@ -525,6 +596,9 @@ class TorchGenerator(BatchGenerator):
         return [] if iterator is None else loader_workers(iterator)
 
     def worker_pids(self) -> list[int]:
+        """The workers' process ids; none until they are ready (``background_start``)."""
+        if self._starting is not None and self._starting.running:
+            return []
         return [w.pid for w in self._workers()]
 
     def _death(self, waiting_for: str) -> WorkerDiedError | None:

@@ -91,6 +91,20 @@ def start_fork_server(preload: list[str]) -> None:
     forkserver.ensure_running()
 
 
+def _nothing() -> None:
+    """The target of :func:`wait_for_fork_server`'s process."""
+
+
+def wait_for_fork_server() -> None:
+    """Return once this program's fork server has imported its preload (it starts no process before).
+
+    Asks it for one process that does nothing (a fork and an exit, ~20 ms once it is ready).
+    """
+    probe = mp.get_context("forkserver").Process(target=_nothing, name="ipcbench-fork-server-probe", daemon=True)
+    probe.start()
+    probe.join()
+
+
 # Exit status of a worker that noticed its parent had died.
 EXIT_PARENT_DIED = 3
 

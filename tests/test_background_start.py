@@ -22,14 +22,21 @@ import numpy as np
 import psutil
 import pytest
 from conftest import assert_same_batches, write_dataset
+from test_cli_run import run_args
 
+import harness.report
+from harness.cli import main
 from harness.measure import is_infrastructure
+from harness.results import SAMPLES_FILE, read_samples
 from strategies import STRATEGIES, LoaderConfig, WorkerDiedError, WorkerError, injection, make_generator
 from strategies.base import offering
 
 pytestmark = pytest.mark.timeout(120)
 
-OFFERING = ("pipe", "queue", "shm", "shm_zerocopy")
+OFFERING = ("pipe", "queue", "shm", "shm_zerocopy", "torch")
+# Torch's worker loop answers the start's handshake before its first image: a worker whose
+# set-up failed is reported by the first image it is asked for, as a worker error, not by the start.
+POOLS = ("pipe", "queue", "shm", "shm_zerocopy")
 HOLD_ENV = "IPCBENCH_TEST_HOLD_START_S"
 STARTED_DIR_ENV = "IPCBENCH_TEST_STARTED_IMAGES"
 IMAGES = 6
@@ -80,6 +87,17 @@ def arm(monkeypatch: pytest.MonkeyPatch, **actions: str) -> None:
 def hold(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     monkeypatch.setenv(HOLD_ENV, str(seconds))
     arm(monkeypatch, worker_start="hold_start")
+
+
+def assert_said_where(name: str, error: BaseException) -> None:
+    """A start that failed says so; torch's failed set-up comes with its worker's first image (``POOLS``)."""
+    said = any("started in the background" in note for note in getattr(error, "__notes__", []))
+    assert said == (name in POOLS), getattr(error, "__notes__", None)
+    assert name in POOLS or "torch worker" in str(error)
+
+
+def offers_next_epoch(name: str) -> bool:
+    return STRATEGIES[name].prefetches_next_epoch
 
 
 def wait_for_workers(gen, timeout: float = 20.0) -> list[int]:
@@ -137,8 +155,12 @@ def test_the_strategies_that_offer_it_are_the_documented_ones() -> None:
         assert cls.starts_in_background == (name in OFFERING), name
 
 
-@pytest.mark.parametrize("ahead", [False, True], ids=["epoch_by_epoch", "next_epoch_early"])
-@pytest.mark.parametrize("name", OFFERING)
+HAND_OVERS = [(name, ahead) for name in OFFERING for ahead in (False, True) if not ahead or offers_next_epoch(name)]
+
+
+@pytest.mark.parametrize(
+    ("name", "ahead"), HAND_OVERS, ids=[f"{n}-{'next_epoch_early' if a else 'epoch_by_epoch'}" for n, a in HAND_OVERS]
+)
 def test_same_batches_as_the_baseline_across_the_hand_over_to_the_workers(
     name: str, ahead: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,7 +211,7 @@ def test_a_worker_failing_at_start_is_raised_by_next_and_leaves_nothing(
     gen = make_generator(name, dataset, config())
     with pytest.raises(WorkerError, match="no licence for the microscope") as caught:
         run_epochs_for(gen, 20.0)
-    assert any("started in the background" in note for note in getattr(caught.value, "__notes__", []))
+    assert_said_where(name, caught.value)
     assert gen.closed
     assert not wait_until_no_children()
     # /dev/shm is checked by the autouse fixture (conftest.dev_shm_unchanged)
@@ -209,12 +231,12 @@ def test_a_start_failing_while_an_epoch_ends_is_raised_by_the_loop_and_leaves_no
     it = iter(gen)
     for _ in range(len(it) if ending == "finished" else 1):
         next(it)
-    gen._starter.join(30.0)  # the start has failed; nothing has asked for its error yet
+    gen._starting.join(30.0)  # the start has failed; nothing has asked for its error yet
     with pytest.raises(WorkerError, match="no licence for the microscope") as caught:
         for _ in it:
             pass
         next(iter(gen))
-    assert any("started in the background" in note for note in getattr(caught.value, "__notes__", []))
+    assert_said_where(name, caught.value)
     assert gen.closed
     assert not wait_until_no_children()
     # /dev/shm is checked by the autouse fixture (conftest.dev_shm_unchanged)
@@ -225,7 +247,7 @@ def test_a_worker_killed_while_starting_is_named(name: str, tmp_path: Path, monk
     dataset = write_dataset(tmp_path / "ds", images=IMAGES)
     arm(monkeypatch, worker_start="die_at_start")
     gen = make_generator(name, dataset, config())
-    with pytest.raises(WorkerDiedError, match=r"killed by signal 9.*while starting"):
+    with pytest.raises(WorkerDiedError, match=r"killed by signal 9.*(while starting|first answer of every worker)"):
         run_epochs_for(gen, 20.0)
     assert not wait_until_no_children()
 
@@ -290,10 +312,10 @@ def test_under_the_default_start_method_forkserver(tmp_path: Path) -> None:
     assert_same_batches(reference, epochs("pipe", dataset, config(start_method="forkserver"), 3))
 
 
-@pytest.mark.parametrize("name", ("baseline", "threads", "torch"))
+@pytest.mark.parametrize("name", ("baseline", "threads"))
 def test_a_strategy_that_cannot_is_refused_by_name(name: str, tmp_path: Path) -> None:
     dataset = write_dataset(tmp_path / "ds", images=IMAGES)
-    with pytest.raises(ValueError, match=rf"not offered by the {name} strategy.*pipe, queue, shm, shm_zerocopy"):
+    with pytest.raises(ValueError, match=rf"not offered by the {name} strategy.*pipe, queue, shm, shm_zerocopy, torch"):
         make_generator(name, dataset, config())
 
 
@@ -306,3 +328,24 @@ def test_fork_is_refused_with_the_reason() -> None:
     """A worker forked by the starting thread copies the locks the main thread holds mid-image: it can hang."""
     with pytest.raises(ValueError, match=r"needs start_method 'forkserver'.*'spawn', not 'fork'.*lock"):
         config(start_method="fork")
+
+
+def test_the_measured_windows_of_a_run_are_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ipcbench run --background-start on``: the warm-up window lasts until the workers are up, however long."""
+    monkeypatch.setattr(harness.report, "build_report", lambda run_dir: run_dir / "report.md")
+    root = write_dataset(tmp_path / "ds", images=3, height=96, width=128, channels=1)
+    # The measurement process's workers import this module for the injected hold.
+    path = [str(Path(__file__).parent), os.getenv("PYTHONPATH")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, path)))
+    hold(monkeypatch, 1.5)  # several windows long: without the wait, measured windows would be made in the main process
+    out = tmp_path / "run"
+    assert main(run_args(root, out, "--strategies", "pipe", "--workers", "1", "--background-start", "on")) == 0
+    records = read_samples(out / SAMPLES_FILE)
+    made_here = {warmup: [made_in_main(r) for r in records if r["warmup"] == warmup] for warmup in (True, False)}
+    assert made_here[True][0] > 0, "the held start should have left the first images to the main process"
+    assert made_here[False] and not any(made_here[False]), "a measured window had images made here"
+
+
+def made_in_main(record: dict) -> float:
+    """The main process's compute stage in a window, ms a batch: images it made itself."""
+    return (record["stage_main_ms_per_batch"] or {}).get("compute", 0.0)

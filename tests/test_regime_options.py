@@ -305,7 +305,7 @@ def test_a_window_that_works_ahead_counts_the_gap_before_it():
     ("option", "field", "offering"),
     [
         ("next_epoch", "prefetch_next_epoch", ("pipe", "threads")),
-        ("background_start", "background_start", ("pipe",)),
+        ("background_start", "background_start", ("pipe", "torch")),
     ],
 )
 def test_an_option_on_is_a_cell_only_of_the_strategies_that_offer_it(option, field, offering):
