@@ -87,7 +87,7 @@ class LoaderConfig:
     are ready. It needs ``start_method`` "forkserver" or "spawn": "fork" from the starting
     thread would copy into a worker whatever lock this process's own work holds then. The
     strategies whose ``starts_in_background`` is True offer it (``pipe``, ``queue``,
-    ``shm``, ``shm_zerocopy``); the others refuse it. It changes no batch.
+    ``shm``, ``shm_zerocopy``, ``torch``); the others refuse it. It changes no batch.
     """
 
     batch_size: int = 32

@@ -88,6 +88,17 @@ waits on the queue's pipe *and* the workers' sentinels, as every strategy here
 does: a death raises at once, inside ``next()``, for every start method. A worker
 that died between two ``next()`` calls is found by ``_check_workers`` at the next.
 
+The start, in the background (``LoaderConfig.background_start``; ``strategies.background_start``):
+a thread makes the DataLoader and starts its workers (the empty epoch's handshake
+included) while the main process makes the images the loop asks for itself. Once the
+thread has ended, the epoch's images not yet made become the DataLoader's epoch (the
+sampler's jobs, then ``iter(loader)``), so its stream begins at the image the loop
+wants next. If this process has not imported torch yet, the thread first waits for the
+fork server to have imported it (``workers.wait_for_fork_server``): importing torch
+holds this process's GIL for most of ~1.5 s, and while the fork server imports it on
+the other core the loop's images are made at full speed. A worker whose set-up fails
+(``worker.start``) answers its first image with the error, as torch's own loop would.
+
 Early ``break``: nothing to do at once. The next ``iter(loader)`` makes torch wait
 for every index still outstanding (up to ``workers * prefetch`` images, computed
 for nothing) and discard them before the new epoch starts; the generation tag is

@@ -273,7 +273,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="off|on",
         help="on: make_generator returns at once, the workers start in a background thread and the main process "
         "makes the first images itself until they are ready (LoaderConfig.background_start; pipe, queue, shm, "
-        "shm_zerocopy; the others are measured off only); comma-separated for both, each its own cell "
+        "shm_zerocopy, torch; the others are measured off only); comma-separated for both, each its own cell "
         "(default: off)",
     )
     parser.add_argument(
