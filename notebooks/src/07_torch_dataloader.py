@@ -88,7 +88,8 @@ say(
 # %% [markdown]
 # Start-up: every worker needs torch imported. The strategy starts multiprocessing's fork server with torch
 # preloaded, so workers fork with it already loaded; the first batch still comes later than with the designs
-# that need only NumPy.
+# that need only NumPy, unless the DataLoader starts in the background (`background_start=True`), while the main
+# process makes the first images itself (the verdict post measures both ways).
 
 # %%
 table(medians(only(run, "baseline", "pipe", "shm", "torch"), "time_to_first_batch_s", "startup_s"))
