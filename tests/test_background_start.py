@@ -12,6 +12,7 @@ the work to them once they are ready.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import threading
@@ -27,7 +28,7 @@ from test_cli_run import run_args
 import harness.report
 from harness.cli import main
 from harness.measure import is_infrastructure
-from harness.results import SAMPLES_FILE, read_samples
+from harness.results import SAMPLES_FILE, read_samples, summarize
 from strategies import STRATEGIES, LoaderConfig, WorkerDiedError, WorkerError, injection, make_generator
 from strategies.base import offering
 
@@ -330,8 +331,11 @@ def test_fork_is_refused_with_the_reason() -> None:
         config(start_method="fork")
 
 
-def test_the_measured_windows_of_a_run_are_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ipcbench run --background-start on``: the warm-up window lasts until the workers are up, however long."""
+def test_a_sweep_of_the_run_command_timed_from_make_generator_measures_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ipcbench run --background-start off,on``: its own cells, the first batch on one clock from
+    ``make_generator``, and a warm-up window that lasts until the workers are up, however long."""
     monkeypatch.setattr(harness.report, "build_report", lambda run_dir: run_dir / "report.md")
     root = write_dataset(tmp_path / "ds", images=3, height=96, width=128, channels=1)
     # The measurement process's workers import this module for the injected hold.
@@ -339,9 +343,25 @@ def test_the_measured_windows_of_a_run_are_the_workers(tmp_path: Path, monkeypat
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, path)))
     hold(monkeypatch, 1.5)  # several windows long: without the wait, measured windows would be made in the main process
     out = tmp_path / "run"
-    assert main(run_args(root, out, "--strategies", "pipe", "--workers", "1", "--background-start", "on")) == 0
+    args = run_args(root, out, "--strategies", "baseline,pipe", "--workers", "1", "--background-start", "off,on")
+    assert main(args) == 0
     records = read_samples(out / SAMPLES_FILE)
-    made_here = {warmup: [made_in_main(r) for r in records if r["warmup"] == warmup] for warmup in (True, False)}
+    assert {(r["strategy"], r["background_start"]) for r in records} == {
+        ("baseline", "off"),
+        ("pipe", "off"),
+        ("pipe", "on"),
+    }
+    for record in records:
+        since = record["first_batch_since_start_s"]
+        if record["warmup"]:  # one clock from the make_generator call: at least start-up + the first batch's wait
+            assert since >= record["startup_s"] + record["time_to_first_batch_s"] - 1e-6, record
+        else:
+            assert since is None
+    env = json.loads((out / "env.json").read_text())
+    assert env["command"][env["command"].index("--background-start") + 1] == "off,on"
+    assert set(summarize(records)["background_start"]) == {"off", "on"}
+    started = [r for r in records if r["strategy"] == "pipe" and r["background_start"] == "on"]
+    made_here = {warmup: [made_in_main(r) for r in started if r["warmup"] == warmup] for warmup in (True, False)}
     assert made_here[True][0] > 0, "the held start should have left the first images to the main process"
     assert made_here[False] and not any(made_here[False]), "a measured window had images made here"
 

@@ -348,26 +348,3 @@ def test_next_epoch_is_a_sweep_of_the_run_command(tmp_path, monkeypatch):
     assert env["command"][env["command"].index("--prefetch-next-epoch") + 1] == "off,on"
     summary = summarize(read_samples(out / SAMPLES_FILE))
     assert set(summary["prefetch_next_epoch"]) == {"off", "on"}
-
-
-def test_background_start_is_a_sweep_of_the_run_command_timed_from_make_generator(tmp_path, monkeypatch):
-    monkeypatch.setattr(harness.report, "build_report", lambda run_dir: run_dir / "report.md")
-    root = write_dataset(tmp_path / "ds", images=3, height=96, width=128, channels=1)
-    out = tmp_path / "run"
-    args = run_args(root, out, "--strategies", "baseline,pipe", "--workers", "1", "--background-start", "off,on")
-    assert main(args) == 0
-    records = read_samples(out / SAMPLES_FILE)
-    assert {(r["strategy"], r["background_start"]) for r in records} == {
-        ("baseline", "off"),
-        ("pipe", "off"),
-        ("pipe", "on"),
-    }
-    for record in records:
-        since = record["first_batch_since_start_s"]
-        if record["warmup"]:  # one clock from the make_generator call: at least start-up + the first batch's wait
-            assert since >= record["startup_s"] + record["time_to_first_batch_s"] - 1e-6, record
-        else:
-            assert since is None
-    env = json.loads((out / "env.json").read_text())
-    assert env["command"][env["command"].index("--background-start") + 1] == "off,on"
-    assert set(summarize(records)["background_start"]) == {"off", "on"}
