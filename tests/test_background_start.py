@@ -270,17 +270,20 @@ def test_close_while_the_workers_start_releases_everything(
         next(gen)
 
 
-def test_a_loader_dropped_while_its_workers_start_is_released(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["shm", "torch"])
+def test_a_loader_dropped_while_its_workers_start_is_released(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dataset = write_dataset(tmp_path / "ds", images=IMAGES)
     hold(monkeypatch, 0.5)
-    gen = make_generator("shm", dataset, config())
+    gen = make_generator(name, dataset, config())
     next(gen)
-    del gen  # unclosed: the starting thread holds it until the pool is up, then the finalizer releases it
-    deadline = time.monotonic() + 20.0
-    while children() and time.monotonic() < deadline:
-        gc.collect()
-        time.sleep(0.05)
-    assert not children()
+    starting = gen._starting
+    del gen  # unclosed: the starting thread holds it until the workers are up, then the finalizer releases it
+    assert starting.join(30.0), "the start should have ended well"
+    gc.collect()
+    assert not wait_until_no_children()
+    # /dev/shm is checked by the autouse fixture (conftest.dev_shm_unchanged)
 
 
 def test_a_train_and_a_validation_loader_side_by_side_with_a_consumer_thread(
@@ -293,7 +296,7 @@ def test_a_train_and_a_validation_loader_side_by_side_with_a_consumer_thread(
         root: epochs("baseline", root, cfg.replace(background_start=False), 1)[0] for root in (train_set, val_set)
     }
     hold(monkeypatch, 0.3)
-    with make_generator("shm", train_set, cfg) as train, make_generator("queue", val_set, cfg) as val:
+    with make_generator("shm", train_set, cfg) as train, make_generator("torch", val_set, cfg) as val:
         got: dict[Path, list] = {}
         reader = threading.Thread(target=lambda: got.setdefault(val_set, [(np.array(d), np.array(m)) for d, m in val]))
         reader.start()
