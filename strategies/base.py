@@ -314,7 +314,14 @@ class BatchGenerator(ABC):
 
     # -- plan -----------------------------------------------------------------
     def plan_for(self, epoch: int) -> EpochPlan:
-        return config_plan(self.dataset, self.config, epoch)
+        """The plan of ``epoch``; that of the epoch the next ``iter()`` starts is made once and kept for it."""
+        upcoming = self._upcoming
+        if upcoming is not None and upcoming.epoch == epoch:
+            return upcoming
+        plan = config_plan(self.dataset, self.config, epoch)
+        if epoch == self._next_epoch:
+            self._upcoming = plan  # the very object that epoch runs: asking first costs nothing more
+        return plan
 
     @property
     def epoch(self) -> int | None:
@@ -323,10 +330,7 @@ class BatchGenerator(ABC):
 
     def _upcoming_plan(self) -> EpochPlan:
         """The plan of the epoch the next ``iter()`` starts: made once, and the very object that epoch runs."""
-        upcoming = self._upcoming
-        if upcoming is None or upcoming.epoch != self._next_epoch:
-            upcoming = self._upcoming = self.plan_for(self._next_epoch)
-        return upcoming
+        return self.plan_for(self._next_epoch)
 
     def _ahead_to_dispatch(self, pending: deque[ImageJob]) -> deque[ImageJob] | None:
         """The next epoch's images not yet dispatched, once this epoch's (``pending``) are all out.
@@ -376,8 +380,7 @@ class BatchGenerator(ABC):
         self._check_open()
         if self._active:
             self._finish_epoch()
-        plan = self._upcoming if self._upcoming and self._upcoming.epoch == self._next_epoch else None
-        self._plan = plan or self.plan_for(self._next_epoch)
+        self._plan = self._upcoming_plan()
         self._upcoming = None
         self._next_epoch += 1
         self._serial += 1

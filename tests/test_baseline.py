@@ -16,7 +16,7 @@ import pytest
 import tifffile
 from conftest import write_dataset
 
-from strategies import LoaderClosedError, LoaderConfig, make_generator, open_dataset
+from strategies import LoaderClosedError, LoaderConfig, base, make_generator, open_dataset
 from strategies.work import ImageProcessor
 
 # write_dataset's default: 3 images of 2 x 70 x 90; tile 16 gives 4 x 5 = 20 tiles
@@ -117,6 +117,27 @@ def test_batches_span_images_in_plan_order(tiny_dataset: Path) -> None:
     # Batch 2 holds tiles 14..20: the last six of the first image and the first of the second.
     np.testing.assert_array_equal(out[2][0][:6], images[0].data[14:])
     np.testing.assert_array_equal(out[2][0][6:], images[1].data[:1])
+
+
+def test_the_plan_asked_for_before_an_epoch_is_the_one_it_runs_made_once(
+    tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The harness asks for each epoch's plan just before it runs it: that must cost the loop nothing more."""
+    made: list[int] = []
+    make = base.config_plan
+    monkeypatch.setattr(
+        base, "config_plan", lambda dataset, config, epoch: made.append(epoch) or make(dataset, config, epoch)
+    )
+    with make_generator("baseline", tiny_dataset, CFG) as gen:
+        plan = gen.plan_for(0)
+        assert gen.plan_for(0) is plan and len(gen) == plan.n_batches
+        out = batches(gen)
+        assert made == [0]
+        assert gen.plan_for(5).epoch == 5 and gen.plan_for(5) is not gen.plan_for(5)  # any other: made on demand
+        assert gen.plan_for(1) is gen.plan_for(1)
+        batches(gen)
+    assert made == [0, 5, 5, 5, 1]
+    assert len(out) == plan.n_batches
 
 
 def test_workers_and_prefetch_do_not_change_batches(tiny_dataset: Path) -> None:
