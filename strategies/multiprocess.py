@@ -56,7 +56,7 @@ from .dataset import Dataset
 from .errors import WorkerError
 from .plan import EpochPlan, ImageJob
 from .work import ProcessedImage, Processor
-from .workers import WorkerPool
+from .workers import FORKSERVER_PRELOAD, WorkerPool, start_fork_server
 
 # ProcessedImage.handle of an image this process made itself while the workers started.
 MADE_HERE = "made in the main process"
@@ -83,6 +83,10 @@ class ProcessGenerator(BatchGenerator):
         self.resources = ExitStack()
         self._finalizer = weakref.finalize(self, owner_only(self.resources.close))
         try:
+            if config.start_method == "forkserver":
+                # From this thread, not the one that starts the pool in the background: the
+                # server's start sets this process's environment for a moment (workers.start_fork_server).
+                start_fork_server(FORKSERVER_PRELOAD)
             self._prepare(self.resources)
             if config.background_start:
                 self._starting = BackgroundStart(self.name, self._start_pool, self.dataset, config)

@@ -68,7 +68,7 @@ from .close_signal import CloseSignal
 from .constants import KILL_GRACE_S, PARENT_POLL_S, STOP_GRACE_S, TERMINATE_GRACE_S
 from .errors import DescriptorLimitError, RemoteTraceback, WorkerDiedError, WorkerError, WorkerTimeoutError
 from .framing import MessageReader, send_message, widen
-from .internals import forget_inherited_fork_server
+from .internals import forget_inherited_fork_server, fork_server_pid
 from .main_guard import unguarded_main_hint
 from .messages import Ready, Stop, WorkerFailure
 
@@ -77,18 +77,56 @@ from .messages import Ready, Stop, WorkerFailure
 FORKSERVER_PRELOAD = ["__main__", "strategies"]
 
 
+# The workers' copies of this many bytes or more stream past the cache (non-temporal
+# stores): glibc's memcpy keeps a copy's destination in the cache up to about three
+# quarters of the L3 (190 MiB on the reference machine), which suits a process that
+# reads what it has just written; a worker writes what another process reads later.
+# Set in the fork server's environment, so every worker forked from it inherits it.
+STREAMING_COPY_BYTES = 1 << 20
+_NON_TEMPORAL_TUNABLE = "glibc.cpu.x86_non_temporal_threshold"
+
+
+def worker_glibc_tunables(inherited: str | None) -> str:
+    """``GLIBC_TUNABLES`` for a new interpreter that will fork workers: ``inherited`` and streaming copies.
+
+    A threshold the program already sets is kept (the way to measure without, or to
+    choose another); other tunables are kept as they are. Other C libraries and other
+    machines than x86-64 ignore the setting.
+    """
+    if inherited and _NON_TEMPORAL_TUNABLE in inherited:
+        return inherited
+    streaming = f"{_NON_TEMPORAL_TUNABLE}={STREAMING_COPY_BYTES:#x}"
+    return f"{inherited}:{streaming}" if inherited else streaming
+
+
 def start_fork_server(preload: list[str]) -> None:
     """Start this program's fork server now, importing ``preload``, unless it already runs.
 
     The server is one per program and keeps the preload it started with: a later
     call changes nothing. Started early, it imports while the caller goes on (the
-    ``torch`` strategy's main process imports torch meanwhile).
+    ``torch`` strategy's main process imports torch meanwhile). It starts with
+    :func:`worker_glibc_tunables` in its environment (read once, when an interpreter
+    starts); the calling process's environment is as it was when this returns.
     """
     from multiprocessing import forkserver
 
     forget_inherited_fork_server()
     mp.get_context("forkserver").set_forkserver_preload(preload)
-    forkserver.ensure_running()
+    with _fork_server_lock:
+        if fork_server_pid() is not None:
+            return
+        inherited = os.environ.get("GLIBC_TUNABLES")
+        os.environ["GLIBC_TUNABLES"] = worker_glibc_tunables(inherited)
+        try:
+            forkserver.ensure_running()
+        finally:
+            if inherited is None:
+                del os.environ["GLIBC_TUNABLES"]
+            else:
+                os.environ["GLIBC_TUNABLES"] = inherited
+
+
+_fork_server_lock = threading.Lock()
 
 
 def _nothing() -> None:
@@ -288,11 +326,10 @@ class WorkerPool:
         self.pids: list[int] = []
         ctx = mp.get_context(start_method)
         if start_method == "forkserver":
-            forget_inherited_fork_server()
             # The fork server imports these once; each worker forked from it then
             # starts in ~20 ms instead of importing numpy and tifffile (~0.3 s).
             # Takes effect when the server starts, i.e. for the first pool.
-            ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
+            start_fork_server(FORKSERVER_PRELOAD)
         try:
             for worker_id in range(workers):
                 main_end, worker_end = ctx.Pipe(duplex=True)

@@ -558,3 +558,63 @@ def test_processes_a_library_started_get_their_grace_then_sigterm_then_sigkill()
     start = time.monotonic()
     stop_processes([late])  # no grace by default: SIGTERM at once
     assert late.exitcode == -signal.SIGTERM and time.monotonic() - start < TERMINATE_GRACE_S / 2
+
+
+WORKER_ENVIRONMENTS = """
+import multiprocessing as mp, os, sys
+from strategies import make_generator
+
+SHOW = "import os; print('worker', os.environ.get('GLIBC_TUNABLES', 'unset'))"
+
+if __name__ == "__main__":
+    gen = make_generator(sys.argv[1], sys.argv[2], workers=2, tile=32, background_start=sys.argv[3] == "on")
+    probe = mp.get_context("forkserver").Process(target=exec, args=(SHOW,))  # forked from the generator's fork server, as its workers
+    probe.start()
+    probe.join()
+    print("main", os.environ.get("GLIBC_TUNABLES", "unset"))
+    gen.close()
+"""
+
+
+@pytest.mark.parametrize(
+    ("inherited", "workers_get"),
+    [
+        (None, "glibc.cpu.x86_non_temporal_threshold=0x100000"),
+        ("glibc.malloc.check=0", "glibc.malloc.check=0:glibc.cpu.x86_non_temporal_threshold=0x100000"),
+        ("glibc.cpu.x86_non_temporal_threshold=0xb580000", "glibc.cpu.x86_non_temporal_threshold=0xb580000"),
+    ],
+)
+@pytest.mark.parametrize(("strategy", "background_start"), [("pipe", "off"), ("shm_zerocopy", "on")])
+def test_workers_copy_past_the_cache_and_the_program_keeps_its_environment(
+    tmp_path, inherited: str | None, workers_get: str, strategy: str, background_start: str
+) -> None:
+    """The fork server, hence every worker, starts with streaming copies; a threshold the program sets wins."""
+    import subprocess
+    import sys
+
+    from conftest import write_dataset
+
+    dataset = write_dataset(tmp_path / "data")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if inherited is not None:
+        env["GLIBC_TUNABLES"] = inherited
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER_ENVIRONMENTS, strategy, str(dataset), background_start],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
+    )
+    assert out.stdout.splitlines() == [f"worker {workers_get}", f"main {inherited or 'unset'}"], out.stderr
+
+
+def test_the_streaming_threshold_is_added_to_what_the_program_sets_unless_it_sets_its_own() -> None:
+    streaming = f"glibc.cpu.x86_non_temporal_threshold={workers_module.STREAMING_COPY_BYTES:#x}"
+    assert workers_module.worker_glibc_tunables(None) == streaming
+    assert workers_module.worker_glibc_tunables("") == streaming
+    assert workers_module.worker_glibc_tunables("glibc.malloc.tcache_count=0") == (
+        f"glibc.malloc.tcache_count=0:{streaming}"
+    )
+    own = "glibc.cpu.x86_non_temporal_threshold=0x4040:glibc.malloc.check=0"
+    assert workers_module.worker_glibc_tunables(own) == own
