@@ -568,7 +568,8 @@ SHOW = "import os; print('worker', os.environ.get('GLIBC_TUNABLES', 'unset'))"
 
 if __name__ == "__main__":
     gen = make_generator(sys.argv[1], sys.argv[2], workers=2, tile=32, background_start=sys.argv[3] == "on")
-    probe = mp.get_context("forkserver").Process(target=exec, args=(SHOW,))  # forked from the generator's fork server, as its workers
+    # Forked from the generator's fork server, as its workers are.
+    probe = mp.get_context("forkserver").Process(target=exec, args=(SHOW,))
     probe.start()
     probe.join()
     print("main", os.environ.get("GLIBC_TUNABLES", "unset"))
