@@ -6,7 +6,7 @@ created, warmed up for one epoch, timed over ``--epochs`` epochs and closed, in
 rounds that interleave the strategies (A B C D, A B C D, ...); the medians over
 rounds are printed.
 
-    python scripts/strategy_throughput.py --dataset data/real --workers 2 --rounds 3
+    python scripts/strategy_throughput.py --dataset real --workers 2 --rounds 3
     python scripts/strategy_throughput.py --workload transfer --epochs 8
 
 The CPU columns say where the cores went during the timed epochs: the main
@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import psutil
 
+from harness.datasets import SOURCES, ensure_dataset
 from strategies import STRATEGIES, LoaderConfig, make_generator
 
 
@@ -62,7 +64,9 @@ def measure(name: str, dataset: str, config: LoaderConfig, epochs: int) -> dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="data/real")
+    parser.add_argument(
+        "--dataset", default="real", help="a dataset folder, or real / synth: built under data/ if missing"
+    )
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--prefetch", type=int, default=2)
@@ -73,6 +77,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workload", default="full", choices=["full", "transfer"])
     args = parser.parse_args()
+    if args.dataset in SOURCES:  # a built-in dataset, as `ipcbench run --dataset real` takes it
+        args.dataset = str(ensure_dataset(args.dataset, progress=lambda line: print(line, file=sys.stderr)))
     config = LoaderConfig(
         batch_size=args.batch_size,
         tile=args.tile,
