@@ -6,6 +6,8 @@ the ceiling of any 2-worker transfer (``docs/performance-notes.md``)::
 
     python scripts/copy_bandwidth.py --processes 1,2 --rounds 2
     python scripts/copy_bandwidth.py --tile-kib 128   # copies the way zero-copy workers write tiles
+    # 4 MiB runs past the cache, as the workers copy (docs/design.md section 9):
+    GLIBC_TUNABLES=glibc.cpu.x86_non_temporal_threshold=0x100000 python scripts/copy_bandwidth.py --tile-kib 4096
 
 ``--tile-kib`` copies tile by tile instead of 64 MiB at once: a 32 MiB source (a
 transfer workload's bank of tiles is ~27 MB per worker) into a 128 MiB destination
