@@ -84,6 +84,7 @@ FORKSERVER_PRELOAD = ["__main__", "strategies"]
 # Set in the fork server's environment, so every worker forked from it inherits it.
 STREAMING_COPY_BYTES = 1 << 20
 _NON_TEMPORAL_TUNABLE = "glibc.cpu.x86_non_temporal_threshold"
+_fork_server_lock = threading.Lock()  # one start at a time: it sets this process's environment for a moment
 
 
 def worker_glibc_tunables(inherited: str | None) -> str:
@@ -124,9 +125,6 @@ def start_fork_server(preload: list[str]) -> None:
                 del os.environ["GLIBC_TUNABLES"]
             else:
                 os.environ["GLIBC_TUNABLES"] = inherited
-
-
-_fork_server_lock = threading.Lock()
 
 
 def _nothing() -> None:

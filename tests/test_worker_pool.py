@@ -13,11 +13,14 @@ import multiprocessing as mp
 import os
 import resource
 import signal
+import subprocess
+import sys
 import threading
 import time
 from multiprocessing import Pipe
 
 import pytest
+from conftest import write_dataset
 
 from strategies import injection
 from strategies import workers as workers_module
@@ -590,11 +593,6 @@ def test_workers_copy_past_the_cache_and_the_program_keeps_its_environment(
     tmp_path, inherited: str | None, workers_get: str, strategy: str, background_start: str
 ) -> None:
     """The fork server, hence every worker, starts with streaming copies; a threshold the program sets wins."""
-    import subprocess
-    import sys
-
-    from conftest import write_dataset
-
     dataset = write_dataset(tmp_path / "data")
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     if inherited is not None:
